@@ -1,0 +1,112 @@
+"""Deadlines for a streaming attempt, enforced by one lazily re-armed timer.
+
+Per-chunk ``asyncio.wait_for`` would create a task per token; rescheduling an
+``asyncio.timeout`` per chunk pushes a heap entry per token. Instead the hot
+path only stores a timestamp (:meth:`progress`), and a single timer wakes at
+the earliest possible deadline, checks, and either re-arms for the next one or
+cancels the consuming task — the same mechanism ``asyncio.timeout`` uses, so
+the expiry surfaces as :class:`regions.errors.BackendError` (``TIMEOUT``) at
+the ``with`` block, with the reason.
+
+Deadlines: first token (from start until :meth:`first_token`), idle gap
+(between :meth:`progress` calls after the first token), and an absolute
+``total`` deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from regions.errors import BackendError, FailureClass
+
+
+class Watchdog:
+    __slots__ = (
+        "_expired",
+        "_first_token_at",
+        "_handle",
+        "_idle",
+        "_last",
+        "_loop",
+        "_paused",
+        "_task",
+        "_total_at",
+        "_waiting_first",
+    )
+
+    def __init__(
+        self,
+        *,
+        first_token: float,
+        idle: float,
+        total_deadline: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._loop = loop
+        now = loop.time()
+        self._first_token_at = now + first_token
+        self._idle = idle
+        self._total_at = total_deadline
+        self._last = now
+        self._waiting_first = True
+        self._paused = False
+        self._expired: str | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+
+    def first_token(self) -> None:
+        self._waiting_first = False
+        self._last = self._loop.time()
+
+    def progress(self) -> None:
+        self._last = self._loop.time()
+
+    def pause(self) -> None:
+        """The consumer is busy elsewhere (writing to a slow client): not the upstream's gap."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._last = self._loop.time()
+
+    def _next_deadline(self) -> tuple[float, str]:
+        if self._waiting_first:
+            soon = (self._first_token_at, "no first token within the time-to-first-token timeout")
+        else:
+            soon = (self._last + self._idle, "no data within the idle timeout")
+        return min(soon, (self._total_at, "total request timeout"))
+
+    def _fire(self) -> None:
+        deadline, reason = self._next_deadline()
+        now = self._loop.time()
+        if self._paused:
+            # Never cancel while the consumer is suspended outside the guarded
+            # block: the CancelledError would surface in the wrong place.
+            self._handle = self._loop.call_at(now + self._idle, self._fire)
+        elif now >= deadline:
+            self._expired = reason
+            self._handle = None
+            if self._task is not None:
+                self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(deadline, self._fire)
+
+    def __enter__(self) -> Watchdog:
+        self._task = asyncio.current_task()
+        self._handle = self._loop.call_at(self._next_deadline()[0], self._fire)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._expired is not None and exc_type is asyncio.CancelledError:
+            assert self._task is not None
+            if self._task.uncancel() == 0:
+                raise BackendError(FailureClass.TIMEOUT, self._expired) from None

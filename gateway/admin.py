@@ -1,0 +1,75 @@
+"""The admin API: its own listener, its own bearer token (DESIGN.md §4).
+
+Only ``/metrics`` and a status summary live here so far; weights, drains,
+canaries and replication join them with the control plane.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.auth import bearer_matches
+from gateway.http.api import RUNTIME
+from gateway.http.errors import error_response
+
+_OPEN_PATHS = frozenset({"/healthz"})
+
+
+@web.middleware
+async def require_admin_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path not in _OPEN_PATHS:
+        rt = request.app[RUNTIME]
+        if not bearer_matches(request.headers.get("Authorization"), rt.admin_digest):
+            return error_response(401, "admin token required", "invalid_admin_token")
+    return await handler(request)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return web.Response(
+        body=rt.metrics.exposition(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    snap = rt.snapshot
+    backends = [
+        {
+            "name": b.name,
+            "model": b.model,
+            "version": b.version,
+            "region": b.region.name,
+            "tags": sorted(b.region.tags),
+            "provider": b.kind.value,
+            "dial": snap.dial(b.region.name),
+        }
+        for route in snap.models.values()
+        for per_version in route.backends.values()
+        for b in per_version
+    ]
+    body = {
+        "revision": snap.revision,
+        "ready": rt.lifecycle.ready,
+        "draining": rt.lifecycle.draining,
+        "in_flight": rt.lifecycle.in_flight,
+        "models": {name: dict(route.split) for name, route in snap.models.items()},
+        "backends": backends,
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def admin_app(runtime_app: web.Application) -> web.Application:
+    app = web.Application(middlewares=[require_admin_token])
+    app[RUNTIME] = runtime_app[RUNTIME]
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/v1/status", status)
+    app.router.add_get("/healthz", healthz)
+    return app

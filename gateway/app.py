@@ -1,0 +1,114 @@
+"""Assembling and running one gateway process: the listeners and their lifetime.
+
+:class:`Gateway` binds the client HTTP listener and the admin listener, both
+over one :class:`Runtime`. ``start`` returns once both accept connections;
+``stop`` drains (readyz 503, in-flight streams finish within the grace period,
+the rest end with an error event) and closes upstream pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin import admin_app
+from gateway.config import Config
+from gateway.http.api import RUNTIME, openai_errors, routes
+from gateway.runtime import Runtime, build_runtime
+
+log = logging.getLogger("meridian")
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        environ: Mapping[str, str] | None = None,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        self.config = config
+        self._environ = environ
+        self._reuse_port = reuse_port
+        self._runners: list[web.AppRunner] = []
+        self.runtime: Runtime | None = None
+        self.http_url = ""
+        self.admin_url = ""
+
+    def client_app(self, runtime: Runtime) -> web.Application:
+        app = web.Application(
+            middlewares=[openai_errors], client_max_size=self.config.limits.max_body_bytes
+        )
+        app[RUNTIME] = runtime
+        routes(app)
+        return app
+
+    async def start(self) -> None:
+        runtime = await build_runtime(self.config, self._environ)
+        self.runtime = runtime
+        limits = self.config.limits
+        client = self.client_app(runtime)
+        self.http_url = await self._listen(
+            client,
+            self.config.listen.http,
+            # aiohttp arms keepalive_timeout from connection start until a
+            # complete request head, so it is also the slow-header guard.
+            keepalive_timeout=limits.header_timeout_s,
+            max_headers=limits.max_headers,
+            max_field_size=limits.max_header_bytes,
+            max_line_size=limits.max_header_bytes,
+            reuse_port=self._reuse_port,
+        )
+        self.admin_url = await self._listen(
+            admin_app(client), self.config.listen.admin, keepalive_timeout=limits.header_timeout_s
+        )
+        runtime.lifecycle.ready = True
+        log.info("meridian serving %s (admin %s)", self.http_url, self.admin_url)
+
+    async def _listen(
+        self, app: web.Application, address: str, *, reuse_port: bool = False, **kwargs: Any
+    ) -> str:
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, **kwargs)
+        await runner.setup()
+        self._runners.append(runner)
+        host, port = _split(address)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+        await site.start()
+        sockets = runner.addresses
+        bound = sockets[0][1] if sockets else port
+        return f"http://{host}:{bound}"
+
+    async def stop(self, grace: float | None = None) -> int:
+        """Drain and close; returns how many streams had to be cut."""
+        cut = 0
+        if self.runtime is not None:
+            wait = self.config.shutdown.grace_s if grace is None else grace
+            cut = await self.runtime.lifecycle.drain(wait)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self.runtime is not None:
+            await self.runtime.close()
+        return cut
+
+    async def serve_until_signalled(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("draining: refusing new requests, finishing streams in flight")
+        cut = await self.stop()
+        if cut:
+            log.warning("cut %d streams at the end of the grace period", cut)

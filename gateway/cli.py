@@ -1,0 +1,109 @@
+"""The ``meridian`` command line.
+
+Errors are one line on stderr and a non-zero exit; no tracebacks for anything
+a user can cause (a bad config, a busy port, a bad flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from gateway.config import ConfigError, load
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-POSIX
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.workers import serve
+
+    config = load(args.config)
+    return serve(config, args.config, workers=args.workers, run=_run)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    _run(run_demo(args.http, args.admin))
+    return 0
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from regions.emulators.vllm import EmulatorConfig, serve_forever
+
+    config = EmulatorConfig(
+        served_models=tuple(args.model),
+        ttft_s=args.ttft_ms / 1000,
+        itl_s=args.itl_ms / 1000,
+        default_max_tokens=args.max_tokens,
+    )
+    _run(serve_forever(args.host, args.port, config))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meridian", description="Global inference gateway")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", required=True, help="YAML config file")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the ports")
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="gateway + emulated backends in five regions")
+    demo.add_argument("--http", default="127.0.0.1:8080", help="HTTP API address")
+    demo.add_argument("--admin", default="127.0.0.1:9090", help="admin API address")
+    demo.set_defaults(func=_demo)
+
+    emulate = sub.add_parser("emulate", help="run a backend emulator")
+    emulate.add_argument("kind", choices=["vllm"])
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, required=True)
+    emulate.add_argument("--ttft-ms", type=float, default=0.0)
+    emulate.add_argument("--itl-ms", type=float, default=0.0)
+    emulate.add_argument("--max-tokens", type=int, default=32, help="tokens when unasked")
+    emulate.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="served model name (repeatable)",
+    )
+    emulate.set_defaults(func=_emulate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "model", "") is None:
+        args.model = ["meta-llama/Llama-3.1-8B-Instruct"]
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"meridian: config rejected: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"meridian: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The gateway's YAML configuration: schema, loading, and errors that point at a line.
+
+A config is validated whole before anything uses it; a bad file raises
+:class:`ConfigError` naming the file, line and field, and the caller keeps
+whatever config it was running. Secrets never appear in the file in clear:
+API keys are SHA-256 digests (``sha256:<hex>``) or names of environment
+variables (``env:NAME``); the admin token likewise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from regions.inventory import ProviderKind
+
+_REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
+_SECRET_REF = re.compile(r"^(sha256:[0-9a-f]{64}|env:[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``str()`` is one line per problem, each with its place."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class Listen(_Strict):
+    http: str = "127.0.0.1:8080"
+    grpc: str | None = "127.0.0.1:50051"
+    admin: str = "127.0.0.1:9090"
+
+    @field_validator("http", "grpc", "admin")
+    @classmethod
+    def _check(cls, value: str | None) -> str | None:
+        return None if value is None else _address(value)
+
+
+class SecretRef(_Strict):
+    """Either a SHA-256 digest of the secret or the environment variable holding it."""
+
+    ref: str
+
+    def digests(self, environ: Mapping[str, str]) -> str:
+        """The secret's SHA-256 hex digest; raises ConfigError if the variable is unset."""
+        kind, _, value = self.ref.partition(":")
+        if kind == "sha256":
+            return value
+        secret = environ.get(value)
+        if not secret:
+            raise ConfigError(f"environment variable {value} is not set")
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _secret(value: Any) -> Any:
+    if isinstance(value, str):
+        if not _SECRET_REF.match(value):
+            raise ValueError(
+                "secrets are written 'sha256:<64 hex digits>' or 'env:VARIABLE', never in clear"
+            )
+        return {"ref": value}
+    return value
+
+
+class Admin(_Strict):
+    token: SecretRef | None = None
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token(cls, value: Any) -> Any:
+        return _secret(value)
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(1 << 20, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    max_headers: int = Field(100, gt=0)
+    max_header_bytes: int = Field(8190, gt=0)
+    stream_buffer_bytes: int = Field(64 * 1024, gt=0)
+
+
+class Timeouts(_Strict):
+    connect_s: float = Field(3.0, gt=0)
+    first_token_s: float = Field(30.0, gt=0)
+    idle_s: float = Field(30.0, gt=0)
+    total_s: float = Field(600.0, gt=0)
+
+
+class Shutdown(_Strict):
+    grace_s: float = Field(30.0, ge=0)
+
+
+class RegionConfig(_Strict):
+    name: str = Field(pattern=_REGION_NAME.pattern)
+    tags: frozenset[str] = frozenset()
+    dial: int = Field(100, ge=0, le=100)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    versions: dict[str, int] = Field(min_length=1)
+
+    @field_validator("versions")
+    @classmethod
+    def _weights(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(w < 0 for w in value.values()):
+            raise ValueError("version weights must be >= 0")
+        if sum(value.values()) <= 0:
+            raise ValueError("at least one version needs a weight above 0")
+        return value
+
+
+class PriceConfig(_Strict):
+    input_per_m: float = Field(0.0, ge=0)
+    output_per_m: float = Field(0.0, ge=0)
+
+
+class BackendConfig(_Strict):
+    name: str = Field(min_length=1)
+    model: str
+    version: str
+    region: str
+    provider: ProviderKind
+    url: str
+    served_model: str = Field(min_length=1)
+    price: PriceConfig = PriceConfig()
+    max_concurrency: int = Field(256, gt=0)
+    weight: float = Field(1.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError("must be an http:// or https:// URL without query or fragment")
+        return value.rstrip("/")
+
+
+class TenantConfig(_Strict):
+    name: str = Field(min_length=1)
+    api_keys: tuple[SecretRef, ...] = Field(min_length=1)
+    residency: frozenset[str] | None = None
+    models: frozenset[str] | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        return [_secret(v) for v in value] if isinstance(value, list) else value
+
+
+class Config(_Strict):
+    listen: Listen = Listen()
+    admin: Admin = Admin()
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    shutdown: Shutdown = Shutdown()
+    regions: tuple[RegionConfig, ...] = Field(min_length=1)
+    models: tuple[ModelConfig, ...] = Field(min_length=1)
+    backends: tuple[BackendConfig, ...] = Field(min_length=1)
+    tenants: tuple[TenantConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        # Messages start with "@path: " so parse() can point at the offending line.
+        _unique("regions", [r.name for r in self.regions])
+        _unique("models", [m.name for m in self.models])
+        _unique("backends", [b.name for b in self.backends])
+        _unique("tenants", [t.name for t in self.tenants])
+        regions = {r.name for r in self.regions}
+        versions = {m.name: set(m.versions) for m in self.models}
+        for i, b in enumerate(self.backends):
+            if b.region not in regions:
+                raise ValueError(f"@backends.{i}.region: unknown region {b.region!r}")
+            if b.model not in versions:
+                raise ValueError(f"@backends.{i}.model: unknown model {b.model!r}")
+            if b.version not in versions[b.model]:
+                raise ValueError(
+                    f"@backends.{i}.version: model {b.model!r} has no version {b.version!r}"
+                )
+        return self
+
+
+def _unique(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"@{what}.{i}.name: {name!r} is defined twice")
+        seen.add(name)
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text into a :class:`Config`; errors name the line of the bad value."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the config must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        deeper = {tuple(e["loc"][:-1]) for e in errors if len(e["loc"]) > 1}
+        lines = []
+        for err in errors:
+            loc = tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if not loc and msg.startswith("@"):
+                path, _, msg = msg[1:].partition(": ")
+                loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+            if err["type"] == "too_short" and any(d[: len(loc)] == loc for d in deeper):
+                continue  # a consequence of an item's own error, reported on its line
+
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(node, loc)
+            lines.append(f"{source}:{line}: {field}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    return parse(text, str(p))
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The 1-based line of the deepest YAML node along ``loc`` that exists."""
+    line = 1 if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            key = next((k for k, _ in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            line = (key or match).start_mark.line + 1
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

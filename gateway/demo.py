@@ -1,0 +1,148 @@
+"""``meridian demo``: the gateway plus emulated backends in five regions, in one process.
+
+Credentials are fixed and documented so examples can be copied, which is why
+the demo binds loopback only: ``sk-demo-global`` (tenant allowed everywhere),
+``sk-demo-eu`` (EU-only tenant), admin token ``demo-admin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+
+from regions.emulators.vllm import EmulatorConfig, VllmEmulator
+
+from gateway.app import Gateway
+from gateway.config import Config
+
+MODEL = "llama-3.1-8b-instruct"
+SERVED = "meta-llama/Llama-3.1-8B-Instruct"
+KEYS = {"sk-demo-global": None, "sk-demo-eu": ["EU"]}
+ADMIN_TOKEN = "demo-admin"
+
+
+@dataclass(frozen=True)
+class DemoBackend:
+    region: str
+    tags: tuple[str, ...]
+    provider: str
+    version: str
+    ttft_ms: float
+    itl_ms: float
+    price_in: float
+    price_out: float
+
+
+BACKENDS = (
+    DemoBackend("aws:us-east-1", ("US",), "vllm", "v1", 45, 9, 0.22, 0.60),
+    DemoBackend("aws:eu-west-1", ("EU", "IE"), "vllm", "v1", 60, 10, 0.25, 0.70),
+    DemoBackend("gcp:europe-west4", ("EU", "NL"), "vllm", "v1", 50, 9, 0.20, 0.55),
+    DemoBackend("gcp:us-central1", ("US",), "vllm", "v1", 35, 8, 0.20, 0.55),
+    DemoBackend("onprem:fra1", ("EU", "DE"), "vllm", "v1", 25, 7, 0.08, 0.15),
+    DemoBackend("aws:us-east-1", ("US",), "vllm", "v2", 40, 8, 0.22, 0.60),
+    DemoBackend("gcp:europe-west4", ("EU", "NL"), "vllm", "v2", 45, 8, 0.20, 0.55),
+)
+
+
+def _sha(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def demo_config(urls: list[str], http: str, admin: str) -> Config:
+    regions: dict[str, tuple[str, ...]] = {}
+    backends = []
+    for spec, url in zip(BACKENDS, urls, strict=True):
+        regions[spec.region] = spec.tags
+        backends.append(
+            {
+                "name": f"{spec.region.replace(':', '-')}-{spec.version}",
+                "model": MODEL,
+                "version": spec.version,
+                "region": spec.region,
+                "provider": spec.provider,
+                "url": url,
+                "served_model": SERVED,
+                "price": {"input_per_m": spec.price_in, "output_per_m": spec.price_out},
+            }
+        )
+    return Config.model_validate(
+        {
+            "listen": {"http": http, "admin": admin, "grpc": None},
+            "admin": {"token": _sha(ADMIN_TOKEN)},
+            "regions": [{"name": n, "tags": list(t)} for n, t in regions.items()],
+            "models": [{"name": MODEL, "versions": {"v1": 100, "v2": 0}}],
+            "backends": backends,
+            "tenants": [
+                {"name": "demo-global", "api_keys": [_sha("sk-demo-global")]},
+                {"name": "demo-eu", "api_keys": [_sha("sk-demo-eu")], "residency": ["EU"]},
+            ],
+        }
+    )
+
+
+class Demo:
+    """The demo world; tests start it on free ports with ``http``/``admin`` = ``127.0.0.1:0``."""
+
+    def __init__(self, http: str = "127.0.0.1:8080", admin: str = "127.0.0.1:9090") -> None:
+        self._http = http
+        self._admin = admin
+        self.emulators = [
+            VllmEmulator(
+                EmulatorConfig(
+                    served_models=(SERVED,),
+                    ttft_s=b.ttft_ms / 1000,
+                    itl_s=b.itl_ms / 1000,
+                    name=f"{b.region}-{b.version}",
+                )
+            )
+            for b in BACKENDS
+        ]
+        self.gateway: Gateway | None = None
+
+    async def start(self) -> Gateway:
+        urls = [await e.start("127.0.0.1", 0) for e in self.emulators]
+        self.gateway = Gateway(demo_config(urls, self._http, self._admin))
+        await self.gateway.start()
+        return self.gateway
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop(grace=1.0)
+        for e in self.emulators:
+            await e.stop()
+
+
+def banner(gateway: Gateway) -> str:
+    return f"""Meridian demo: model {MODEL} (v1 100%, v2 ready for a canary)
+in {len({b.region for b in BACKENDS})} regions: {", ".join(sorted({b.region for b in BACKENDS}))}
+
+  HTTP API   {gateway.http_url}/v1        keys: sk-demo-global (anywhere), sk-demo-eu (EU only)
+  Admin API  {gateway.admin_url}            token: demo-admin
+
+Try:
+  curl -s {gateway.http_url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-eu' \\
+    -H 'Content-Type: application/json' \\
+    -d '{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hello"}}],"stream":true}}'
+  curl -s -D- -o/dev/null {gateway.http_url}/v1/chat/completions \\
+    -H 'Authorization: Bearer sk-demo-eu' \\
+    -d '{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hi"}}]}}' | grep -i x-meridian
+  curl -s {gateway.admin_url}/metrics -H 'Authorization: Bearer demo-admin' | grep meridian_requests
+
+Ctrl-C stops the demo."""
+
+
+async def run_demo(http: str, admin: str) -> None:
+    demo = Demo(http, admin)
+    gateway = await demo.start()
+    print(banner(gateway), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await demo.stop()

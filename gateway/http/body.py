@@ -1,0 +1,39 @@
+"""Reading a request body under the size and time limits."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.config import Limits
+
+
+class BodyRejected(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+async def read_body(request: web.Request, limits: Limits) -> bytes:
+    """The whole body, or BodyRejected: 413 when too large, 408 when it trickles in too slowly."""
+    declared = request.content_length
+    if declared is not None and declared > limits.max_body_bytes:
+        raise _too_large(limits)
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limits) from None
+    except TimeoutError:
+        raise BodyRejected(
+            408, "the request body was not received in time", "body_timeout"
+        ) from None
+
+
+def _too_large(limits: Limits) -> BodyRejected:
+    return BodyRejected(
+        413, f"the request body exceeds {limits.max_body_bytes} bytes", "request_too_large"
+    )

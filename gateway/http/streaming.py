@@ -1,0 +1,164 @@
+"""Writing an execution's events to the client: SSE stream or one JSON body.
+
+Pass-through: when the serving backend speaks the client's OpenAI format, each
+chunk's upstream bytes are written unchanged except for the model name, which
+is rewritten to the logical name the client asked for (a bytes replace of one
+JSON member, only when the names differ).
+
+Backpressure: the transport's write buffer is capped at ``buffer_bytes``;
+``write`` waits for the client to drain, and while it waits the upstream is
+not read, so a slow client costs bounded memory (the upstream's TCP window
+does the rest).
+
+Endings: success writes ``data: [DONE]``; a failure after the first token
+writes an error event and no ``[DONE]``; a shutdown cut writes an error event
+saying so. A client that disconnects cancels the handler, which closes the
+upstream attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from failover.executor import Execution
+from gateway.http.chunks import DONE, ChunkWriter, error_event
+from gateway.http.errors import error_response
+from gateway.lifecycle import Lifecycle
+from regions.events import Event, Finish, StreamError, TokenDelta, Usage
+from regions.request import Kind
+
+
+@dataclass(slots=True)
+class Result:
+    response: web.StreamResponse
+    status: int
+
+
+class _Encoder:
+    """Turns events into the bytes this client gets."""
+
+    __slots__ = ("include_usage", "passthrough", "rewrite", "writer")
+
+    def __init__(
+        self, writer: ChunkWriter, passthrough: bool, include_usage: bool, served_model: str
+    ) -> None:
+        self.writer = writer
+        self.passthrough = passthrough
+        self.include_usage = include_usage
+        self.rewrite: tuple[bytes, bytes] | None = None
+        if served_model != writer.model:
+            self.rewrite = (
+                b'"model":' + orjson.dumps(served_model),
+                b'"model":' + orjson.dumps(writer.model),
+            )
+
+    def encode(self, event: Event) -> bytes:
+        raw = event.raw if self.passthrough and not isinstance(event, StreamError) else None
+        if raw is not None:
+            if isinstance(event, Usage) and not self.include_usage:
+                return b""
+            if self.rewrite is not None and raw:
+                return raw.replace(*self.rewrite)
+            return raw
+        if isinstance(event, TokenDelta):
+            return self.writer.chunk(event.text)
+        if isinstance(event, Finish):
+            return self.writer.chunk(None if self.writer.kind is Kind.CHAT else "", event.reason)
+        if isinstance(event, Usage):
+            return self.writer.usage(event) if self.include_usage else b""
+        return error_event(event.message, event.code)
+
+
+async def stream(
+    request: web.Request,
+    execution: Execution,
+    head: list[Event],
+    writer: ChunkWriter,
+    headers: dict[str, str],
+    *,
+    passthrough: bool,
+    served_model: str,
+    lifecycle: Lifecycle,
+    buffer_bytes: int,
+) -> Result:
+    execution.record_head(head)
+    encoder = _Encoder(writer, passthrough, execution.request.include_usage, served_model)
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            **headers,
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },
+    )
+    await response.prepare(request)
+    transport = request.transport
+    if transport is not None:
+        transport.set_write_buffer_limits(high=buffer_bytes)
+    status = 200
+    try:
+        if not passthrough and writer.kind is Kind.CHAT:
+            await response.write(writer.chunk("", role=True))
+        for event in head:
+            await response.write(encoder.encode(event))
+        async with contextlib.aclosing(execution.events()) as events:
+            async for event in events:
+                data = encoder.encode(event)
+                if data:
+                    await response.write(data)
+                if isinstance(event, StreamError):
+                    status = 502
+        if status == 200:
+            await response.write(DONE)
+        await response.write_eof()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not lifecycle.cutting or task is None:
+            raise
+        task.uncancel()
+        status = 503
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(error_event("the gateway is shutting down", "shutting_down", 503))
+            await response.write_eof()
+    except ConnectionResetError:
+        status = 499
+    return Result(response, status)
+
+
+async def collect(
+    execution: Execution, head: list[Event], writer: ChunkWriter, headers: dict[str, str]
+) -> Result:
+    """A non-streaming answer, assembled from the upstream stream.
+
+    Streaming from the upstream even here keeps one code path and lets
+    timeouts and first-token failover work the same for both kinds of client.
+    """
+    execution.record_head(head)
+    parts: list[str] = []
+    finish = "stop"
+    failure: StreamError | None = None
+
+    def take(event: Event) -> None:
+        nonlocal finish, failure
+        if isinstance(event, TokenDelta):
+            parts.append(event.text)
+        elif isinstance(event, Finish):
+            finish = event.reason
+        elif isinstance(event, StreamError):
+            failure = event
+
+    for event in head:
+        take(event)
+    async with contextlib.aclosing(execution.events()) as events:
+        async for event in events:
+            take(event)
+    if failure is not None:
+        return Result(error_response(502, failure.message, failure.code, headers=headers), 502)
+    body = writer.complete("".join(parts), finish, execution.usage)
+    return Result(web.Response(body=body, content_type="application/json", headers=headers), 200)

@@ -1,0 +1,129 @@
+"""Everything the request path needs, derived from one validated config.
+
+The routing snapshot is an immutable value swapped by assignment; a request
+reads ``runtime.snapshot`` once and keeps that value for its whole life.
+Upstream connection pools are one aiohttp session per backend host (keep-alive,
+bounded per host), shared by every backend on that host.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from failover.policy import TimeoutPolicy
+from gateway.auth import KeyRing, Tenant
+from gateway.config import Config, ConfigError
+from gateway.lifecycle import Lifecycle
+from gateway.metrics import Metrics
+from regions.inventory import BackendSpec, Price, ProviderKind, Region
+from regions.openai_compat import OpenAICompatProvider
+from regions.provider import Provider
+from regions.request import UNRESTRICTED, Residency
+from routing.router import Router
+from routing.snapshot import RoutingSnapshot
+
+
+@dataclass
+class Runtime:
+    config: Config
+    snapshot: RoutingSnapshot
+    keyring: KeyRing
+    admin_digest: str | None
+    providers: dict[str, Provider]
+    timeouts: TimeoutPolicy
+    router: Router = field(default_factory=Router)
+    metrics: Metrics = field(default_factory=Metrics)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()
+        for session in self.sessions:
+            await session.close()
+
+
+def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
+    regions = {r.name: Region(r.name, frozenset(r.tags)) for r in config.regions}
+    return tuple(
+        BackendSpec(
+            name=b.name,
+            model=b.model,
+            version=b.version,
+            region=regions[b.region],
+            kind=b.provider,
+            url=b.url,
+            served_model=b.served_model,
+            price=Price(b.price.input_per_m, b.price.output_per_m),
+            max_concurrency=b.max_concurrency,
+            weight=b.weight,
+        )
+        for b in config.backends
+    )
+
+
+def snapshot_from(config: Config, revision: int = 1) -> RoutingSnapshot:
+    return RoutingSnapshot.build(
+        revision,
+        {m.name: m.versions for m in config.models},
+        backend_specs(config),
+        {r.name: r.dial for r in config.regions},
+    )
+
+
+def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
+    entries: list[tuple[str, Tenant]] = []
+    for t in config.tenants:
+        residency = UNRESTRICTED if t.residency is None else Residency(frozenset(t.residency))
+        tenant = Tenant(t.name, residency, None if t.models is None else frozenset(t.models))
+        entries.extend((key.digests(environ), tenant) for key in t.api_keys)
+    return KeyRing(entries)
+
+
+async def build_runtime(config: Config, environ: Mapping[str, str] | None = None) -> Runtime:
+    """Must run inside the event loop that will serve (sessions bind to it)."""
+    env = os.environ if environ is None else environ
+    keyring = keyring_from(config, env)
+    admin_digest = config.admin.token.digests(env) if config.admin.token else None
+    t = config.timeouts
+    timeouts = TimeoutPolicy(t.connect_s, t.first_token_s, t.idle_s, t.total_s)
+    sessions: dict[str, aiohttp.ClientSession] = {}
+    providers: dict[str, Provider] = {}
+    for spec in backend_specs(config):
+        if spec.kind not in (ProviderKind.VLLM, ProviderKind.TGI, ProviderKind.OPENAI):
+            raise ConfigError(f"backend {spec.name}: provider {spec.kind.value} is not available")
+        host = urlsplit(spec.url).netloc
+        session = sessions.get(host)
+        if session is None:
+            session = sessions[host] = _session(spec, timeouts)
+        providers[spec.name] = OpenAICompatProvider(spec, session)
+    return Runtime(
+        config=config,
+        snapshot=snapshot_from(config),
+        keyring=keyring,
+        admin_digest=admin_digest,
+        providers=providers,
+        timeouts=timeouts,
+        sessions=list(sessions.values()),
+    )
+
+
+def _session(spec: BackendSpec, timeouts: TimeoutPolicy) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=spec.max_concurrency * 2,
+        keepalive_timeout=30.0,
+        ttl_dns_cache=60,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        raise_for_status=False,
+    )

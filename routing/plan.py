@@ -1,0 +1,60 @@
+"""Routing's answer for one request: the backends to try, in order, and why.
+
+Routing errors say which constraint removed what, so a client and an operator
+can tell "not allowed here" (403) from "allowed but down" (503).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from regions.inventory import BackendSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    backend: BackendSpec
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    model: str
+    version: str
+    candidates: tuple[Candidate, ...]
+    excluded: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def backends(self) -> tuple[BackendSpec, ...]:
+        return tuple(c.backend for c in self.candidates)
+
+
+class RoutingError(Exception):
+    """A request that no backend may serve; carries an HTTP-ish status for front ends."""
+
+    status = 503
+    code = "no_backend_available"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class UnknownModel(RoutingError):
+    status = 404
+    code = "model_not_found"
+
+
+class ResidencyViolation(RoutingError):
+    """No region allowed by the residency constraint serves this model at all."""
+
+    status = 403
+    code = "residency_violation"
+
+
+class NoBackendAvailable(RoutingError):
+    """Allowed regions exist, but none of their backends can take the request now."""
+
+    status = 503
+    code = "no_backend_available"

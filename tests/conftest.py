@@ -1,0 +1,116 @@
+"""Shared fixtures: real emulators and real gateways on loopback, under uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import uvloop
+from regions.emulators.vllm import EmulatorConfig, VllmEmulator
+
+from gateway.app import Gateway
+from gateway.config import Config
+
+SERVED = "meta-llama/Llama-3.1-8B-Instruct"
+MODEL = "test-model"
+GLOBAL_KEY = "sk-test-global"
+EU_KEY = "sk-test-eu"
+ADMIN_TOKEN = "test-admin-token"
+
+
+def sha(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.005
+) -> None:
+    """Poll a condition until it holds; fail the test at the deadline."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)
+
+
+EmulatorFactory = Callable[..., Awaitable[VllmEmulator]]
+
+
+@pytest.fixture
+async def emulators() -> AsyncIterator[EmulatorFactory]:
+    started: list[VllmEmulator] = []
+
+    async def start(**kwargs: Any) -> VllmEmulator:
+        kwargs.setdefault("served_models", (SERVED,))
+        emulator = VllmEmulator(EmulatorConfig(**kwargs))
+        await emulator.start("127.0.0.1", 0)
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        await emulator.stop()
+
+
+def gateway_config(
+    backends: list[tuple[str, str, str, str]],
+    *,
+    regions: dict[str, list[str]] | None = None,
+    versions: dict[str, int] | None = None,
+    **overrides: Any,
+) -> Config:
+    """``backends`` are (name, region, version, url) rows of one model, ``test-model``."""
+    regions = regions or {
+        "aws:us-east-1": ["US"],
+        "aws:eu-west-1": ["EU", "IE"],
+        "onprem:fra1": ["EU", "DE"],
+    }
+    data: dict[str, Any] = {
+        "listen": {"http": "127.0.0.1:0", "admin": "127.0.0.1:0", "grpc": None},
+        "admin": {"token": sha(ADMIN_TOKEN)},
+        "regions": [{"name": n, "tags": t} for n, t in regions.items()],
+        "models": [{"name": MODEL, "versions": versions or {"v1": 100}}],
+        "backends": [
+            {
+                "name": name,
+                "model": MODEL,
+                "version": version,
+                "region": region,
+                "provider": "vllm",
+                "url": url,
+                "served_model": SERVED,
+            }
+            for name, region, version, url in backends
+        ],
+        "tenants": [
+            {"name": "global", "api_keys": [sha(GLOBAL_KEY)]},
+            {"name": "eu", "api_keys": [sha(EU_KEY)], "residency": ["EU"]},
+        ],
+    }
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value}
+    return Config.model_validate(data)
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def gateways() -> AsyncIterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    async def start(config: Config) -> Gateway:
+        gateway = Gateway(config)
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.stop(grace=0.5)
