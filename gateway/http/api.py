@@ -66,7 +66,16 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
         body = await read_body(request, rt.config.limits)
         residency = tenant.residency
         if narrowing := request.headers.get(_RESIDENCY_HEADER):
-            residency = residency.narrow(_tags(narrowing))
+            asked = _tags(narrowing)
+            residency = residency.narrow(asked)
+            if not residency.allowed:
+                return error_response(
+                    403,
+                    f"{_RESIDENCY_HEADER} [{','.join(sorted(asked))}] is outside this key's "
+                    f"residency policy [{tenant.residency.describe()}]; it can only narrow it",
+                    "residency_violation",
+                    headers=headers,
+                )
         gen = parse_request(
             kind,
             body,

@@ -105,6 +105,8 @@ def _first_error(exc: ValidationError) -> BadRequest:
     path = ".".join(str(p) for p in err["loc"])
     if err["type"] == "json_invalid":
         return BadRequest(f"the body is not valid JSON: {err['msg']}")
+    if not err["loc"] and err["type"] in ("model_type", "model_attributes_type"):
+        return BadRequest("the body must be a JSON object")
     if err["type"] == "missing":
         return BadRequest(f"missing required parameter: '{path}'", path)
     msg = err["msg"].removeprefix("Value error, ")
