@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.conftest import GLOBAL_KEY, MODEL, gateway_config, wait_for
+from tests.conftest import GLOBAL_KEY, gateway_config, wait_for
 
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
 OK_BODY = b'{"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}'
@@ -71,14 +71,13 @@ async def test_bad_requests_get_clear_errors_and_reach_no_backend(  # type: igno
     setup, path, body, headers, status, fragment
 ) -> None:
     em, gw = setup
-    async with aiohttp.ClientSession() as s:
-        async with s.post(
-            gw.http_url + path,
-            data=body,
-            headers={**headers, "Content-Type": "application/json"},
-        ) as resp:
-            payload = await resp.json()
-            assert resp.status == status, payload
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.http_url + path,
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    ) as resp:
+        payload = await resp.json()
+        assert resp.status == status, payload
     assert fragment in payload["error"]["message"]
     assert set(payload["error"]) >= {"message", "type", "code"}
     assert em.stats.requests == 0
@@ -92,11 +91,10 @@ async def test_oversized_chunked_body_is_413(setup) -> None:  # type: ignore[no-
             yield b" " * 1000
         yield OK_BODY
 
-    async with aiohttp.ClientSession() as s:
-        async with s.post(
-            gw.http_url + "/v1/chat/completions", data=chunks(), headers=AUTH
-        ) as resp:
-            assert resp.status == 413
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.http_url + "/v1/chat/completions", data=chunks(), headers=AUTH
+    ) as resp:
+        assert resp.status == 413
     assert em.stats.requests == 0
 
 
@@ -139,19 +137,22 @@ async def test_slow_body_gets_408(setup) -> None:  # type: ignore[no-untyped-def
 async def test_too_many_headers_is_rejected(setup) -> None:  # type: ignore[no-untyped-def]
     em, gw = setup
     headers = {**AUTH, **{f"x-h{i}": "v" for i in range(150)}}
-    async with aiohttp.ClientSession() as s:
-        async with s.post(
-            gw.http_url + "/v1/chat/completions", data=OK_BODY, headers=headers
-        ) as resp:
-            assert resp.status in (400, 431)
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.http_url + "/v1/chat/completions", data=OK_BODY, headers=headers
+    ) as resp:
+        assert resp.status in (400, 431)
     assert em.stats.requests == 0
 
 
 async def test_nothing_leaks_after_bad_requests(setup) -> None:  # type: ignore[no-untyped-def]
     em, gw = setup
+    baseline = len(asyncio.all_tasks())
     async with aiohttp.ClientSession() as s:
-        for _ in range(20):
-            async with s.post(gw.http_url + "/v1/chat/completions", data=b"{", headers=AUTH):
-                pass
-    await wait_for(lambda: gw.runtime.lifecycle.in_flight == 0)
-    assert MODEL  # the model name is unchanged by anything above
+        for body in (b"{", b"[]", b'{"model": 1}', OK_BODY.replace(b"test-model", b"x")):
+            for _ in range(5):
+                async with s.post(gw.http_url + "/v1/chat/completions", data=body, headers=AUTH):
+                    pass
+    # the client session is closed: every gateway-side handler task must be gone
+    await wait_for(lambda: len(asyncio.all_tasks()) <= baseline)
+    assert gw.runtime.lifecycle.in_flight == 0
+    assert em.stats.requests == 0
