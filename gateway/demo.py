@@ -11,10 +11,9 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 
-from regions.emulators.vllm import EmulatorConfig, VllmEmulator
-
 from gateway.app import Gateway
 from gateway.config import Config
+from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 
 MODEL = "llama-3.1-8b-instruct"
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"

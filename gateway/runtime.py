@@ -2,8 +2,8 @@
 
 The routing snapshot is an immutable value swapped by assignment; a request
 reads ``runtime.snapshot`` once and keeps that value for its whole life.
-Upstream connection pools are one aiohttp session per backend host (keep-alive,
-bounded per host), shared by every backend on that host.
+Adapters come from ``regions.registry``, which also owns the upstream
+connection pools.
 """
 
 from __future__ import annotations
@@ -11,18 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
-
-import aiohttp
 
 from failover.policy import TimeoutPolicy
 from gateway.auth import KeyRing, Tenant
 from gateway.config import Config, ConfigError
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
-from regions.inventory import BackendSpec, Price, ProviderKind, Region
-from regions.openai_compat import OpenAICompatProvider
+from regions.inventory import BackendSpec, Price, Region
 from regions.provider import Provider
+from regions.registry import SessionPool, build_provider
 from regions.request import UNRESTRICTED, Residency
 from routing.router import Router
 from routing.snapshot import RoutingSnapshot
@@ -39,13 +36,13 @@ class Runtime:
     router: Router = field(default_factory=Router)
     metrics: Metrics = field(default_factory=Metrics)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+    pool: SessionPool | None = None
 
     async def close(self) -> None:
         for provider in self.providers.values():
             await provider.close()
-        for session in self.sessions:
-            await session.close()
+        if self.pool is not None:
+            await self.pool.close()
 
 
 def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
@@ -92,16 +89,14 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     admin_digest = config.admin.token.digests(env) if config.admin.token else None
     t = config.timeouts
     timeouts = TimeoutPolicy(t.connect_s, t.first_token_s, t.idle_s, t.total_s)
-    sessions: dict[str, aiohttp.ClientSession] = {}
+    pool = SessionPool(timeouts.connect)
     providers: dict[str, Provider] = {}
     for spec in backend_specs(config):
-        if spec.kind not in (ProviderKind.VLLM, ProviderKind.TGI, ProviderKind.OPENAI):
-            raise ConfigError(f"backend {spec.name}: provider {spec.kind.value} is not available")
-        host = urlsplit(spec.url).netloc
-        session = sessions.get(host)
-        if session is None:
-            session = sessions[host] = _session(spec, timeouts)
-        providers[spec.name] = OpenAICompatProvider(spec, session)
+        try:
+            providers[spec.name] = build_provider(spec, pool)
+        except LookupError as exc:
+            await pool.close()
+            raise ConfigError(f"backend {spec.name}: {exc}") from None
     return Runtime(
         config=config,
         snapshot=snapshot_from(config),
@@ -109,21 +104,5 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
         admin_digest=admin_digest,
         providers=providers,
         timeouts=timeouts,
-        sessions=list(sessions.values()),
-    )
-
-
-def _session(spec: BackendSpec, timeouts: TimeoutPolicy) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=0,
-        limit_per_host=spec.max_concurrency * 2,
-        keepalive_timeout=30.0,
-        ttl_dns_cache=60,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        raise_for_status=False,
+        pool=pool,
     )

@@ -18,18 +18,18 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from failover.executor import Execution, ExecutionFailed
+from failover.executor import ExecutionFailed
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
 from gateway.http.errors import error_response
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
+from gateway.pipeline import RESIDENCY_HEADER, Pipeline
 from gateway.runtime import Runtime
-from regions.request import GenerationRequest, Kind
+from regions.request import Kind
 from routing.plan import RoutingError
 
 RUNTIME = web.AppKey("runtime", Runtime)
-_RESIDENCY_HEADER = "x-meridian-residency"
 
 
 def routes(app: web.Application) -> None:
@@ -50,43 +50,30 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
     rt = request.app[RUNTIME]
+    pipeline = Pipeline(rt)
     request_id = uuid.uuid4().hex
     headers = {"x-request-id": request_id}
     if rt.lifecycle.draining:
         return error_response(
             503, "the gateway is shutting down", "shutting_down", retry_after=1, headers=headers
         )
-    auth = rt.keyring.authenticate(request.headers.get("Authorization"))
-    if auth is None:
+    caller = pipeline.authenticate(request.headers.get("Authorization"))
+    if caller is None:
         return error_response(
             401, "Incorrect or missing API key.", "invalid_api_key", headers=headers
         )
-    tenant, digest = auth
     try:
         body = await read_body(request, rt.config.limits)
-        residency = tenant.residency
-        if narrowing := request.headers.get(_RESIDENCY_HEADER):
-            asked = _tags(narrowing)
-            residency = residency.narrow(asked)
-            if not residency.allowed:
-                return error_response(
-                    403,
-                    f"{_RESIDENCY_HEADER} [{','.join(sorted(asked))}] is outside this key's "
-                    f"residency policy [{tenant.residency.describe()}]; it can only narrow it",
-                    "residency_violation",
-                    headers=headers,
-                )
         gen = parse_request(
             kind,
             body,
             request_id=request_id,
-            tenant=tenant.name,
-            residency=residency,
+            tenant=caller.tenant.name,
+            residency=pipeline.residency(caller, request.headers.get(RESIDENCY_HEADER)),
             session=request.headers.get("x-meridian-session"),
-            key_digest=digest,
+            key_digest=caller.key_digest,
         )
-        snapshot = rt.snapshot
-        plan = rt.router.plan(snapshot, gen, tenant.models)
+        plan = pipeline.plan(gen, caller)
     except BodyRejected as exc:
         return error_response(exc.status, exc.message, exc.code, headers=headers)
     except BadRequest as exc:
@@ -95,53 +82,28 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
         return error_response(
             exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
         )
-    with rt.lifecycle.tracking():
-        return await _execute(
-            request,
-            rt,
-            gen,
-            plan.version,
-            Execution(gen, plan, rt.providers, rt.timeouts, rt.metrics),
-            headers,
-        )
-
-
-async def _execute(
-    request: web.Request,
-    rt: Runtime,
-    gen: GenerationRequest,
-    version: str,
-    execution: Execution,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    started = time.monotonic()
-    in_flight = rt.metrics.in_flight.labels(gen.model)
-    in_flight.inc()
-    status = 200
-    try:
+    execution = pipeline.execution(gen, plan)
+    with pipeline.serving(execution) as outcome:
+        started = time.monotonic()
         try:
             head = await execution.start()
         except ExecutionFailed as exc:
-            status = exc.status
+            outcome.status = exc.status
             headers["x-meridian-attempts"] = str(len(execution.attempts))
             return error_response(
                 exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
             )
-        attempt = execution.attempts[-1]
-        backend = attempt.backend
-        rt.metrics.ttft.labels(gen.model, backend.name, backend.region.name).observe(
-            time.monotonic() - started
-        )
+        pipeline.first_token(execution, time.monotonic() - started)
+        backend = execution.attempts[-1].backend
         headers.update(
             {
                 "x-meridian-backend": backend.name,
                 "x-meridian-region": backend.region.name,
-                "x-meridian-version": version,
+                "x-meridian-version": plan.version,
                 "x-meridian-attempts": str(len(execution.attempts)),
             }
         )
         writer = ChunkWriter(gen.kind, gen.request_id, gen.model)
-        passthrough = rt.providers[backend.name].passthrough(gen.kind)
         if gen.stream:
             result = await stream(
                 request,
@@ -149,37 +111,15 @@ async def _execute(
                 head,
                 writer,
                 headers,
-                passthrough=passthrough,
+                passthrough=rt.providers[backend.name].passthrough(gen.kind),
                 served_model=backend.served_model,
                 lifecycle=rt.lifecycle,
                 buffer_bytes=rt.config.limits.stream_buffer_bytes,
             )
         else:
             result = await collect(execution, head, writer, headers)
-        status = result.status
+        outcome.status = result.status
         return result.response
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
-        in_flight.dec()
-        serving = execution.attempts[-1] if execution.attempts else None
-        name = serving.backend.name if serving else ""
-        region = serving.backend.region.name if serving else ""
-        rt.metrics.requests.labels(gen.model, version, name, region, str(status)).inc()
-        if serving is not None:
-            rt.metrics.duration.labels(gen.model, name, region).observe(time.monotonic() - started)
-            if execution.usage is not None:
-                rt.metrics.tokens.labels(gen.model, name, "prompt").inc(
-                    execution.usage.prompt_tokens
-                )
-                rt.metrics.tokens.labels(gen.model, name, "completion").inc(
-                    execution.usage.completion_tokens
-                )
-
-
-def _tags(header: str) -> frozenset[str]:
-    return frozenset(t.strip() for t in header.split(",") if t.strip())
 
 
 async def list_models(request: web.Request) -> web.Response:

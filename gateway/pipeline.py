@@ -1,0 +1,107 @@
+"""The request path below the edge, shared by every front end (HTTP, gRPC).
+
+A front end authenticates with :meth:`Pipeline.authenticate`, builds its
+:class:`GenerationRequest`, and calls :meth:`Pipeline.prepare` for an
+:class:`Execution` of the routed plan. :meth:`Pipeline.serving` wraps the
+rest: it tracks the stream for graceful shutdown and records the request's
+metrics once, at the end. Front ends only translate wire formats.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from failover.executor import Execution
+from gateway.auth import Tenant
+from gateway.runtime import Runtime
+from regions.request import GenerationRequest, Residency
+from routing.plan import Plan, ResidencyViolation
+
+RESIDENCY_HEADER = "x-meridian-residency"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: Tenant
+    key_digest: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a front end tells the pipeline about how the request ended."""
+
+    status: int = 200
+
+
+class Pipeline:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def authenticate(self, authorization: str | None) -> Caller | None:
+        found = self.rt.keyring.authenticate(authorization)
+        return None if found is None else Caller(*found)
+
+    @staticmethod
+    def residency(caller: Caller, narrowing: str | None) -> Residency:
+        """The tenant's policy, narrowed by the request's header; never widened."""
+        policy = caller.tenant.residency
+        if not narrowing:
+            return policy
+        asked = frozenset(t.strip() for t in narrowing.split(",") if t.strip())
+        narrowed = policy.narrow(asked)
+        if not narrowed.allowed:
+            raise ResidencyViolation(
+                f"{RESIDENCY_HEADER} [{','.join(sorted(asked))}] is outside this key's "
+                f"residency policy [{policy.describe()}]; it can only narrow it"
+            )
+        return narrowed
+
+    def plan(self, request: GenerationRequest, caller: Caller) -> Plan:
+        """Route one request; raises routing.plan.RoutingError subclasses."""
+        return self.rt.router.plan(self.rt.snapshot, request, caller.tenant.models)
+
+    def execution(self, request: GenerationRequest, plan: Plan) -> Execution:
+        return Execution(request, plan, self.rt.providers, self.rt.timeouts, self.rt.metrics)
+
+    @contextmanager
+    def serving(self, execution: Execution) -> Iterator[Outcome]:
+        """Track the request for shutdown and record its metrics when it ends."""
+        rt = self.rt
+        model = execution.request.model
+        started = time.monotonic()
+        outcome = Outcome()
+        in_flight = rt.metrics.in_flight.labels(model)
+        in_flight.inc()
+        try:
+            with rt.lifecycle.tracking():
+                yield outcome
+        except BaseException:
+            if outcome.status == 200:
+                outcome.status = 499  # the client went away (cancelled) or a fault
+            raise
+        finally:
+            in_flight.dec()
+            self._record(execution, outcome.status, time.monotonic() - started)
+
+    def first_token(self, execution: Execution, elapsed: float) -> None:
+        backend = execution.attempts[-1].backend
+        self.rt.metrics.ttft.labels(
+            execution.request.model, backend.name, backend.region.name
+        ).observe(elapsed)
+
+    def _record(self, execution: Execution, status: int, elapsed: float) -> None:
+        metrics = self.rt.metrics
+        model = execution.request.model
+        serving = execution.attempts[-1] if execution.attempts else None
+        name = serving.backend.name if serving else ""
+        region = serving.backend.region.name if serving else ""
+        metrics.requests.labels(model, execution.plan.version, name, region, str(status)).inc()
+        if serving is None:
+            return
+        metrics.duration.labels(model, name, region).observe(elapsed)
+        if execution.usage is not None:
+            metrics.tokens.labels(model, name, "prompt").inc(execution.usage.prompt_tokens)
+            metrics.tokens.labels(model, name, "completion").inc(execution.usage.completion_tokens)

@@ -1,0 +1,72 @@
+"""Provider kinds to adapter factories: the one place a new provider is plugged in.
+
+A factory gets the backend's spec and a :class:`SessionPool` (one pooled
+aiohttp session per upstream host, shared by every backend on that host) and
+returns a :class:`regions.provider.Provider`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from regions.inventory import BackendSpec, ProviderKind
+from regions.openai_compat import OpenAICompatProvider
+from regions.provider import Provider
+
+
+class SessionPool:
+    """Keep-alive connection pools, one per upstream host."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self._connect_timeout = connect_timeout
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def for_url(self, url: str, max_concurrency: int = 256) -> aiohttp.ClientSession:
+        host = urlsplit(url).netloc
+        session = self._sessions.get(host)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                limit_per_host=max_concurrency * 2,
+                keepalive_timeout=30.0,
+                ttl_dns_cache=60,
+            )
+            session = self._sessions[host] = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return session
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+
+Factory = Callable[[BackendSpec, SessionPool], Provider]
+
+
+def _openai_compat(spec: BackendSpec, pool: SessionPool) -> Provider:
+    return OpenAICompatProvider(spec, pool.for_url(spec.url, spec.max_concurrency))
+
+
+FACTORIES: Mapping[ProviderKind, Factory] = MappingProxyType(
+    {
+        ProviderKind.VLLM: _openai_compat,
+        ProviderKind.TGI: _openai_compat,
+        ProviderKind.OPENAI: _openai_compat,
+    }
+)
+
+
+def build_provider(spec: BackendSpec, pool: SessionPool) -> Provider:
+    factory = FACTORIES.get(spec.kind)
+    if factory is None:
+        raise LookupError(f"provider {spec.kind.value} is not available in this build")
+    return factory(spec, pool)
