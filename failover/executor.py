@@ -1,50 +1,85 @@
-"""Executing a plan: attempts in order until one produces a first token.
+"""Executing a plan: attempts until a first token, then a stream that survives failures.
 
 An :class:`Execution` has two phases, which is what lets the HTTP front end
 hold the response headers back until a first token exists (DESIGN.md §3):
 
 * :meth:`Execution.start` tries the plan's backends in order. Any retryable
-  failure before the first token moves on to the next backend; a client
-  error (4xx from the model) stops at once. It returns the events up to and
-  including the first token, or raises :class:`ExecutionFailed` with the
-  status a client should see.
-* :meth:`Execution.events` streams the rest. A failure after the first token
-  ends the stream with a :class:`StreamError` event — never a silent end.
+  failure before the first token moves on to the next backend, as long as the
+  retry budget allows; a client error (4xx from the model) stops at once.
+  When the current attempt is later than its backend's p95 time to first
+  token, a *hedge* races the next backend: the first to produce a token wins
+  and the other is cancelled (its connection closed). If a whole pass fails
+  retryably, one more pass follows after a jittered backoff that honours
+  ``Retry-After``. It returns the events up to and including the first token,
+  or raises :class:`ExecutionFailed` with the status a client should see.
+* :meth:`Execution.events` streams the rest. When the backend fails after the
+  first token, the stream *resumes* on another backend of the same model
+  version: the request is re-sent with the text already streamed as an
+  assistant prefix, and the continuation is spliced in. Usage then adds up all
+  attempts. If resumption is off or nothing can continue, the stream ends with
+  a :class:`StreamError` event — never a silent end.
 
-Residency is re-checked at every attempt, so no plan can send a request
-outside its constraint. Outcomes are reported to an :class:`OutcomeSink`
-(metrics now; breakers, estimators and ejection beside it later).
+Residency and the breaker gate are re-checked at every attempt (hedges and
+resumptions included), so no plan can send a request outside its constraint
+or to a backend the breaker holds open. Outcomes go to an :class:`OutcomeSink`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from failover.policy import TimeoutPolicy
+from failover.backoff import backoff_delay
+from failover.budget import RetryBudget
+from failover.policy import FailoverPolicy
 from failover.watchdog import Watchdog
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.inventory import BackendSpec
 from regions.provider import Provider
 from regions.request import GenerationRequest
-from routing.plan import Plan
+from routing.plan import Candidate, Plan
 
 
 @dataclass(slots=True)
 class Attempt:
     backend: BackendSpec
     started: float
+    kind: str = "primary"  # primary | retry | hedge | resume
     first_token: float | None = None
     ended: float | None = None
     failure: BackendError | None = None
+    cancelled: bool = False
+    tokens: int = 0
+
+    @property
+    def outcome(self) -> str:
+        if self.cancelled:
+            return "cancelled"
+        return "ok" if self.failure is None else self.failure.failure.value
 
 
 class OutcomeSink(Protocol):
+    """Where attempts report: breakers, estimators, metrics."""
+
+    def admit(self, backend: BackendSpec, now: float) -> bool:
+        """May an attempt start on this backend now (breaker, ejection)?"""
+        ...
+
     def attempt_finished(self, attempt: Attempt) -> None: ...
+
+    def hedge_delay(self, backend: BackendSpec) -> float | None:
+        """Seconds after which to hedge an attempt on ``backend``; None = don't."""
+        ...
+
+    def count(self, event: str) -> None:
+        """Counters: hedged, resumed, budget_exhausted."""
+        ...
 
 
 class ExecutionFailed(Exception):
@@ -61,109 +96,318 @@ class ExecutionFailed(Exception):
 
 
 @dataclass(slots=True)
+class _Opened:
+    attempt: Attempt
+    stream: AsyncIterator[Event]
+    head: list[Event]
+
+
+@dataclass(slots=True)
+class Budgets:
+    """Shared across requests: retries ≈ 20% of requests, hedges ≈ 5%."""
+
+    retries: RetryBudget = field(default_factory=RetryBudget)
+    hedges: RetryBudget = field(default_factory=lambda: RetryBudget(ratio=0.05, min_per_s=1.0))
+
+
+@dataclass(slots=True)
 class Execution:
     request: GenerationRequest
     plan: Plan
     providers: Mapping[str, Provider]
-    timeouts: TimeoutPolicy
+    policy: FailoverPolicy
     sink: OutcomeSink
+    budgets: Budgets
     clock: Callable[[], float] = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
     attempts: list[Attempt] = field(default_factory=list)
     usage: Usage | None = None
-    _stream: AsyncIterator[Event] | None = None
+    resumptions: int = 0
+    _current: _Opened | None = None
     _deadline: float = 0.0
+    _failed: set[str] = field(default_factory=set)
+    _texts: list[str] = field(default_factory=list)
 
     @property
     def serving(self) -> Attempt | None:
-        return self.attempts[-1] if self.attempts and self.attempts[-1].failure is None else None
+        return self._current.attempt if self._current else None
+
+    # -- phase 1: until the first token ------------------------------------
 
     async def start(self) -> list[Event]:
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + self.timeouts.total
-        for candidate in self.plan.candidates:
-            backend = candidate.backend
-            if not self.request.residency.admits(backend.region.tags):
-                continue  # defence in depth: routing already filtered these
-            attempt = Attempt(backend, self.clock())
-            self.attempts.append(attempt)
-            stream = self.providers[backend.name].stream(self.request)
-            try:
-                head = await self._until_first_token(stream, loop)
-            except BackendError as exc:
-                await _close(stream)
-                self._finish(attempt, exc)
-                if not exc.failure.retryable:
-                    raise ExecutionFailed(
-                        400, "invalid_request_error", _client_message(exc)
-                    ) from None
-                if loop.time() >= self._deadline:
-                    break
-                continue
-            except BaseException:
-                await _close(stream)
-                self._finish(attempt, BackendError(FailureClass.STREAM_BROKEN, "cancelled"))
-                raise
-            attempt.first_token = self.clock()
-            self._stream = stream
-            return head
-        raise self._exhausted()
+        self._deadline = loop.time() + self.policy.timeouts.total
+        self.budgets.retries.deposit(self.clock())
+        self.budgets.hedges.deposit(self.clock())
+        failures: list[BackendError] = []
+        for round_no in range(self.policy.rounds):
+            opened = await self._pass(failures, first=round_no == 0)
+            if opened is not None:
+                self._current = opened
+                self._texts.extend(e.text for e in opened.head if isinstance(e, TokenDelta))
+                self._take_usage(opened.head)
+                return opened.head
+            if not self._may_retry(failures, loop):
+                break
+            hint = min((f.retry_after for f in failures if f.retry_after), default=None)
+            await asyncio.sleep(
+                backoff_delay(
+                    round_no + 1,
+                    hint,
+                    rng=self.rng,
+                    max_retry_after=self.policy.max_retry_after_s,
+                )
+            )
+            self._failed.clear()
+        raise self._exhausted(failures)
 
-    async def _until_first_token(
-        self, stream: AsyncIterator[Event], loop: asyncio.AbstractEventLoop
-    ) -> list[Event]:
+    def _may_retry(self, failures: list[BackendError], loop: asyncio.AbstractEventLoop) -> bool:
+        if not failures or loop.time() >= self._deadline:
+            return False
+        hints = [f.retry_after for f in failures if f.retry_after is not None]
+        # When the backends ask for longer than a client should wait, answer now.
+        return not (hints and min(hints) > self.policy.max_retry_after_s)
+
+    async def _pass(self, failures: list[BackendError], *, first: bool) -> _Opened | None:
+        """One pass over the plan; hedges race the next candidate when one is slow."""
+        queue = [c for c in self.plan.candidates if c.backend.name not in self._failed]
+        pending: dict[asyncio.Task[_Opened], Candidate] = {}
+        hedged = False
+        started_any = not first
+        try:
+            while queue or pending:
+                if not pending:
+                    if started_any and not self.budgets.retries.withdraw(self.clock()):
+                        self.sink.count("budget_exhausted")
+                        return None
+                    cand = self._next_admissible(queue)
+                    if cand is None:
+                        return None
+                    kind = "retry" if started_any else "primary"
+                    started_any = True
+                    delay = self._hedge_delay(cand, queue) if not hedged else None
+                    if delay is None:
+                        # Nothing to race: no task, no wait set (the common, fast path).
+                        try:
+                            return await self._open(cand, self.request, kind)
+                        except BackendError as exc:
+                            self._note_failure(cand, exc, failures)
+                            continue
+                    pending[asyncio.ensure_future(self._open(cand, self.request, kind))] = cand
+                else:
+                    delay = None
+                done, _ = await asyncio.wait(
+                    pending, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    hedged = True
+                    if self.budgets.hedges.withdraw(self.clock()):
+                        cand = self._next_admissible(queue)
+                        if cand is not None:
+                            self.sink.count("hedged")
+                            task = asyncio.ensure_future(self._open(cand, self.request, "hedge"))
+                            pending[task] = cand
+                    continue
+                for task in done:
+                    cand = pending.pop(task)
+                    try:
+                        return task.result()
+                    except BackendError as exc:
+                        self._note_failure(cand, exc, failures)
+            return None
+        finally:
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, BackendError):
+                    await task
+
+    def _hedge_delay(self, cand: Candidate, queue: list[Candidate]) -> float | None:
+        if not (self.policy.hedge and queue):
+            return None
+        hint = self.sink.hedge_delay(cand.backend)
+        return None if hint is None else max(hint, self.policy.hedge_min_delay_s)
+
+    def _note_failure(
+        self, cand: Candidate, exc: BackendError, failures: list[BackendError]
+    ) -> None:
+        self._failed.add(cand.backend.name)
+        failures.append(exc)
+        if not exc.failure.retryable:
+            raise ExecutionFailed(400, "invalid_request_error", _client_message(exc)) from None
+
+    def _next_admissible(self, queue: list[Candidate]) -> Candidate | None:
+        now = self.clock()
+        while queue:
+            cand = queue.pop(0)
+            if not self.request.residency.admits(cand.backend.region.tags):
+                continue  # defence in depth: routing already filtered these
+            if self.sink.admit(cand.backend, now):
+                return cand
+        return None
+
+    async def _open(self, cand: Candidate, request: GenerationRequest, kind: str) -> _Opened:
+        """Start an attempt and read it up to its first token; closes it on any failure."""
+        backend = cand.backend
+        attempt = Attempt(backend, self.clock(), kind)
+        self.attempts.append(attempt)
+        stream = self.providers[backend.name].stream(request)
+        loop = asyncio.get_running_loop()
         head: list[Event] = []
-        watchdog = Watchdog(
-            first_token=self.timeouts.first_token,
-            idle=self.timeouts.idle,
-            total_deadline=self._deadline,
-            loop=loop,
-        )
-        with watchdog:
-            async for event in stream:
-                head.append(event)
-                if (isinstance(event, TokenDelta) and event.text) or isinstance(event, Finish):
-                    return head
-        raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before the first token")
+        try:
+            with Watchdog(
+                first_token=self.policy.timeouts.first_token,
+                idle=self.policy.timeouts.idle,
+                total_deadline=self._deadline,
+                loop=loop,
+            ):
+                async for event in stream:
+                    head.append(event)
+                    if (isinstance(event, TokenDelta) and event.text) or isinstance(event, Finish):
+                        attempt.first_token = self.clock()
+                        attempt.tokens = 1 if isinstance(event, TokenDelta) else 0
+                        return _Opened(attempt, stream, head)
+            raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before the first token")
+        except BackendError as exc:
+            await _close(stream)
+            self._finish(attempt, exc)
+            raise
+        except BaseException:
+            await _close(stream)
+            attempt.cancelled = True
+            self._finish(attempt, None)
+            raise
+
+    # -- phase 2: the rest of the stream -----------------------------------
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """The events after :meth:`start`'s; the last one is a StreamError on failure."""
-        stream = self._stream
-        assert stream is not None, "start() must succeed first"
-        attempt = self.attempts[-1]
+        assert self._current is not None, "start() must succeed first"
         loop = asyncio.get_running_loop()
-        watchdog = Watchdog(
-            first_token=0.0, idle=self.timeouts.idle, total_deadline=self._deadline, loop=loop
-        )
-        watchdog.first_token()
-        failure: BackendError | None = None
-        try:
-            with watchdog:
-                async for event in stream:
-                    if isinstance(event, Usage):
-                        self.usage = event
-                    watchdog.pause()
-                    yield event
-                    watchdog.resume()
-        except BackendError as exc:
-            failure = exc
-        finally:
-            await _close(stream)
+        while True:
+            current = self._current
+            strip = self.resumptions > 0
+            attempt = current.attempt
+            watchdog = Watchdog(
+                first_token=0.0,
+                idle=self.policy.timeouts.idle,
+                total_deadline=self._deadline,
+                loop=loop,
+            )
+            watchdog.first_token()
+            failure: BackendError | None = None
+            try:
+                with watchdog:
+                    async for event in current.stream:
+                        if isinstance(event, TokenDelta):
+                            if strip:
+                                if not event.text:
+                                    continue
+                                event.raw = None
+                            self._texts.append(event.text)
+                            attempt.tokens += 1
+                        elif isinstance(event, Usage):
+                            self._add_usage(event)
+                            if strip:
+                                continue
+                        elif strip and isinstance(event, Finish):
+                            event.raw = None
+                        watchdog.pause()
+                        yield event
+                        watchdog.resume()
+            except BackendError as exc:
+                failure = exc
+            except BaseException:  # the client went away (cancelled, generator closed)
+                await _close(current.stream)
+                attempt.cancelled = True
+                self._finish(attempt, None)
+                raise
+            await _close(current.stream)
             self._finish(attempt, failure)
-        if failure is not None:
-            yield StreamError(f"the backend failed mid-stream: {failure.message}", "stream_failed")
+            if failure is None:
+                break
+            resumed = await self._resume(failure)
+            if resumed is None:
+                yield StreamError(
+                    f"the backend failed mid-stream: {failure.message}", "stream_failed"
+                )
+                return
+            for event in resumed:
+                yield event
+        if self.resumptions and self.usage is not None and self.request.include_usage:
+            yield Usage(self.usage.prompt_tokens, self.usage.completion_tokens)
 
-    def record_head(self, head: list[Event]) -> None:
-        for event in head:
+    async def _resume(self, failure: BackendError) -> list[Event] | None:
+        """Continue on another backend of the same version; the new head, or None."""
+        if not (self.policy.resume and failure.failure.retryable):
+            return None
+        if self.resumptions >= self.policy.max_resumptions:
+            return None
+        assert self._current is not None
+        self._failed.add(self._current.attempt.backend.name)
+        produced = "".join(self._texts)
+        request = self.request.resumed(produced)
+        limit = self.request.sampling.max_tokens
+        if limit is not None:
+            left = limit - sum(a.tokens for a in self.attempts)
+            if left <= 0:
+                self.resumptions += 1
+                return [Finish("length")]
+            request = replace(request, sampling=replace(request.sampling, max_tokens=left))
+        queue = [c for c in self.plan.candidates if c.backend.name not in self._failed]
+        while queue:
+            cand = self._next_admissible(queue)
+            if cand is None:
+                break
+            try:
+                opened = await self._open(cand, request, "resume")
+            except BackendError as exc:
+                self._failed.add(cand.backend.name)
+                if not exc.failure.retryable:
+                    break
+                continue
+            self.resumptions += 1
+            self.sink.count("resumed")
+            self._current = opened
+            head: list[Event] = []
+            for event in opened.head:
+                if isinstance(event, Usage):
+                    self._add_usage(event)
+                    continue
+                if isinstance(event, TokenDelta):
+                    if not event.text:
+                        continue
+                    self._texts.append(event.text)
+                if isinstance(event, TokenDelta | Finish):
+                    event.raw = None  # the client's stream keeps one id: re-serialise
+                head.append(event)
+            return head
+        return None
+
+    # -- bookkeeping --------------------------------------------------------
+
+    def _take_usage(self, events: list[Event]) -> None:
+        for event in events:
             if isinstance(event, Usage):
-                self.usage = event
+                self._add_usage(event)
+
+    def _add_usage(self, usage: Usage) -> None:
+        if self.usage is None:
+            self.usage = Usage(usage.prompt_tokens, usage.completion_tokens, usage.raw)
+        else:
+            self.usage = Usage(
+                self.usage.prompt_tokens + usage.prompt_tokens,
+                self.usage.completion_tokens + usage.completion_tokens,
+            )
 
     def _finish(self, attempt: Attempt, failure: BackendError | None) -> None:
+        if attempt.ended is not None:
+            return
         attempt.ended = self.clock()
         attempt.failure = failure
         self.sink.attempt_finished(attempt)
 
-    def _exhausted(self) -> ExecutionFailed:
-        failures = [a.failure for a in self.attempts if a.failure is not None]
+    def _exhausted(self, failures: list[BackendError]) -> ExecutionFailed:
         if not failures:
             return ExecutionFailed(
                 503, "no_backend_available", "no backend could be tried for this request", 1.0

@@ -20,6 +20,8 @@ class Tenant:
     name: str
     residency: Residency = UNRESTRICTED
     models: frozenset[str] | None = None
+    cost_weight: float | None = None
+    explain: bool = False
 
 
 class KeyRing:

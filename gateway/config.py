@@ -108,6 +108,46 @@ class Timeouts(_Strict):
     total_s: float = Field(600.0, gt=0)
 
 
+class BreakerConfig(_Strict):
+    window_size: int = Field(20, gt=0)
+    minimum_calls: int = Field(10, gt=0)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    slow_call_s: float = Field(10.0, gt=0)
+    slow_call_rate: float = Field(0.8, gt=0, le=1)
+    open_s: float = Field(10.0, gt=0)
+    max_open_s: float = Field(120.0, gt=0)
+    half_open_probes: int = Field(3, gt=0)
+    max_half_open_s: float = Field(30.0, gt=0)
+
+
+class EjectionConfig(_Strict):
+    consecutive_errors: int = Field(5, gt=0)
+    base_ejection_s: float = Field(30.0, gt=0)
+    max_ejection_s: float = Field(300.0, gt=0)
+    max_ejection_share: float = Field(0.5, ge=0, le=1)
+
+
+class HealthCheckConfig(_Strict):
+    enabled: bool = True
+    interval_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+    unhealthy_threshold: int = Field(2, gt=0)
+    healthy_threshold: int = Field(2, gt=0)
+
+
+class FailoverConfig(_Strict):
+    resume: bool = True
+    max_resumptions: int = Field(2, ge=0)
+    hedge: bool = True
+    retry_budget_ratio: float = Field(0.2, ge=0)
+    retry_budget_min_per_s: float = Field(10.0, ge=0)
+    hedge_budget_ratio: float = Field(0.05, ge=0)
+    max_retry_after_s: float = Field(2.0, ge=0)
+    breaker: BreakerConfig = BreakerConfig()
+    ejection: EjectionConfig = EjectionConfig()
+    health_checks: HealthCheckConfig = HealthCheckConfig()
+
+
 class Shutdown(_Strict):
     grace_s: float = Field(30.0, ge=0)
 
@@ -121,6 +161,7 @@ class RegionConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     versions: dict[str, int] = Field(min_length=1)
+    cost_weight: float = Field(0.0, ge=0)
 
     @field_validator("versions")
     @classmethod
@@ -148,6 +189,7 @@ class BackendConfig(_Strict):
     price: PriceConfig = PriceConfig()
     max_concurrency: int = Field(256, gt=0)
     weight: float = Field(1.0, gt=0)
+    replica_ready: bool = True
 
     @field_validator("url")
     @classmethod
@@ -162,6 +204,8 @@ class TenantConfig(_Strict):
     api_keys: tuple[SecretRef, ...] = Field(min_length=1)
     residency: frozenset[str] | None = None
     models: frozenset[str] | None = None
+    cost_weight: float | None = Field(None, ge=0)
+    explain: bool = False
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -174,6 +218,7 @@ class Config(_Strict):
     admin: Admin = Admin()
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
+    failover: FailoverConfig = FailoverConfig()
     shutdown: Shutdown = Shutdown()
     regions: tuple[RegionConfig, ...] = Field(min_length=1)
     models: tuple[ModelConfig, ...] = Field(min_length=1)

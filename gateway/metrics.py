@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from failover.breaker import BreakerState
 from failover.executor import Attempt
+from regions.inventory import BackendSpec
+
+_BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -54,9 +58,35 @@ class Metrics:
             registry=r,
         )
 
+        self.breaker = Gauge(
+            "meridian_breaker_state",
+            "Circuit breaker per backend: 0 closed, 1 half-open, 2 open",
+            ["backend", "region"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "meridian_ejections", "Outlier ejections", ["backend", "region"], registry=r
+        )
+        self.failover_events = Counter(
+            "meridian_failover_events",
+            "hedged, resumed (mid-stream), budget_exhausted (a retry refused by the budget)",
+            ["event"],
+            registry=r,
+        )
+
     def attempt_finished(self, attempt: Attempt) -> None:
-        outcome = "ok" if attempt.failure is None else attempt.failure.failure.value
-        self.attempts.labels(attempt.backend.name, attempt.backend.region.name, outcome).inc()
+        self.attempts.labels(
+            attempt.backend.name, attempt.backend.region.name, attempt.outcome
+        ).inc()
+
+    def breaker_changed(self, backend: BackendSpec, state: BreakerState) -> None:
+        self.breaker.labels(backend.name, backend.region.name).set(_BREAKER_VALUE[state])
+
+    def ejected(self, backend: BackendSpec, until: float) -> None:
+        self.ejections.labels(backend.name, backend.region.name).inc()
+
+    def count(self, event: str) -> None:
+        self.failover_events.labels(event).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

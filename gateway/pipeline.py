@@ -61,10 +61,19 @@ class Pipeline:
 
     def plan(self, request: GenerationRequest, caller: Caller) -> Plan:
         """Route one request; raises routing.plan.RoutingError subclasses."""
-        return self.rt.router.plan(self.rt.snapshot, request, caller.tenant.models)
+        rt = self.rt
+        return rt.router.plan(
+            rt.snapshot,
+            request,
+            caller.tenant.models,
+            signals=rt.health,
+            now=time.monotonic(),
+            cost_weight=caller.tenant.cost_weight,
+        )
 
     def execution(self, request: GenerationRequest, plan: Plan) -> Execution:
-        return Execution(request, plan, self.rt.providers, self.rt.timeouts, self.rt.metrics)
+        rt = self.rt
+        return Execution(request, plan, rt.providers, rt.policy, rt.health, rt.budgets)
 
     @contextmanager
     def serving(self, execution: Execution) -> Iterator[Outcome]:

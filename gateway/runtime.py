@@ -12,7 +12,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from failover.policy import TimeoutPolicy
+from failover.breaker import BreakerPolicy
+from failover.budget import RetryBudget
+from failover.executor import Budgets
+from failover.health import BackendHealth, HealthPolicy
+from failover.health_check import HealthCheckPolicy
+from failover.outlier import EjectionPolicy
+from failover.policy import FailoverPolicy, TimeoutPolicy
+from failover.probing import Prober
 from gateway.auth import KeyRing, Tenant
 from gateway.config import Config, ConfigError
 from gateway.lifecycle import Lifecycle
@@ -32,13 +39,18 @@ class Runtime:
     keyring: KeyRing
     admin_digest: str | None
     providers: dict[str, Provider]
-    timeouts: TimeoutPolicy
+    policy: FailoverPolicy
+    health: BackendHealth
+    budgets: Budgets
     router: Router = field(default_factory=Router)
     metrics: Metrics = field(default_factory=Metrics)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     pool: SessionPool | None = None
+    prober: Prober | None = None
 
     async def close(self) -> None:
+        if self.prober is not None:
+            await self.prober.stop()
         for provider in self.providers.values():
             await provider.close()
         if self.pool is not None:
@@ -70,6 +82,10 @@ def snapshot_from(config: Config, revision: int = 1) -> RoutingSnapshot:
         {m.name: m.versions for m in config.models},
         backend_specs(config),
         {r.name: r.dial for r in config.regions},
+        cost_weights={m.name: m.cost_weight for m in config.models},
+        unready=frozenset(
+            (b.model, b.version, b.region) for b in config.backends if not b.replica_ready
+        ),
     )
 
 
@@ -77,7 +93,13 @@ def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
     entries: list[tuple[str, Tenant]] = []
     for t in config.tenants:
         residency = UNRESTRICTED if t.residency is None else Residency(frozenset(t.residency))
-        tenant = Tenant(t.name, residency, None if t.models is None else frozenset(t.models))
+        tenant = Tenant(
+            t.name,
+            residency,
+            None if t.models is None else frozenset(t.models),
+            t.cost_weight,
+            t.explain,
+        )
         entries.extend((key.digests(environ), tenant) for key in t.api_keys)
     return KeyRing(entries)
 
@@ -87,9 +109,8 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     env = os.environ if environ is None else environ
     keyring = keyring_from(config, env)
     admin_digest = config.admin.token.digests(env) if config.admin.token else None
-    t = config.timeouts
-    timeouts = TimeoutPolicy(t.connect_s, t.first_token_s, t.idle_s, t.total_s)
-    pool = SessionPool(timeouts.connect)
+    policy = failover_policy(config)
+    pool = SessionPool(policy.timeouts.connect)
     providers: dict[str, Provider] = {}
     for spec in backend_specs(config):
         try:
@@ -97,12 +118,65 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
         except LookupError as exc:
             await pool.close()
             raise ConfigError(f"backend {spec.name}: {exc}") from None
-    return Runtime(
+    f = config.failover
+    b = f.breaker
+    metrics = Metrics()
+    health = BackendHealth(
+        HealthPolicy(
+            breaker=BreakerPolicy(
+                window_size=b.window_size,
+                minimum_calls=b.minimum_calls,
+                failure_rate=b.failure_rate,
+                slow_call_s=b.slow_call_s,
+                slow_call_rate=b.slow_call_rate,
+                open_s=b.open_s,
+                max_open_s=max(b.max_open_s, b.open_s),
+                half_open_probes=b.half_open_probes,
+                max_half_open_s=b.max_half_open_s,
+            ),
+            ejection=EjectionPolicy(**f.ejection.model_dump()),
+        ),
+        events=metrics,
+    )
+    specs = backend_specs(config)
+    health.track(specs)
+    runtime = Runtime(
         config=config,
         snapshot=snapshot_from(config),
         keyring=keyring,
         admin_digest=admin_digest,
         providers=providers,
-        timeouts=timeouts,
+        policy=policy,
+        health=health,
+        budgets=Budgets(
+            RetryBudget(f.retry_budget_ratio, f.retry_budget_min_per_s),
+            RetryBudget(f.hedge_budget_ratio, 1.0),
+        ),
+        metrics=metrics,
         pool=pool,
+    )
+    hc = f.health_checks
+    if hc.enabled:
+        runtime.prober = Prober(
+            providers,
+            health,
+            HealthCheckPolicy(
+                interval_s=hc.interval_s,
+                timeout_s=hc.timeout_s,
+                unhealthy_threshold=hc.unhealthy_threshold,
+                healthy_threshold=hc.healthy_threshold,
+            ),
+        )
+        runtime.prober.start()
+    return runtime
+
+
+def failover_policy(config: Config) -> FailoverPolicy:
+    t, f = config.timeouts, config.failover
+    return FailoverPolicy(
+        timeouts=TimeoutPolicy(t.connect_s, t.first_token_s, t.idle_s, t.total_s),
+        resume=f.resume,
+        max_resumptions=f.max_resumptions,
+        hedge=f.hedge,
+        max_retry_after_s=f.max_retry_after_s,
     )

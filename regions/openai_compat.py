@@ -23,7 +23,8 @@ import orjson
 
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
-from regions.inventory import BackendSpec
+from regions.inventory import BackendSpec, ProviderKind
+from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sse import SseSplitter, event_data
 
@@ -51,6 +52,19 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None  # HTTP-date form: treat as unknown rather than guess clocks
     return seconds if seconds >= 0 else None
+
+
+def waiting_requests(metrics_text: str) -> int | None:
+    """Sum of ``vllm:num_requests_waiting`` over its label sets, or None if absent."""
+    total, seen = 0.0, False
+    for line in metrics_text.splitlines():
+        if line.startswith("vllm:num_requests_waiting"):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+            except (IndexError, ValueError):
+                continue
+    return int(total) if seen else None
 
 
 def build_body(request: GenerationRequest, served_model: str) -> dict[str, Any]:
@@ -85,6 +99,21 @@ class OpenAICompatProvider:
 
     async def close(self) -> None:
         """The session is shared per host and closed by its owner."""
+
+    async def probe(self) -> Probe:
+        """``GET /health``; for vLLM also ``/metrics`` for the waiting-queue depth."""
+        try:
+            async with self._session.get(self.spec.url + "/health") as resp:
+                await resp.read()
+                if resp.status != 200:
+                    return Probe(healthy=False)
+            if self.spec.kind is not ProviderKind.VLLM:
+                return Probe(healthy=True)
+            async with self._session.get(self.spec.url + "/metrics") as resp:
+                text = await resp.text() if resp.status == 200 else ""
+        except (aiohttp.ClientError, OSError):
+            return Probe(healthy=False)
+        return Probe(healthy=True, queue_depth=waiting_requests(text))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
         body = orjson.dumps(build_body(request, self.spec.served_model))

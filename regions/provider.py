@@ -8,10 +8,19 @@ engine does those things around it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from regions.events import Event
 from regions.request import GenerationRequest, Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """An active health check's result; ``queue_depth`` when the backend reports load."""
+
+    healthy: bool
+    queue_depth: int | None = None
 
 
 class Provider(Protocol):
@@ -30,3 +39,8 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def probe(self) -> Probe:
+        """Health (and load, where the backend reports it). Adapters that cannot be
+        probed cheaply may set ``probe = None`` as a class attribute instead."""
+        ...

@@ -15,6 +15,7 @@ from regions.inventory import BackendSpec
 class Candidate:
     backend: BackendSpec
     reason: str
+    score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,13 @@ class Plan:
     @property
     def backends(self) -> tuple[BackendSpec, ...]:
         return tuple(c.backend for c in self.candidates)
+
+    def explain(self) -> str:
+        """One line for the debug header: chosen order, then exclusions."""
+        parts = [f"{self.model}@{self.version}"]
+        parts += [f"{c.backend.name}: {c.reason}" for c in self.candidates]
+        parts += [f"{name}: excluded ({why})" for name, why in self.excluded]
+        return "; ".join(parts)
 
 
 class RoutingError(Exception):

@@ -1,4 +1,4 @@
-"""Pure routing: a request and a snapshot in, a plan out.
+"""Pure routing: a request, a snapshot and live signals in, a plan out.
 
 Order of decisions (DESIGN.md §3 step 2):
 
@@ -6,15 +6,20 @@ Order of decisions (DESIGN.md §3 step 2):
 2. the version is chosen by the weighted split, sticky per affinity key: the
    key hashes to a point u in [0, 1) and the version whose cumulative-weight
    interval holds u serves it, so a conversation stays on one version while
-   the split is unchanged;
-3. that version's backends outside the residency constraint are dropped —
-   and if nothing is left, the error names the constraint and the model;
-4. drained regions (dial 0) are dropped;
-5. the rest are ordered by weighted random sampling without replacement
-   (Efraimidis–Spirakis: key = u^(1/w), w = backend weight × region dial), so
-   the first choice follows the weights and the rest are failover order.
+   the split is unchanged, and growing a version's weight only moves keys to
+   it;
+3. backends outside the residency constraint are dropped — if nothing is
+   left the error (403) names the constraint and the model;
+4. regions without a verified replica of the version, drained regions
+   (dial 0), and backends the failover layer reports unavailable (open
+   breaker, ejected, failing health checks) are dropped — if nothing is left
+   the error is 503 with Retry-After;
+5. the rest are scored (``routing.score``) and ordered by power of two
+   choices; when the winner is a self-hosted server in a pool, prefix
+   affinity (``routing.affinity``) picks the pool member that likely holds the
+   prompt's KV cache, within the bounded load.
 
-Randomness is injected so tests are deterministic.
+Randomness and time are passed in.
 """
 
 from __future__ import annotations
@@ -23,9 +28,16 @@ import hashlib
 import random
 from collections.abc import Mapping
 
-from regions.request import GenerationRequest
+from regions.inventory import BackendSpec
+from regions.request import GenerationRequest, Kind
+from routing.affinity import pick_bounded, prefix_key
 from routing.plan import Candidate, NoBackendAvailable, Plan, ResidencyViolation, UnknownModel
-from routing.snapshot import RoutingSnapshot
+from routing.score import Scored, p2c_order, score_all
+from routing.signals import NoSignals, Signals
+from routing.snapshot import SELF_HOSTED, ModelRoute, RoutingSnapshot
+
+DEFAULT_EXPECTED_TOKENS = 128
+AFFINITY_LOAD_FACTOR = 1.25
 
 
 def affinity_point(key: str, model: str) -> float:
@@ -51,6 +63,12 @@ def pick_version(split: Mapping[str, int], point: float) -> str:
     return chosen  # rounding at the top edge
 
 
+def prompt_text(request: GenerationRequest) -> str:
+    if request.kind is Kind.CHAT:
+        return "\n".join(f"{m.role}: {m.content}" for m in request.messages)
+    return request.prompt
+
+
 class Router:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
@@ -60,11 +78,16 @@ class Router:
         snapshot: RoutingSnapshot,
         request: GenerationRequest,
         allowed_models: frozenset[str] | None = None,
+        *,
+        signals: Signals | None = None,
+        now: float = 0.0,
+        cost_weight: float | None = None,
     ) -> Plan:
         route = snapshot.models.get(request.model)
         if route is None or (allowed_models is not None and request.model not in allowed_models):
             raise UnknownModel(f"The model `{request.model}` does not exist.")
         version = pick_version(route.split, affinity_point(request.affinity_key, route.name))
+        live = signals or NoSignals()
         excluded: list[tuple[str, str]] = []
         in_residency = []
         for backend in route.backends.get(version, ()):
@@ -78,24 +101,74 @@ class Router:
                 f"[{request.residency.describe()}] serves model `{request.model}` "
                 f"(version {version})"
             )
-        weighted = []
+        eligible = []
         for backend in in_residency:
             dial = snapshot.dial(backend.region.name)
+            signal = live.signal(backend.name, now)
             if dial <= 0:
                 excluded.append((backend.name, "region drained"))
-                continue
-            weight = backend.weight * dial / 100.0
-            key = self._rng.random() ** (1.0 / weight)
-            weighted.append((key, backend))
-        if not weighted:
+            elif not snapshot.replica_ready(backend):
+                excluded.append((backend.name, "replica not verified"))
+            elif not signal.available:
+                excluded.append((backend.name, signal.why_unavailable or "unavailable"))
+            else:
+                eligible.append((backend, backend.weight * dial / 100.0, signal))
+        if not eligible:
             raise NoBackendAvailable(
-                f"every region allowed by [{request.residency.describe()}] that serves "
-                f"`{request.model}` is drained",
+                f"every backend allowed by [{request.residency.describe()}] for "
+                f"`{request.model}` (version {version}) is unavailable: "
+                + ", ".join(f"{n} {why}" for n, why in excluded),
                 retry_after=5.0,
             )
-        weighted.sort(key=lambda kb: kb[0], reverse=True)
+        text = prompt_text(request)
+        scored = score_all(
+            eligible,
+            prompt_tokens=max(1, len(text) // 4),
+            expected_tokens=request.sampling.max_tokens or DEFAULT_EXPECTED_TOKENS,
+            cost_weight=route.cost_weight if cost_weight is None else cost_weight,
+        )
+        ordered = p2c_order(scored, self._rng)
+        reasons = {id(s): "failover" for s in ordered[1:]}
+        reasons[id(ordered[0])] = "p2c pick"
+        ordered = self._prefix_affinity(route, version, ordered, text, live, now, reasons)
         candidates = tuple(
-            Candidate(b, "weighted choice" if i == 0 else "failover")
-            for i, (_, b) in enumerate(weighted)
+            Candidate(s.backend, f"{reasons[id(s)]}, {s.describe()}", s.score) for s in ordered
         )
         return Plan(request.model, version, candidates, tuple(excluded))
+
+    def _prefix_affinity(
+        self,
+        route: ModelRoute,
+        version: str,
+        ordered: list[Scored],
+        text: str,
+        signals: Signals,
+        now: float,
+        reasons: dict[int, str],
+    ) -> list[Scored]:
+        """Within the winner's self-hosted pool, move the KV-affine member to the front."""
+        winner = ordered[0].backend
+        if winner.kind not in SELF_HOSTED:
+            return ordered
+        ring = route.rings.get((version, winner.region.name))
+        if ring is None:
+            return ordered
+        pool = {s.backend.name: s for s in ordered if _same_pool(s.backend, winner)}
+        if len(pool) < 2:
+            return ordered
+        chosen = pick_bounded(
+            ring,
+            prefix_key(text, route.name),
+            list(pool),
+            lambda name: signals.signal(name, now).in_flight,
+            AFFINITY_LOAD_FACTOR,
+        )
+        if chosen is None or chosen == winner.name:
+            return ordered
+        first = pool[chosen]
+        reasons[id(first)] = "prefix affinity in pool"
+        return [first, *(s for s in ordered if s is not first)]
+
+
+def _same_pool(a: BackendSpec, b: BackendSpec) -> bool:
+    return a.region.name == b.region.name and a.kind in SELF_HOSTED and b.kind in SELF_HOSTED

@@ -1,7 +1,9 @@
 """The immutable view of the world one routing decision reads.
 
 A new snapshot replaces the old one whole (one attribute assignment), so a
-request never sees half of a change. Nothing here does I/O.
+request never sees half of a change. Nothing here does I/O. Rings for prefix
+affinity are built once per snapshot, per self-hosted pool (the self-hosted
+backends of one model version in one region).
 """
 
 from __future__ import annotations
@@ -10,16 +12,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from regions.inventory import BackendSpec
+from regions.inventory import BackendSpec, ProviderKind
+from routing.affinity import Ring
+
+SELF_HOSTED = frozenset({ProviderKind.VLLM, ProviderKind.TGI})
+
+ReplicaKey = tuple[str, str, str]  # (model, version, region)
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRoute:
-    """A logical model: its version split and its backends per version."""
+    """A logical model: its version split, its backends per version, its cost weight."""
 
     name: str
     split: Mapping[str, int]
     backends: Mapping[str, tuple[BackendSpec, ...]]
+    cost_weight: float = 0.0
+    rings: Mapping[tuple[str, str], Ring] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +36,15 @@ class RoutingSnapshot:
     revision: int
     models: Mapping[str, ModelRoute]
     dials: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    unready: frozenset[ReplicaKey] = frozenset()
 
     def dial(self, region: str) -> int:
         """The region's traffic dial, 0–100; 0 means drained."""
         return self.dials.get(region, 100)
+
+    def replica_ready(self, backend: BackendSpec) -> bool:
+        """Whether the backend's region holds verified weights for its model version."""
+        return (backend.model, backend.version, backend.region.name) not in self.unready
 
     @classmethod
     def build(
@@ -39,13 +53,26 @@ class RoutingSnapshot:
         splits: Mapping[str, Mapping[str, int]],
         backends: tuple[BackendSpec, ...],
         dials: Mapping[str, int] | None = None,
+        *,
+        cost_weights: Mapping[str, float] | None = None,
+        unready: frozenset[ReplicaKey] = frozenset(),
     ) -> RoutingSnapshot:
         models: dict[str, ModelRoute] = {}
         for name, split in splits.items():
             per_version: dict[str, tuple[BackendSpec, ...]] = {
                 v: tuple(b for b in backends if b.model == name and b.version == v) for v in split
             }
+            pools: dict[tuple[str, str], list[str]] = {}
+            for version, members in per_version.items():
+                for b in members:
+                    if b.kind in SELF_HOSTED:
+                        pools.setdefault((version, b.region.name), []).append(b.name)
+            rings = {key: Ring(names) for key, names in pools.items() if len(names) > 1}
             models[name] = ModelRoute(
-                name, MappingProxyType(dict(split)), MappingProxyType(per_version)
+                name,
+                MappingProxyType(dict(split)),
+                MappingProxyType(per_version),
+                (cost_weights or {}).get(name, 0.0),
+                MappingProxyType(rings),
             )
-        return cls(revision, MappingProxyType(models), MappingProxyType(dict(dials or {})))
+        return cls(revision, MappingProxyType(models), MappingProxyType(dict(dials or {})), unready)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import uvloop
-from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 
 from gateway.app import Gateway
 from gateway.config import Config
+from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"
 MODEL = "test-model"

@@ -86,7 +86,6 @@ async def stream(
     lifecycle: Lifecycle,
     buffer_bytes: int,
 ) -> Result:
-    execution.record_head(head)
     encoder = _Encoder(writer, passthrough, execution.request.include_usage, served_model)
     response = web.StreamResponse(
         status=200,
@@ -139,7 +138,6 @@ async def collect(
     Streaming from the upstream even here keeps one code path and lets
     timeouts and first-token failover work the same for both kinds of client.
     """
-    execution.record_head(head)
     parts: list[str] = []
     finish = "stop"
     failure: StreamError | None = None

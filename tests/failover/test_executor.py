@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from failover.executor import Attempt, Execution, ExecutionFailed
-from failover.policy import TimeoutPolicy
+from failover.executor import Attempt, Budgets, Execution, ExecutionFailed
+from failover.policy import FailoverPolicy, TimeoutPolicy
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind, Region
@@ -51,8 +51,20 @@ class Scripted:
 
 
 class Sink:
+    """Admits everything, never hedges, remembers outcomes and counters."""
+
     def __init__(self) -> None:
         self.outcomes: list[tuple[str, str]] = []
+        self.counts: list[str] = []
+
+    def admit(self, backend: BackendSpec, now: float) -> bool:
+        return True
+
+    def hedge_delay(self, backend: BackendSpec) -> float | None:
+        return None
+
+    def count(self, event: str) -> None:
+        self.counts.append(event)
 
     def attempt_finished(self, attempt: Attempt) -> None:
         self.outcomes.append(
@@ -68,12 +80,14 @@ def execution(
     providers: dict[str, Scripted],
     order: list[BackendSpec],
     residency: Residency = Residency(),
-    timeouts: TimeoutPolicy = TimeoutPolicy(first_token=0.2, idle=0.2),
+    policy: FailoverPolicy = FailoverPolicy(
+        TimeoutPolicy(first_token=0.2, idle=0.2), resume=False, hedge=False, rounds=1
+    ),
 ) -> tuple[Execution, Sink]:
     sink = Sink()
     request = GenerationRequest(Kind.CHAT, "m", "rid", residency=residency)
     plan = Plan("m", "v1", tuple(Candidate(b, "test") for b in order))
-    return Execution(request, plan, providers, timeouts, sink), sink  # type: ignore[arg-type]
+    return Execution(request, plan, providers, policy, sink, Budgets()), sink  # type: ignore[arg-type]
 
 
 async def drain(ex: Execution) -> list[Event]:

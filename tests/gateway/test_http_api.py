@@ -149,15 +149,15 @@ async def test_killed_backend_fails_over_without_client_error(emulators, gateway
 
 
 @pytest.mark.parametrize(
-    ("fault", "status"),
+    ("fault", "status", "attempts"),
     [
-        ({"status": 500}, 503),
-        ({"status": 429, "retry_after": 7}, 503),
-        ({"stall_after_tokens": 0}, 503),
+        ({"status": 500}, 503, "2"),  # a second round after a backoff
+        ({"status": 429, "retry_after": 7}, 503, "1"),  # longer than a client should wait
+        ({"stall_after_tokens": 0}, 503, "2"),
     ],
 )
 async def test_failure_everywhere_before_first_token_is_a_real_error_status(  # type: ignore[no-untyped-def]
-    emulators, gateways, fault, status
+    emulators, gateways, fault, status, attempts
 ) -> None:
     em = await emulators()
     em.faults.update(fault)
@@ -171,7 +171,7 @@ async def test_failure_everywhere_before_first_token_is_a_real_error_status(  # 
     ) as resp:
         body = await resp.json()
         assert resp.status == status
-        assert resp.headers["x-meridian-attempts"] == "1"
+        assert resp.headers["x-meridian-attempts"] == attempts
         assert "Retry-After" in resp.headers
         if fault.get("retry_after"):
             assert resp.headers["Retry-After"] == "7"
