@@ -56,6 +56,8 @@ class Attempt:
     failure: BackendError | None = None
     cancelled: bool = False
     tokens: int = 0
+    prefix_tokens: int = 0  # tokens already streamed when this attempt started
+    usage: Usage | None = None  # as the backend reported it, if it did
 
     @property
     def outcome(self) -> str:
@@ -121,7 +123,6 @@ class Execution:
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
     attempts: list[Attempt] = field(default_factory=list)
-    usage: Usage | None = None
     resumptions: int = 0
     _current: _Opened | None = None
     _deadline: float = 0.0
@@ -131,6 +132,32 @@ class Execution:
     @property
     def serving(self) -> Attempt | None:
         return self._current.attempt if self._current else None
+
+    @property
+    def usage(self) -> Usage | None:
+        """Tokens across every attempt that streamed text.
+
+        An attempt cut mid-stream never got to report usage: its completion
+        tokens are the ones it streamed, and its prompt is the original prompt
+        (the first report minus the prefix that report's attempt was given)
+        plus the prefix it was itself given.
+        """
+        streamed = [a for a in self.attempts if a.first_token is not None]
+        reported = [a for a in streamed if a.usage is not None]
+        if not reported:
+            return None
+        if len(streamed) == 1:
+            return reported[0].usage
+        base = reported[0].usage.prompt_tokens - reported[0].prefix_tokens  # type: ignore[union-attr]
+        prompt = completion = 0
+        for a in streamed:
+            if a.usage is not None:
+                prompt += a.usage.prompt_tokens
+                completion += a.usage.completion_tokens
+            else:
+                prompt += base + a.prefix_tokens
+                completion += a.tokens
+        return Usage(prompt, completion)
 
     # -- phase 1: until the first token ------------------------------------
 
@@ -145,7 +172,7 @@ class Execution:
             if opened is not None:
                 self._current = opened
                 self._texts.extend(e.text for e in opened.head if isinstance(e, TokenDelta))
-                self._take_usage(opened.head)
+                self._take_usage(opened.attempt, opened.head)
                 return opened.head
             if not self._may_retry(failures, loop):
                 break
@@ -246,10 +273,12 @@ class Execution:
                 return cand
         return None
 
-    async def _open(self, cand: Candidate, request: GenerationRequest, kind: str) -> _Opened:
+    async def _open(
+        self, cand: Candidate, request: GenerationRequest, kind: str, prefix_tokens: int = 0
+    ) -> _Opened:
         """Start an attempt and read it up to its first token; closes it on any failure."""
         backend = cand.backend
-        attempt = Attempt(backend, self.clock(), kind)
+        attempt = Attempt(backend, self.clock(), kind, prefix_tokens=prefix_tokens)
         self.attempts.append(attempt)
         stream = self.providers[backend.name].stream(request)
         loop = asyncio.get_running_loop()
@@ -307,7 +336,7 @@ class Execution:
                             self._texts.append(event.text)
                             attempt.tokens += 1
                         elif isinstance(event, Usage):
-                            self._add_usage(event)
+                            attempt.usage = event
                             if strip:
                                 continue
                         elif strip and isinstance(event, Finish):
@@ -334,8 +363,9 @@ class Execution:
                 return
             for event in resumed:
                 yield event
-        if self.resumptions and self.usage is not None and self.request.include_usage:
-            yield Usage(self.usage.prompt_tokens, self.usage.completion_tokens)
+        total = self.usage
+        if self.resumptions and total is not None and self.request.include_usage:
+            yield total
 
     async def _resume(self, failure: BackendError) -> list[Event] | None:
         """Continue on another backend of the same version; the new head, or None."""
@@ -355,12 +385,13 @@ class Execution:
                 return [Finish("length")]
             request = replace(request, sampling=replace(request.sampling, max_tokens=left))
         queue = [c for c in self.plan.candidates if c.backend.name not in self._failed]
+        produced_tokens = sum(a.tokens for a in self.attempts)
         while queue:
             cand = self._next_admissible(queue)
             if cand is None:
                 break
             try:
-                opened = await self._open(cand, request, "resume")
+                opened = await self._open(cand, request, "resume", produced_tokens)
             except BackendError as exc:
                 self._failed.add(cand.backend.name)
                 if not exc.failure.retryable:
@@ -372,7 +403,7 @@ class Execution:
             head: list[Event] = []
             for event in opened.head:
                 if isinstance(event, Usage):
-                    self._add_usage(event)
+                    opened.attempt.usage = event
                     continue
                 if isinstance(event, TokenDelta):
                     if not event.text:
@@ -386,19 +417,11 @@ class Execution:
 
     # -- bookkeeping --------------------------------------------------------
 
-    def _take_usage(self, events: list[Event]) -> None:
+    @staticmethod
+    def _take_usage(attempt: Attempt, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, Usage):
-                self._add_usage(event)
-
-    def _add_usage(self, usage: Usage) -> None:
-        if self.usage is None:
-            self.usage = Usage(usage.prompt_tokens, usage.completion_tokens, usage.raw)
-        else:
-            self.usage = Usage(
-                self.usage.prompt_tokens + usage.prompt_tokens,
-                self.usage.completion_tokens + usage.completion_tokens,
-            )
+                attempt.usage = event
 
     def _finish(self, attempt: Attempt, failure: BackendError | None) -> None:
         if attempt.ended is not None:

@@ -161,6 +161,11 @@ class BackendHealth:
         failure = attempt.failure.failure if attempt.failure else None
         if attempt.cancelled:
             st.breaker.release(now)
+            if attempt.first_token is None:
+                # A hedge loser (or a client that gave up) waited this long
+                # without a first token: a lower bound on TTFT, and peak-EWMA
+                # takes peaks at once, so the next plans learn it is slow.
+                st.ttft.observe(now - attempt.started, now)
             return
         if attempt.first_token is not None:
             ttft = attempt.first_token - attempt.started
@@ -200,8 +205,16 @@ class BackendHealth:
             st.since_p95 = 0
 
     def hedge_delay(self, backend: BackendSpec) -> float | None:
+        """The backend's p95 TTFT; until it has enough samples, the slowest p95
+        among the same model's backends (a new backend is not yet trusted to
+        be faster than its peers); None when nobody has one yet."""
         st = self._states.get(backend.name)
-        return None if st is None else st.p95
+        if st is None:
+            return None
+        if st.p95 is not None:
+            return st.p95
+        peers = [o.p95 for o in self._states.values() if o.spec.model == backend.model and o.p95]
+        return max(peers) if peers else None
 
     def count(self, event: str) -> None:
         if self.events is not None:

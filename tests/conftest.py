@@ -59,13 +59,13 @@ async def emulators() -> AsyncIterator[EmulatorFactory]:
 
 
 def gateway_config(
-    backends: list[tuple[str, str, str, str]],
+    backends: list[tuple[str, str, str, str]] | list[tuple[str, str, str, str, dict[str, Any]]],
     *,
     regions: dict[str, list[str]] | None = None,
     versions: dict[str, int] | None = None,
     **overrides: Any,
 ) -> Config:
-    """``backends`` are (name, region, version, url) rows of one model, ``test-model``."""
+    """``backends`` are (name, region, version, url[, extra fields]) rows of ``test-model``."""
     regions = regions or {
         "aws:us-east-1": ["US"],
         "aws:eu-west-1": ["EU", "IE"],
@@ -78,15 +78,16 @@ def gateway_config(
         "models": [{"name": MODEL, "versions": versions or {"v1": 100}}],
         "backends": [
             {
-                "name": name,
+                "name": row[0],
                 "model": MODEL,
-                "version": version,
-                "region": region,
+                "version": row[2],
+                "region": row[1],
                 "provider": "vllm",
-                "url": url,
+                "url": row[3],
                 "served_model": SERVED,
+                **(row[4] if len(row) > 4 else {}),  # type: ignore[misc]
             }
-            for name, region, version, url in backends
+            for row in backends
         ],
         "tenants": [
             {"name": "global", "api_keys": [sha(GLOBAL_KEY)]},

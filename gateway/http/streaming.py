@@ -42,7 +42,7 @@ class Result:
 class _Encoder:
     """Turns events into the bytes this client gets."""
 
-    __slots__ = ("include_usage", "passthrough", "rewrite", "writer")
+    __slots__ = ("adopted", "include_usage", "passthrough", "rewrite", "writer")
 
     def __init__(
         self, writer: ChunkWriter, passthrough: bool, include_usage: bool, served_model: str
@@ -50,6 +50,7 @@ class _Encoder:
         self.writer = writer
         self.passthrough = passthrough
         self.include_usage = include_usage
+        self.adopted = False
         self.rewrite: tuple[bytes, bytes] | None = None
         if served_model != writer.model:
             self.rewrite = (
@@ -60,6 +61,8 @@ class _Encoder:
     def encode(self, event: Event) -> bytes:
         raw = event.raw if self.passthrough and not isinstance(event, StreamError) else None
         if raw is not None:
+            if not self.adopted and raw:
+                self._adopt_id(raw)
             if isinstance(event, Usage) and not self.include_usage:
                 return b""
             if self.rewrite is not None and raw:
@@ -72,6 +75,20 @@ class _Encoder:
         if isinstance(event, Usage):
             return self.writer.usage(event) if self.include_usage else b""
         return error_event(event.message, event.code)
+
+    def _adopt_id(self, raw: bytes) -> None:
+        """Chunks the gateway writes itself (after a resumption) reuse the upstream's
+        ``id`` and ``created``, so the client sees one stream without any rewriting
+        of the pass-through bytes."""
+        self.adopted = True
+        try:
+            first = orjson.loads(raw.removeprefix(b"data: "))
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(first.get("id"), str):
+            self.writer.id = first["id"]
+        if isinstance(first.get("created"), int):
+            self.writer.created = first["created"]
 
 
 async def stream(

@@ -1,0 +1,732 @@
+"""An aiohttp server that speaks the SageMaker Runtime data plane, for tests and the demo.
+
+It serves ``POST /endpoints/{name}/invocations`` and
+``/invocations-response-stream`` the way AWS does (reference/protocols.md §1):
+real event-stream frames with correct CRCs (``regions.eventstream``), the
+streaming response headers, rest-json errors with ``x-amzn-ErrorType``,
+container failures wrapped as ``ModelError`` 424 with ``OriginalStatusCode``,
+and in-stream ``ModelStreamError`` / ``InternalStreamFailure`` frames. The
+stock boto3 client parses it (tests/regions/test_sagemaker_emulator.py).
+
+Each endpoint runs one container whose payload format it copies: ``vllm``
+(OpenAI SSE), ``tgi`` (generate SSE, or Messages API chunks) or ``lmi`` (JSON
+lines), see :class:`ContainerStream`. Text comes from
+:mod:`regions.emulators.text`, so a resumed stream can be checked exactly; TGI
+and LMI continue a final assistant message (the emulated chat template allows
+it), vLLM needs ``continue_final_message`` as the real one does. Signatures
+are not verified, but a request must carry an ``Authorization`` header shaped
+like SigV4, which catches an adapter that forgot to sign.
+
+Faults are :class:`SageMakerFaults`: the shared :class:`Faults` plus
+SageMaker's own error shapes (an error code, ModelError's original status, an
+in-stream exception after N tokens), taken per request on arrival.
+
+The container half (request parsing, streamed bytes) is also the Vertex
+emulator's, whose endpoints run a vLLM container; that, and three payload
+formats, is why this module is longer than most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from regions.emulators import text
+from regions.emulators.faults import Faults
+from regions.eventstream import error_frame, exception_frame, payload_part
+from regions.inventory import Container
+
+log = logging.getLogger(__name__)
+
+_SIGV4 = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=[^/\s]+/\d{8}/([a-z0-9-]+)/sagemaker/aws4_request,\s*"
+    r"SignedHeaders=[a-z0-9;-]+,\s*Signature=[0-9a-f]{64}$"
+)
+_ERROR_STATUS = {
+    "ValidationError": 400,
+    "ThrottlingException": 400,
+    "ModelError": 424,
+    "ModelNotReadyException": 429,
+    "InternalFailure": 500,
+    "ServiceUnavailable": 503,
+    "InternalDependencyException": 530,
+}
+_CODE_FOR_STATUS = {v: k for k, v in _ERROR_STATUS.items() if k != "ThrottlingException"}
+_STREAM_ERRORS = ("ModelStreamError", "InternalStreamFailure", "error")
+_ACCOUNT = "123456789012"
+
+
+@dataclass
+class SageMakerEmulatorConfig:
+    endpoints: dict[str, Container] = field(
+        default_factory=lambda: {"llm-vllm": "vllm", "llm-tgi": "tgi", "llm-lmi": "lmi"}
+    )
+    served_model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    ttft_s: float = 0.0
+    itl_s: float = 0.0
+    default_max_tokens: int = 32
+    max_part_bytes: int | None = None
+    """Split container writes into PayloadParts of at most this many bytes."""
+    variants: tuple[str, ...] = ("AllTraffic",)
+    inference_components: tuple[str, ...] = ()
+    """When set, requests must name one of them (an endpoint with components)."""
+    name: str = "sagemaker"
+
+
+@dataclass
+class SageMakerFaults(Faults):
+    """:class:`Faults` plus SageMaker's own failure shapes.
+
+    - ``error_code``: answer with this error (``ThrottlingException``,
+      ``ModelError``...), at ``status`` or the code's usual status. A bare
+      ``status`` picks SageMaker's error for it (429 ModelNotReadyException,
+      503 ServiceUnavailable, 400 ValidationError, 500 InternalFailure, 530
+      InternalDependencyException); any other status is a ModelError whose
+      container answered with that status.
+    - ``original_status``: ModelError's ``OriginalStatusCode``.
+    - ``stream_error``: ``ModelStreamError``, ``InternalStreamFailure`` or
+      ``error`` (an unmodeled error frame), after ``stream_error_after_tokens``.
+    - ``stream_error_code``: the ModelStreamError ``ErrorCode`` (default
+      ``ModelInvocationTimeExceeded``).
+    """
+
+    error_code: str | None = None
+    original_status: int | None = None
+    stream_error: str | None = None
+    stream_error_code: str | None = None
+    stream_error_after_tokens: int | None = None
+
+    def take(self) -> SageMakerFaults | None:
+        snapshot = super().take()  # dataclasses.replace keeps the subclass
+        return snapshot if isinstance(snapshot, SageMakerFaults) else None
+
+    def update(self, data: Mapping[str, Any]) -> None:
+        """As :meth:`Faults.update`, all-or-nothing, with the extra fields."""
+        if not isinstance(data, Mapping):
+            raise ValueError("faults must be a JSON object")
+        extra = {k: _check_extra(k, v) for k, v in data.items() if k in _EXTRA}
+        super().update({k: v for k, v in data.items() if k not in _EXTRA})
+        for key, value in extra.items():
+            setattr(self, key, value)
+
+
+_EXTRA = frozenset(
+    {
+        "error_code",
+        "original_status",
+        "stream_error",
+        "stream_error_code",
+        "stream_error_after_tokens",
+    }
+)
+
+
+def _check_extra(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key in ("original_status", "stream_error_after_tokens"):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000:
+            raise ValueError(f"fault {key!r} must be a non-negative integer")
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"fault {key!r} must be a non-empty string")
+    if key == "stream_error" and value not in _STREAM_ERRORS:
+        raise ValueError(f"fault 'stream_error' must be one of {', '.join(_STREAM_ERRORS)}")
+    return value
+
+
+@dataclass
+class SageMakerEmulatorStats:
+    requests: int = 0
+    completed: int = 0
+    disconnects: int = 0
+    running: int = 0
+    generation_tokens: int = 0
+    last_request: dict[str, Any] | None = None
+    last_headers: dict[str, str] = field(default_factory=dict)
+    """The last request's ``X-Amzn-SageMaker-*`` headers, plus ``signing-region``."""
+
+
+def aws_error(
+    code: str,
+    message: str,
+    status: int | None = None,
+    retry_after: float | None = None,
+    **extra: Any,
+) -> web.Response:
+    """A rest-json error: botocore reads the code from ``x-amzn-ErrorType``."""
+    headers = {
+        "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.sagemaker/",
+        "x-amzn-RequestId": str(uuid.uuid4()),
+    }
+    if retry_after is not None:
+        headers["Retry-After"] = (
+            str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+        )
+    return web.Response(
+        status=status or _ERROR_STATUS.get(code, 400),
+        body=orjson.dumps({"message": message, **extra}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def model_error(original: int, original_message: str, endpoint: str) -> web.Response:
+    """A container failure as SageMaker reports it: 424 with the container's status."""
+    kind = "client" if 400 <= original < 500 else "server"
+    message = f'Received {kind} error ({original}) from primary with message "{original_message}".'
+    return aws_error(
+        "ModelError",
+        message,
+        424,
+        Message=message,
+        OriginalStatusCode=original,
+        OriginalMessage=original_message,
+        ErrorCode=f"{kind.upper()}_ERROR_FROM_MODEL",
+        LogStreamArn=f"arn:aws:logs:us-east-1:{_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint}",
+    )
+
+
+def _fault_error(fault: SageMakerFaults, endpoint: str) -> web.Response:
+    code = fault.error_code or _CODE_FOR_STATUS.get(fault.status or 0, "ModelError")
+    if code != "ModelError":
+        return aws_error(code, f"emulated fault: {code}", fault.status, fault.retry_after)
+    original = fault.original_status
+    if original is None:
+        original = 500 if fault.status in (None, *_CODE_FOR_STATUS) else fault.status
+    return model_error(original or 0, "emulated fault", endpoint)
+
+
+def _stream_error(fault: SageMakerFaults) -> bytes:
+    kind = fault.stream_error or "ModelStreamError"
+    if kind == "error":
+        return error_frame("InternalServerException", "emulated unmodeled error")
+    if kind == "ModelStreamError":
+        message = (
+            "Your model primary did not complete sending the inference response "
+            "in the allotted time."
+        )
+        return exception_frame(
+            kind, message, fault.stream_error_code or "ModelInvocationTimeExceeded"
+        )
+    return exception_frame(kind, "Internal stream failure (emulated)")
+
+
+# -- the containers: what they accept and what they stream -------------------------
+
+
+class BadRequest(Exception):
+    """The container's own 4xx (SageMaker wraps it in a ModelError)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(slots=True)
+class Job:
+    """One generation: ``openai`` selects the OpenAI schema over TGI/LMI generate."""
+
+    chat: bool
+    openai: bool
+    model: str
+    context: str
+    max_tokens: int
+    finish_reason: str
+    stream: bool
+    include_usage: bool
+
+    @property
+    def prompt_tokens(self) -> int:
+        return text.count_tokens(self.context)
+
+
+def _limit(payload: Mapping[str, Any], key: str) -> int | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest(400, f"`{key}` must be a positive integer")
+    return value
+
+
+def _job(chat: bool, openai: bool, model: str, context: str, limit: int | None, default: int,
+         stream: bool, include_usage: bool) -> Job:  # fmt: skip
+    # No limit: stop at the default as if the model emitted EOS.
+    max_tokens, reason = (limit, "length") if limit is not None else (default, "stop")
+    return Job(chat, openai, model, context, max_tokens, reason, stream, include_usage)
+
+
+def parse_openai(
+    payload: Mapping[str, Any], served_model: str, default_max_tokens: int, implicit_continue: bool
+) -> Job:
+    """An OpenAI chat (``messages``) or completion (``prompt``) body, as vLLM reads it.
+
+    ``implicit_continue``: a final assistant message is continued without
+    ``continue_final_message`` (TGI and LMI chat here).
+    """
+    model = payload.get("model")
+    if model not in (None, "", served_model):
+        raise BadRequest(404, f"The model `{model}` does not exist.")
+    stream = payload.get("stream") is True
+    options = payload.get("stream_options") or {}
+    include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+    chat = "messages" in payload
+    limit = _limit(payload, "max_completion_tokens") if chat else None
+    limit = limit if limit is not None else _limit(payload, "max_tokens")
+    if chat:
+        messages = payload["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest(400, "`messages` must be a non-empty list")
+        pairs: list[tuple[str, str]] = []
+        for m in messages:
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise BadRequest(400, "each message needs a role")
+            if not isinstance(m.get("content") or "", str):
+                raise BadRequest(400, "only string message content is supported")
+            pairs.append((m["role"], m.get("content") or ""))
+        explicit = payload.get("continue_final_message") is True
+        if explicit and payload.get("add_generation_prompt", True) is not False:
+            raise BadRequest(
+                400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+            )
+        final = pairs[-1][0] == "assistant"
+        if explicit and not final:
+            raise BadRequest(400, "continue_final_message needs a final assistant message")
+        context = text.render_chat(pairs, explicit or (implicit_continue and final))
+    else:
+        prompt = payload.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise BadRequest(400, "`prompt` must be a non-empty string")
+        context = prompt
+    model_name = served_model
+    return _job(chat, True, model_name, context, limit, default_max_tokens, stream, include_usage)
+
+
+def parse_request(
+    container: Container, payload: Any, served_model: str, default_max_tokens: int
+) -> Job:
+    """A body as ``container`` reads it: TGI/LMI take ``inputs`` (generate) or OpenAI."""
+    if not isinstance(payload, dict):
+        raise BadRequest(400, "request body must be a JSON object")
+    if container == "vllm" or "inputs" not in payload:
+        return parse_openai(payload, served_model, default_max_tokens, container != "vllm")
+    inputs = payload["inputs"]
+    if not isinstance(inputs, str) or not inputs:
+        raise BadRequest(422, "`inputs` must be a non-empty string")
+    params = payload.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest(422, "`parameters` must be an object")
+    limit = _limit(params, "max_new_tokens")
+    stream = payload.get("stream") is True
+    return _job(False, False, served_model, inputs, limit, default_max_tokens, stream, False)
+
+
+_TOKEN_IDS = {" " + word: i + 3 for i, word in enumerate(text.VOCABULARY)}
+
+
+class ContainerStream:
+    """One request's bytes as its container writes them: ``first()``, each
+    ``token(i)``, then ``end(sent)``; or ``complete()`` when not streaming.
+
+    OpenAI schema (vLLM, TGI Messages, LMI chat): vLLM's chunk shapes, as SSE
+    with ``[DONE]`` except LMI's JSON lines. TGI generate: ``data:{json}``
+    events, the last with ``generated_text`` and ``details``; a natural stop
+    ends with the EOS token marked ``special``. LMI: one JSON object per line,
+    the last with ``details``.
+    """
+
+    def __init__(self, container: Container, job: Job) -> None:
+        self.job = job
+        self.tokens = text.generate(job.context, job.max_tokens)
+        self.style: str = "openai" if job.openai else container
+        self.sse = container != "lmi"
+        prefix = "chatcmpl-" if job.chat else "cmpl-"
+        self._envelope = {
+            "id": prefix + uuid.uuid4().hex,
+            "object": "chat.completion.chunk" if job.chat else "text_completion",
+            "created": int(time.time()),
+            "model": job.model,
+        }
+
+    @property
+    def content_type(self) -> str:
+        return "text/event-stream" if self.sse else "application/jsonlines"
+
+    def _frame(self, obj: Any) -> bytes:
+        data = orjson.dumps(obj)
+        if not self.sse:
+            return data + b"\n"
+        return (b"data:" if self.style == "tgi" else b"data: ") + data + b"\n\n"
+
+    def _chunk(self, text_: str | None, reason: str | None, role: bool = False) -> bytes:
+        if self.job.chat:
+            delta: dict[str, str] = {"role": "assistant"} if role else {}
+            if text_ is not None:
+                delta["content"] = text_
+            choice: dict[str, Any] = {"index": 0, "delta": delta}
+        else:
+            choice = {"index": 0, "text": text_ or ""}
+        choice.update(logprobs=None, finish_reason=reason)
+        return self._frame({**self._envelope, "choices": [choice]})
+
+    def _details(self, generated: int) -> dict[str, Any]:
+        reason = "eos_token" if self.job.finish_reason == "stop" else "length"
+        return {
+            "generated_text": "".join(self.tokens),
+            "details": {"finish_reason": reason, "generated_tokens": generated, "seed": None},
+        }
+
+    def first(self) -> bytes:
+        return self._chunk("", None, role=True) if self.style == "openai" and self.job.chat else b""
+
+    def token(self, i: int) -> bytes:
+        tok, last = self.tokens[i], i == len(self.tokens) - 1
+        eos = self.job.finish_reason == "stop"
+        if self.style == "openai":
+            return self._chunk(tok, self.job.finish_reason if last else None)
+        final = self._details(len(self.tokens)) if last and not eos else {}
+        if self.style == "tgi":
+            token = {"id": _TOKEN_IDS[tok], "text": tok, "logprob": -0.5, "special": False}
+            body = {"index": i, "token": token, "generated_text": None, "details": None}
+            return self._frame({**body, **final})
+        return self._frame(
+            {"token": {"id": _TOKEN_IDS[tok], "text": tok, "log_prob": -0.5}, **final}
+        )
+
+    def end(self, sent: int) -> bytes:
+        if self.style == "openai":
+            out = b""
+            if self.job.include_usage:
+                prompt = self.job.prompt_tokens
+                usage = {
+                    "prompt_tokens": prompt,
+                    "total_tokens": prompt + sent,
+                    "completion_tokens": sent,
+                }
+                out = self._frame({**self._envelope, "choices": [], "usage": usage})
+            return out + (b"data: [DONE]\n\n" if self.sse else b"")
+        if self.job.finish_reason != "stop":
+            return b""
+        final = self._details(sent + 1)
+        if self.style == "tgi":
+            eos = {"id": 2, "text": "</s>", "logprob": -0.1, "special": True}
+            return self._frame({"index": sent, "token": eos, **final})
+        return self._frame({"token": {"id": 2, "text": "", "log_prob": -0.1}, **final})
+
+    def complete(self) -> bytes:
+        """The non-streaming answer: OpenAI objects, TGI's ``[{generated_text}]``, LMI's object."""
+        generated = "".join(self.tokens)
+        if self.style == "tgi":
+            return orjson.dumps([{"generated_text": generated}])
+        if self.style == "lmi":
+            return orjson.dumps({"generated_text": generated})
+        job, n = self.job, len(self.tokens)
+        choice: dict[str, Any] = {"index": 0}
+        if job.chat:
+            choice["message"] = {"role": "assistant", "content": generated}
+        else:
+            choice["text"] = generated
+        choice.update(logprobs=None, finish_reason=job.finish_reason)
+        usage = {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens + n,
+                 "completion_tokens": n}  # fmt: skip
+        obj = "chat.completion" if job.chat else "text_completion"
+        return orjson.dumps({**self._envelope, "object": obj, "choices": [choice], "usage": usage})
+
+
+class _Reject(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+@dataclass(slots=True)
+class _Work:
+    stream: ContainerStream
+    fault: SageMakerFaults | None
+    variant: str
+
+
+class SageMakerEmulator:
+    """One emulated SageMaker Runtime (all endpoints of one region)."""
+
+    def __init__(self, config: SageMakerEmulatorConfig | None = None) -> None:
+        self.config = config or SageMakerEmulatorConfig()
+        self.faults = SageMakerFaults()
+        self.stats = SageMakerEmulatorStats()
+        self._inflight: set[asyncio.Transport] = set()
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._closing = False
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("emulator not started")
+        return self._url
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=6 * 1024 * 1024)  # SageMaker's 6 MB payload cap
+        app.router.add_post("/endpoints/{name}/invocations", self._invoke)
+        app.router.add_post("/endpoints/{name}/invocations-response-stream", self._invoke_stream)
+        app.router.add_get("/_emulator/faults", self._get_faults)
+        app.router.add_post("/_emulator/faults", self._set_faults)
+        app.router.add_delete("/_emulator/faults", self._clear_faults)
+        app.router.add_get("/_emulator/stats", self._stats)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self._runner is not None:
+            raise RuntimeError("emulator already started")
+        runner = web.AppRunner(
+            self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+        self._runner = runner
+        self._url = f"http://{f'[{host}]' if ':' in host else host}:{runner.addresses[0][1]}"
+        return self._url
+
+    async def stop(self) -> None:
+        """Stop at once: in-flight requests are aborted (a stalled stream never ends)."""
+        if self._runner is None:
+            return
+        self._closing = True
+        try:
+            for transport in list(self._inflight):
+                transport.abort()
+            await self._runner.cleanup()
+        finally:
+            self._runner, self._url, self._closing = None, None, False
+
+    # -- the runtime API -----------------------------------------------------------
+
+    async def _admit(self, request: web.Request) -> _Work:
+        """Auth, endpoint, routing headers, faults, body: the work, or _Reject."""
+        self.stats.requests += 1
+        name = request.match_info["name"]
+        if "Authorization" not in request.headers:
+            raise _Reject(
+                aws_error(
+                    "MissingAuthenticationTokenException", "Missing Authentication Token", 403
+                )
+            )
+        auth = _SIGV4.match(request.headers["Authorization"])
+        if auth is None or "X-Amz-Date" not in request.headers:
+            message = "Authorization header requires a SigV4 Credential, SignedHeaders, Signature"
+            raise _Reject(aws_error("IncompleteSignatureException", message, 403))
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("x-amzn-sag")}
+        self.stats.last_headers = {**headers, "signing-region": auth.group(1)}
+        container = self.config.endpoints.get(name)
+        if container is None:
+            message = f"Endpoint {name} of account {_ACCOUNT} not found."
+            raise _Reject(aws_error("ValidationError", message))
+        variant = request.headers.get("X-Amzn-SageMaker-Target-Variant")
+        if variant is not None and variant not in self.config.variants:
+            message = f'The variant(s) "[{variant}]" are not present in the endpoint {name}.'
+            raise _Reject(aws_error("ValidationError", message))
+        component = request.headers.get("X-Amzn-SageMaker-Inference-Component")
+        if self.config.inference_components and component not in self.config.inference_components:
+            message = f"Inference Component {component} not found for endpoint {name}."
+            raise _Reject(aws_error("ValidationError", message))
+        raw = await request.read()
+        fault = self.faults.take()
+        if fault is not None and (fault.status is not None or fault.error_code is not None):
+            raise _Reject(_fault_error(fault, name))
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Reject(model_error(400, "invalid JSON body", name)) from None
+        if isinstance(payload, dict):
+            self.stats.last_request = payload
+        try:
+            job = parse_request(
+                container, payload, self.config.served_model, self.config.default_max_tokens
+            )
+        except BadRequest as exc:
+            raise _Reject(model_error(exc.status, exc.message, name)) from None
+        return _Work(ContainerStream(container, job), fault, variant or self.config.variants[0])
+
+    async def _invoke(self, request: web.Request) -> web.Response:
+        try:
+            work = await self._admit(request)
+        except _Reject as reject:
+            return reject.response
+        ttft, itl = fault_timing(self.config.ttft_s, self.config.itl_s, work.fault)
+        delay = ttft + itl * max(len(work.stream.tokens) - 1, 0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if work.fault is not None and work.fault.reset_after_tokens is not None:
+            reset_connection(request)
+            return web.Response()
+        self.stats.completed += 1
+        self.stats.generation_tokens += len(work.stream.tokens)
+        return web.Response(
+            body=work.stream.complete(),
+            content_type="application/json",
+            headers={"x-Amzn-Invoked-Production-Variant": work.variant},
+        )
+
+    async def _invoke_stream(self, request: web.Request) -> web.StreamResponse:
+        try:
+            work = await self._admit(request)
+        except _Reject as reject:
+            return reject.response
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.amazon.eventstream",
+                "X-Amzn-SageMaker-Content-Type": work.stream.content_type,
+                "x-Amzn-Invoked-Production-Variant": work.variant,
+                "x-amzn-RequestId": str(uuid.uuid4()),
+            }
+        )
+        response.enable_chunked_encoding()
+        transport = request.transport
+        if transport is not None:
+            self._inflight.add(transport)
+        self.stats.running += 1
+        ttft, itl = fault_timing(self.config.ttft_s, self.config.itl_s, work.fault)
+        playback = Playback.of(ttft, itl, work.fault)
+        if work.fault is not None and work.fault.stream_error is not None:
+            playback.error_at = work.fault.stream_error_after_tokens or 0
+            playback.error = _stream_error(work.fault)
+        try:
+            await response.prepare(request)
+            if await play(request, response, work.stream, playback, self._parts):
+                self.stats.completed += 1
+        except asyncio.CancelledError:
+            if not self._closing:
+                self.stats.disconnects += 1
+            raise
+        except ConnectionError:
+            # The client left between two writes, before the handler was cancelled.
+            if not self._closing:
+                self.stats.disconnects += 1
+        finally:
+            self.stats.running -= 1
+            self.stats.generation_tokens += playback.sent
+            if transport is not None:
+                self._inflight.discard(transport)
+        return response
+
+    def _parts(self, data: bytes) -> bytes:
+        """Container bytes as PayloadPart frames, split at ``max_part_bytes``."""
+        if not data:
+            return b""
+        size = self.config.max_part_bytes
+        if not size:
+            return payload_part(data)
+        return b"".join(payload_part(data[i : i + size]) for i in range(0, len(data), size))
+
+    # -- control -------------------------------------------------------------------
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.as_dict())
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        try:
+            self.faults.update(orjson.loads(await request.read()))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return aws_error("ValidationError", str(exc))
+        return web.json_response(self.faults.as_dict())
+
+    async def _clear_faults(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        return web.json_response(self.faults.as_dict())
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.stats))
+
+
+def fault_timing(ttft: float, itl: float, fault: Faults | None) -> tuple[float, float]:
+    """The first-token delay and inter-token interval after the faults' overrides."""
+    if fault is not None:
+        ttft = fault.ttft_s if fault.ttft_s is not None else ttft
+        itl = fault.itl_s if fault.itl_s is not None else itl
+        itl = fault.drip_interval_s if fault.drip_interval_s is not None else itl
+    return ttft, itl
+
+
+@dataclass(slots=True)
+class Playback:
+    """How one stream is played: timing, where faults cut it, and what it has sent."""
+
+    ttft: float
+    itl: float
+    stall_at: int | None = None
+    reset_at: int | None = None
+    error_at: int | None = None
+    error: bytes = b""
+    """Bytes written (already framed) at ``error_at`` before the body ends."""
+    sent: int = 0
+
+    @classmethod
+    def of(cls, ttft: float, itl: float, fault: Faults | None) -> Playback:
+        if fault is None:
+            return cls(ttft, itl)
+        return cls(ttft, itl, fault.stall_after_tokens, fault.reset_after_tokens)
+
+
+async def play(
+    request: web.Request,
+    response: web.StreamResponse,
+    stream: ContainerStream,
+    playback: Playback,
+    frame: Callable[[bytes], bytes],
+) -> bool:
+    """Write ``stream`` on a fixed token schedule (no drift), ``frame`` wrapping each
+    write; True when it ended normally, False when a fault cut it."""
+    loop = asyncio.get_running_loop()
+    if playback.ttft > 0:
+        await asyncio.sleep(playback.ttft)
+    due = loop.time()
+    pending = stream.first()
+    for i in range(len(stream.tokens) + 1):
+        if i == playback.stall_at:
+            await asyncio.Event().wait()  # until the client leaves or the emulator stops
+        if i == playback.reset_at:
+            reset_connection(request)
+            return False
+        if i == playback.error_at:
+            await response.write(frame(pending) + playback.error)
+            await response.write_eof()
+            return False
+        if i == len(stream.tokens):
+            break
+        if i and playback.itl > 0:
+            due += playback.itl
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await response.write(frame(pending + stream.token(i)))
+        pending = b""
+        playback.sent += 1
+    await response.write(frame(stream.end(playback.sent)))
+    await response.write_eof()
+    return True
+
+
+def reset_connection(request: web.Request) -> None:
+    """Abort the TCP connection (RST): the client sees a broken stream."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
+async def serve_forever(host: str, port: int, config: SageMakerEmulatorConfig) -> None:
+    """Run one emulator until cancelled (``meridian emulate sagemaker --port N``)."""
+    emulator = SageMakerEmulator(config)
+    url = await emulator.start(host, port)
+    endpoints = ", ".join(f"{n} ({c})" for n, c in config.endpoints.items())
+    log.info("%s emulator serving endpoints %s at %s", config.name, endpoints, url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
