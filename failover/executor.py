@@ -58,6 +58,7 @@ class Attempt:
     tokens: int = 0
     prefix_tokens: int = 0  # tokens already streamed when this attempt started
     usage: Usage | None = None  # as the backend reported it, if it did
+    permit: int = 0  # the admission token the OutcomeSink gave (a breaker epoch)
 
     @property
     def outcome(self) -> str:
@@ -69,8 +70,9 @@ class Attempt:
 class OutcomeSink(Protocol):
     """Where attempts report: breakers, estimators, metrics."""
 
-    def admit(self, backend: BackendSpec, now: float) -> bool:
-        """May an attempt start on this backend now (breaker, ejection)?"""
+    def admit(self, backend: BackendSpec, now: float) -> int | None:
+        """May an attempt start on this backend now (breaker, ejection)? None = no;
+        otherwise a token the attempt carries back in ``Attempt.permit``."""
         ...
 
     def attempt_finished(self, attempt: Attempt) -> None: ...
@@ -207,20 +209,22 @@ class Execution:
                     if started_any and not self.budgets.retries.withdraw(self.clock()):
                         self.sink.count("budget_exhausted")
                         return None
-                    cand = self._next_admissible(queue)
-                    if cand is None:
+                    admitted = self._next_admissible(queue)
+                    if admitted is None:
                         return None
+                    cand, permit = admitted
                     kind = "retry" if started_any else "primary"
                     started_any = True
                     delay = self._hedge_delay(cand, queue) if not hedged else None
                     if delay is None:
                         # Nothing to race: no task, no wait set (the common, fast path).
                         try:
-                            return await self._open(cand, self.request, kind)
+                            return await self._open(cand, permit, self.request, kind)
                         except BackendError as exc:
                             self._note_failure(cand, exc, failures)
                             continue
-                    pending[asyncio.ensure_future(self._open(cand, self.request, kind))] = cand
+                    opening = self._open(cand, permit, self.request, kind)
+                    pending[asyncio.ensure_future(opening)] = cand
                 else:
                     delay = None
                 done, _ = await asyncio.wait(
@@ -229,11 +233,12 @@ class Execution:
                 if not done:
                     hedged = True
                     if self.budgets.hedges.withdraw(self.clock()):
-                        cand = self._next_admissible(queue)
-                        if cand is not None:
+                        admitted = self._next_admissible(queue)
+                        if admitted is not None:
+                            cand, permit = admitted
                             self.sink.count("hedged")
-                            task = asyncio.ensure_future(self._open(cand, self.request, "hedge"))
-                            pending[task] = cand
+                            opening = self._open(cand, permit, self.request, "hedge")
+                            pending[asyncio.ensure_future(opening)] = cand
                     continue
                 for task in done:
                     cand = pending.pop(task)
@@ -263,22 +268,28 @@ class Execution:
         if not exc.failure.retryable:
             raise ExecutionFailed(400, "invalid_request_error", _client_message(exc)) from None
 
-    def _next_admissible(self, queue: list[Candidate]) -> Candidate | None:
+    def _next_admissible(self, queue: list[Candidate]) -> tuple[Candidate, int] | None:
         now = self.clock()
         while queue:
             cand = queue.pop(0)
             if not self.request.residency.admits(cand.backend.region.tags):
                 continue  # defence in depth: routing already filtered these
-            if self.sink.admit(cand.backend, now):
-                return cand
+            permit = self.sink.admit(cand.backend, now)
+            if permit is not None:
+                return cand, permit
         return None
 
     async def _open(
-        self, cand: Candidate, request: GenerationRequest, kind: str, prefix_tokens: int = 0
+        self,
+        cand: Candidate,
+        permit: int,
+        request: GenerationRequest,
+        kind: str,
+        prefix_tokens: int = 0,
     ) -> _Opened:
         """Start an attempt and read it up to its first token; closes it on any failure."""
         backend = cand.backend
-        attempt = Attempt(backend, self.clock(), kind, prefix_tokens=prefix_tokens)
+        attempt = Attempt(backend, self.clock(), kind, prefix_tokens=prefix_tokens, permit=permit)
         self.attempts.append(attempt)
         stream = self.providers[backend.name].stream(request)
         loop = asyncio.get_running_loop()
@@ -387,11 +398,12 @@ class Execution:
         queue = [c for c in self.plan.candidates if c.backend.name not in self._failed]
         produced_tokens = sum(a.tokens for a in self.attempts)
         while queue:
-            cand = self._next_admissible(queue)
-            if cand is None:
+            admitted = self._next_admissible(queue)
+            if admitted is None:
                 break
+            cand, permit = admitted
             try:
-                opened = await self._open(cand, request, "resume", produced_tokens)
+                opened = await self._open(cand, permit, request, "resume", produced_tokens)
             except BackendError as exc:
                 self._failed.add(cand.backend.name)
                 if not exc.failure.retryable:

@@ -141,14 +141,17 @@ class BackendHealth:
 
     # -- failover.executor.OutcomeSink --------------------------------------
 
-    def admit(self, backend: BackendSpec, now: float) -> bool:
+    def admit(self, backend: BackendSpec, now: float) -> int | None:
+        """None when the breaker or an ejection refuses; else the breaker's epoch,
+        so a long stream admitted before an open/half-open cycle cannot take or
+        free a half-open probe slot when it finally ends."""
         st = self._states.get(backend.name)
         if st is None:
-            return True
+            return 0
         if self._outliers.is_ejected(backend.name, now) or not st.breaker.allow(now):
-            return False
+            return None
         st.in_flight += 1
-        return True
+        return st.breaker.epoch
 
     def attempt_finished(self, attempt: Attempt) -> None:
         if self.events is not None:
@@ -160,7 +163,7 @@ class BackendHealth:
         st.in_flight = max(0, st.in_flight - 1)
         failure = attempt.failure.failure if attempt.failure else None
         if attempt.cancelled:
-            st.breaker.release(now)
+            st.breaker.release(now, epoch=attempt.permit)
             if attempt.first_token is None:
                 # A hedge loser (or a client that gave up) waited this long
                 # without a first token: a lower bound on TTFT, and peak-EWMA
@@ -181,9 +184,9 @@ class BackendHealth:
         success = outcome_of(failure)
         duration = (attempt.first_token or now) - attempt.started
         if success is None:
-            st.breaker.release(now)
+            st.breaker.release(now, epoch=attempt.permit)
         else:
-            st.breaker.record(success, duration, now)
+            st.breaker.record(success, duration, now, epoch=attempt.permit)
         if failure is FailureClass.OVERLOADED and attempt.failure is not None:
             hint = attempt.failure.retry_after or 1.0
             st.throttled_until = max(st.throttled_until, now + hint)

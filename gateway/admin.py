@@ -6,11 +6,14 @@ canaries and replication join them with the control plane.
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.auth import bearer_matches
+from gateway.explain import explain
 from gateway.http.api import RUNTIME
 from gateway.http.errors import error_response
 
@@ -37,7 +40,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     snap = rt.snapshot
-    backends = [
+    backends: list[dict[str, object]] = [
         {
             "name": b.name,
             "model": b.model,
@@ -51,6 +54,9 @@ async def status(request: web.Request) -> web.Response:
         for per_version in route.backends.values()
         for b in per_version
     ]
+    health = rt.health.status(time.monotonic())
+    for entry in backends:
+        entry.update(health.get(str(entry["name"]), {}))
     body = {
         "revision": snap.revision,
         "ready": rt.lifecycle.ready,
@@ -59,6 +65,24 @@ async def status(request: web.Request) -> web.Response:
         "models": {name: dict(route.split) for name, route in snap.models.items()},
         "backends": backends,
     }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def route_explain(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    q = request.query
+    model = q.get("model")
+    if not model:
+        return error_response(400, "missing query parameter: model", "invalid_request")
+    try:
+        max_tokens = int(q["max_tokens"]) if q.get("max_tokens") else None
+        body = explain(
+            rt, model, q.get("tenant"), q.get("prompt", ""), q.get("residency"), max_tokens
+        )
+    except ValueError:
+        return error_response(400, "max_tokens must be an integer", "invalid_request")
+    except LookupError as exc:
+        return error_response(404, str(exc).strip("'\""), "unknown_tenant")
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -71,5 +95,6 @@ def admin_app(runtime_app: web.Application) -> web.Application:
     app[RUNTIME] = runtime_app[RUNTIME]
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/v1/status", status)
+    app.router.add_get("/admin/v1/route/explain", route_explain)
     app.router.add_get("/healthz", healthz)
     return app

@@ -28,6 +28,9 @@ class KeyRing:
     def __init__(self, entries: Iterable[tuple[str, Tenant]]) -> None:
         self._by_digest: Mapping[str, Tenant] = dict(entries)
 
+    def tenant(self, name: str) -> Tenant | None:
+        return next((t for t in self._by_digest.values() if t.name == name), None)
+
     def authenticate(self, authorization: str | None) -> tuple[Tenant, str] | None:
         """The tenant and key digest for an ``Authorization: Bearer`` value, or None."""
         if not authorization:

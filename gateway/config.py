@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -178,6 +178,64 @@ class PriceConfig(_Strict):
     output_per_m: float = Field(0.0, ge=0)
 
 
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_GCP_LOCATION = re.compile(r"^([a-z]+-[a-z]+\d+|global)$")
+
+
+class SageMakerBackendOptions(_Strict):
+    """``provider: sagemaker`` (regions.sagemaker). ``region`` defaults to the
+    backend's region name after ``aws:``; credentials come from the boto3 chain
+    (``profile`` picks a named profile), or fixed fake keys for emulators."""
+
+    endpoint_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    region: str = Field(pattern=_AWS_REGION.pattern)
+    container: Literal["vllm", "tgi", "lmi"] = "vllm"
+    target_variant: str | None = Field(None, min_length=1, max_length=63)
+    inference_component: str | None = Field(None, min_length=1, max_length=63)
+    custom_attributes: str | None = Field(None, max_length=1024, pattern=r"^[\x20-\x7e]*$")
+    profile: str | None = Field(None, min_length=1)
+    credentials: Literal["chain", "emulator"] = "chain"
+
+
+class VertexBackendOptions(_Strict):
+    """``provider: vertex`` (regions.vertex). ``location`` defaults to the
+    backend's region name after ``gcp:``; credentials are application-default,
+    or a fixed static token for emulators."""
+
+    project: str = Field(min_length=1)
+    location: str = Field(pattern=_GCP_LOCATION.pattern)
+    endpoint_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    route: Literal["chat_completions", "stream_raw_predict"] = "chat_completions"
+    credentials: Literal["adc", "emulator"] = "adc"
+
+
+def _cloud_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill a cloud backend's region/location from ``aws:X``/``gcp:X`` and its
+    ``url`` from the provider's regional host, where the config leaves them out."""
+    provider = getattr(data.get("provider"), "value", data.get("provider"))
+    key, cloud, pattern = {
+        "sagemaker": ("region", "aws", _AWS_REGION),
+        "vertex": ("location", "gcp", _GCP_LOCATION),
+    }.get(str(provider), (None, None, None))
+    options = data.get(str(provider))
+    if key is None or pattern is None or not isinstance(options, dict):
+        return data
+    prefix, _, suffix = str(data.get("region", "")).partition(":")
+    if key not in options and prefix == cloud and pattern.match(suffix):
+        options = {**options, key: suffix}
+        data = {**data, str(provider): options}
+    place = options.get(key)
+    if "url" not in data and isinstance(place, str) and pattern.match(place):
+        if provider == "sagemaker":
+            url = f"https://runtime.sagemaker.{place}.amazonaws.com"
+        elif place == "global":
+            url = "https://aiplatform.googleapis.com"
+        else:
+            url = f"https://{place}-aiplatform.googleapis.com"
+        data = {**data, "url": url}
+    return data
+
+
 class BackendConfig(_Strict):
     name: str = Field(min_length=1)
     model: str
@@ -190,6 +248,13 @@ class BackendConfig(_Strict):
     max_concurrency: int = Field(256, gt=0)
     weight: float = Field(1.0, gt=0)
     replica_ready: bool = True
+    sagemaker: SageMakerBackendOptions | None = None
+    vertex: VertexBackendOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return _cloud_defaults(data) if isinstance(data, dict) else data
 
     @field_validator("url")
     @classmethod
@@ -197,6 +262,22 @@ class BackendConfig(_Strict):
         if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
             raise ValueError("must be an http:// or https:// URL without query or fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _provider_options(self) -> BackendConfig:
+        """Options only for their provider; emulator credentials never go to the cloud."""
+        for kind, options in (
+            (ProviderKind.SAGEMAKER, self.sagemaker),
+            (ProviderKind.VERTEX, self.vertex),
+        ):
+            if self.provider is kind and options is None:
+                raise ValueError(f"provider {kind.value} needs a '{kind.value}:' options block")
+            if self.provider is not kind and options is not None:
+                raise ValueError(f"'{kind.value}:' options are for provider {kind.value} only")
+            emulated = options is not None and options.credentials == "emulator"
+            if emulated and not self.url.startswith("http://"):
+                raise ValueError("emulator credentials are for http:// emulator URLs only")
+        return self
 
 
 class TenantConfig(_Strict):

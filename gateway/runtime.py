@@ -21,10 +21,10 @@ from failover.outlier import EjectionPolicy
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from failover.probing import Prober
 from gateway.auth import KeyRing, Tenant
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, SageMakerBackendOptions, VertexBackendOptions
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
-from regions.inventory import BackendSpec, Price, Region
+from regions.inventory import BackendSpec, Price, Region, SageMakerOptions, VertexOptions
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
 from regions.request import UNRESTRICTED, Residency
@@ -57,6 +57,33 @@ class Runtime:
             await self.pool.close()
 
 
+def _sagemaker_options(o: SageMakerBackendOptions | None) -> SageMakerOptions | None:
+    if o is None:
+        return None
+    return SageMakerOptions(
+        endpoint_name=o.endpoint_name,
+        region=o.region,
+        container=o.container,
+        target_variant=o.target_variant,
+        inference_component=o.inference_component,
+        custom_attributes=o.custom_attributes,
+        profile=o.profile,
+        emulator_credentials=o.credentials == "emulator",
+    )
+
+
+def _vertex_options(o: VertexBackendOptions | None) -> VertexOptions | None:
+    if o is None:
+        return None
+    return VertexOptions(
+        project=o.project,
+        location=o.location,
+        endpoint_id=o.endpoint_id,
+        route=o.route,
+        emulator_credentials=o.credentials == "emulator",
+    )
+
+
 def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
     regions = {r.name: Region(r.name, frozenset(r.tags)) for r in config.regions}
     return tuple(
@@ -71,6 +98,8 @@ def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
             price=Price(b.price.input_per_m, b.price.output_per_m),
             max_concurrency=b.max_concurrency,
             weight=b.weight,
+            sagemaker=_sagemaker_options(b.sagemaker),
+            vertex=_vertex_options(b.vertex),
         )
         for b in config.backends
     )

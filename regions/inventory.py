@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 class ProviderKind(enum.Enum):
@@ -38,6 +39,46 @@ class Price:
     output_per_m: float = 0.0
 
 
+Container = Literal["vllm", "tgi", "lmi"]
+"""The serving container behind a SageMaker endpoint: it decides the payload format."""
+
+VertexRoute = Literal["chat_completions", "stream_raw_predict"]
+"""Vertex's OpenAI-compatible chat route, or ``:streamRawPredict`` (custom containers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SageMakerOptions:
+    """How to address one SageMaker endpoint (see ``regions.sagemaker``).
+
+    ``emulator_credentials`` signs with fixed fake keys instead of the boto3
+    chain: for emulators only (the config allows it on ``http://`` URLs only).
+    """
+
+    endpoint_name: str
+    region: str
+    container: Container = "vllm"
+    target_variant: str | None = None
+    inference_component: str | None = None
+    custom_attributes: str | None = None
+    profile: str | None = None
+    emulator_credentials: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VertexOptions:
+    """How to address one Vertex AI endpoint (see ``regions.vertex``).
+
+    ``emulator_credentials`` sends a fixed static bearer token instead of
+    application-default credentials: for emulators only (``http://`` URLs).
+    """
+
+    project: str
+    location: str
+    endpoint_id: str
+    route: VertexRoute = "chat_completions"
+    emulator_credentials: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
     """One deployment of one model version in one region on one provider."""
@@ -52,3 +93,5 @@ class BackendSpec:
     price: Price = field(default_factory=Price)
     max_concurrency: int = 256
     weight: float = 1.0
+    sagemaker: SageMakerOptions | None = None
+    vertex: VertexOptions | None = None

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 
 class SseSplitter:
-    __slots__ = ("_tail",)
+    __slots__ = ("_cr", "_tail")
 
     def __init__(self) -> None:
         self._tail = b""
+        self._cr = False
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Complete events (without their blank-line terminator) found so far."""
+        """Complete events (without their blank-line terminator) found so far.
+
+        Line ends may be LF, CRLF or CR (the SSE spec allows all three); a CR
+        at the end of a read is held back in case its LF is in the next one.
+        """
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
         if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+            if data.endswith(b"\r"):
+                data = data[:-1]
+                self._cr = True
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._tail + data if self._tail else data
         parts = buf.split(b"\n\n")
         self._tail = parts.pop()

@@ -103,6 +103,8 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
                 "x-meridian-attempts": str(len(execution.attempts)),
             }
         )
+        if caller.tenant.explain:
+            headers["x-meridian-route"] = plan.explain()[:4000]
         writer = ChunkWriter(gen.kind, gen.request_id, gen.model)
         if gen.stream:
             result = await stream(

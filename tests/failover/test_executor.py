@@ -57,8 +57,8 @@ class Sink:
         self.outcomes: list[tuple[str, str]] = []
         self.counts: list[str] = []
 
-    def admit(self, backend: BackendSpec, now: float) -> bool:
-        return True
+    def admit(self, backend: BackendSpec, now: float) -> int | None:
+        return 0
 
     def hedge_delay(self, backend: BackendSpec) -> float | None:
         return None

@@ -228,7 +228,7 @@ async def test_retry_budget_bounds_a_storm(emulators, gateways) -> None:  # type
         em.faults.update({"status": 500})
     gw = await gateways(
         gateway_config(
-            [(f"b{i}", region, "v1", em.url) for i, (region, em) in enumerate(zip(THREE, ems))],
+            [(f"b{i}", region, "v1", em.url) for i, (region, em) in enumerate(zip(THREE, ems, strict=True))],
             regions=THREE,
             failover=failover(
                 retry_budget_min_per_s=0.1,
@@ -284,7 +284,7 @@ async def test_region_down_under_load_fails_no_request(emulators, gateways) -> N
     ems = [await emulators(itl_s=0.01) for _ in range(3)]
     gw = await gateways(
         gateway_config(
-            [(f"b{i}", region, "v1", em.url) for i, (region, em) in enumerate(zip(THREE, ems))],
+            [(f"b{i}", region, "v1", em.url) for i, (region, em) in enumerate(zip(THREE, ems, strict=True))],
             regions=THREE,
             failover=failover(hedge=False),
         )

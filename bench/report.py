@@ -1,0 +1,160 @@
+"""Prints a :class:`~bench.results.Report` as tables: one per scenario with the
+raw figures, one with the proxy-versus-direct ratios and the §8 targets
+beside them, and one with gateway memory."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.results import Comparison, Report, RunRecord, Verdict
+
+_MIB = 1024 * 1024
+
+
+def _num(value: float | None, fmt: str = ".1f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _size(value: float | None, unit: int, suffix: str) -> str:
+    return "-" if value is None else f"{value / unit:.1f} {suffix}"
+
+
+_NOISY_CORES = 0.25  # other processes plus hypervisor steal above this taint a run
+
+
+def _noise(run: RunRecord) -> float:
+    return (run.cores("other") or 0.0) + (run.cores("steal") or 0.0)
+
+
+def _busy(other: float | None, steal: float | None) -> str:
+    text = f"{_num(other, '.2f')}/{_num(steal, '.2f')}"
+    return f"[yellow]{text}[/]" if (other or 0.0) + (steal or 0.0) > _NOISY_CORES else text
+
+
+def _rates_table(runs: list[RunRecord]) -> Table:
+    table = Table(title="throughput and CPU over the measured window", title_justify="left")
+    for name in ("scenario", "contender", "c", "req/s", "chunks/s", "chunks\n/req", "errors"):
+        table.add_column(name, justify="left" if name in ("scenario", "contender") else "right")
+    for name in ("proxy", "emulator", "loadgen", "other/steal"):
+        table.add_column(f"{name}\ncores", justify="right", no_wrap=True)
+    table.add_column("proxy RSS\npeak", justify="right", no_wrap=True)
+    for r in runs:
+        table.add_row(
+            r.scenario,
+            r.contender,
+            str(r.concurrency),
+            _num(r.requests_per_s),
+            _num(r.chunks_per_s, ".0f"),
+            _num(r.chunks_per_request),
+            f"[red]{r.errors}[/]" if r.errors else "0",
+            _num(r.cores("proxy"), ".2f"),
+            _num(r.cores("emulator"), ".2f"),
+            _num(r.cores("loadgen"), ".2f"),
+            _busy(r.cores("other"), r.cores("steal")),
+            _size(r.proxy_rss_peak, _MIB, "MiB"),
+        )
+    return table
+
+
+def _latency_table(runs: list[RunRecord]) -> Table:
+    table = Table(title="latency (ms) of requests sent in the window", title_justify="left")
+    for name in ("scenario", "contender", "c", "n"):
+        table.add_column(name, justify="left" if name in ("scenario", "contender") else "right")
+    for metric in ("TTFT", "E2E"):
+        for p in ("p50", "p90", "p99"):
+            table.add_column(f"{metric} {p}", justify="right")
+    for r in runs:
+        cells = [r.scenario, r.contender, str(r.concurrency), str(r.ttft_ms.n if r.ttft_ms else 0)]
+        for dist in (r.ttft_ms, r.e2e_ms):
+            cells += [
+                _num(getattr(dist, p) if dist else None, ".2f") for p in ("p50", "p90", "p99")
+            ]
+        table.add_row(*cells)
+    return table
+
+
+_LABELS = {
+    "added_ttft_p50_ms": "added TTFT p50",
+    "added_ttft_p99_ms": "added TTFT p99",
+    "chunks_pct_of_direct": "chunks/s",
+}
+
+
+def _verdict(v: Verdict) -> str:
+    mark = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}[v.met]
+    return f"{mark} {_LABELS.get(v.target.metric, v.target.metric)} {v.target.describe()}"
+
+
+def _comparison_table(comparisons: list[Comparison]) -> Table:
+    table = Table(title="proxy vs direct (same scenario, same concurrency)", title_justify="left")
+    for name in ("scenario", "contender", "c"):
+        table.add_column(name, justify="left" if name != "c" else "right")
+    for name in ("added TTFT\np50 ms", "added TTFT\np99 ms", "chunks/s\n% of direct"):
+        table.add_column(name, justify="right")
+    table.add_column("targets (DESIGN.md §8)", no_wrap=True)
+    for c in comparisons:
+        table.add_row(
+            c.scenario,
+            c.contender,
+            str(c.concurrency),
+            _num(c.added_ttft_p50_ms, ".2f"),
+            _num(c.added_ttft_p99_ms, ".2f"),
+            _num(c.chunks_pct_of_direct, ".1f"),
+            "\n".join(_verdict(v) for v in c.verdicts) or "-",
+        )
+    return table
+
+
+def _memory_table(report: Report) -> Table:
+    table = Table(title="gateway memory (VmRSS)", title_justify="left")
+    for name in ("what", "streams", "RSS", "per stream"):
+        table.add_column(name, justify="left" if name == "what" else "right")
+    for r in report.runs:
+        if r.contender != "gateway":
+            continue
+        table.add_row(
+            f"{r.scenario}: idle -> peak while streaming",
+            str(r.concurrency),
+            f"{_size(r.proxy_rss_idle, _MIB, 'MiB')} -> {_size(r.proxy_rss_peak, _MIB, 'MiB')}",
+            _size(r.rss_per_stream, 1024, "KiB"),
+        )
+    idle = report.idle_streams
+    if idle is not None:
+        table.add_row(
+            "idle open streams (upstream silent)",
+            f"{idle.open}/{idle.requested}",
+            f"{_size(idle.rss_before, _MIB, 'MiB')} -> {_size(idle.rss_open, _MIB, 'MiB')}",
+            _size(idle.per_stream, 1024, "KiB"),
+        )
+    return table
+
+
+def render(report: Report, console: Console) -> None:
+    meta = report.meta
+    console.print(
+        f"[bold]Meridian bench[/]  {meta['cpus']} CPUs, Python {meta['python']};"
+        f" window {meta['duration_s']}s after {meta['warmup_s']}s warm-up."
+        " Load generator, proxy and emulator share these CPUs."
+    )
+    if report.runs:
+        console.print(_rates_table(report.runs))
+        console.print(_latency_table(report.runs))
+    if report.comparisons:
+        console.print(_comparison_table(report.comparisons))
+    if any(r.contender == "gateway" for r in report.runs) or report.idle_streams:
+        console.print(_memory_table(report))
+    for run in report.runs:
+        for sample in run.error_samples:
+            where = f"{run.scenario}/{run.contender}/c={run.concurrency}"
+            console.print(f"[red]error[/] {where}: {escape(sample)}")
+    noisy = [r for r in report.runs if _noise(r) > _NOISY_CORES]
+    if noisy:
+        console.print(
+            f"[yellow]warning[/]: other processes and hypervisor steal took more than"
+            f" {_NOISY_CORES} cores during {len(noisy)} of {len(report.runs)} runs (column"
+            " 'other/steal'); those figures measure a shared machine, rerun when it is quiet."
+        )
+    for note in report.notes:
+        console.print(f"note: {note}")

@@ -1,0 +1,184 @@
+"""Runs the benchmark matrix: scenario x concurrency x contender, same workload.
+
+Each scenario gets a fresh stack (emulator, gateway, LiteLLM if installed),
+so a scenario's memory baseline and pools are not inherited from another.
+Within it, for each concurrency level, every contender takes the same
+closed-loop load in turn, the direct connection first. During each window
+the measuring process (this one, otherwise idle) reads the CPU counters of
+the emulator and the proxy at t0 and t1 and samples the proxy's RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.loadgen import LoadJob, LoadResult, run_in_process
+from bench.memory import probe_idle_streams
+from bench.procs import cpu_seconds, machine_cpu_seconds, rss_bytes
+from bench.results import Report, RunRecord, compare
+from bench.scenarios import Scenario
+from bench.stack import Endpoint, Stack, litellm_available, start_stack
+from bench.stats import Distribution
+
+PROMPT = "Write a short story about a lighthouse keeper."
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    scenarios: tuple[Scenario, ...]
+    concurrency: tuple[int, ...]
+    duration_s: float
+    warmup_s: float
+    direct: bool = True
+    gateway: bool = True
+    workers: int = 1
+    idle_streams: int = 0  # 0: skip the idle-stream memory probe
+
+
+def request_body(model: str, max_tokens: int) -> bytes:
+    """The one request every contender gets. It asks for the usage chunk because
+    the gateway always asks its upstream for it; both paths then carry the same events."""
+    return orjson.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": max_tokens,
+        }
+    )
+
+
+def measure(
+    scenario: Scenario,
+    stack: Stack,
+    endpoint: Endpoint,
+    concurrency: int,
+    options: Options,
+    idle_rss: int | None,
+) -> RunRecord:
+    """One closed-loop run against ``endpoint``, with CPU and RSS of the processes under test."""
+    job = LoadJob(
+        url=endpoint.url,
+        headers={"Content-Type": "application/json", **endpoint.headers},
+        body=request_body(endpoint.model, scenario.upstream.max_tokens),
+        concurrency=concurrency,
+        warmup_s=options.warmup_s,
+        duration_s=options.duration_s,
+    )
+    watched = {"emulator": stack.emulator_pid}
+    if endpoint.pid is not None:
+        watched["proxy"] = endpoint.pid
+    cpu: dict[str, dict[str, float]] = {}
+    peak = 0
+
+    def sample_rss() -> None:
+        nonlocal peak
+        if endpoint.pid is not None:
+            peak = max(peak, rss_bytes(endpoint.pid))
+
+    def on_mark(which: str) -> None:
+        cpu[which] = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        cpu[which]["machine"], cpu[which]["steal"] = machine_cpu_seconds()
+        sample_rss()
+
+    def on_tick() -> None:
+        if "start" in cpu and "end" not in cpu:
+            sample_rss()
+
+    result = run_in_process(job, on_mark, on_tick)
+    cpu_s = {name: cpu["end"][name] - cpu["start"][name] for name in cpu["start"]}
+    cpu_s["loadgen"] = result.client_cpu_s
+    # Everything else that ran meanwhile, this measuring process included.
+    cpu_s["other"] = max(0.0, cpu_s.pop("machine") - sum(cpu_s[n] for n in (*watched, "loadgen")))
+    return _record(scenario.name, endpoint, concurrency, result, cpu_s, idle_rss, peak or None)
+
+
+def _record(
+    scenario: str,
+    endpoint: Endpoint,
+    concurrency: int,
+    result: LoadResult,
+    cpu_s: dict[str, float],
+    idle_rss: int | None,
+    peak_rss: int | None,
+) -> RunRecord:
+    window = result.window_s
+    return RunRecord(
+        scenario=scenario,
+        contender=endpoint.name,
+        concurrency=concurrency,
+        window_s=window,
+        requests_per_s=result.completed / window,
+        chunks_per_s=result.chunks / window,
+        chunks_per_request=result.started_chunks / result.started if result.started else 0.0,
+        ttft_ms=Distribution.of(result.ttft_ms),
+        e2e_ms=Distribution.of(result.e2e_ms),
+        errors=sum(result.errors.values()),
+        error_kinds=dict(result.errors),
+        error_samples=list(result.error_samples),
+        cpu_s=cpu_s,
+        proxy_rss_idle=idle_rss if endpoint.pid is not None else None,
+        proxy_rss_peak=peak_rss if endpoint.pid is not None else None,
+    )
+
+
+def run(options: Options, workdir: Path, progress: Callable[[str], None]) -> Report:
+    """The whole benchmark; ``progress`` gets one line per step."""
+    litellm = options.gateway and litellm_available()
+    report = Report(meta=_meta(options))
+    if options.gateway and not litellm:
+        report.notes.append("LiteLLM proxy not installed: third contender skipped.")
+    for scenario in options.scenarios:
+        up = scenario.upstream
+        progress(
+            f"scenario {scenario.name}: upstream ttft {up.ttft_ms:g} ms, itl {up.itl_ms:g} ms,"
+            f" {up.max_tokens} tokens"
+        )
+        with start_stack(
+            up, workdir, gateway=options.gateway, litellm=litellm, workers=options.workers
+        ) as stack:
+            idle = {e.name: rss_bytes(e.pid) for e in stack.endpoints if e.pid is not None}
+            for concurrency in options.concurrency:
+                for endpoint in stack.endpoints:
+                    if endpoint.name == "direct" and not options.direct:
+                        continue
+                    progress(f"  {endpoint.name:<8} c={concurrency:<4} {options.duration_s:g}s")
+                    record = measure(
+                        scenario, stack, endpoint, concurrency, options, idle.get(endpoint.name)
+                    )
+                    report.runs.append(record)
+    report.comparisons = compare(report.runs, {s.name: s.targets for s in options.scenarios})
+    if options.gateway and options.idle_streams > 0:
+        progress(f"memory: {options.idle_streams} idle open streams through the gateway")
+        report.idle_streams = probe_idle_streams(options.idle_streams, workdir, options.workers)
+    return report
+
+
+def _meta(options: Options) -> dict[str, object]:
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "duration_s": options.duration_s,
+        "warmup_s": options.warmup_s,
+        "concurrency": list(options.concurrency),
+        "gateway_workers": options.workers,
+        "scenarios": {
+            s.name: {
+                "ttft_ms": s.upstream.ttft_ms,
+                "itl_ms": s.upstream.itl_ms,
+                "max_tokens": s.upstream.max_tokens,
+            }
+            for s in options.scenarios
+        },
+    }

@@ -1,0 +1,214 @@
+"""The system under test: an emulated vLLM upstream, the gateway in front of it,
+and the LiteLLM proxy as an optional third contender on the same upstream.
+
+Each runs as its own process on free loopback ports, started with a deadline
+on readiness and always stopped when the ``with`` block ends, whatever ended
+it. The gateway gets a throwaway config (one region, one model, one backend,
+one tenant) and a random API key whose SHA-256 digest is all the config holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.procs import Child, free_port, wait_http_ok
+
+SERVED_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+GATEWAY_MODEL = "bench-model"
+_READY_S = 30.0
+_LITELLM_READY_S = 90.0  # it imports a great deal before it listens
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """How the emulated vLLM behaves: time to first token, inter-token gap, length."""
+
+    ttft_ms: float
+    itl_ms: float
+    max_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one contender takes chat completions, and what it needs to be called."""
+
+    name: str
+    url: str  # the full /v1/chat/completions URL
+    model: str
+    headers: dict[str, str]
+    pid: int | None  # the proxy process whose CPU and memory we report; None if direct
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    emulator_pid: int
+    emulator_port: int
+    endpoints: tuple[Endpoint, ...]
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.name == name), None)
+
+
+def _bin(name: str) -> str | None:
+    """A console script from this interpreter's environment, else from PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+def litellm_available() -> bool:
+    return _bin("litellm") is not None
+
+
+def gateway_config(http_port: int, admin_port: int, upstream_port: int, key: str) -> dict[str, Any]:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return {
+        "listen": {
+            "http": f"127.0.0.1:{http_port}",
+            "admin": f"127.0.0.1:{admin_port}",
+            "grpc": None,  # no default port that a concurrent run or the demo could hold
+        },
+        "admin": {"token": "env:MERIDIAN_ADMIN_TOKEN"},
+        "regions": [{"name": "onprem:bench1", "tags": ["EU"]}],
+        "models": [{"name": GATEWAY_MODEL, "versions": {"v1": 100}}],
+        "backends": [
+            {
+                "name": "bench-v1",
+                "model": GATEWAY_MODEL,
+                "version": "v1",
+                "region": "onprem:bench1",
+                "provider": "vllm",
+                "url": f"http://127.0.0.1:{upstream_port}",
+                "served_model": SERVED_MODEL,
+            }
+        ],
+        "tenants": [{"name": "bench", "api_keys": [f"sha256:{digest}"]}],
+    }
+
+
+def _litellm_config(upstream_port: int) -> dict[str, Any]:
+    return {
+        "model_list": [
+            {
+                "model_name": GATEWAY_MODEL,
+                "litellm_params": {
+                    "model": f"openai/{SERVED_MODEL}",
+                    "api_base": f"http://127.0.0.1:{upstream_port}/v1",
+                    "api_key": "unused",
+                },
+            }
+        ]
+    }
+
+
+def _meridian() -> str:
+    path = _bin("meridian")
+    if path is None:
+        raise FileNotFoundError("the 'meridian' command is not installed in this environment")
+    return path
+
+
+@contextmanager
+def start_stack(
+    upstream: Upstream,
+    workdir: Path,
+    *,
+    gateway: bool,
+    litellm: bool,
+    workers: int = 1,
+) -> Iterator[Stack]:
+    """Start the emulator (always) and the proxies asked for; stop them all on exit."""
+    env = dict(os.environ)
+    env["MERIDIAN_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+    env["PYTHONUNBUFFERED"] = "1"
+    with ExitStack() as stop:
+        emu_port = free_port()
+        emulator = Child(
+            "emulator",
+            [
+                _meridian(),
+                "emulate",
+                "vllm",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(emu_port),
+                "--ttft-ms",
+                f"{upstream.ttft_ms:g}",
+                "--itl-ms",
+                f"{upstream.itl_ms:g}",
+                "--max-tokens",
+                str(upstream.max_tokens),
+            ],
+            workdir / f"emulator-{emu_port}.log",
+            env,
+        )
+        stop.callback(emulator.stop)
+        wait_http_ok(emulator, f"http://127.0.0.1:{emu_port}/health", _READY_S)
+        endpoints = [
+            Endpoint(
+                "direct",
+                f"http://127.0.0.1:{emu_port}/v1/chat/completions",
+                SERVED_MODEL,
+                {},
+                None,
+            )
+        ]
+        if gateway:
+            endpoints.append(_start_gateway(stop, emu_port, workdir, env, workers))
+        if litellm:
+            endpoints.append(_start_litellm(stop, emu_port, workdir, env))
+        yield Stack(emulator.pid, emu_port, tuple(endpoints))
+
+
+def _start_gateway(
+    stop: ExitStack, emu_port: int, workdir: Path, env: dict[str, str], workers: int
+) -> Endpoint:
+    port, admin_port = free_port(), free_port()
+    key = "sk-bench-" + secrets.token_urlsafe(18)
+    config = workdir / f"gateway-{port}.yaml"
+    config.write_text(
+        yaml.safe_dump(gateway_config(port, admin_port, emu_port, key), sort_keys=False)
+    )
+    argv = [_meridian(), "serve", "--config", str(config)]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    child = Child("gateway", argv, workdir / f"gateway-{port}.log", env)
+    stop.callback(child.stop)
+    wait_http_ok(child, f"http://127.0.0.1:{port}/readyz", _READY_S)
+    return Endpoint(
+        "gateway",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        GATEWAY_MODEL,
+        {"Authorization": f"Bearer {key}"},
+        child.pid,
+    )
+
+
+def _start_litellm(stop: ExitStack, emu_port: int, workdir: Path, env: dict[str, str]) -> Endpoint:
+    litellm = _bin("litellm")
+    assert litellm is not None, "checked by litellm_available()"
+    port = free_port()
+    config = workdir / f"litellm-{port}.yaml"
+    config.write_text(yaml.safe_dump(_litellm_config(emu_port), sort_keys=False))
+    argv = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    child = Child("litellm", argv, workdir / f"litellm-{port}.log", env)
+    stop.callback(child.stop)
+    wait_http_ok(child, f"http://127.0.0.1:{port}/health/liveliness", _LITELLM_READY_S)
+    return Endpoint(
+        "litellm",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        GATEWAY_MODEL,
+        {},
+        child.pid,
+    )

@@ -1,0 +1,67 @@
+"""Backoff between rounds of attempts: tenacity's exponential, full jitter, Retry-After.
+
+Formula ("Full Jitter", AWS Architecture Blog, "Exponential Backoff And
+Jitter"; tenacity ``wait_random_exponential``)::
+
+    ceiling = min(base × 2**(round − 1), cap)          tenacity.wait_exponential
+    delay   = uniform(0, ceiling)                      the injected rng
+    delay   = max(delay, min(retry_after, max_retry_after))   when a hint is given
+
+tenacity computes the exponential ceiling. Its jittered strategies
+(``wait_random_exponential``, ``wait_exponential_jitter``) draw from the global
+``random`` module and cannot take an rng, so the jitter is drawn here from the
+injected ``random.Random`` — the same uniform draw ``wait_random_exponential``
+makes, kept reproducible in tests.
+
+Retry-After is a floor, not a schedule: an overloaded backend asks not to be
+called sooner, and waiting less than the hint only earns another 429. But a
+hint is capped by ``max_retry_after``: a backend answering ``Retry-After: 3600``
+must not hold a client's request (and its connection) for an hour. When the hint
+exceeds the cap, the caller should prefer another backend or give up with a 503
+that passes the hint on (:func:`exceeds_retry_after`); either way the delay must
+also be clipped to the request's remaining deadline by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from tenacity import RetryCallState, Retrying, wait_exponential
+
+
+def backoff_delay(
+    round: int,
+    retry_after: float | None,
+    *,
+    base: float = 0.05,
+    cap: float = 2.0,
+    max_retry_after: float = 5.0,
+    rng: random.Random,
+) -> float:
+    """Seconds to wait after round ``round`` (1-based) of attempts failed.
+
+    ``retry_after`` is the largest (or only) Retry-After hint of that round, in
+    seconds; None, negative or NaN means none.
+    """
+    if round < 1:
+        raise ValueError("round is 1-based: the number of the round that just failed")
+    if base < 0 or cap < 0 or max_retry_after < 0:
+        raise ValueError("base, cap and max_retry_after must be ≥ 0")
+    delay = rng.uniform(0.0, _ceiling(round, base, cap))
+    if retry_after is not None and retry_after > 0:  # NaN > 0 is False
+        delay = max(delay, min(retry_after, max_retry_after))
+    return delay
+
+
+def exceeds_retry_after(retry_after: float | None, *, max_retry_after: float = 5.0) -> bool:
+    """The hint asks for a longer wait than a request may be held for."""
+    return retry_after is not None and not math.isnan(retry_after) and retry_after > max_retry_after
+
+
+def _ceiling(round: int, base: float, cap: float) -> float:
+    """tenacity's ``wait_exponential(multiplier=base, max=cap)`` at attempt ``round``
+    (about 10 µs, paid only between rounds of attempts)."""
+    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = round
+    return float(wait_exponential(multiplier=base, max=cap)(state))

@@ -1,0 +1,194 @@
+"""The benchmark harness: its pure parts on their own, then one tiny run end to end.
+
+The end-to-end smoke starts the real emulator and gateway as processes and
+asserts that both contenders produced figures with zero errors; the numbers
+themselves are not judged (CI machines are too noisy for that).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from bench.loadgen import LoadJob, run_load
+from bench.stats import Distribution, percentile
+from bench.stream import StreamMeter, has_content
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# --- stats -----------------------------------------------------------------
+
+
+def test_percentile_interpolates_linearly_like_numpy() -> None:
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 50) == 2.5
+    assert percentile(values, 90) == pytest.approx(3.7)
+    assert percentile(values, 99) == pytest.approx(3.97)
+    assert percentile(values, 100) == 4.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_percentile_rejects_empty_input_and_bad_ranks() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_distribution_summarises_unsorted_values() -> None:
+    dist = Distribution.of([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert dist is not None
+    assert (dist.n, dist.mean, dist.p50, dist.max) == (5, 3.0, 3.0, 5.0)
+    assert Distribution.of([]) is None
+
+
+# --- per-stream accounting ---------------------------------------------------
+
+
+def _event(delta: dict[str, str], choices: bool = True) -> bytes:
+    body = {"choices": [{"index": 0, "delta": delta}] if choices else []}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+ROLE = _event({"role": "assistant", "content": ""})
+TOKENS = [_event({"content": f" t{i}"}) for i in range(4)]
+USAGE = _event({}, choices=False)
+DONE = b"data: [DONE]\n\n"
+STREAM = ROLE + b"".join(TOKENS) + USAGE + DONE
+
+
+def test_role_only_event_is_not_content() -> None:
+    assert not has_content(ROLE.strip())
+    assert has_content(TOKENS[0].strip())
+    assert not has_content(USAGE.strip())
+    assert not has_content(DONE.strip())
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_meter_is_exact_wherever_a_read_boundary_falls(newline: bytes) -> None:
+    stream = STREAM.replace(b"\n", newline)
+    first_token = TOKENS[0].replace(b"\n", newline)
+    content_ends = stream.index(first_token) + len(first_token)  # its event is complete here
+    done_ends = stream.index(b"[DONE]") + len(b"[DONE]")
+    for cut in range(1, len(stream)):
+        meter = StreamMeter()
+        added = meter.feed(stream[:cut], 1.0) + meter.feed(stream[cut:], 2.0)
+        # role, four tokens, usage; [DONE] is no chunk
+        assert meter.chunks == added == 6, cut
+        assert meter.done_at == (1.0 if cut >= done_ends else 2.0), cut
+        assert meter.first_content_at == (1.0 if cut >= content_ends else 2.0), cut
+
+
+def test_meter_byte_by_byte() -> None:
+    meter = StreamMeter()
+    for i in range(len(STREAM)):
+        meter.feed(STREAM[i : i + 1], float(i))
+    assert meter.chunks == 6
+    assert meter.first_content_at == len(ROLE) + len(TOKENS[0]) - 1
+    assert meter.done_at == len(STREAM) - 3  # the read that completed "[DONE]"
+
+
+# --- the load generator against a scripted upstream ---------------------------
+
+
+@pytest.fixture
+async def sse_server() -> AsyncIterator[str]:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for part in (ROLE, *TOKENS, USAGE, DONE):
+            await resp.write(part)
+        return resp
+
+    async def fail(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "nope"}}, status=503)
+
+    async def truncated(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(ROLE + TOKENS[0])
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/ok", stream)
+    app.router.add_post("/fail", fail)
+    app.router.add_post("/truncated", truncated)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def _job(url: str) -> LoadJob:
+    return LoadJob(url=url, headers={}, body=b"{}", concurrency=2, warmup_s=0.1, duration_s=0.3)
+
+
+async def test_load_counts_chunks_and_latencies(sse_server: str) -> None:
+    marks: list[str] = []
+    result = await run_load(_job(sse_server + "/ok"), marks.append)
+    assert marks == ["start", "end"]
+    assert result.errors == {}
+    assert result.started > 0 and result.completed > 0
+    assert result.started_chunks == 6 * result.started
+    assert len(result.ttft_ms) == len(result.e2e_ms) == result.started
+    assert all(0 < t <= e for t, e in zip(result.ttft_ms, result.e2e_ms, strict=True))
+    assert 0 < result.chunks <= 6 * (result.completed + 2)  # + streams open at t0 and t1
+
+
+@pytest.mark.parametrize(("path", "kind"), [("/fail", "HTTP 503"), ("/truncated", "no [DONE]")])
+async def test_load_counts_failures_by_kind(sse_server: str, path: str, kind: str) -> None:
+    result = await run_load(_job(sse_server + path), lambda _: None)
+    assert set(result.errors) == {kind}
+    assert result.started == 0 and result.ttft_ms == []
+    assert result.error_samples and result.error_samples[0].startswith(kind)
+
+
+async def test_sse_server_fixture_speaks_sse(sse_server: str) -> None:
+    async with aiohttp.ClientSession() as session, session.post(sse_server + "/ok") as resp:
+        assert await resp.read() == STREAM
+
+
+# --- end to end: emulator + gateway processes ---------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = [
+        sys.executable, "-m", "bench",
+        "--scenario", "latency",
+        "--concurrency", "2",
+        "--duration", "1",
+        "--warmup", "0.5",
+        "--idle-streams", "2",
+        "--json", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = {r["contender"]: r for r in report["runs"]}
+    assert set(runs) >= {"direct", "gateway"}
+    for name in ("direct", "gateway"):
+        run = runs[name]
+        assert run["errors"] == 0, run["error_samples"]
+        assert run["requests_per_s"] > 0 and run["chunks_per_s"] > 0
+        assert run["ttft_ms"]["n"] > 0 and run["e2e_ms"]["p99"] >= run["ttft_ms"]["p50"] > 0
+    assert runs["gateway"]["cpu_s"]["proxy"] > 0
+    assert runs["gateway"]["proxy_rss_peak"] > 0
+    (comparison,) = report["comparisons"]
+    assert comparison["added_ttft_p50_ms"] is not None
+    assert comparison["chunks_pct_of_direct"] > 0
+    assert report["idle_streams"]["open"] == 2
