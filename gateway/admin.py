@@ -82,7 +82,7 @@ async def route_explain(request: web.Request) -> web.Response:
     except ValueError:
         return error_response(400, "max_tokens must be an integer", "invalid_request")
     except LookupError as exc:
-        return error_response(404, str(exc).strip("'\""), "unknown_tenant")
+        return error_response(404, str(exc), "unknown_tenant")
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from gateway import cli_route
+from gateway.admin_client import AdminError
 from gateway.config import ConfigError, load
 
 
@@ -52,10 +54,21 @@ def _emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def admin_options() -> argparse.ArgumentParser:
+    """Options shared by every command that talks to the admin API."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--admin-url", help="admin API URL (env MERIDIAN_ADMIN_URL)")
+    common.add_argument("--token", help="admin token (env MERIDIAN_ADMIN_TOKEN)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meridian", description="Global inference gateway")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = admin_options()
+    cli_route.add(sub, common)
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", required=True, help="YAML config file")
@@ -97,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"meridian: config rejected: {exc}", file=sys.stderr)
         return 2
+    except AdminError as exc:
+        print(f"meridian: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"meridian: {exc.strerror or exc}", file=sys.stderr)
         return 1

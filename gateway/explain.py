@@ -73,5 +73,5 @@ def _caller(rt: Runtime, tenant: str | None) -> Caller | None:
         return None
     found = rt.keyring.tenant(tenant)
     if found is None:
-        raise LookupError(f"unknown tenant {tenant!r}")
+        raise LookupError(f"unknown tenant {tenant}")
     return Caller(found, "")

@@ -63,6 +63,7 @@ def gateway_config(
     *,
     regions: dict[str, list[str]] | None = None,
     versions: dict[str, int] | None = None,
+    tenant: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Config:
     """``backends`` are (name, region, version, url[, extra fields]) rows of ``test-model``."""
@@ -90,7 +91,7 @@ def gateway_config(
             for row in backends
         ],
         "tenants": [
-            {"name": "global", "api_keys": [sha(GLOBAL_KEY)]},
+            {"name": "global", "api_keys": [sha(GLOBAL_KEY)], **(tenant or {})},
             {"name": "eu", "api_keys": [sha(EU_KEY)], "residency": ["EU"]},
         ],
     }

@@ -1,0 +1,60 @@
+"""The CLI's client of the admin API.
+
+Synchronous on purpose: the CLI does one request at a time and exits. Errors
+become :class:`AdminError` with one line fit for a terminal — never a
+traceback, never the token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:9090"
+
+
+class AdminError(Exception):
+    """One line for the terminal."""
+
+
+class AdminClient:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0):
+        self.url = (url or os.environ.get("MERIDIAN_ADMIN_URL") or DEFAULT_URL).rstrip("/")
+        self.token = token or os.environ.get("MERIDIAN_ADMIN_TOKEN") or ""
+        self.timeout = timeout
+
+    def get(self, path: str, **query: Any) -> Any:
+        params = {k: str(v) for k, v in query.items() if v is not None}
+        suffix = "?" + urllib.parse.urlencode(params) if params else ""
+        return self._call("GET", path + suffix, None)
+
+    def send(self, method: str, path: str, body: Any = None) -> Any:
+        return self._call(method, path, body)
+
+    def _call(self, method: str, path: str, body: Any) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise AdminError(f"{exc.code}: {_message(exc.read())}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AdminError(f"cannot reach the admin API at {self.url}: {reason}") from None
+        return json.loads(payload) if payload else None
+
+
+def _message(payload: bytes) -> str:
+    try:
+        body = json.loads(payload)
+        return str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return payload.decode("utf-8", "replace")[:200] or "error"
