@@ -303,3 +303,36 @@ async def test_region_down_under_load_fails_no_request(emulators, gateways) -> N
     resumed = gw.runtime.metrics.exposition().decode()
     assert 'meridian_failover_events_total{event="resumed"}' in resumed
     await no_leaks(gw, *ems[1:])
+
+
+async def test_active_health_checks_take_a_backend_out_and_back(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+    """Client sees: nothing; the failing backend is skipped before anyone hits it."""
+    sick, well = await emulators(), await emulators()
+    gw = await gateways(
+        gateway_config(
+            [("sick", "aws:eu-west-1", "v1", sick.url), ("well", "onprem:fra1", "v1", well.url)],
+            failover={
+                "hedge": False,
+                "health_checks": {
+                    "interval_s": 0.05,
+                    "timeout_s": 0.5,
+                    "unhealthy_threshold": 2,
+                    "healthy_threshold": 2,
+                },
+            },
+        )
+    )
+    health = gw.runtime.health
+    sick.faults.update({"status": 503})  # /health answers 503 too
+    await wait_for(lambda: health.status(0)["sick"]["healthy"] is False)
+    before = sick.stats.requests
+    async with aiohttp.ClientSession() as s:
+        for i in range(10):
+            status, _, headers, _ = await chat(s, gw.http_url, user=f"u{i}")
+            assert status == 200 and headers["x-meridian-backend"] == "well"
+        assert sick.stats.requests == before  # no client request was spent finding out
+        sick.faults.clear()
+        await wait_for(lambda: health.status(0)["sick"]["healthy"] is True)
+        served = {(await chat(s, gw.http_url, user=f"v{i}"))[2]["x-meridian-backend"] for i in range(30)}
+    assert "sick" in served
+    await no_leaks(gw, sick, well)
