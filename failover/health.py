@@ -34,6 +34,7 @@ from routing.ewma import PeakEwma
 from routing.signals import BackendSignal
 
 _HEDGE_MIN_SAMPLES = 20
+_RECHECK_S = 0.05
 
 
 class HealthEvents(Protocol):
@@ -69,6 +70,10 @@ class _State:
     throttled_until: float = 0.0
     p95: float | None = None
     since_p95: int = 0
+    # Cached availability verdict: events that can change it reset recheck_at;
+    # while unavailable, time alone can end it, so it is re-derived every 50 ms.
+    verdict: str = ""
+    recheck_at: float = 0.0
 
 
 @dataclass
@@ -111,7 +116,11 @@ class BackendHealth:
         st = self._states.get(backend)
         if st is None:
             return BackendSignal()
-        why = self._unavailable(st, now)
+        if now >= st.recheck_at:
+            st.verdict = why = self._unavailable(st, now)
+            st.recheck_at = now + _RECHECK_S if why else float("inf")
+        else:
+            why = st.verdict
         return BackendSignal(
             st.ttft.value,
             st.itl.value,
@@ -148,6 +157,7 @@ class BackendHealth:
         st = self._states.get(backend.name)
         if st is None:
             return 0
+        st.recheck_at = 0.0
         if self._outliers.is_ejected(backend.name, now) or not st.breaker.allow(now):
             return None
         st.in_flight += 1
@@ -161,6 +171,7 @@ class BackendHealth:
             return
         now = attempt.ended if attempt.ended is not None else self.clock()
         st.in_flight = max(0, st.in_flight - 1)
+        st.recheck_at = 0.0
         failure = attempt.failure.failure if attempt.failure else None
         if attempt.cancelled:
             st.breaker.release(now, epoch=attempt.permit)
@@ -230,6 +241,7 @@ class BackendHealth:
         if st is None:
             return
         st.probe_healthy = healthy
+        st.recheck_at = 0.0
         if queue_depth is not None:
             st.queue_depth = queue_depth
 

@@ -7,15 +7,33 @@ can tell "not allowed here" (403) from "allowed but down" (503).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from regions.inventory import BackendSpec
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """One backend of a plan (a NamedTuple: several are built per request).
+
+    ``why`` is the decision (p2c pick, failover, prefix affinity); ``reason``
+    formats it with the score only when someone asks."""
+
     backend: BackendSpec
-    reason: str
+    why: str
     score: float | None = None
+    latency: float | None = None
+    price: float | None = None
+    cold: bool = False
+
+    @property
+    def reason(self) -> str:
+        if self.score is None or self.latency is None or self.price is None:
+            return self.why
+        cold = " cold" if self.cold else ""
+        return (
+            f"{self.why}, score {self.score:.3f} (latency {self.latency * 1000:.1f} ms{cold}, "
+            f"price ${self.price:.6f})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from regions.inventory import BackendSpec
 from regions.request import GenerationRequest, Kind
 from routing.affinity import pick_bounded, prefix_key
 from routing.plan import Candidate, NoBackendAvailable, Plan, ResidencyViolation, UnknownModel
-from routing.score import Scored, p2c_order, score_all
+from routing.score import Scored, rank
 from routing.signals import NoSignals, Signals
 from routing.snapshot import SELF_HOSTED, ModelRoute, RoutingSnapshot
 
@@ -63,6 +63,12 @@ def pick_version(split: Mapping[str, int], point: float) -> str:
     return chosen  # rounding at the top edge
 
 
+def prompt_chars(request: GenerationRequest) -> int:
+    if request.kind is Kind.CHAT:
+        return sum(len(m.content) for m in request.messages)
+    return len(request.prompt)
+
+
 def prompt_text(request: GenerationRequest) -> str:
     if request.kind is Kind.CHAT:
         return "\n".join(f"{m.role}: {m.content}" for m in request.messages)
@@ -88,31 +94,23 @@ class Router:
             raise UnknownModel(f"The model `{request.model}` does not exist.")
         version = pick_version(route.split, affinity_point(request.affinity_key, route.name))
         live = signals or NoSignals()
-        excluded: list[tuple[str, str]] = []
-        in_residency = []
-        for backend in route.backends.get(version, ()):
-            if request.residency.admits(backend.region.tags):
-                in_residency.append(backend)
-            else:
-                excluded.append((backend.name, "outside residency"))
+        static, static_excluded, in_residency = snapshot.static_filter(
+            route, version, request.residency.allowed
+        )
         if not in_residency:
             raise ResidencyViolation(
                 f"no region allowed by residency constraint "
                 f"[{request.residency.describe()}] serves model `{request.model}` "
                 f"(version {version})"
             )
+        excluded = list(static_excluded)
         eligible = []
-        for backend in in_residency:
-            dial = snapshot.dial(backend.region.name)
+        for backend, weight in static:
             signal = live.signal(backend.name, now)
-            if dial <= 0:
-                excluded.append((backend.name, "region drained"))
-            elif not snapshot.replica_ready(backend):
-                excluded.append((backend.name, "replica not verified"))
-            elif not signal.available:
-                excluded.append((backend.name, signal.why_unavailable or "unavailable"))
+            if signal.available:
+                eligible.append((backend, weight, signal))
             else:
-                eligible.append((backend, backend.weight * dial / 100.0, signal))
+                excluded.append((backend.name, signal.why_unavailable or "unavailable"))
         if not eligible:
             raise NoBackendAvailable(
                 f"every backend allowed by [{request.residency.describe()}] for "
@@ -120,19 +118,19 @@ class Router:
                 + ", ".join(f"{n} {why}" for n, why in excluded),
                 retry_after=5.0,
             )
-        text = prompt_text(request)
-        scored = score_all(
+        ordered = rank(
             eligible,
-            prompt_tokens=max(1, len(text) // 4),
+            prompt_tokens=max(1, prompt_chars(request) // 4),
             expected_tokens=request.sampling.max_tokens or DEFAULT_EXPECTED_TOKENS,
             cost_weight=route.cost_weight if cost_weight is None else cost_weight,
+            rng=self._rng,
         )
-        ordered = p2c_order(scored, self._rng)
         reasons = {id(s): "failover" for s in ordered[1:]}
         reasons[id(ordered[0])] = "p2c pick"
-        ordered = self._prefix_affinity(route, version, ordered, text, live, now, reasons)
+        ordered = self._prefix_affinity(route, version, ordered, request, live, now, reasons)
         candidates = tuple(
-            Candidate(s.backend, f"{reasons[id(s)]}, {s.describe()}", s.score) for s in ordered
+            Candidate(s.backend, reasons[id(s)], s.score, s.latency, s.price, s.cold)
+            for s in ordered
         )
         return Plan(request.model, version, candidates, tuple(excluded))
 
@@ -141,7 +139,7 @@ class Router:
         route: ModelRoute,
         version: str,
         ordered: list[Scored],
-        text: str,
+        request: GenerationRequest,
         signals: Signals,
         now: float,
         reasons: dict[int, str],
@@ -158,7 +156,7 @@ class Router:
             return ordered
         chosen = pick_bounded(
             ring,
-            prefix_key(text, route.name),
+            prefix_key(prompt_text(request), route.name),
             list(pool),
             lambda name: signals.signal(name, now).in_flight,
             AFFINITY_LOAD_FACTOR,

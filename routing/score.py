@@ -21,25 +21,31 @@ after the first request.
 
 Choice is power of two choices (Mitzenmacher): two candidates drawn at
 random, weighted by backend weight × region dial, and the lower score wins.
-The others follow in score order as the failover sequence.
+The best others follow in score order as the failover sequence, capped: a
+request never needs fifty fallbacks, and the retry budget would refuse them.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import random
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from regions.inventory import BackendSpec
 from routing.signals import BackendSignal
 
 COLD_TTFT_S = 0.5
 COLD_ITL_S = 0.02
+MAX_FALLBACKS = 7
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
+class Scored(NamedTuple):
+    """Per request and per backend: a NamedTuple because it is built on the hot
+    path, where a frozen dataclass costs several times more to construct."""
+
     backend: BackendSpec
     weight: float
     latency: float
@@ -55,46 +61,82 @@ class Scored:
         )
 
 
-def score_all(
+def _median(values: list[float]) -> float:
+    values.sort()
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def rank(
     backends: Sequence[tuple[BackendSpec, float, BackendSignal]],
     *,
     prompt_tokens: int,
     expected_tokens: int,
     cost_weight: float,
+    rng: random.Random,
 ) -> list[Scored]:
-    """``backends`` are (spec, selection weight, signal) of the eligible set."""
+    """The P2C winner, then at most MAX_FALLBACKS others by ascending score.
+
+    ``backends`` are (spec, selection weight, signal) of the eligible set.
+    Scores are plain floats; records are built only for the plan's members
+    (this runs once per request over every eligible backend).
+    """
+    n = len(backends)
     warm_ttft = [s.ttft_s for _, _, s in backends if s.ttft_s is not None]
     warm_itl = [s.itl_s for _, _, s in backends if s.itl_s is not None]
-    cold_ttft = statistics.median(warm_ttft) if warm_ttft else COLD_TTFT_S
-    cold_itl = statistics.median(warm_itl) if warm_itl else COLD_ITL_S
-    raw = []
-    for spec, weight, sig in backends:
+    cold_ttft = _median(warm_ttft) if warm_ttft else COLD_TTFT_S
+    cold_itl = _median(warm_itl) if warm_itl else COLD_ITL_S
+    latencies = [0.0] * n
+    prices = [0.0] * n
+    best_latency = best_price = float("inf")
+    for i, (spec, _, sig) in enumerate(backends):
         ttft = cold_ttft if sig.ttft_s is None else sig.ttft_s
         itl = cold_itl if sig.itl_s is None else sig.itl_s
         latency = (ttft + itl * expected_tokens) * (sig.in_flight + sig.queue_depth + 1)
-        price = (
-            spec.price.input_per_m * prompt_tokens + spec.price.output_per_m * expected_tokens
-        ) / 1e6
-        raw.append((spec, weight, latency, price, sig.ttft_s is None))
-    best_latency = min((r[2] for r in raw), default=1.0) or 1e-9
-    best_price = min((r[3] for r in raw), default=0.0)
-    scored = []
-    for spec, weight, latency, price, cold in raw:
-        score = latency / best_latency
-        if cost_weight > 0 and best_price > 0:
-            score += cost_weight * price / best_price
-        scored.append(Scored(spec, weight, latency, price, score, cold))
-    return scored
+        price = spec.price
+        cost = (price.input_per_m * prompt_tokens + price.output_per_m * expected_tokens) / 1e6
+        latencies[i] = latency
+        prices[i] = cost
+        if latency < best_latency:
+            best_latency = latency
+        if cost < best_price:
+            best_price = cost
+    inv_latency = 1.0 / (best_latency or 1e-9)
+    if cost_weight > 0 and best_price > 0:
+        k = cost_weight / best_price
+        scores = [lat * inv_latency + k * pr for lat, pr in zip(latencies, prices, strict=True)]
+    else:
+        scores = [lat * inv_latency for lat in latencies]
+
+    def record(i: int) -> Scored:
+        spec, weight, sig = backends[i]
+        return Scored(spec, weight, latencies[i], prices[i], scores[i], sig.ttft_s is None)
+
+    if n <= 1:
+        return [record(i) for i in range(n)]
+    first = _p2c(backends, scores, rng)
+    others = heapq.nsmallest(
+        MAX_FALLBACKS, (i for i in range(n) if i != first), key=scores.__getitem__
+    )
+    return [record(first), *(record(i) for i in others)]
 
 
-def p2c_order(scored: list[Scored], rng: random.Random) -> list[Scored]:
-    """The P2C winner first, then the rest by ascending score."""
-    if len(scored) <= 1:
-        return list(scored)
-    weights = [s.weight for s in scored]
-    a = rng.choices(range(len(scored)), weights)[0]
-    rest_w = [0.0 if i == a else w for i, w in enumerate(weights)]
-    b = rng.choices(range(len(scored)), rest_w)[0] if sum(rest_w) > 0 else a
-    first = a if scored[a].score <= scored[b].score else b
-    others = sorted((s for i, s in enumerate(scored) if i != first), key=lambda s: s.score)
-    return [scored[first], *others]
+def _p2c(
+    backends: Sequence[tuple[BackendSpec, float, BackendSignal]],
+    scores: list[float],
+    rng: random.Random,
+) -> int:
+    """Two distinct candidates drawn by selection weight; the lower score wins."""
+    cumulative = list(itertools.accumulate(w for _, w, _ in backends))
+    total = cumulative[-1]
+    a = bisect.bisect_right(cumulative, rng.random() * total)
+    b = a
+    for _ in range(4):  # weights can make a repeat likely: redraw a few times
+        b = bisect.bisect_right(cumulative, rng.random() * total)
+        if b != a:
+            break
+    n = len(backends)
+    a, b = min(a, n - 1), min(b, n - 1)
+    if b == a:
+        b = (a + 1) % n
+    return a if scores[a] <= scores[b] else b

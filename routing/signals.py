@@ -7,12 +7,12 @@ so its decisions stay pure functions of (snapshot, signals, request, rng).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class BackendSignal:
+class BackendSignal(NamedTuple):
+    """Built per backend per request: a NamedTuple, the cheapest immutable record."""
+
     ttft_s: float | None = None  # peak-EWMA of time to first token; None = no sample yet
     itl_s: float | None = None  # mean inter-token latency
     in_flight: int = 0

@@ -31,12 +31,48 @@ class ModelRoute:
     rings: Mapping[tuple[str, str], Ring] = field(default_factory=lambda: MappingProxyType({}))
 
 
+Eligible = tuple[tuple[BackendSpec, float], ...]  # (backend, selection weight)
+Excluded = tuple[tuple[str, str], ...]  # (backend name, why)
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingSnapshot:
     revision: int
     models: Mapping[str, ModelRoute]
     dials: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     unready: frozenset[ReplicaKey] = frozenset()
+    # Memo of the static filters per (model, version, residency): they depend on
+    # nothing that changes within a snapshot, so each is computed once.
+    _static: dict[tuple[str, str, frozenset[str] | None], tuple[Eligible, Excluded]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def static_filter(
+        self, route: ModelRoute, version: str, allowed: frozenset[str] | None
+    ) -> tuple[Eligible, Excluded, bool]:
+        """Backends of a version left after residency, dials and readiness.
+
+        Returns (eligible with selection weights, exclusions with reasons,
+        whether any backend was inside the residency constraint at all).
+        """
+        key = (route.name, version, allowed)
+        cached = self._static.get(key)
+        if cached is None:
+            eligible: list[tuple[BackendSpec, float]] = []
+            excluded: list[tuple[str, str]] = []
+            for b in route.backends.get(version, ()):
+                if allowed is not None and allowed.isdisjoint(b.region.tags):
+                    excluded.append((b.name, "outside residency"))
+                elif self.dial(b.region.name) <= 0:
+                    excluded.append((b.name, "region drained"))
+                elif not self.replica_ready(b):
+                    excluded.append((b.name, "replica not verified"))
+                else:
+                    eligible.append((b, b.weight * self.dial(b.region.name) / 100.0))
+            cached = self._static[key] = (tuple(eligible), tuple(excluded))
+        eligible_t, excluded_t = cached
+        in_residency = bool(eligible_t) or any(w != "outside residency" for _, w in excluded_t)
+        return eligible_t, excluded_t, in_residency
 
     def dial(self, region: str) -> int:
         """The region's traffic dial, 0–100; 0 means drained."""
