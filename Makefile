@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench bench-smoke clean
+.PHONY: demo test lint typecheck bench bench-smoke proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --concurrency 4 --duration 2
+
+# Regenerate the committed gRPC/protobuf stubs (+ .pyi) from proto/**/*.proto;
+# tests/gateway/test_grpc_stubs.py fails when they are stale.
+proto: $(STAMP)
+	$(BIN)/python -m proto.generate
 
 clean:
 	rm -rf $(VENV) build *.egg-info

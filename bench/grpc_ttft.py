@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -39,7 +40,7 @@ from time import perf_counter
 import yaml
 
 from bench.loadgen import LoadJob, run_in_process
-from bench.procs import Child, free_port, wait_http_ok
+from bench.procs import Child, cpu_seconds, free_port, wait_http_ok
 from bench.runner import PROMPT, request_body
 from bench.scenarios import LATENCY
 from bench.stack import GATEWAY_MODEL, Upstream, gateway_config, start_stack
@@ -64,7 +65,33 @@ class GrpcResult:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-async def _grpc_load(job: GrpcJob) -> GrpcResult:
+@dataclass(frozen=True, slots=True)
+class PathResult:
+    """One path's TTFT and the gateway's CPU per request over the measured window."""
+
+    ttft: Distribution | None
+    errors: dict[str, int]
+    gateway_cpu_ms: float | None  # per request; None for the direct path
+
+
+class _CpuWindow:
+    """The gateway's CPU seconds between the load generator's t0 and t1 marks."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.at: dict[str, float] = {}
+
+    def mark(self, which: str) -> None:
+        if self.pid is not None:
+            self.at[which] = cpu_seconds(self.pid)
+
+    def per_request_ms(self, requests: int) -> float | None:
+        if self.pid is None or requests <= 0 or len(self.at) < 2:
+            return None
+        return (self.at["end"] - self.at["start"]) * 1000.0 / requests
+
+
+async def _grpc_load(job: GrpcJob, notify: Callable[[str], None]) -> GrpcResult:
     import grpc
 
     from proto.meridian.v1 import inference_pb2 as pb
@@ -80,6 +107,9 @@ async def _grpc_load(job: GrpcJob) -> GrpcResult:
     metadata = (("authorization", f"Bearer {job.key}"),)
     t0 = perf_counter() + job.warmup_s
     t1 = t0 + job.duration_s
+    loop = asyncio.get_running_loop()
+    loop.call_later(job.warmup_s, notify, "start")
+    loop.call_later(job.warmup_s + job.duration_s, notify, "end")
     async with grpc.aio.insecure_channel(job.address) as channel:
         stub = pb_grpc.InferenceStub(channel)
 
@@ -107,28 +137,33 @@ def _grpc_child(job: GrpcJob, conn: Connection) -> None:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            conn.send(("result", runner.run(_grpc_load(job))))
+            result = runner.run(_grpc_load(job, lambda which: conn.send(("mark", which))))
+            conn.send(("result", result))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()
 
 
-def run_grpc(job: GrpcJob) -> GrpcResult:
+def run_grpc(job: GrpcJob, on_mark: Callable[[str], None]) -> GrpcResult:
     """Run the gRPC load in a fresh process (like ``bench.loadgen``)."""
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_grpc_child, args=(job, sender), daemon=True)
     proc.start()
     sender.close()
+    deadline = time.monotonic() + job.warmup_s + job.duration_s + 60.0
     try:
-        if not receiver.poll(job.warmup_s + job.duration_s + 60.0):
-            raise RuntimeError("the gRPC load generator did not finish in time")
-        kind, payload = receiver.recv()
-        if kind != "result":
-            raise RuntimeError(f"the gRPC load generator failed:\n{payload}")
-        result: GrpcResult = payload
-        return result
+        while receiver.poll(max(0.0, deadline - time.monotonic())):
+            kind, payload = receiver.recv()
+            if kind == "mark":
+                on_mark(payload)
+            elif kind == "result":
+                result: GrpcResult = payload
+                return result
+            else:
+                raise RuntimeError(f"the gRPC load generator failed:\n{payload}")
+        raise RuntimeError("the gRPC load generator did not finish in time")
     finally:
         receiver.close()
         proc.join(5.0)
@@ -158,10 +193,10 @@ def _start_gateway(workdir: Path, emu_port: int, env: dict[str, str]) -> _Gatewa
     return _Gateway(child, f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}", key)
 
 
-def measure(args: argparse.Namespace) -> dict[str, tuple[Distribution | None, dict[str, int]]]:
+def measure(args: argparse.Namespace) -> dict[str, PathResult]:
     upstream = Upstream(args.ttft_ms, args.itl_ms, args.max_tokens)
     env = dict(os.environ, MERIDIAN_ADMIN_TOKEN=secrets.token_urlsafe(24), PYTHONUNBUFFERED="1")
-    out: dict[str, tuple[Distribution | None, dict[str, int]]] = {}
+    out: dict[str, PathResult] = {}
     with (
         tempfile.TemporaryDirectory(prefix="meridian-grpc-bench-") as tmp,
         start_stack(upstream, Path(tmp), gateway=False, litellm=False) as stack,
@@ -171,10 +206,10 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[Distribution | None, di
             direct = stack.endpoints[0]
             auth = {"Authorization": f"Bearer {gw.key}"}
             paths = [
-                ("direct", direct.url, direct.model, direct.headers),
-                ("gateway-http", gw.http_url + "/v1/chat/completions", GATEWAY_MODEL, auth),
+                ("direct", direct.url, direct.model, direct.headers, None),
+                ("gateway-http", gw.http_url + "/v1/chat/completions", GATEWAY_MODEL, auth, gw),
             ]
-            for name, url, model, headers in paths:
+            for name, url, model, headers, via in paths:
                 job = LoadJob(
                     url=url,
                     headers={"Content-Type": "application/json", **headers},
@@ -183,8 +218,12 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[Distribution | None, di
                     warmup_s=args.warmup,
                     duration_s=args.duration,
                 )
-                res = run_in_process(job, lambda _mark: None, lambda: None)
-                out[name] = (Distribution.of(res.ttft_ms), dict(res.errors))
+                cpu = _CpuWindow(via.child.pid if via else None)
+                res = run_in_process(job, cpu.mark, lambda: None)
+                out[name] = PathResult(
+                    Distribution.of(res.ttft_ms), dict(res.errors), cpu.per_request_ms(res.started)
+                )
+            cpu = _CpuWindow(gw.child.pid)
             grpc_res = run_grpc(
                 GrpcJob(
                     gw.grpc_address,
@@ -193,30 +232,38 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[Distribution | None, di
                     args.concurrency,
                     args.warmup,
                     args.duration,
-                )
+                ),
+                cpu.mark,
             )
-            out["gateway-grpc"] = (Distribution.of(grpc_res.ttft_ms), grpc_res.errors)
+            out["gateway-grpc"] = PathResult(
+                Distribution.of(grpc_res.ttft_ms),
+                grpc_res.errors,
+                cpu.per_request_ms(len(grpc_res.ttft_ms)),
+            )
         finally:
             gw.child.stop()
     return out
 
 
-def render(results: dict[str, tuple[Distribution | None, dict[str, int]]], c: int) -> str:
-    base = results["direct"][0]
+def render(results: dict[str, PathResult], c: int) -> str:
+    base = results["direct"].ttft
     lines = [f"time to first token at {c} concurrent streams (ms)", ""]
-    lines.append(f"{'path':<14}{'n':>7}{'p50':>9}{'p99':>9}{'+p50':>9}{'+p99':>9}  errors")
-    for name, (dist, errors) in results.items():
-        if dist is None:
-            lines.append(f"{name:<14}{'no samples':>16}  {errors}")
+    lines.append(
+        f"{'path':<14}{'n':>6}{'p50':>8}{'p99':>8}{'+p50':>8}{'+p99':>8}{'gw CPU/req':>12}  errors"
+    )
+    for name, r in results.items():
+        if r.ttft is None:
+            lines.append(f"{name:<14}{'no samples':>16}  {r.errors}")
             continue
         added = ("", "")
         if base is not None and name != "direct":
-            added = (f"{dist.p50 - base.p50:+.2f}", f"{dist.p99 - base.p99:+.2f}")
+            added = (f"{r.ttft.p50 - base.p50:+.2f}", f"{r.ttft.p99 - base.p99:+.2f}")
+        cpu = "" if r.gateway_cpu_ms is None else f"{r.gateway_cpu_ms:.2f} ms"
         lines.append(
-            f"{name:<14}{dist.n:>7}{dist.p50:>9.2f}{dist.p99:>9.2f}"
-            f"{added[0]:>9}{added[1]:>9}  {errors or ''}"
+            f"{name:<14}{r.ttft.n:>6}{r.ttft.p50:>8.2f}{r.ttft.p99:>8.2f}"
+            f"{added[0]:>8}{added[1]:>8}{cpu:>12}  {r.errors or ''}"
         )
-    grpc_dist = results["gateway-grpc"][0]
+    grpc_dist = results["gateway-grpc"].ttft
     if base is not None and grpc_dist is not None:
         p50, p99 = grpc_dist.p50 - base.p50, grpc_dist.p99 - base.p99
         verdict = "met" if p50 <= 1.0 and p99 <= 5.0 else "missed"
@@ -242,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n({time.monotonic() - started:.0f} s; upstream TTFT {args.ttft_ms:g} ms, "
         f"ITL {args.itl_ms:g} ms, {args.max_tokens} tokens)"
     )
-    return 1 if any(errors for _, errors in results.values()) else 0
+    return 1 if any(r.errors for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Assembling and running one gateway process: the listeners and their lifetime.
 
-:class:`Gateway` binds the client HTTP listener and the admin listener, both
-over one :class:`Runtime`. ``start`` returns once both accept connections;
-``stop`` drains (readyz 503, in-flight streams finish within the grace period,
-the rest end with an error event) and closes upstream pools.
+:class:`Gateway` binds the client HTTP listener, the gRPC listener (when
+``listen.grpc`` is set) and the admin listener, all over one :class:`Runtime`.
+``start`` returns once they accept connections; ``stop`` drains (readyz 503,
+gRPC health NOT_SERVING, in-flight streams finish within the grace period,
+the rest end with an error) and closes upstream pools.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from gateway.admin import admin_app
 from gateway.config import Config
+from gateway.grpc.server import GrpcServer
 from gateway.http.api import RUNTIME, openai_errors, routes
 from gateway.runtime import Runtime, build_runtime
 
@@ -44,6 +46,8 @@ class Gateway:
         self.runtime: Runtime | None = None
         self.http_url = ""
         self.admin_url = ""
+        self.grpc_address = ""  # HOST:PORT of the gRPC listener; "" when disabled
+        self._grpc: GrpcServer | None = None
 
     def client_app(self, runtime: Runtime) -> web.Application:
         app = web.Application(
@@ -72,8 +76,18 @@ class Gateway:
         self.admin_url = await self._listen(
             admin_app(client), self.config.listen.admin, keepalive_timeout=limits.header_timeout_s
         )
+        if self.config.listen.grpc is not None:
+            self._grpc = GrpcServer(runtime, reuse_port=self._reuse_port)
+            self.grpc_address = await self._grpc.start(self.config.listen.grpc)
         runtime.lifecycle.ready = True
-        log.info("meridian serving %s (admin %s)", self.http_url, self.admin_url)
+        if self._grpc is not None:
+            await self._grpc.ready()
+        log.info(
+            "meridian serving %s (admin %s, grpc %s)",
+            self.http_url,
+            self.admin_url,
+            self.grpc_address or "off",
+        )
 
     async def _listen(
         self, app: web.Application, address: str, *, reuse_port: bool = False, **kwargs: Any
@@ -93,7 +107,12 @@ class Gateway:
         cut = 0
         if self.runtime is not None:
             wait = self.config.shutdown.grace_s if grace is None else grace
+            if self._grpc is not None:
+                await self._grpc.draining()  # health NOT_SERVING before calls are refused
             cut = await self.runtime.lifecycle.drain(wait)
+        if self._grpc is not None:
+            await self._grpc.stop()
+            self._grpc = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -96,7 +96,10 @@ class Pipeline:
             self._record(execution, outcome.status, time.monotonic() - started)
 
     def first_token(self, execution: Execution, elapsed: float) -> None:
-        backend = execution.attempts[-1].backend
+        serving = execution.serving
+        if serving is None:
+            return
+        backend = serving.backend
         self.rt.metrics.ttft.labels(
             execution.request.model, backend.name, backend.region.name
         ).observe(elapsed)
@@ -104,7 +107,9 @@ class Pipeline:
     def _record(self, execution: Execution, status: int, elapsed: float) -> None:
         metrics = self.rt.metrics
         model = execution.request.model
-        serving = execution.attempts[-1] if execution.attempts else None
+        # The attempt that served (after a hedge, not necessarily the last one
+        # started); for a request nobody served, the last attempt tried.
+        serving = execution.serving or (execution.attempts[-1] if execution.attempts else None)
         name = serving.backend.name if serving else ""
         region = serving.backend.region.name if serving else ""
         metrics.requests.labels(model, execution.plan.version, name, region, str(status)).inc()

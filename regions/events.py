@@ -18,8 +18,12 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class TokenDelta:
+    """``more`` is a hint: further events from the same upstream read follow at
+    once, so a front end may coalesce them into one write to its client."""
+
     text: str
     raw: bytes | None = None
+    more: bool = False
 
 
 @dataclass(slots=True)

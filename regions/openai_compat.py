@@ -15,6 +15,8 @@ completions it is appended to the prompt.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +31,7 @@ from regions.request import GenerationRequest, Kind
 from regions.sse import SseSplitter, event_data
 
 _DONE = b"[DONE]"
+_DRAIN_S = 1.0
 
 
 def classify_status(status: int) -> FailureClass:
@@ -157,13 +160,23 @@ async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Eve
     splitter = SseSplitter()
     finished = False
     async for piece in resp.content.iter_any():
-        for event in splitter.feed(piece):
+        events = splitter.feed(piece)
+        last = len(events) - 1
+        for index, event in enumerate(events):
             data = event_data(event)
             if data is None:
                 continue
             if data == _DONE:
                 if not finished:
                     raise BackendError(FailureClass.STREAM_BROKEN, "[DONE] before a finish reason")
+                # Read to the end of the body (the chunked terminator follows at
+                # once): a response left unread closes its connection instead of
+                # returning it to the keep-alive pool, and a new TCP connection
+                # per request costs more than everything else the gateway does.
+                if not resp.content.at_eof():
+                    with contextlib.suppress(TimeoutError):  # then the connection just closes
+                        async with asyncio.timeout(_DRAIN_S):
+                            await resp.content.read()
                 return
             try:
                 chunk = orjson.loads(data)
@@ -182,7 +195,7 @@ async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Eve
                 else:
                     text = choice.get("text") or ""
                 reason = choice.get("finish_reason")
-                yield TokenDelta(text, raw)
+                yield TokenDelta(text, raw, index < last and not reason)
                 if reason:
                     finished = True
                     yield Finish(reason, b"")

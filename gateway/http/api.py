@@ -94,7 +94,9 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
                 exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
             )
         pipeline.first_token(execution, time.monotonic() - started)
-        backend = execution.attempts[-1].backend
+        serving = execution.serving
+        assert serving is not None  # start() returned: an attempt is serving
+        backend = serving.backend
         headers.update(
             {
                 "x-meridian-backend": backend.name,

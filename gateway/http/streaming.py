@@ -123,13 +123,23 @@ async def stream(
             await response.write(writer.chunk("", role=True))
         for event in head:
             await response.write(encoder.encode(event))
+        pending: list[bytes] = []
         async with contextlib.aclosing(execution.events()) as events:
             async for event in events:
                 data = encoder.encode(event)
+                if type(event) is TokenDelta and event.more:
+                    pending.append(data)  # more from the same upstream read: one write
+                    continue
+                if pending:
+                    pending.append(data)
+                    data = b"".join(pending)
+                    pending.clear()
                 if data:
                     await response.write(data)
                 if isinstance(event, StreamError):
                     status = 502
+        if pending:
+            await response.write(b"".join(pending))
         if status == 200:
             await response.write(DONE)
         await response.write_eof()

@@ -336,3 +336,29 @@ async def test_active_health_checks_take_a_backend_out_and_back(emulators, gatew
         served = {(await chat(s, gw.http_url, user=f"v{i}"))[2]["x-meridian-backend"] for i in range(30)}
     assert "sick" in served
     await no_leaks(gw, sick, well)
+
+
+async def test_primary_that_wins_after_a_hedge_started_is_the_one_reported(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+    """The hedge loses: headers and metrics name the primary, the hedge is cancelled."""
+    primary = await emulators()
+    spare = await emulators(ttft_s=0.03)
+    gw = await gateways(
+        gateway_config(
+            [("primary", "aws:eu-west-1", "v1", primary.url), ("spare", "onprem:fra1", "v1", spare.url)],
+            failover=failover(hedge_budget_ratio=1.0),
+        )
+    )
+    async with aiohttp.ClientSession() as s:
+        for i in range(30):
+            assert (await chat(s, gw.http_url, user=f"w{i}"))[0] == 200
+        primary.faults.update({"ttft_s": 0.25, "times": 1})  # late, but earlier than the spare
+        spare.faults.update({"ttft_s": 2.0, "times": 1})
+        status, text, headers, _ = await chat(s, gw.http_url, user="h")
+    assert status == 200 and text == expected_text(CONTEXT, 8)
+    assert headers["x-meridian-backend"] == "primary"
+    assert headers["x-meridian-attempts"] == "2"
+    await wait_for(lambda: spare.stats.disconnects >= 1)
+    metrics = gw.runtime.metrics.exposition().decode()
+    assert 'meridian_requests_total{backend="primary"' in metrics
+    assert 'outcome="cancelled",region="onprem:fra1"' in metrics
+    await no_leaks(gw, primary, spare)

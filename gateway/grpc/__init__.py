@@ -1,0 +1,12 @@
+"""The gRPC front end: ``meridian.v1.Inference`` over the shared pipeline (docs/grpc.md).
+
+Modules: ``server`` (the listener, health, reflection, channel options),
+``service`` (the Inference handlers: the edge stage), ``convert`` (protobuf
+to and from the internal request and events), ``status`` (failures as gRPC
+statuses with readable details).
+"""
+
+from gateway.grpc.server import SERVICE_NAME, GrpcServer
+from gateway.grpc.status import Refusal, code_for
+
+__all__ = ["SERVICE_NAME", "GrpcServer", "Refusal", "code_for"]

@@ -1,0 +1,331 @@
+"""The ``meridian.v1.Inference`` service: the gRPC edge stage of the pipeline.
+
+The gRPC sibling of ``gateway.http.api``, over the same
+:class:`gateway.pipeline.Pipeline`: admit (draining? key? valid request?
+residency?) → route → execute until a first token → stream (or collect)
+→ record. Only the wire format differs. Who served the call (``Served``)
+rides on the first chunk (or the unary response) and in the trailing
+metadata under the HTTP API's header names; no initial metadata is sent
+before the first token, as that would cost a round trip on the first token.
+
+A call's life, and the status it ends with (``gateway.grpc.status``):
+
+    admitted ──> first token ──> chunks (the first with Served) ──> OK
+       │              │                        │
+       └ refused      └ every attempt failed   ├ backend died: UNAVAILABLE
+         (401/400/      (ExecutionFailed:      ├ client deadline: DEADLINE_EXCEEDED
+          403/404/503)   UNAVAILABLE...)       ├ client cancelled: CANCELLED
+                                               └ drain cut it: UNAVAILABLE
+
+Deadlines and cancellation reach the backend attempt because everything runs
+in the RPC's own task: grpc.aio cancels that task when the client cancels or
+its deadline passes, and the handler also bounds itself by the deadline it was
+sent (``asyncio.timeout``), so the upstream stream is closed either way and the
+backend sees the disconnect. Streaming uses ``context.write`` rather than an
+async generator so that a cancellation always lands inside this code, which
+closes the upstream at once, instead of in a suspended generator that would
+only be closed when garbage-collected. ``write`` waits for HTTP/2 flow
+control, which gives the same backpressure as the HTTP front end: a client
+that stops reading stops the upstream being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from failover.executor import Execution, ExecutionFailed
+from gateway.grpc.convert import (
+    ChunkEncoder,
+    Request,
+    generation_request,
+    residency_narrowing,
+    served,
+    served_metadata,
+    usage_message,
+)
+from gateway.grpc.status import Refusal
+from gateway.http.schema import BadRequest
+from gateway.pipeline import RESIDENCY_HEADER, Pipeline
+from gateway.runtime import Runtime
+from proto.meridian.v1 import inference_pb2 as pb
+from regions.events import Event, Finish, StreamError, TokenDelta
+from regions.request import GenerationRequest, Kind
+from routing.plan import Plan, RoutingError
+
+log = logging.getLogger("meridian.grpc")
+
+Context = Any  # grpc.aio.ServicerContext: grpcio ships no type information
+T = TypeVar("T")
+
+
+class _Call:
+    """One RPC's context and the facts its trailing metadata reports."""
+
+    __slots__ = ("attempts", "context", "request_id", "route", "served")
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.request_id = uuid.uuid4().hex
+        self.attempts: int | None = None
+        self.served: pb.Served | None = None
+        self.route: str | None = None  # the plan, for tenants allowed to see it
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.context.invocation_metadata() or ():
+            if key == name:
+                return str(value)
+        return None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the client's deadline; None when it set none."""
+        left: float | None = self.context.time_remaining()
+        return left
+
+    def metadata(self) -> list[tuple[str, str]]:
+        """The HTTP API's response headers, as far as they are known now."""
+        if self.served is not None:
+            md = list(served_metadata(self.served))
+        else:
+            md = [("x-request-id", self.request_id)]
+            if self.attempts is not None:
+                md.append(("x-meridian-attempts", str(self.attempts)))
+        if self.route is not None:
+            md.append(("x-meridian-route", self.route))
+        return md
+
+
+class _Collector:
+    """Assembles a unary answer from the events (the HTTP API's non-stream ``collect``)."""
+
+    __slots__ = ("finish", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish = "stop"
+
+    async def take(self, event: Event) -> None:
+        if isinstance(event, TokenDelta):
+            self.parts.append(event.text)
+        elif isinstance(event, Finish):
+            self.finish = event.reason
+
+
+class _Writer:
+    """Writes each event's chunk as soon as it exists (streaming calls)."""
+
+    __slots__ = ("context", "encoder")
+
+    def __init__(self, context: Context, encoder: ChunkEncoder[Any]) -> None:
+        self.context = context
+        self.encoder = encoder
+
+    async def take(self, event: Event) -> None:
+        chunk = self.encoder.encode(event)
+        if chunk is not None:
+            await self.context.write(chunk)
+
+
+Sink = _Collector | _Writer
+
+
+class InferenceService:
+    """The RPC handlers (see ``gateway.grpc.server.method_handlers``); thin over the pipeline."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._pipeline = Pipeline(runtime)
+
+    async def StreamChat(self, request: pb.ChatRequest, context: Context) -> None:
+        call = _Call(context)
+        await _guard(call, self._stream(call, Kind.CHAT, request, pb.ChatChunk))
+
+    async def Complete(self, request: pb.CompletionRequest, context: Context) -> None:
+        call = _Call(context)
+        await _guard(call, self._stream(call, Kind.COMPLETION, request, pb.CompletionChunk))
+
+    async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
+        call = _Call(context)
+        return await _guard(call, self._unary(call, request))
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Context
+    ) -> pb.ListModelsResponse:
+        call = _Call(context)
+        return await _guard(call, self._models(call))
+
+    # -- the request path ---------------------------------------------------------
+
+    async def _stream(
+        self,
+        call: _Call,
+        kind: Kind,
+        request: Request,
+        make: type[pb.ChatChunk] | type[pb.CompletionChunk],
+    ) -> None:
+        def sink(who: pb.Served, gen: GenerationRequest) -> Sink:
+            return _Writer(call.context, ChunkEncoder(make, who, gen.include_usage))
+
+        await self._run(call, kind, request, stream=True, sink=sink)
+
+    async def _unary(self, call: _Call, request: pb.ChatRequest) -> pb.ChatResponse:
+        collector = _Collector()
+        who, execution = await self._run(
+            call, Kind.CHAT, request, stream=False, sink=lambda _who, _gen: collector
+        )
+        response = pb.ChatResponse(
+            text="".join(collector.parts), finish_reason=collector.finish, served=who
+        )
+        if execution.usage is not None:
+            response.usage.CopyFrom(usage_message(execution.usage))
+        return response
+
+    async def _models(self, call: _Call) -> pb.ListModelsResponse:
+        caller = self._pipeline.authenticate(call.header("authorization"))
+        if caller is None:
+            raise Refusal(401, "Incorrect or missing API key.", "invalid_api_key")
+        allowed = caller.tenant.models
+        return pb.ListModelsResponse(
+            models=[
+                pb.Model(id=name, owned_by="meridian")
+                for name in sorted(self._rt.snapshot.models)
+                if allowed is None or name in allowed
+            ]
+        )
+
+    def _admit(
+        self, call: _Call, kind: Kind, request: Request, *, stream: bool
+    ) -> tuple[GenerationRequest, Plan]:
+        """The edge checks, in the HTTP API's order; raises Refusal."""
+        pipeline = self._pipeline
+        if self._rt.lifecycle.draining:
+            raise Refusal(503, "the gateway is shutting down", "shutting_down", retry_after=1)
+        caller = pipeline.authenticate(call.header("authorization"))
+        if caller is None:
+            raise Refusal(401, "Incorrect or missing API key.", "invalid_api_key")
+        try:
+            residency = pipeline.residency(caller, residency_narrowing(request))
+        except RoutingError as exc:  # said in the HTTP API's terms: say it in ours
+            message = exc.message.replace(RESIDENCY_HEADER, "routing.residency")
+            raise Refusal(exc.status, message, exc.code) from None
+        try:
+            gen = generation_request(
+                kind,
+                request,
+                stream=stream,
+                request_id=call.request_id,
+                tenant=caller.tenant.name,
+                residency=residency,
+                key_digest=caller.key_digest,
+            )
+            plan = pipeline.plan(gen, caller)
+        except BadRequest as exc:
+            raise Refusal(400, exc.message, "invalid_request", param=exc.param) from None
+        except RoutingError as exc:
+            raise Refusal(exc.status, exc.message, exc.code, retry_after=exc.retry_after) from None
+        if caller.tenant.explain:
+            call.route = plan.explain()[:4000]
+        return gen, plan
+
+    async def _run(
+        self,
+        call: _Call,
+        kind: Kind,
+        request: Request,
+        *,
+        stream: bool,
+        sink: Callable[[pb.Served, GenerationRequest], Sink],
+    ) -> tuple[pb.Served, Execution]:
+        gen, plan = self._admit(call, kind, request, stream=stream)
+        pipeline = self._pipeline
+        execution = pipeline.execution(gen, plan)
+        with pipeline.serving(execution) as outcome:
+            deadline = asyncio.timeout(call.remaining())
+            try:
+                async with deadline:
+                    started = time.monotonic()
+                    try:
+                        head = await execution.start()
+                    except ExecutionFailed as exc:
+                        call.attempts = len(execution.attempts)
+                        raise Refusal(
+                            exc.status, exc.message, exc.code, retry_after=exc.retry_after
+                        ) from None
+                    pipeline.first_token(execution, time.monotonic() - started)
+                    serving = execution.serving
+                    assert serving is not None, "start() returned, so an attempt is serving"
+                    backend = serving.backend
+                    call.attempts = len(execution.attempts)
+                    who = served(
+                        gen.request_id,
+                        gen.model,
+                        plan.version,
+                        backend.name,
+                        backend.region.name,
+                        call.attempts,
+                    )
+                    call.served = who
+                    # Trailing, not initial metadata: sending initial metadata
+                    # is one more completion-queue round trip before the first
+                    # token, and the first chunk carries the same facts.
+                    call.context.set_trailing_metadata(call.metadata())
+                    await _drive(execution, head, sink(who, gen))
+            except Refusal as refusal:
+                outcome.status = refusal.status
+                raise
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                outcome.status = 504
+                raise Refusal(504, "the call's deadline expired", "deadline_exceeded") from None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._rt.lifecycle.cutting and task is not None:
+                    task.uncancel()  # end with an explicit status, as HTTP ends with an error event
+                    outcome.status = 503
+                    raise Refusal(
+                        503, "the gateway is shutting down", "shutting_down", retry_after=1
+                    ) from None
+                remaining = call.remaining()
+                if remaining is not None and remaining <= 0:
+                    outcome.status = 504  # grpc cancelled us at the deadline
+                raise
+        return who, execution
+
+
+async def _drive(execution: Execution, head: list[Event], sink: Sink) -> None:
+    """Feed every event to ``sink``; a mid-stream failure becomes a non-OK status."""
+    for event in head:
+        await sink.take(event)
+    async with contextlib.aclosing(execution.events()) as events:
+        async for event in events:
+            if isinstance(event, StreamError):
+                raise Refusal(502, event.message, event.code)
+            await sink.take(event)
+
+
+async def _guard(call: _Call, work: Awaitable[T]) -> T:
+    """Run one handler; its Refusal becomes the call's status, a bug becomes INTERNAL."""
+    try:
+        return await work
+    except Refusal as refusal:
+        await call.context.abort(
+            refusal.grpc_code, refusal.message, refusal.trailing_metadata(call.metadata())
+        )
+        raise AssertionError("unreachable: abort raises") from None
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception:
+        log.exception("unhandled error in a gRPC handler")
+        internal = Refusal(500, "internal error", "internal_error")
+        await call.context.abort(
+            internal.grpc_code, internal.message, internal.trailing_metadata(call.metadata())
+        )
+        raise AssertionError("unreachable: abort raises") from None

@@ -1,0 +1,1 @@
+"""Meridian's protobuf packages (generated stubs live under ``v1``)."""

@@ -1,0 +1,1 @@
+"""Generated stubs of ``meridian/v1/inference.proto`` (``make proto`` regenerates them)."""
