@@ -42,6 +42,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
+    if args.kind == "sagemaker":
+        return _emulate_sagemaker(args)
+    if args.kind == "vertex":
+        return _emulate_vertex(args)
+    if args.endpoint:
+        raise SystemExit("meridian: --endpoint is for the sagemaker and vertex emulators")
     from regions.emulators.vllm import EmulatorConfig, serve_forever
 
     config = EmulatorConfig(
@@ -50,6 +56,42 @@ def _emulate(args: argparse.Namespace) -> int:
         itl_s=args.itl_ms / 1000,
         default_max_tokens=args.max_tokens,
     )
+    _run(serve_forever(args.host, args.port, config))
+    return 0
+
+
+def _emulate_sagemaker(args: argparse.Namespace) -> int:
+    from regions.emulators.sagemaker import SageMakerEmulatorConfig, serve_forever
+
+    config = SageMakerEmulatorConfig(
+        served_model=args.model[0],
+        ttft_s=args.ttft_ms / 1000,
+        itl_s=args.itl_ms / 1000,
+        default_max_tokens=args.max_tokens,
+    )
+    if args.endpoint:
+        endpoints = {}
+        for item in args.endpoint:
+            name, _, container = item.partition("=")
+            if container not in ("vllm", "tgi", "lmi") or not name:
+                raise SystemExit(f"meridian: --endpoint {item!r}: expected NAME=vllm|tgi|lmi")
+            endpoints[name] = container
+        config.endpoints = endpoints
+    _run(serve_forever(args.host, args.port, config))
+    return 0
+
+
+def _emulate_vertex(args: argparse.Namespace) -> int:
+    from regions.emulators.vertex import VertexEmulatorConfig, serve_forever
+
+    config = VertexEmulatorConfig(
+        served_model=args.model[0],
+        ttft_s=args.ttft_ms / 1000,
+        itl_s=args.itl_ms / 1000,
+        default_max_tokens=args.max_tokens,
+    )
+    if args.endpoint:
+        config.endpoints = tuple(args.endpoint)
     _run(serve_forever(args.host, args.port, config))
     return 0
 
@@ -81,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     emulate = sub.add_parser("emulate", help="run a backend emulator")
-    emulate.add_argument("kind", choices=["vllm"])
+    emulate.add_argument("kind", choices=["vllm", "sagemaker", "vertex"])
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, required=True)
     emulate.add_argument("--ttft-ms", type=float, default=0.0)
@@ -92,6 +134,12 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="served model name (repeatable)",
+    )
+    emulate.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        help="sagemaker: NAME=vllm|tgi|lmi; vertex: endpoint ID (repeatable)",
     )
     emulate.set_defaults(func=_emulate)
     return p

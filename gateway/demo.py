@@ -3,6 +3,10 @@
 Credentials are fixed and documented so examples can be copied, which is why
 the demo binds loopback only: ``sk-demo-global`` (tenant allowed everywhere),
 ``sk-demo-eu`` (EU-only tenant), admin token ``demo-admin``.
+
+AWS regions run SageMaker emulators, GCP regions Vertex emulators, on-prem a
+vLLM emulator. The cloud adapters sign with fixed fake credentials
+(``credentials: emulator``), so the demo never needs a cloud account.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 
 from gateway.app import Gateway
 from gateway.config import Config
+from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
+from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
 from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 
 MODEL = "llama-3.1-8b-instruct"
@@ -31,17 +37,71 @@ class DemoBackend:
     itl_ms: float
     price_in: float
     price_out: float
+    flavor: str = ""
+    """The SageMaker container or the Vertex route."""
 
+
+SRP = "stream_raw_predict"  # serves chat and completions (the chat route is chat-only)
 
 BACKENDS = (
-    DemoBackend("aws:us-east-1", ("US",), "vllm", "v1", 45, 9, 0.22, 0.60),
-    DemoBackend("aws:eu-west-1", ("EU", "IE"), "vllm", "v1", 60, 10, 0.25, 0.70),
-    DemoBackend("gcp:europe-west4", ("EU", "NL"), "vllm", "v1", 50, 9, 0.20, 0.55),
-    DemoBackend("gcp:us-central1", ("US",), "vllm", "v1", 35, 8, 0.20, 0.55),
+    DemoBackend("aws:us-east-1", ("US",), "sagemaker", "v1", 45, 9, 0.22, 0.60, "vllm"),
+    DemoBackend("aws:eu-west-1", ("EU", "IE"), "sagemaker", "v1", 60, 10, 0.25, 0.70, "tgi"),
+    DemoBackend("gcp:europe-west4", ("EU", "NL"), "vertex", "v1", 50, 9, 0.20, 0.55, SRP),
+    DemoBackend("gcp:us-central1", ("US",), "vertex", "v1", 35, 8, 0.20, 0.55, SRP),
     DemoBackend("onprem:fra1", ("EU", "DE"), "vllm", "v1", 25, 7, 0.08, 0.15),
-    DemoBackend("aws:us-east-1", ("US",), "vllm", "v2", 40, 8, 0.22, 0.60),
-    DemoBackend("gcp:europe-west4", ("EU", "NL"), "vllm", "v2", 45, 8, 0.20, 0.55),
+    DemoBackend("aws:us-east-1", ("US",), "sagemaker", "v2", 40, 8, 0.22, 0.60, "vllm"),
+    DemoBackend("gcp:europe-west4", ("EU", "NL"), "vertex", "v2", 45, 8, 0.20, 0.55, SRP),
 )
+VERTEX_PROJECT = "meridian-demo"
+VERTEX_ENDPOINT = "1234567890"
+
+
+def _endpoint_name(b: DemoBackend) -> str:
+    return f"llama-31-8b-{b.version}"
+
+
+def _cloud_options(b: DemoBackend) -> dict[str, object]:
+    """The provider's options block, with the emulators' fake credentials."""
+    if b.provider == "sagemaker":
+        options = {"endpoint_name": _endpoint_name(b), "container": b.flavor}
+        return {"sagemaker": {**options, "credentials": "emulator"}}
+    if b.provider == "vertex":
+        options = {"project": VERTEX_PROJECT, "endpoint_id": VERTEX_ENDPOINT, "route": b.flavor}
+        return {"vertex": {**options, "credentials": "emulator"}}
+    return {}
+
+
+Emulator = VllmEmulator | SageMakerEmulator | VertexEmulator
+
+
+def _emulator(b: DemoBackend) -> Emulator:
+    name = f"{b.region}-{b.version}"
+    ttft, itl = b.ttft_ms / 1000, b.itl_ms / 1000
+    if b.provider == "sagemaker":
+        endpoints = {_endpoint_name(b): b.flavor}
+        return SageMakerEmulator(
+            SageMakerEmulatorConfig(
+                endpoints=endpoints,  # type: ignore[arg-type]
+                served_model=SERVED,
+                ttft_s=ttft,
+                itl_s=itl,
+                name=name,
+            )
+        )
+    if b.provider == "vertex":
+        location = b.region.split(":", 1)[1]
+        return VertexEmulator(
+            VertexEmulatorConfig(
+                endpoints=(VERTEX_ENDPOINT,),
+                project=VERTEX_PROJECT,
+                location=location,
+                served_model=SERVED,
+                ttft_s=ttft,
+                itl_s=itl,
+                name=name,
+            )
+        )
+    return VllmEmulator(EmulatorConfig(served_models=(SERVED,), ttft_s=ttft, itl_s=itl, name=name))
 
 
 def _sha(secret: str) -> str:
@@ -63,6 +123,7 @@ def demo_config(urls: list[str], http: str, admin: str) -> Config:
                 "url": url,
                 "served_model": SERVED,
                 "price": {"input_per_m": spec.price_in, "output_per_m": spec.price_out},
+                **_cloud_options(spec),
             }
         )
     return Config.model_validate(
@@ -86,17 +147,7 @@ class Demo:
     def __init__(self, http: str = "127.0.0.1:8080", admin: str = "127.0.0.1:9090") -> None:
         self._http = http
         self._admin = admin
-        self.emulators = [
-            VllmEmulator(
-                EmulatorConfig(
-                    served_models=(SERVED,),
-                    ttft_s=b.ttft_ms / 1000,
-                    itl_s=b.itl_ms / 1000,
-                    name=f"{b.region}-{b.version}",
-                )
-            )
-            for b in BACKENDS
-        ]
+        self.emulators = [_emulator(b) for b in BACKENDS]
         self.gateway: Gateway | None = None
 
     async def start(self) -> Gateway:

@@ -56,11 +56,25 @@ def _openai_compat(spec: BackendSpec, pool: SessionPool) -> Provider:
     return OpenAICompatProvider(spec, pool.for_url(spec.url, spec.max_concurrency))
 
 
+def _sagemaker(spec: BackendSpec, pool: SessionPool) -> Provider:
+    from regions.sagemaker import SageMakerProvider  # botocore loads only when used
+
+    return SageMakerProvider(spec, pool.for_url(spec.url, spec.max_concurrency))
+
+
+def _vertex(spec: BackendSpec, pool: SessionPool) -> Provider:
+    from regions.vertex import VertexProvider  # google-auth loads only when used
+
+    return VertexProvider(spec, pool.for_url(spec.url, spec.max_concurrency))
+
+
 FACTORIES: Mapping[ProviderKind, Factory] = MappingProxyType(
     {
         ProviderKind.VLLM: _openai_compat,
         ProviderKind.TGI: _openai_compat,
         ProviderKind.OPENAI: _openai_compat,
+        ProviderKind.SAGEMAKER: _sagemaker,
+        ProviderKind.VERTEX: _vertex,
     }
 )
 

@@ -259,11 +259,10 @@ def _limit(payload: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
-def _job(chat: bool, openai: bool, model: str, context: str, limit: int | None, default: int,
-         stream: bool, include_usage: bool) -> Job:  # fmt: skip
-    # No limit: stop at the default as if the model emitted EOS.
-    max_tokens, reason = (limit, "length") if limit is not None else (default, "stop")
-    return Job(chat, openai, model, context, max_tokens, reason, stream, include_usage)
+def _budget(limit: int | None, default: int) -> tuple[int, str]:
+    """Tokens to generate and the finish reason: without a limit the emulated
+    model stops at ``default`` as if it emitted EOS."""
+    return (limit, "length") if limit is not None else (default, "stop")
 
 
 def parse_openai(
@@ -308,8 +307,8 @@ def parse_openai(
         if not isinstance(prompt, str) or not prompt:
             raise BadRequest(400, "`prompt` must be a non-empty string")
         context = prompt
-    model_name = served_model
-    return _job(chat, True, model_name, context, limit, default_max_tokens, stream, include_usage)
+    max_tokens, reason = _budget(limit, default_max_tokens)
+    return Job(chat, True, served_model, context, max_tokens, reason, stream, include_usage)
 
 
 def parse_request(
@@ -327,8 +326,9 @@ def parse_request(
     if not isinstance(params, dict):
         raise BadRequest(422, "`parameters` must be an object")
     limit = _limit(params, "max_new_tokens")
+    max_tokens, reason = _budget(limit, default_max_tokens)
     stream = payload.get("stream") is True
-    return _job(False, False, served_model, inputs, limit, default_max_tokens, stream, False)
+    return Job(False, False, served_model, inputs, max_tokens, reason, stream, False)
 
 
 _TOKEN_IDS = {" " + word: i + 3 for i, word in enumerate(text.VOCABULARY)}
@@ -437,8 +437,8 @@ class ContainerStream:
         else:
             choice["text"] = generated
         choice.update(logprobs=None, finish_reason=job.finish_reason)
-        usage = {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens + n,
-                 "completion_tokens": n}  # fmt: skip
+        prompt = job.prompt_tokens
+        usage = {"prompt_tokens": prompt, "total_tokens": prompt + n, "completion_tokens": n}
         obj = "chat.completion" if job.chat else "text_completion"
         return orjson.dumps({**self._envelope, "object": obj, "choices": [choice], "usage": usage})
 

@@ -1,0 +1,156 @@
+"""Adapter for SageMaker real-time endpoints: InvokeEndpointWithResponseStream over aiohttp.
+
+The gateway always streams upstream, so this speaks only
+``POST /endpoints/{name}/invocations-response-stream`` (reference/protocols.md
+§1.1), SigV4-signed with botocore (signing name ``sagemaker``) and sent over
+the shared keep-alive pool: thousands of streams need no threads. The pieces:
+
+- ``regions.sagemaker_auth``: credentials from the boto3 chain, resolved and
+  refreshed off the event loop; the signature.
+- ``regions.eventstream``: the binary frames, decoded by botocore's
+  ``EventStreamBuffer`` so in-stream exceptions keep their ``ErrorCode``.
+- ``regions.sagemaker_payloads``: the container's bytes inside the frames
+  (vLLM, TGI or DJL LMI), across arbitrary part boundaries; resumption.
+- ``regions.sagemaker_errors``: error responses to failure classes.
+
+Failures: error responses as ``sagemaker_errors`` says; an exception or error
+frame (``ModelStreamError``, ``InternalStreamFailure``) is STREAM_BROKEN, so the
+executor fails over before the first token and resumes after it; so is a body
+that ends without a finish reason or inside a frame. Connection failures are
+CONNECT. Closing the iterator closes the upstream connection (aiohttp does not
+return a half-read connection to the pool).
+
+Only the vLLM container's chunks are OpenAI SSE for the client's API, so only
+it is a pass-through backend; TGI's and LMI's events are re-encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from regions.errors import BackendError, FailureClass
+from regions.events import Event
+from regions.eventstream import FrameDecoder, FrameError
+from regions.inventory import BackendSpec, SageMakerOptions
+from regions.provider import Probe
+from regions.request import GenerationRequest, Kind
+from regions.sagemaker_auth import AwsCredentials, sign
+from regions.sagemaker_errors import response_error
+from regions.sagemaker_payloads import ACCEPT, PayloadDecoder, build_body
+
+
+def stream_url(base: str, endpoint_name: str) -> str:
+    return f"{base}/endpoints/{quote(endpoint_name, safe='')}/invocations-response-stream"
+
+
+class SageMakerProvider:
+    """One SageMaker endpoint (or one inference component on it)."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        session: aiohttp.ClientSession,
+        credentials: AwsCredentials | None = None,
+    ) -> None:
+        if spec.sagemaker is None:
+            raise ValueError(f"backend {spec.name}: provider sagemaker needs sagemaker options")
+        self.spec = spec
+        self.options: SageMakerOptions = spec.sagemaker
+        self._session = session
+        self._url = stream_url(spec.url, self.options.endpoint_name)
+        self._yarl = URL(self._url, encoded=True)  # signed as-is: no re-quoting
+        if credentials is None:
+            credentials = (
+                AwsCredentials.emulator()
+                if self.options.emulator_credentials
+                else AwsCredentials.from_chain(self.options.profile)
+            )
+        self._credentials = credentials
+        self._headers = _static_headers(self.options)
+
+    def passthrough(self, kind: Kind) -> bool:
+        return self.options.container == "vllm"
+
+    async def probe(self) -> Probe:
+        """No cheap data-plane health call exists (``/ping`` is the container's,
+        not the runtime API's), and a probe invocation would cost tokens; the
+        breaker and outlier detection judge these endpoints from live traffic."""
+        return Probe(healthy=True)
+
+    async def close(self) -> None:
+        """The session is shared per host and closed by its owner."""
+        await self._credentials.close()
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        options = self.options
+        body = build_body(request, options.container, self.spec.served_model)
+        frozen = await self._credentials.frozen()
+        headers = sign(
+            frozen,
+            options.region,
+            self._url,
+            body,
+            {**self._headers, "X-Amzn-SageMaker-Inference-Id": request.request_id[:64]},
+        )
+        decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
+        try:
+            async with self._session.post(self._yarl, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise response_error(resp.status, resp.headers, await _read(resp))
+                async for event in _events(resp, decoder):
+                    yield event
+        except BackendError:
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            raise BackendError(FailureClass.CONNECT, f"cannot connect: {exc.os_error}") from None
+        except aiohttp.ServerTimeoutError:
+            raise BackendError(FailureClass.TIMEOUT, "connect timeout") from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise BackendError(FailureClass.STREAM_BROKEN, f"stream broken: {exc!r}") from None
+
+
+def _static_headers(options: SageMakerOptions) -> dict[str, str]:
+    """The per-endpoint request headers (botocore's names for the streaming call)."""
+    headers = {
+        "Content-Type": "application/json",
+        "X-Amzn-SageMaker-Accept": ACCEPT[options.container],
+    }
+    if options.target_variant:
+        headers["X-Amzn-SageMaker-Target-Variant"] = options.target_variant
+    if options.inference_component:
+        headers["X-Amzn-SageMaker-Inference-Component"] = options.inference_component
+    if options.custom_attributes:
+        headers["X-Amzn-SageMaker-Custom-Attributes"] = options.custom_attributes
+    return headers
+
+
+async def _read(resp: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await resp.read()
+    except (aiohttp.ClientError, ConnectionError):
+        return b""
+
+
+async def _events(resp: aiohttp.ClientResponse, decoder: PayloadDecoder) -> AsyncIterator[Event]:
+    """Frames → payload bytes → events; reads the body to its end so the
+    connection can be reused, ignoring anything after ``[DONE]``."""
+    frames = FrameDecoder()
+    async for piece in resp.content.iter_any():
+        try:
+            decoded = frames.feed(piece)
+        except FrameError as exc:
+            raise BackendError(FailureClass.STREAM_BROKEN, str(exc)) from None
+        for frame in decoded:
+            if frame.kind != "event":
+                raise BackendError(FailureClass.STREAM_BROKEN, f"in-stream {frame.failure}")
+            if frame.name == "PayloadPart":
+                for event in decoder.feed(frame.payload):
+                    yield event
+    if frames.pending:
+        raise BackendError(FailureClass.STREAM_BROKEN, "stream cut inside an event-stream frame")
+    for event in decoder.close():
+        yield event

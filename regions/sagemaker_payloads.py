@@ -1,0 +1,217 @@
+"""What goes inside SageMaker invocations: container request bodies and stream payloads.
+
+SageMaker passes the body to the container and wraps the container's streamed
+bytes in ``PayloadPart`` events whose boundaries are arbitrary: a JSON object or
+an SSE line may be split across parts (reference/protocols.md §1.4). So the
+decoder buffers bytes and works on complete lines, and accepts every framing
+the three containers use:
+
+- ``vllm``: OpenAI SSE (``data: {chunk}`` ... ``data: [DONE]``), chat or
+  completion depending on the body, exactly what vLLM's ``/invocations`` does.
+- ``tgi``: chat requests use TGI's Messages API (OpenAI ``chat.completion.chunk``
+  SSE, ``[DONE]``); completion requests use generate (SSE of
+  ``{"token": {...}, "generated_text", "details"}``, the last event carrying
+  ``details.finish_reason``).
+- ``lmi``: DJL LMI rolling batch, JSON lines by default: ``{"token": {...}}``
+  per line, the last with ``details``; an error mid-stream is a final token
+  ``id: -1`` with ``finish_reason: "error"``. Chat requests answer with
+  ``chat.completion.chunk`` objects, one per line. ``data:``-prefixed lines
+  (LMI's ``sse`` output formatter) are accepted too.
+
+The end of a stream is judged from the payload — a finish reason (or
+``[DONE]`` after one) — because SageMaker sends no end-of-stream event.
+
+Resumption (``request.assistant_prefix``), per container:
+
+- ``vllm``: chat appends the prefix as a final assistant message with
+  ``continue_final_message: true, add_generation_prompt: false``; completion
+  appends it to the prompt.
+- ``tgi`` / ``lmi`` generate: the prefix is appended to ``inputs`` (exact).
+- ``tgi`` / ``lmi`` chat: the prefix is a final assistant message; whether the
+  model continues it rather than starting a new turn depends on the
+  container's chat template (TGI and LMI expose no ``continue_final_message``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from regions.errors import BackendError, FailureClass
+from regions.events import Event, Finish, TokenDelta, Usage
+from regions.inventory import Container
+from regions.openai_compat import build_body as openai_body
+from regions.request import GenerationRequest, Kind
+
+ACCEPT: dict[Container, str] = {
+    "vllm": "text/event-stream",
+    "tgi": "text/event-stream",
+    "lmi": "application/jsonlines",
+}
+"""The streaming ``X-Amzn-SageMaker-Accept`` value each container answers with."""
+
+_DONE = b"[DONE]"
+_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+"""TGI/LMI ``details.finish_reason`` → OpenAI ``finish_reason``."""
+
+
+def build_body(request: GenerationRequest, container: Container, served_model: str) -> bytes:
+    """The streaming request body for ``container`` (see the module docstring)."""
+    if container == "vllm":
+        return orjson.dumps(openai_body(request, served_model))
+    if request.kind is Kind.CHAT:
+        return orjson.dumps(_chat_body(request, container, served_model))
+    return orjson.dumps(
+        {
+            "inputs": request.prompt + request.assistant_prefix,
+            "parameters": _generate_parameters(request, container),
+            "stream": True,
+        }
+    )
+
+
+def _chat_body(request: GenerationRequest, container: Container, model: str) -> dict[str, Any]:
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    if request.assistant_prefix:
+        messages.append({"role": "assistant", "content": request.assistant_prefix})
+    body: dict[str, Any] = {"model": model, "messages": messages, **request.sampling.as_openai()}
+    body["stream"] = True
+    if container == "tgi":
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _generate_parameters(request: GenerationRequest, container: Container) -> dict[str, Any]:
+    """TGI/LMI generate parameters. TGI rejects ``temperature: 0`` and ``top_p: 1``
+    (both must be strictly inside their ranges), so those mean greedy/unset."""
+    s = request.sampling
+    params: dict[str, Any] = {"details": True}
+    if s.max_tokens is not None:
+        params["max_new_tokens"] = s.max_tokens
+    if s.temperature is not None and s.temperature > 0:
+        params["temperature"] = s.temperature
+        params["do_sample"] = True
+    elif s.temperature is not None:
+        params["do_sample"] = False
+    if s.top_p is not None and 0 < s.top_p < 1:
+        params["top_p"] = s.top_p
+    if s.seed is not None:
+        params["seed"] = s.seed
+    if s.stop:
+        params["stop" if container == "tgi" else "stop_sequences"] = list(s.stop)
+    if container == "tgi":
+        params["return_full_text"] = False
+    return params
+
+
+class PayloadDecoder:
+    """Container bytes, split anywhere, in; token events out.
+
+    ``passthrough`` keeps each OpenAI chunk's SSE bytes in ``raw`` (only
+    meaningful for the vLLM container, whose chunks are what the client's
+    OpenAI API would send); otherwise ``raw`` is None and empty deltas (the
+    role chunk) are dropped.
+    """
+
+    __slots__ = ("_chat", "_passthrough", "_tail", "done", "finished")
+
+    def __init__(self, chat: bool, passthrough: bool = False) -> None:
+        self._chat = chat
+        self._passthrough = passthrough
+        self._tail = b""
+        self.finished = False
+        self.done = False
+
+    def feed(self, data: bytes) -> list[Event]:
+        buf = self._tail + data if self._tail else data
+        lines = buf.split(b"\n")
+        self._tail = lines.pop()
+        events: list[Event] = []
+        for line in lines:
+            if not self.done:
+                self._line(line.rstrip(b"\r"), events)
+        return events
+
+    def close(self) -> list[Event]:
+        """The stream's bytes ended: flush an unterminated last line, check it finished."""
+        events: list[Event] = []
+        tail, self._tail = self._tail.rstrip(b"\r"), b""
+        if tail and not self.done:
+            try:
+                self._line(tail, events)
+            except BackendError:
+                # A line cut by the end of the stream: after a finish reason only
+                # the usage can be lost, which is no reason to fail the answer.
+                if not self.finished:
+                    raise BackendError(
+                        FailureClass.STREAM_BROKEN, "stream ended before a finish reason"
+                    ) from None
+        if not self.finished:
+            raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before a finish reason")
+        return events
+
+    def _line(self, line: bytes, out: list[Event]) -> None:
+        if not line or line.startswith((b":", b"event:", b"id:", b"retry:")):
+            return
+        sse = line.startswith(b"data:")
+        data = line[5:].lstrip(b" ") if sse else line
+        if data == _DONE:
+            if not self.finished:
+                raise BackendError(FailureClass.STREAM_BROKEN, "[DONE] before a finish reason")
+            self.done = True
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise BackendError(FailureClass.STREAM_BROKEN, "malformed payload line") from None
+        if not isinstance(obj, dict):
+            raise BackendError(FailureClass.STREAM_BROKEN, "payload line is not a JSON object")
+        if "choices" in obj:
+            raw = b"data: " + data + b"\n\n" if self._passthrough and sse else None
+            self._openai(obj, raw, out)
+        elif "token" in obj:
+            self._token(obj, out)
+        elif "error" in obj:
+            error = obj["error"]
+            message = error.get("message", "") if isinstance(error, dict) else str(error)
+            raise BackendError(FailureClass.STREAM_BROKEN, f"container error: {message[:300]}")
+
+    def _openai(self, chunk: dict[str, Any], raw: bytes | None, out: list[Event]) -> None:
+        choices = chunk["choices"]
+        if choices:
+            choice = choices[0]
+            if self._chat:
+                text = (choice.get("delta") or {}).get("content") or ""
+            else:
+                text = choice.get("text") or ""
+            if text or raw is not None:
+                out.append(TokenDelta(text, raw))
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finished = True
+                out.append(Finish(reason, b"" if raw is not None else None))
+        usage = chunk.get("usage")
+        if usage:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            # A usage-only chunk forwards its bytes; usage riding on a content
+            # chunk (TGI) was already forwarded with that chunk.
+            usage_raw = None if raw is None else (b"" if choices else raw)
+            out.append(Usage(prompt, completion, usage_raw))
+
+    def _token(self, obj: dict[str, Any], out: list[Event]) -> None:
+        token = obj["token"] or {}
+        details = obj.get("details")
+        reason = details.get("finish_reason") if isinstance(details, dict) else None
+        if reason == "error" or (token.get("id") == -1 and reason is not None):
+            raise BackendError(FailureClass.STREAM_BROKEN, "container reported a generation error")
+        text = token.get("text") or ""
+        if text and not token.get("special"):
+            out.append(TokenDelta(text))
+        if reason is not None and isinstance(details, dict):
+            self.finished = True
+            out.append(Finish(_FINISH.get(str(reason), str(reason))))
+            prefill = details.get("prefill")
+            prompt = len(prefill) if isinstance(prefill, list) else 0
+            out.append(Usage(prompt, int(details.get("generated_tokens") or 0)))

@@ -1,0 +1,169 @@
+"""Adapter for Vertex AI endpoints serving OpenAI-compatible containers (vLLM, TGI).
+
+Two routes (reference/protocols.md §3.1), chosen per backend:
+
+- ``chat_completions``: the OpenAI-compatible chat route of self-deployed
+  Model Garden endpoints,
+  ``POST /v1beta1/projects/{p}/locations/{l}/endpoints/{e}/chat/completions``.
+  Chat only: a completion request fails with SERVER (misrouted, another
+  backend may serve it) — give completion traffic ``stream_raw_predict``.
+- ``stream_raw_predict``: ``POST /v1/projects/{p}/locations/{l}/endpoints/{e}:streamRawPredict``,
+  whose body goes to the custom container unchanged; here a vLLM container
+  that picks chat or completion from the body, as its ``/invocations`` does.
+
+Both stream the container's OpenAI SSE back unchanged, so both are
+pass-through for the APIs they serve, and they share the SageMaker vLLM
+decoder (:class:`regions.sagemaker_payloads.PayloadDecoder`). The host is the
+backend's ``url``: ``https://{location}-aiplatform.googleapis.com`` by default
+(the config fills it in), overridable for emulators and Private Service
+Connect. Tokens come from google-auth, refreshed off the loop
+(``regions.vertex_auth``). Resumption is vLLM's ``continue_final_message``.
+
+Errors are google.rpc.Status bodies ``{"error": {"code", "message", "status"}}``
+(§3.3): 429/RESOURCE_EXHAUSTED → OVERLOADED; 504/DEADLINE_EXCEEDED → TIMEOUT;
+400 INVALID_ARGUMENT, OUT_OF_RANGE, 413 → CLIENT; 401/403 (our credentials),
+404 (wrong endpoint) and 400 FAILED_PRECONDITION (nothing deployed) → SERVER,
+as a misconfigured backend; 500/503 → SERVER.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from regions.errors import BackendError, FailureClass
+from regions.events import Event
+from regions.inventory import BackendSpec, VertexOptions
+from regions.openai_compat import build_body, classify_status, parse_retry_after
+from regions.provider import Probe
+from regions.request import GenerationRequest, Kind
+from regions.sagemaker_payloads import PayloadDecoder
+from regions.vertex_auth import EMULATOR_TOKEN, GoogleCredentials
+
+_CLIENT_STATUSES = frozenset({"INVALID_ARGUMENT", "OUT_OF_RANGE"})
+
+
+def regional_host(location: str) -> str:
+    """Vertex's API host for ``location``; ``global`` has no regional prefix."""
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+def route_url(base: str, options: VertexOptions) -> str:
+    resource = (
+        f"projects/{quote(options.project, safe='')}/locations/{quote(options.location, safe='')}"
+        f"/endpoints/{quote(options.endpoint_id, safe='')}"
+    )
+    if options.route == "chat_completions":
+        return f"{base}/v1beta1/{resource}/chat/completions"
+    return f"{base}/v1/{resource}:streamRawPredict"
+
+
+class VertexProvider:
+    """One Vertex AI endpoint."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        session: aiohttp.ClientSession,
+        credentials: GoogleCredentials | None = None,
+    ) -> None:
+        if spec.vertex is None:
+            raise ValueError(f"backend {spec.name}: provider vertex needs vertex options")
+        self.spec = spec
+        self.options: VertexOptions = spec.vertex
+        self._session = session
+        self._url = route_url(spec.url, self.options)
+        if credentials is None:
+            credentials = (
+                GoogleCredentials.static(EMULATOR_TOKEN)
+                if self.options.emulator_credentials
+                else GoogleCredentials.application_default()
+            )
+        self._credentials = credentials
+
+    def passthrough(self, kind: Kind) -> bool:
+        return self.options.route == "stream_raw_predict" or kind is Kind.CHAT
+
+    async def probe(self) -> Probe:
+        """Vertex has no cheap per-endpoint health call on the prediction API and
+        a probe prediction costs tokens; live traffic (breaker, outlier
+        detection) judges these endpoints."""
+        return Probe(healthy=True)
+
+    async def close(self) -> None:
+        """The session is shared per host and closed by its owner."""
+        await self._credentials.close()
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        if self.options.route == "chat_completions" and request.kind is not Kind.CHAT:
+            raise BackendError(
+                FailureClass.SERVER,
+                f"backend {self.spec.name} serves chat only (route chat_completions)",
+            )
+        body = orjson.dumps(build_body(request, self.spec.served_model))
+        headers = await self._credentials.headers()
+        headers["Content-Type"] = "application/json"
+        headers["Accept"] = "text/event-stream"
+        decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
+        try:
+            async with self._session.post(self._url, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise response_error(resp.status, resp.headers, await _read(resp))
+                async for piece in resp.content.iter_any():
+                    for event in decoder.feed(piece):
+                        yield event
+                for event in decoder.close():
+                    yield event
+        except BackendError:
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            raise BackendError(FailureClass.CONNECT, f"cannot connect: {exc.os_error}") from None
+        except aiohttp.ServerTimeoutError:
+            raise BackendError(FailureClass.TIMEOUT, "connect timeout") from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise BackendError(FailureClass.STREAM_BROKEN, f"stream broken: {exc!r}") from None
+
+
+def classify(status: int, rpc_status: str) -> FailureClass:
+    """A Vertex error's failure class from its HTTP status and google.rpc status."""
+    if status == 429 or rpc_status == "RESOURCE_EXHAUSTED":
+        return FailureClass.OVERLOADED
+    if status == 504 or rpc_status == "DEADLINE_EXCEEDED":
+        return FailureClass.TIMEOUT
+    if rpc_status in _CLIENT_STATUSES:
+        return FailureClass.CLIENT
+    if rpc_status == "FAILED_PRECONDITION":
+        return FailureClass.SERVER  # e.g. no model deployed on the endpoint
+    return classify_status(status)
+
+
+def response_error(status: int, headers: Mapping[str, str], payload: bytes) -> BackendError:
+    try:
+        parsed: Any = orjson.loads(payload) if payload else {}
+    except orjson.JSONDecodeError:
+        parsed = {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        error = {}
+    rpc_status = str(error.get("status") or "")
+    message = str(error.get("message") or "")
+    name = rpc_status or "error"
+    return BackendError(
+        classify(status, rpc_status),
+        f"Vertex {name} (HTTP {status})" + (f": {message[:300]}" if message else ""),
+        status=status,
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+async def _read(resp: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await resp.read()
+    except (aiohttp.ClientError, ConnectionError):
+        return b""
