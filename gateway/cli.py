@@ -37,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    _run(run_demo(args.http, args.admin))
+    _run(run_demo(args.http, args.admin, args.grpc or None))
     return 0
 
 
@@ -120,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="gateway + emulated backends in five regions")
     demo.add_argument("--http", default="127.0.0.1:8080", help="HTTP API address")
     demo.add_argument("--admin", default="127.0.0.1:9090", help="admin API address")
+    demo.add_argument("--grpc", default="127.0.0.1:50051", help="gRPC address ('' = off)")
     demo.set_defaults(func=_demo)
 
     emulate = sub.add_parser("emulate", help="run a backend emulator")

@@ -12,6 +12,7 @@ vLLM emulator. The cloud adapters sign with fixed fake credentials
 from __future__ import annotations
 
 import asyncio
+import signal
 import hashlib
 from dataclasses import dataclass
 
@@ -108,7 +109,7 @@ def _sha(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
 
-def demo_config(urls: list[str], http: str, admin: str) -> Config:
+def demo_config(urls: list[str], http: str, admin: str, grpc: str | None = None) -> Config:
     regions: dict[str, tuple[str, ...]] = {}
     backends = []
     for spec, url in zip(BACKENDS, urls, strict=True):
@@ -128,7 +129,7 @@ def demo_config(urls: list[str], http: str, admin: str) -> Config:
         )
     return Config.model_validate(
         {
-            "listen": {"http": http, "admin": admin, "grpc": None},
+            "listen": {"http": http, "admin": admin, "grpc": grpc},
             "admin": {"token": _sha(ADMIN_TOKEN)},
             "regions": [{"name": n, "tags": list(t)} for n, t in regions.items()],
             "models": [{"name": MODEL, "versions": {"v1": 100, "v2": 0}}],
@@ -142,17 +143,23 @@ def demo_config(urls: list[str], http: str, admin: str) -> Config:
 
 
 class Demo:
-    """The demo world; tests start it on free ports with ``http``/``admin`` = ``127.0.0.1:0``."""
+    """The demo world; tests start it on free ports (``127.0.0.1:0`` everywhere)."""
 
-    def __init__(self, http: str = "127.0.0.1:8080", admin: str = "127.0.0.1:9090") -> None:
+    def __init__(
+        self,
+        http: str = "127.0.0.1:8080",
+        admin: str = "127.0.0.1:9090",
+        grpc: str | None = "127.0.0.1:50051",
+    ) -> None:
         self._http = http
         self._admin = admin
+        self._grpc = grpc
         self.emulators = [_emulator(b) for b in BACKENDS]
         self.gateway: Gateway | None = None
 
     async def start(self) -> Gateway:
         urls = [await e.start("127.0.0.1", 0) for e in self.emulators]
-        self.gateway = Gateway(demo_config(urls, self._http, self._admin))
+        self.gateway = Gateway(demo_config(urls, self._http, self._admin, self._grpc))
         await self.gateway.start()
         return self.gateway
 
@@ -168,6 +175,7 @@ def banner(gateway: Gateway) -> str:
 in {len({b.region for b in BACKENDS})} regions: {", ".join(sorted({b.region for b in BACKENDS}))}
 
   HTTP API   {gateway.http_url}/v1        keys: sk-demo-global (anywhere), sk-demo-eu (EU only)
+  gRPC       {gateway.grpc_address or "off"}          meridian.v1.Inference, same keys (metadata: authorization)
   Admin API  {gateway.admin_url}            token: demo-admin
 
 Try:
@@ -182,14 +190,12 @@ Try:
 Ctrl-C stops the demo."""
 
 
-async def run_demo(http: str, admin: str) -> None:
-    demo = Demo(http, admin)
+async def run_demo(http: str, admin: str, grpc: str | None) -> None:
+    demo = Demo(http, admin, grpc)
     gateway = await demo.start()
     print(banner(gateway), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:

@@ -8,12 +8,13 @@ from gateway.demo import BACKENDS, MODEL, Demo, banner
 
 
 async def test_demo_serves_both_keys_within_their_residency() -> None:
-    demo = Demo("127.0.0.1:0", "127.0.0.1:0")
+    demo = Demo("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
     gw = await demo.start()
     try:
         assert len({b.region for b in BACKENDS}) >= 5
         assert {b.region.split(":")[0] for b in BACKENDS} == {"aws", "gcp", "onprem"}
         assert "sk-demo-eu" in banner(gw)
+        assert gw.grpc_address and gw.grpc_address in banner(gw)
         eu_regions = set()
         async with aiohttp.ClientSession() as s:
             for i in range(10):
