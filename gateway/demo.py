@@ -12,8 +12,8 @@ vLLM emulator. The cloud adapters sign with fixed fake credentials
 from __future__ import annotations
 
 import asyncio
-import signal
 import hashlib
+import signal
 from dataclasses import dataclass
 
 from gateway.app import Gateway
@@ -175,7 +175,7 @@ def banner(gateway: Gateway) -> str:
 in {len({b.region for b in BACKENDS})} regions: {", ".join(sorted({b.region for b in BACKENDS}))}
 
   HTTP API   {gateway.http_url}/v1        keys: sk-demo-global (anywhere), sk-demo-eu (EU only)
-  gRPC       {gateway.grpc_address or "off"}          meridian.v1.Inference, same keys (metadata: authorization)
+  gRPC       {gateway.grpc_address or "off"}          meridian.v1.Inference, same keys
   Admin API  {gateway.admin_url}            token: demo-admin
 
 Try:
