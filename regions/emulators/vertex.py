@@ -3,7 +3,8 @@
 Vertex endpoints here serve a vLLM container behind Google's front door
 (reference/protocols.md §3), so the container half — request parsing and the
 OpenAI SSE it streams, deterministic text from :mod:`regions.emulators.text`
-— is the SageMaker emulator's vLLM container. Google's half is this module:
+— is the vLLM container of :mod:`regions.emulators.containers`, the one the
+SageMaker emulator runs too. Google's half is this module:
 
 - ``POST /{v1,v1beta1}/projects/{p}/locations/{l}/endpoints/{e}/chat/completions``
   (the OpenAI-compatible chat route of Model Garden deployments);
@@ -29,8 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from regions.emulators.faults import Faults
-from regions.emulators.sagemaker import (
+from regions.emulators.containers import (
     BadRequest,
     ContainerStream,
     Playback,
@@ -39,6 +39,7 @@ from regions.emulators.sagemaker import (
     play,
     reset_connection,
 )
+from regions.emulators.faults import Faults
 
 log = logging.getLogger(__name__)
 

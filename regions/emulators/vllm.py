@@ -5,7 +5,10 @@ the benchmark, so it copies what the gateway and the stock ``openai`` client
 see from real vLLM (reference/protocols.md §5): SSE ``data: {json}`` events, a
 role chunk first, ``finish_reason`` on the last content chunk, the
 ``choices: []`` usage chunk, ``[DONE]``, vLLM's error bodies, ``/v1/models``
-and the ``vllm:`` Prometheus gauges the router reads for load.
+and the ``vllm:`` Prometheus gauges the router reads for load. The wire format
+itself (validation, error bodies, chunk bytes) is
+:mod:`regions.emulators.openai_wire`; this module is the server around it:
+routes, timing, faults, stats and metrics.
 
 The text is :mod:`regions.emulators.text`, a pure function of the prompt, so a
 stream resumed with ``continue_final_message`` continues exactly where the
@@ -26,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from functools import partial
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -37,11 +38,20 @@ from aiohttp import web
 
 from regions.emulators import text
 from regions.emulators.faults import Faults
+from regions.emulators.openai_wire import (
+    SSE_DONE,
+    CompletionJob,
+    RequestError,
+    StreamFrames,
+    chunk_envelope,
+    completion_body,
+    error_response,
+    parse_job,
+)
 
 log = logging.getLogger(__name__)
 
 _YIELD_EVERY = 16  # with no inter-token delay, let other streams run this often
-_SSE_DONE = b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -87,24 +97,6 @@ class EmulatorStats:
     tokens_sent: int = 0
 
 
-class _RequestError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
-
-
-@dataclass(slots=True)
-class _Job:
-    chat: bool
-    model: str
-    context: str
-    max_tokens: int
-    finish_reason: str
-    stream: bool
-    include_usage: bool
-    prompt_tokens: int
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """How one request is served: its timing and where an injected stall or reset hits."""
@@ -113,191 +105,6 @@ class _Plan:
     itl: float
     stall_at: int | None = None
     reset_at: int | None = None
-
-
-def error_response(
-    status: int,
-    message: str,
-    *,
-    err_type: str | None = None,
-    param: str | None = None,
-    retry_after: float | None = None,
-) -> web.Response:
-    """vLLM's error body: ``{"error": {"message", "type", "param", "code"}}``."""
-    if err_type is None:
-        err_type = _error_type(status)
-    body = {"error": {"message": message, "type": err_type, "param": param, "code": status}}
-    headers = {}
-    if retry_after is not None:
-        # Whole seconds as RFC 9110 wants; fractions kept for fast tests (the
-        # gateway and the openai client both parse a float).
-        headers["Retry-After"] = (
-            str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
-        )
-    return web.Response(
-        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
-    )
-
-
-def _error_type(status: int) -> str:
-    """vLLM-style error type from the status: 429 -> ``TooManyRequestsError``."""
-    try:
-        phrase = "".join(c for c in HTTPStatus(status).phrase if c.isalnum())
-    except ValueError:
-        return "HTTPError"
-    return phrase if phrase.endswith("Error") else phrase + "Error"
-
-
-def _opt(payload: dict[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = payload.get(key)
-    if value is None:
-        return default
-    # bool is an int: reject it where a number is expected, as pydantic does.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise _RequestError(400, f"'{key}' must be of type {kind.__name__}", key)
-    return value
-
-
-def _content(value: Any, index: int) -> str:
-    if value is None or isinstance(value, str):
-        return value or ""
-    if isinstance(value, list):
-        parts = []
-        for part in value:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise _RequestError(400, "only text content parts are supported", "messages")
-            if not isinstance(part.get("text"), str):
-                raise _RequestError(400, f"messages[{index}]: text part without text", "messages")
-            parts.append(part["text"])
-        return "\n".join(parts)
-    raise _RequestError(400, f"messages[{index}].content must be a string or a list", "messages")
-
-
-def _chat_context(payload: dict[str, Any]) -> str:
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _RequestError(400, "'messages' must be a non-empty list", "messages")
-    pairs: list[tuple[str, str]] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _RequestError(400, f"messages[{i}] must be an object with a role", "messages")
-        pairs.append((message["role"], _content(message.get("content"), i)))
-    continue_final = _opt(payload, "continue_final_message", bool, False)
-    if continue_final and _opt(payload, "add_generation_prompt", bool, True):
-        raise _RequestError(
-            400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
-        )
-    if continue_final and pairs[-1][0] != "assistant":
-        raise _RequestError(400, "continue_final_message needs a final assistant message")
-    return text.render_chat(pairs, continue_final)
-
-
-def _prompt(payload: dict[str, Any]) -> str:
-    prompt = payload.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt:
-        raise _RequestError(400, "'prompt' must be a non-empty string", "prompt")
-    return prompt
-
-
-def _parse_job(payload: Any, chat: bool, config: EmulatorConfig) -> _Job:
-    """Validate a request body the way vLLM does; raise _RequestError otherwise."""
-    if not isinstance(payload, dict):
-        raise _RequestError(400, "request body must be a JSON object")
-    model = payload.get("model")
-    if model is None:
-        model = config.served_models[0]
-    elif not isinstance(model, str):
-        raise _RequestError(400, "'model' must be a string", "model")
-    elif model not in config.served_models:
-        raise _RequestError(404, f"The model `{model}` does not exist.", "model")
-    stream = _opt(payload, "stream", bool, False)
-    options = _opt(payload, "stream_options", dict, None)
-    if options is not None and not stream:
-        raise _RequestError(400, "Stream options can only be defined when `stream=True`.")
-    include_usage = _opt(options or {}, "include_usage", bool, False)
-    if _opt(payload, "n", int, 1) != 1:
-        raise _RequestError(400, "the emulator supports only n=1", "n")
-    limit = _opt(payload, "max_completion_tokens", int, None) if chat else None
-    if limit is None:
-        limit = _opt(payload, "max_tokens", int, None)
-    if limit is not None and limit < 1:
-        raise _RequestError(400, f"max_tokens must be at least 1, got {limit}.", "max_tokens")
-    context = _chat_context(payload) if chat else _prompt(payload)
-    prompt_tokens = text.count_tokens(context)
-    room = config.max_model_len - prompt_tokens
-    if room <= 0 or (limit is not None and limit > room):
-        asked = prompt_tokens + (limit or 0)
-        raise _RequestError(
-            400,
-            f"This model's maximum context length is {config.max_model_len} tokens. "
-            f"However, you requested {asked} tokens ({prompt_tokens} in the input, "
-            f"{limit or 0} in the output). Please reduce the length of the input.",
-        )
-    # No client limit: stop at default_max_tokens as if the model emitted EOS.
-    if limit is not None:
-        max_tokens, reason = limit, "length"
-    else:
-        max_tokens, reason = min(config.default_max_tokens, room), "stop"
-    return _Job(chat, model, context, max_tokens, reason, stream, include_usage, prompt_tokens)
-
-
-def _usage(job: _Job, completion: int) -> dict[str, int]:
-    total = job.prompt_tokens + completion
-    return {
-        "prompt_tokens": job.prompt_tokens,
-        "total_tokens": total,
-        "completion_tokens": completion,
-    }
-
-
-class _Frames:
-    """One request's SSE chunks as byte fragments around the token's JSON string.
-
-    Field order and nulls follow vLLM: chat chunks are dumped with
-    ``exclude_unset`` (``"usage": null`` only with include_usage, ``stop_reason``
-    only on the finishing chunk); completion chunks with ``exclude_unset=False``
-    (every field present).
-    """
-
-    __slots__ = ("envelope", "first", "head", "last", "tail")
-
-    def __init__(self, job: _Job, request_id: str, created: int) -> None:
-        obj = "chat.completion.chunk" if job.chat else "text_completion"
-        envelope = orjson.dumps(
-            {"id": request_id, "object": obj, "created": created, "model": job.model}
-        )
-        self.envelope = b"data: " + envelope[:-1]
-        reason = orjson.dumps(job.finish_reason)
-        end = (b',"usage":null' if job.include_usage or not job.chat else b"") + b"}\n\n"
-        if job.chat:
-            self.first = (
-                self.envelope
-                + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
-                + b'"logprobs":null,"finish_reason":null}]'
-                + end
-            )
-            self.head = self.envelope + b',"choices":[{"index":0,"delta":{"content":'
-            self.tail = b'},"logprobs":null,"finish_reason":null}]' + end
-            self.last = (
-                b'},"logprobs":null,"finish_reason":' + reason + b',"stop_reason":null}]' + end
-            )
-        else:
-            self.first = b""
-            self.head = self.envelope + b',"choices":[{"index":0,"text":'
-            self.tail = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]' + end
-            self.last = (
-                b',"logprobs":null,"finish_reason":' + reason + b',"stop_reason":null}]' + end
-            )
-
-    def usage(self, job: _Job, completion: int) -> bytes:
-        return (
-            self.envelope
-            + b',"choices":[],"usage":'
-            + orjson.dumps(_usage(job, completion))
-            + b"}\n\n"
-        )
 
 
 class VllmEmulator:
@@ -381,8 +188,14 @@ class VllmEmulator:
             message = f"emulated fault: HTTP {fault.status}"
             return error_response(fault.status, message, retry_after=fault.retry_after)
         try:
-            job = _parse_job(payload, chat, self.config)
-        except _RequestError as exc:
+            job = parse_job(
+                payload,
+                chat,
+                served_models=self.config.served_models,
+                default_max_tokens=self.config.default_max_tokens,
+                max_model_len=self.config.max_model_len,
+            )
+        except RequestError as exc:
             err_type = "NotFoundError" if exc.status == 404 else "BadRequestError"
             return error_response(exc.status, exc.message, err_type=err_type, param=exc.param)
         stats.prompt_tokens += job.prompt_tokens
@@ -424,12 +237,11 @@ class VllmEmulator:
         return _Plan(ttft, itl, fault.stall_after_tokens, fault.reset_after_tokens)
 
     async def _stream(
-        self, request: web.Request, job: _Job, plan: _Plan
+        self, request: web.Request, job: CompletionJob, plan: _Plan
     ) -> tuple[web.StreamResponse, bool]:
         """Serve SSE; True when it ended normally with ``[DONE]``."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
-        request_id = ("chatcmpl-" if job.chat else "cmpl-") + uuid.uuid4().hex
-        frames = _Frames(job, request_id, int(time.time()))
+        frames = StreamFrames(job, chunk_envelope(job.chat, job.model))
         tokens = text.iter_tokens(job.context)
         last = job.max_tokens - 1
         stats, loop = self.stats, asyncio.get_running_loop()
@@ -463,7 +275,7 @@ class VllmEmulator:
                 stats.tokens_sent += 1
             if job.include_usage:
                 await response.write(frames.usage(job, job.max_tokens))
-            await response.write(_SSE_DONE)
+            await response.write(SSE_DONE)
             return response, True
         except ConnectionError:
             # The client went away between two writes (before the handler was
@@ -473,7 +285,7 @@ class VllmEmulator:
         return response, False
 
     async def _complete(
-        self, request: web.Request, job: _Job, plan: _Plan
+        self, request: web.Request, job: CompletionJob, plan: _Plan
     ) -> tuple[web.StreamResponse, bool]:
         cut = min((x for x in (plan.stall_at, plan.reset_at) if x is not None), default=None)
         produced = job.max_tokens if cut is None else min(cut, job.max_tokens)
@@ -487,19 +299,8 @@ class VllmEmulator:
             return web.Response(), False
         tokens = text.generate(job.context, job.max_tokens)
         self.stats.tokens_sent += len(tokens)
-        content = "".join(tokens)
-        head = {"created": int(time.time()), "model": job.model}
-        choice: dict[str, Any] = {"index": 0}
-        if job.chat:
-            body = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", **head}
-            choice["message"] = {"role": "assistant", "content": content, "tool_calls": []}
-        else:
-            body = {"id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion", **head}
-            choice["text"] = content
-        choice.update(logprobs=None, finish_reason=job.finish_reason, stop_reason=None)
-        body["choices"] = [choice]
-        body["usage"] = {**_usage(job, len(tokens)), "prompt_tokens_details": None}
-        return web.Response(body=orjson.dumps(body), content_type="application/json"), True
+        body = completion_body(job, tokens)
+        return web.Response(body=body, content_type="application/json"), True
 
     # -- introspection and control -------------------------------------------------
 
