@@ -23,6 +23,8 @@ async def read_body(request: web.Request, limits: Limits) -> bytes:
     if declared is not None and declared > limits.max_body_bytes:
         raise _too_large(limits)
     try:
+        if request.content.is_eof():
+            return await request.read()  # already here (the common case): no timer needed
         async with asyncio.timeout(limits.body_timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -119,11 +119,13 @@ async def stream(
         transport.set_write_buffer_limits(high=buffer_bytes)
     status = 200
     try:
-        if not passthrough and writer.kind is Kind.CHAT:
-            await response.write(writer.chunk("", role=True))
-        for event in head:
-            await response.write(encoder.encode(event))
+        # Everything up to the first token goes out in one write (one syscall).
         pending: list[bytes] = []
+        if not passthrough and writer.kind is Kind.CHAT:
+            pending.append(writer.chunk("", role=True))
+        pending.extend(encoder.encode(event) for event in head)
+        await response.write(b"".join(pending))
+        pending.clear()
         async with contextlib.aclosing(execution.events()) as events:
             async for event in events:
                 data = encoder.encode(event)
@@ -138,11 +140,10 @@ async def stream(
                     await response.write(data)
                 if isinstance(event, StreamError):
                     status = 502
-        if pending:
-            await response.write(b"".join(pending))
         if status == 200:
-            await response.write(DONE)
-        await response.write_eof()
+            pending.append(DONE)
+        # The last bytes and the chunked terminator in one write.
+        await response.write_eof(b"".join(pending))
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if not lifecycle.cutting or task is None:
