@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov (the Terraform checks in tests/terraform) pins an old `packaging`
+# that breaks pytest, so it lives in a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: demo test lint typecheck bench bench-smoke proto clean
+.PHONY: demo test lint bench bench-smoke proto clean terraform-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/meridian demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -30,10 +34,19 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --concurrency 4 --duration 2
 
-# Regenerate the committed gRPC/protobuf stubs (+ .pyi) from proto/**/*.proto;
+# Regenerate the committed gRPC/protobuf stubs (+ .pyi) from meridian_proto/**/*.proto;
 # tests/gateway/test_grpc_stubs.py fails when they are stale.
 proto: $(STAMP)
-	$(BIN)/python -m proto.generate
+	$(BIN)/python -m meridian_proto.generate
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info
+
+$(CHECKOV):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+
+# The Terraform checks alone: fmt, validate (offline provider mirror), checkov
+# and the generated config; `make test` runs them too.
+terraform-check: $(STAMP) $(CHECKOV)
+	$(BIN)/python -m pytest -q tests/terraform

@@ -94,8 +94,8 @@ class _CpuWindow:
 async def _grpc_load(job: GrpcJob, notify: Callable[[str], None]) -> GrpcResult:
     import grpc
 
-    from proto.meridian.v1 import inference_pb2 as pb
-    from proto.meridian.v1 import inference_pb2_grpc as pb_grpc
+    from meridian_proto.meridian.v1 import inference_pb2 as pb
+    from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 
     result = GrpcResult()
     request = pb.ChatRequest(

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from gateway.http.schema import BadRequest, parse_request
-from proto.meridian.v1 import inference_pb2 as pb
+from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.request import GenerationRequest, Kind, Residency
 

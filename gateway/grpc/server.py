@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.grpc.service import InferenceService
 from gateway.runtime import Runtime
-from proto.meridian.v1 import inference_pb2
+from meridian_proto.meridian.v1 import inference_pb2
 
 SERVICE_NAME: str = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 _HEALTH_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

@@ -55,7 +55,7 @@ from gateway.grpc.status import Refusal
 from gateway.http.schema import BadRequest
 from gateway.pipeline import RESIDENCY_HEADER, Pipeline
 from gateway.runtime import Runtime
-from proto.meridian.v1 import inference_pb2 as pb
+from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, StreamError, TokenDelta
 from regions.request import GenerationRequest, Kind
 from routing.plan import Plan, RoutingError

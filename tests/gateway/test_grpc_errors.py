@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from gateway.grpc.status import Refusal, code_for, rich_details
-from proto.meridian.v1 import inference_pb2 as pb
+from meridian_proto.meridian.v1 import inference_pb2 as pb
 from tests.conftest import MODEL, EmulatorFactory, GatewayFactory
 from tests.gateway.test_grpc_helpers import auth, chat, grpc_config, one_backend, stub, trailers
 

@@ -10,8 +10,8 @@ import grpc
 
 from gateway.app import Gateway
 from gateway.config import Config
-from proto.meridian.v1 import inference_pb2 as pb
-from proto.meridian.v1 import inference_pb2_grpc as pb_grpc
+from meridian_proto.meridian.v1 import inference_pb2 as pb
+from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
 
 PROMPT = "Tell me about the sea"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 
-from proto import generate
+from meridian_proto import generate
 
 PB2 = Path("meridian/v1/inference_pb2.py")
 PB2_GRPC = Path("meridian/v1/inference_pb2_grpc.py")
@@ -76,8 +76,8 @@ def test_committed_stubs_are_byte_identical_to_a_fresh_generation(fresh: Path) -
 
 
 def test_stubs_import_as_a_package() -> None:
-    pb = importlib.import_module("proto.meridian.v1.inference_pb2")
-    pb_grpc = importlib.import_module("proto.meridian.v1.inference_pb2_grpc")
-    assert pb.ChatChunk.__module__ == "proto.meridian.v1.inference_pb2"
+    pb = importlib.import_module("meridian_proto.meridian.v1.inference_pb2")
+    pb_grpc = importlib.import_module("meridian_proto.meridian.v1.inference_pb2_grpc")
+    assert pb.ChatChunk.__module__ == "meridian_proto.meridian.v1.inference_pb2"
     assert pb.DESCRIPTOR.name == "meridian/v1/inference.proto"  # the path other languages see
     assert pb_grpc.InferenceStub is not None

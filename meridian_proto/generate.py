@@ -3,16 +3,17 @@
 Runs grpcio-tools' bundled ``protoc`` with the message, gRPC and mypy-protobuf
 (``.pyi``) plugins, then rewrites the generated imports: ``protoc`` names
 modules after the proto's path (``meridian.v1.inference_pb2``), but here they
-live inside the ``proto`` package, so ``from meridian.v1 import ...`` becomes
-``from proto.meridian.v1 import ...``. The ``.proto`` keeps its own path
+live inside the ``meridian_proto`` package, so ``from meridian.v1 import ...`` becomes
+``from meridian_proto.meridian.v1 import ...``. The ``.proto`` keeps its own path
 (``meridian/v1/inference.proto``) in the descriptor, which is what other
-languages' stubs and server reflection refer to.
+languages' stubs and server reflection refer to. (The package is not called
+``proto``: that name belongs to proto-plus, which the Google Cloud clients import.)
 
 The output is a pure function of the ``.proto`` files and the pinned tool
 versions, which is what lets ``tests/gateway/test_grpc_stubs.py`` regenerate
 into a temporary directory and fail when the committed stubs are stale.
 
-Usage: ``python -m proto.generate [OUT_DIR]`` (default: this directory).
+Usage: ``python -m meridian_proto.generate [OUT_DIR]`` (default: this directory).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-PACKAGE = "proto"
+PACKAGE = "meridian_proto"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
@@ -50,7 +51,7 @@ def _plugin(name: str) -> str:
 
 def _fix_imports(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
-    # `from meridian.v1 import inference_pb2` -> `from proto.meridian.v1 import ...`
+    # `from meridian.v1 import inference_pb2` -> `from meridian_proto.meridian.v1 import ...`
     text = re.sub(r"^from (meridian\.\S+) import", rf"from {PACKAGE}.\1 import", text, flags=re.M)
     # the module name given to message classes (their __module__, used by pickle)
     text = re.sub(r"'(meridian\.[\w.]+_pb2)'", rf"'{PACKAGE}.\1'", text)

@@ -26,7 +26,7 @@ Regenerate the committed Python stubs with `make proto`.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from proto.meridian.v1 import inference_pb2 as _inference_pb2
+from meridian_proto.meridian.v1 import inference_pb2 as _inference_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
