@@ -68,6 +68,8 @@ class _State:
     queue_depth: int = 0
     probe_healthy: bool = True
     throttled_until: float = 0.0
+    held_until: float = 0.0  # a peer replica reported this backend down (shared health)
+    held_why: str = ""
     p95: float | None = None
     since_p95: int = 0
     # Cached availability verdict: events that can change it reset recheck_at;
@@ -142,6 +144,8 @@ class BackendHealth:
             return "breaker half-open, probes in flight"
         if self._outliers.is_ejected(st.spec.name, now):
             return "ejected"
+        if st.held_until > now:
+            return st.held_why
         if not st.probe_healthy:
             return "failing health checks"
         if st.throttled_until > now:
@@ -158,6 +162,8 @@ class BackendHealth:
         if st is None:
             return 0
         st.recheck_at = 0.0
+        if st.held_until > now:
+            return None
         if self._outliers.is_ejected(backend.name, now) or not st.breaker.allow(now):
             return None
         st.in_flight += 1
@@ -233,6 +239,14 @@ class BackendHealth:
     def count(self, event: str) -> None:
         if self.events is not None:
             self.events.count(event)
+
+    def hold(self, backend: str, until: float, why: str) -> None:
+        """Treat ``backend`` as unavailable until ``until`` (this clock): another
+        replica's breaker opened or it ejected the backend (gateway.control)."""
+        st = self._states.get(backend)
+        if st is not None and until > st.held_until:
+            st.held_until, st.held_why = until, why
+            st.recheck_at = 0.0
 
     # -- active health checks and load reports ------------------------------
 

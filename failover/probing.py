@@ -10,7 +10,6 @@ the router's load estimate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from collections.abc import Mapping
 from failover.health import BackendHealth
 from failover.health_check import HealthCheckPolicy, HealthState
 from regions.provider import Probe, Provider
+from regions.tasks import stop_tasks
 
 log = logging.getLogger("meridian.probing")
 
@@ -42,11 +42,7 @@ class Prober:
                 self._tasks.append(asyncio.create_task(self._loop(name, provider)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
 
     async def _loop(self, name: str, provider: Provider) -> None:

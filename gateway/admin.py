@@ -12,6 +12,9 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.admin_control import register as register_control
+from gateway.admin_replication import register as register_replication
+from gateway.admin_shadow import register as register_shadow
 from gateway.auth import bearer_matches
 from gateway.explain import explain
 from gateway.http.api import RUNTIME
@@ -49,6 +52,7 @@ async def status(request: web.Request) -> web.Response:
             "tags": sorted(b.region.tags),
             "provider": b.kind.value,
             "dial": snap.dial(b.region.name),
+            "weight": route.split.get(b.version, 0),
         }
         for route in snap.models.values()
         for per_version in route.backends.values()
@@ -64,6 +68,7 @@ async def status(request: web.Request) -> web.Response:
         "in_flight": rt.lifecycle.in_flight,
         "models": {name: dict(route.split) for name, route in snap.models.items()},
         "backends": backends,
+        "control_plane": rt.control.describe() if rt.control else None,
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
@@ -97,4 +102,7 @@ def admin_app(runtime_app: web.Application) -> web.Application:
     app.router.add_get("/admin/v1/status", status)
     app.router.add_get("/admin/v1/route/explain", route_explain)
     app.router.add_get("/healthz", healthz)
+    register_control(app)
+    register_replication(app)
+    register_shadow(app)
     return app

@@ -39,6 +39,7 @@ class AdminClient:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
+        request.add_header("x-meridian-actor", os.environ.get("USER") or "admin")  # audit log
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:

@@ -19,6 +19,8 @@ from aiohttp import web
 
 from gateway.admin import admin_app
 from gateway.config import Config
+from gateway.control import attach
+from gateway.discovery_wiring import Discovery, start_discovery
 from gateway.grpc.server import GrpcServer
 from gateway.http.api import RUNTIME, openai_errors, routes
 from gateway.runtime import Runtime, build_runtime
@@ -48,6 +50,7 @@ class Gateway:
         self.admin_url = ""
         self.grpc_address = ""  # HOST:PORT of the gRPC listener; "" when disabled
         self._grpc: GrpcServer | None = None
+        self.discovery: Discovery | None = None  # config.discovery: backends found at run time
 
     def client_app(self, runtime: Runtime) -> web.Application:
         app = web.Application(
@@ -60,6 +63,8 @@ class Gateway:
     async def start(self) -> None:
         runtime = await build_runtime(self.config, self._environ)
         self.runtime = runtime
+        await attach(runtime, self._environ)  # the control plane: store, canary, limits
+        self.discovery = await start_discovery(runtime)  # after attach: it extends the base
         limits = self.config.limits
         client = self.client_app(runtime)
         self.http_url = await self._listen(
@@ -116,7 +121,12 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.discovery is not None:
+            await self.discovery.stop()  # retiring adapters close; in-flight streams ended above
+            self.discovery = None
         if self.runtime is not None:
+            if self.runtime.control is not None:
+                await self.runtime.control.stop()
             await self.runtime.close()
         return cut
 

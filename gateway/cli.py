@@ -13,7 +13,16 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from gateway import cli_route
+from gateway import (
+    cli_canary,
+    cli_region,
+    cli_replicas,
+    cli_replicate,
+    cli_route,
+    cli_shadow,
+    cli_status,
+    cli_weights,
+)
 from gateway.admin_client import AdminError
 from gateway.config import ConfigError, load
 
@@ -111,6 +120,16 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = admin_options()
     cli_route.add(sub, common)
+    for family in (
+        cli_status,
+        cli_weights,
+        cli_region,
+        cli_canary,
+        cli_shadow,
+        cli_replicas,
+        cli_replicate,
+    ):
+        family.add(sub, common)
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", required=True, help="YAML config file")

@@ -10,6 +10,7 @@ variables (``env:NAME``); the admin token likewise.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -156,6 +157,14 @@ class RegionConfig(_Strict):
     name: str = Field(pattern=_REGION_NAME.pattern)
     tags: frozenset[str] = frozenset()
     dial: int = Field(100, ge=0, le=100)
+    # Where this region's model weights live (s3://, gs://, file:///): a
+    # replication target (regions.replication, docs/replication.md).
+    weights: str | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str | None) -> str | None:
+        return None if value is None else _location(value)
 
 
 class ModelConfig(_Strict):
@@ -213,12 +222,19 @@ def _cloud_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """Fill a cloud backend's region/location from ``aws:X``/``gcp:X`` and its
     ``url`` from the provider's regional host, where the config leaves them out."""
     provider = getattr(data.get("provider"), "value", data.get("provider"))
+    for other in ("sagemaker", "vertex"):
+        if other != provider and data.get(other) is not None:
+            raise ValueError(f"'{other}:' options are for provider {other} only")
     key, cloud, pattern = {
         "sagemaker": ("region", "aws", _AWS_REGION),
         "vertex": ("location", "gcp", _GCP_LOCATION),
     }.get(str(provider), (None, None, None))
+    if key is None or pattern is None:
+        return data
     options = data.get(str(provider))
-    if key is None or pattern is None or not isinstance(options, dict):
+    if options is None:
+        raise ValueError(f"provider {provider} needs a '{provider}:' options block")
+    if not isinstance(options, dict):
         return data
     prefix, _, suffix = str(data.get("region", "")).partition(":")
     if key not in options and prefix == cloud and pattern.match(suffix):
@@ -265,19 +281,24 @@ class BackendConfig(_Strict):
 
     @model_validator(mode="after")
     def _provider_options(self) -> BackendConfig:
-        """Options only for their provider; emulator credentials never go to the cloud."""
-        for kind, options in (
-            (ProviderKind.SAGEMAKER, self.sagemaker),
-            (ProviderKind.VERTEX, self.vertex),
-        ):
-            if self.provider is kind and options is None:
-                raise ValueError(f"provider {kind.value} needs a '{kind.value}:' options block")
-            if self.provider is not kind and options is not None:
-                raise ValueError(f"'{kind.value}:' options are for provider {kind.value} only")
+        """Emulator credentials never go to the cloud; a Vertex host matches its location."""
+        for options in (self.sagemaker, self.vertex):
             emulated = options is not None and options.credentials == "emulator"
             if emulated and not self.url.startswith("http://"):
                 raise ValueError("emulator credentials are for http:// emulator URLs only")
+        host = self.url.split("://", 1)[1].split("/", 1)[0]
+        regional = host.endswith("-aiplatform.googleapis.com")
+        if self.vertex is not None and regional and not host.startswith(self.vertex.location + "-"):
+            raise ValueError(f"url {host} is not the host of location {self.vertex.location}")
         return self
+
+
+class TenantLimitsConfig(_Strict):
+    """A tenant's limits (gateway.limits); unset means unlimited."""
+
+    requests_per_min: int | None = Field(None, gt=0)
+    tokens_per_min: int | None = Field(None, gt=0)
+    concurrent_streams: int | None = Field(None, gt=0)
 
 
 class TenantConfig(_Strict):
@@ -287,6 +308,8 @@ class TenantConfig(_Strict):
     models: frozenset[str] | None = None
     cost_weight: float | None = Field(None, ge=0)
     explain: bool = False
+    limits: TenantLimitsConfig | None = None
+    shadow_opt_out: bool = False  # never mirrored to a shadow candidate (gateway.shadow)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -294,8 +317,173 @@ class TenantConfig(_Strict):
         return [_secret(v) for v in value] if isinstance(value, list) else value
 
 
+class StoreConfig(_Strict):
+    """The control-plane store (gateway.store, docs/control-plane.md)."""
+
+    kind: Literal["embedded", "redis"] = "embedded"
+    path: str | None = None  # embedded: SQLite file in WAL mode; unset = in memory
+    url: str | None = None  # redis: redis[s]://[:password@]host:port[/db], or env:VARIABLE
+    prefix: str = Field("meridian", pattern=r"^[A-Za-z0-9_.:-]+$")
+    resync_s: float = Field(5.0, gt=0)
+    counts_flush_s: float = Field(1.0, gt=0)
+    lease_ttl_s: float = Field(5.0, gt=0)
+    limits_timeout_s: float = Field(0.05, gt=0)
+
+    @model_validator(mode="after")
+    def _url(self) -> StoreConfig:
+        if self.kind == "redis" and not self.url:
+            raise ValueError("store kind redis needs a url")
+        return self
+
+
+_GCE_LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
+_GCE_LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
+
+
+def _emulator_url(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^https?://[^/\s?#]+/?$", value):
+        raise ValueError("must be an http:// or https:// base URL (scheme and host only)")
+    return None if value is None else value.rstrip("/")
+
+
+class SageMakerDiscoveryConfig(_Strict):
+    """SageMaker endpoints by tag (regions.discovery.sagemaker, docs/deploy.md)."""
+
+    regions: tuple[str, ...] = Field(min_length=1)
+    tags: dict[str, str] = Field(default_factory=lambda: {"meridian:discover": "true"})
+    profile: str | None = Field(None, min_length=1)
+    control_url: str | None = None  # a moto server or VPC endpoint for the control plane
+    runtime_url: str | None = None  # an emulator or VPC endpoint for the data plane
+    credentials: Literal["chain", "emulator"] = "chain"
+    timeout_s: float = Field(20.0, gt=0)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [r for r in value if not _AWS_REGION.match(r)]
+        if bad:
+            raise ValueError(f"not AWS region names: {bad}")
+        return value
+
+    _urls = field_validator("control_url", "runtime_url")(_emulator_url)
+
+    @model_validator(mode="after")
+    def _emulated(self) -> SageMakerDiscoveryConfig:
+        """Fake keys only ever go to emulators (or, for the control plane, to an
+        in-process mock when no control_url is set)."""
+        urls = (self.control_url or "http://", self.runtime_url or "")
+        if self.credentials == "emulator" and not all(u.startswith("http://") for u in urls):
+            raise ValueError("emulator credentials need an http:// runtime_url (and control_url)")
+        return self
+
+
+class GceDiscoveryConfig(_Strict):
+    """Self-hosted GPU instances by label (regions.discovery.gce, docs/deploy.md)."""
+
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    zones: tuple[str, ...] = ()
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"meridian-role": "llm-backend"}, min_length=1
+    )
+    port_label: str = Field("meridian-port", pattern=_GCE_LABEL_KEY)
+    default_port: int = Field(8000, gt=0, lt=65536)
+    accelerators: tuple[str, ...] = ()
+    require_gpu: bool = True
+    managed_groups: bool = True
+    api_endpoint: str | None = None  # a private endpoint, or a test server
+    credentials: Literal["adc", "anonymous"] = "adc"
+    timeout_s: float = Field(20.0, gt=0)
+
+    _endpoint = field_validator("api_endpoint")(_emulator_url)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for k, v in value.items():  # they go into the API filter string unquoted
+            if not re.match(_GCE_LABEL_KEY, k) or not re.match(_GCE_LABEL_VALUE, v):
+                raise ValueError(f"{k}={v!r} is not a GCE label (lower case, digits, _ and -)")
+        return value
+
+    @model_validator(mode="after")
+    def _anonymous(self) -> GceDiscoveryConfig:
+        if self.credentials == "anonymous" and not (self.api_endpoint or "").startswith("http://"):
+            raise ValueError("anonymous credentials are for an http:// api_endpoint only")
+        return self
+
+
+class DiscoveryConfig(_Strict):
+    """Backends found at run time, refreshed every ``refresh_s`` (gateway.discovery_wiring).
+
+    ``allowed_networks``: CIDRs a discovered address must fall in (no SSRF
+    through discovery; regions.discovery.netpolicy)."""
+
+    refresh_s: float = Field(30.0, gt=0)
+    initial_timeout_s: float = Field(20.0, ge=0)
+    allowed_networks: tuple[str, ...] = ()
+    sagemaker: SageMakerDiscoveryConfig | None = None
+    gce: GceDiscoveryConfig | None = None
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR network: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _sources(self) -> DiscoveryConfig:
+        if self.sagemaker is None and self.gce is None:
+            raise ValueError("discovery needs a 'sagemaker:' or a 'gce:' section")
+        if self.gce is not None and not self.allowed_networks:
+            raise ValueError("gce discovery needs allowed_networks (the instances' subnets)")
+        return self
+
+
+def _location(value: str) -> str:
+    from regions.replication.location import parse_location
+
+    return str(parse_location(value))
+
+
+class ReplicationConfig(_Strict):
+    """Model-weight replication (regions.replication, docs/replication.md).
+
+    ``origin`` is where new versions are published; a job copies from it
+    unless told ``--from REGION``. The endpoints are for S3-compatible stores
+    and the GCS emulator; credentials always come from each SDK's chain.
+    """
+
+    origin: str | None = None
+    concurrency: int = Field(4, gt=0, le=64)
+    chunk_mb: int = Field(8, gt=0, le=256)
+    multipart_threshold_mb: int = Field(64, ge=5)
+    part_size_mb: int = Field(64, ge=5, le=5 * 1024)
+    publish_every_s: float = Field(5.0, ge=0)
+    s3_endpoint_url: str | None = Field(None, pattern=r"^https?://[^/\s?#]+/?$")
+    gcs_endpoint: str | None = Field(None, pattern=r"^https?://[^/\s?#]+/?$")
+    gcs_project: str | None = Field(None, min_length=1)
+    gcs_credentials: Literal["adc", "anonymous"] = "adc"
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        return None if value is None else _location(value)
+
+    @model_validator(mode="after")
+    def _anonymous(self) -> ReplicationConfig:
+        if self.gcs_credentials == "anonymous" and not (self.gcs_endpoint or "").startswith(
+            "http://"
+        ):
+            raise ValueError("gcs_credentials anonymous is for an http:// emulator endpoint only")
+        return self
+
+
 class Config(_Strict):
     listen: Listen = Listen()
+    store: StoreConfig = StoreConfig()
     admin: Admin = Admin()
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
@@ -303,12 +491,16 @@ class Config(_Strict):
     shutdown: Shutdown = Shutdown()
     regions: tuple[RegionConfig, ...] = Field(min_length=1)
     models: tuple[ModelConfig, ...] = Field(min_length=1)
-    backends: tuple[BackendConfig, ...] = Field(min_length=1)
+    backends: tuple[BackendConfig, ...] = ()  # at least one, unless discovery is set
     tenants: tuple[TenantConfig, ...] = Field(min_length=1)
+    discovery: DiscoveryConfig | None = None
+    replication: ReplicationConfig = ReplicationConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
         # Messages start with "@path: " so parse() can point at the offending line.
+        if not self.backends and self.discovery is None:
+            raise ValueError("@backends: at least one backend, or a discovery: section")
         _unique("regions", [r.name for r in self.regions])
         _unique("models", [m.name for m in self.models])
         _unique("backends", [b.name for b in self.backends])

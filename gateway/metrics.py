@@ -74,6 +74,43 @@ class Metrics:
             registry=r,
         )
 
+        self.control_degraded = Gauge(
+            "meridian_control_plane_degraded",
+            "1 while the control-plane store is unreachable (serving on the last snapshot)",
+            registry=r,
+        )
+        self.control_revision = Gauge(
+            "meridian_control_plane_revision", "Store revision of the routing snapshot", registry=r
+        )
+        self.rate_limited = Counter(
+            "meridian_rate_limited",
+            "Requests refused by tenant limits (429)",
+            ["tenant", "reason"],
+            registry=r,
+        )
+        # Shadow traffic (gateway.shadow): copies sent, dropped (reason), compared pairs.
+        self.shadow_mirrored = Counter(
+            "meridian_shadow_mirrored",
+            "Requests copied to a shadow candidate",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "meridian_shadow_dropped",
+            "Shadow copies not sent: concurrency, queue, tokens (caps) or residency",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.shadow_compared = Counter(
+            "meridian_shadow_compared", "Primary/shadow pairs compared", ["model"], registry=r
+        )
+        self.shadow_disagreeing = Counter(
+            "meridian_shadow_disagreeing",
+            "Compared pairs whose texts differ or where exactly one side failed",
+            ["model"],
+            registry=r,
+        )
+
     def attempt_finished(self, attempt: Attempt) -> None:
         self.attempts.labels(
             attempt.backend.name, attempt.backend.region.name, attempt.outcome

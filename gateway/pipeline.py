@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from failover.executor import Execution
 from gateway.auth import Tenant
+from gateway.limits import LimitedExecution
 from gateway.runtime import Runtime
 from regions.request import GenerationRequest, Residency
 from routing.plan import Plan, ResidencyViolation
@@ -72,8 +73,11 @@ class Pipeline:
         )
 
     def execution(self, request: GenerationRequest, plan: Plan) -> Execution:
+        """Its ``start`` first admits the request under the tenant's limits (429)."""
         rt = self.rt
-        return Execution(request, plan, rt.providers, rt.policy, rt.health, rt.budgets)
+        return LimitedExecution(
+            request, plan, rt.providers, rt.policy, rt.health, rt.budgets, limiter=rt.limiter
+        )
 
     @contextmanager
     def serving(self, execution: Execution) -> Iterator[Outcome]:
@@ -94,11 +98,15 @@ class Pipeline:
         finally:
             in_flight.dec()
             self._record(execution, outcome.status, time.monotonic() - started)
+            for tap in rt.taps:
+                tap(execution, outcome.status)
 
     def first_token(self, execution: Execution, elapsed: float) -> None:
         serving = execution.serving
         if serving is None:
             return
+        if self.rt.shadow is not None:
+            self.rt.shadow.offer(execution)  # admitted: a copy may go (never awaited)
         backend = serving.backend
         self.rt.metrics.ttft.labels(
             execution.request.model, backend.name, backend.region.name

@@ -9,12 +9,13 @@ connection pools.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from failover.breaker import BreakerPolicy
 from failover.budget import RetryBudget
-from failover.executor import Budgets
+from failover.executor import Budgets, Execution
 from failover.health import BackendHealth, HealthPolicy
 from failover.health_check import HealthCheckPolicy
 from failover.outlier import EjectionPolicy
@@ -30,6 +31,11 @@ from regions.registry import SessionPool, build_provider
 from regions.request import UNRESTRICTED, Residency
 from routing.router import Router
 from routing.snapshot import RoutingSnapshot
+
+if TYPE_CHECKING:
+    from gateway.control import ControlPlane
+    from gateway.limits import TenantLimiter
+    from gateway.shadow.mirror import ShadowMirror
 
 
 @dataclass
@@ -47,6 +53,12 @@ class Runtime:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     pool: SessionPool | None = None
     prober: Prober | None = None
+    # The control plane (gateway.control) and tenant limits (gateway.limits),
+    # attached by the Gateway; taps see every request once, when it ends.
+    control: ControlPlane | None = None
+    limiter: TenantLimiter | None = None
+    shadow: ShadowMirror | None = None  # mirrors admitted requests (gateway.shadow)
+    taps: list[Callable[[Execution, int], None]] = field(default_factory=list)
 
     async def close(self) -> None:
         if self.prober is not None:
@@ -105,11 +117,14 @@ def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
     )
 
 
-def snapshot_from(config: Config, revision: int = 1) -> RoutingSnapshot:
+def snapshot_from(
+    config: Config, revision: int = 1, discovered: tuple[BackendSpec, ...] = ()
+) -> RoutingSnapshot:
+    """The config's routing snapshot, plus any backends discovery found."""
     return RoutingSnapshot.build(
         revision,
         {m.name: m.versions for m in config.models},
-        backend_specs(config),
+        backend_specs(config) + discovered,
         {r.name: r.dial for r in config.regions},
         cost_weights={m.name: m.cost_weight for m in config.models},
         unready=frozenset(

@@ -88,11 +88,16 @@ class Router:
         signals: Signals | None = None,
         now: float = 0.0,
         cost_weight: float | None = None,
+        version: str | None = None,
     ) -> Plan:
+        """``version`` overrides the split (a shadow copy goes to its candidate)."""
         route = snapshot.models.get(request.model)
         if route is None or (allowed_models is not None and request.model not in allowed_models):
             raise UnknownModel(f"The model `{request.model}` does not exist.")
-        version = pick_version(route.split, affinity_point(request.affinity_key, route.name))
+        if version is None:
+            version = pick_version(route.split, affinity_point(request.affinity_key, route.name))
+        elif version not in route.backends:
+            raise NoBackendAvailable(f"model `{request.model}` has no version {version}")
         live = signals or NoSignals()
         static, static_excluded, in_residency = snapshot.static_filter(
             route, version, request.residency.allowed

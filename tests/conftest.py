@@ -13,6 +13,7 @@ import uvloop
 from gateway.app import Gateway
 from gateway.config import Config
 from regions.emulators.vllm import EmulatorConfig, VllmEmulator
+from tests.redis_server import redis_server  # noqa: F401 - the fixture
 
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"
 MODEL = "test-model"

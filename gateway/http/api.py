@@ -152,6 +152,8 @@ async def readyz(request: web.Request) -> web.Response:
         "draining": bool(rt and rt.lifecycle.draining),
         "revision": rt.snapshot.revision if rt else None,
         "in_flight": rt.lifecycle.in_flight if rt else 0,
+        # fail-static: "degraded" (store unreachable) still serves, so still ready
+        "control_plane": rt.control.status if rt and rt.control else None,
     }
     return web.json_response(detail, status=200 if ready else 503, dumps=_dumps)
 

@@ -18,6 +18,9 @@ Fields (``None`` = off):
 - ``drip_interval_s``: slow drip, replaces the inter-token delay.
 - ``ttft_s`` / ``itl_s``: override the emulator's configured timing.
 - ``times``: apply to the next N requests only, then clear.
+- ``rate``: the share (0–1] of requests that see the faults, spread evenly
+  and deterministically (0.05 = the 20th, 40th, … request), so "5 % errors"
+  gives the same sequence in every run.
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ class Faults:
     ttft_s: float | None = None
     itl_s: float | None = None
     times: int | None = None
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        self._arrived = 0  # requests seen while ``rate`` applies
 
     @property
     def active(self) -> bool:
-        """Whether any fault (not counting the ``times`` bound) is set."""
-        return any(getattr(self, f.name) is not None for f in fields(self) if f.name != "times")
+        """Whether any fault (not counting the ``times`` and ``rate`` bounds) is set."""
+        return any(getattr(self, f.name) is not None for f in fields(self) if f.name not in _BOUNDS)
 
     def take(self) -> Faults | None:
         """The faults one arriving request must apply, or None when there are none.
@@ -53,6 +60,10 @@ class Faults:
         """
         if not self.active:
             return None
+        if self.rate is not None:
+            self._arrived += 1
+            if math.floor(self._arrived * self.rate) == math.floor((self._arrived - 1) * self.rate):
+                return None
         snapshot = dataclasses.replace(self)
         if self.times is not None:
             self.times -= 1
@@ -75,13 +86,15 @@ class Faults:
     def clear(self) -> None:
         for f in fields(self):
             setattr(self, f.name, None)
+        self._arrived = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 _INT_FIELDS = frozenset({"status", "stall_after_tokens", "reset_after_tokens", "times"})
-_FLOAT_FIELDS = frozenset({"retry_after", "drip_interval_s", "ttft_s", "itl_s"})
+_FLOAT_FIELDS = frozenset({"retry_after", "drip_interval_s", "ttft_s", "itl_s", "rate"})
+_BOUNDS = frozenset({"times", "rate"})
 
 
 def _check(key: str, value: Any) -> int | float | None:
@@ -99,6 +112,8 @@ def _check(key: str, value: Any) -> int | float | None:
             raise ValueError("fault 'status' must be an HTTP error status (400-599)")
         if key == "times" and value < 1:
             raise ValueError("fault 'times' must be at least 1")
+    if key == "rate" and not 0 < value <= 1:
+        raise ValueError("fault 'rate' must be a share in (0, 1]")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"fault {key!r} must be a finite, non-negative number")
     return value if key in _INT_FIELDS else float(value)

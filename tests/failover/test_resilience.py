@@ -228,7 +228,10 @@ async def test_retry_budget_bounds_a_storm(emulators, gateways) -> None:  # type
         em.faults.update({"status": 500})
     gw = await gateways(
         gateway_config(
-            [(f"b{i}", region, "v1", em.url) for i, (region, em) in enumerate(zip(THREE, ems, strict=True))],
+            [
+                (f"b{i}", region, "v1", em.url)
+                for i, (region, em) in enumerate(zip(THREE, ems, strict=True))
+            ],
             regions=THREE,
             failover=failover(
                 retry_budget_min_per_s=0.1,
@@ -284,7 +287,10 @@ async def test_region_down_under_load_fails_no_request(emulators, gateways) -> N
     ems = [await emulators(itl_s=0.01) for _ in range(3)]
     gw = await gateways(
         gateway_config(
-            [(f"b{i}", region, "v1", em.url) for i, (region, em) in enumerate(zip(THREE, ems, strict=True))],
+            [
+                (f"b{i}", region, "v1", em.url)
+                for i, (region, em) in enumerate(zip(THREE, ems, strict=True))
+            ],
             regions=THREE,
             failover=failover(hedge=False),
         )
@@ -333,18 +339,25 @@ async def test_active_health_checks_take_a_backend_out_and_back(emulators, gatew
         assert sick.stats.requests == before  # no client request was spent finding out
         sick.faults.clear()
         await wait_for(lambda: health.status(0)["sick"]["healthy"] is True)
-        served = {(await chat(s, gw.http_url, user=f"v{i}"))[2]["x-meridian-backend"] for i in range(30)}
+        served = {
+            (await chat(s, gw.http_url, user=f"v{i}"))[2]["x-meridian-backend"] for i in range(30)
+        }
     assert "sick" in served
     await no_leaks(gw, sick, well)
 
 
-async def test_primary_that_wins_after_a_hedge_started_is_the_one_reported(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_primary_that_wins_after_a_hedge_started_is_the_one_reported(
+    emulators, gateways
+) -> None:  # type: ignore[no-untyped-def]
     """The hedge loses: headers and metrics name the primary, the hedge is cancelled."""
     primary = await emulators()
     spare = await emulators(ttft_s=0.03)
     gw = await gateways(
         gateway_config(
-            [("primary", "aws:eu-west-1", "v1", primary.url), ("spare", "onprem:fra1", "v1", spare.url)],
+            [
+                ("primary", "aws:eu-west-1", "v1", primary.url),
+                ("spare", "onprem:fra1", "v1", spare.url),
+            ],
             failover=failover(hedge_budget_ratio=1.0),
         )
     )

@@ -71,11 +71,14 @@ async def test_bad_requests_get_clear_errors_and_reach_no_backend(  # type: igno
     setup, path, body, headers, status, fragment
 ) -> None:
     em, gw = setup
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.http_url + path,
-        data=body,
-        headers={**headers, "Content-Type": "application/json"},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.http_url + path,
+            data=body,
+            headers={**headers, "Content-Type": "application/json"},
+        ) as resp,
+    ):
         payload = await resp.json()
         assert resp.status == status, payload
     assert fragment in payload["error"]["message"]
@@ -91,9 +94,10 @@ async def test_oversized_chunked_body_is_413(setup) -> None:  # type: ignore[no-
             yield b" " * 1000
         yield OK_BODY
 
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.http_url + "/v1/chat/completions", data=chunks(), headers=AUTH
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.http_url + "/v1/chat/completions", data=chunks(), headers=AUTH) as resp,
+    ):
         assert resp.status == 413
     assert em.stats.requests == 0
 
@@ -137,9 +141,10 @@ async def test_slow_body_gets_408(setup) -> None:  # type: ignore[no-untyped-def
 async def test_too_many_headers_is_rejected(setup) -> None:  # type: ignore[no-untyped-def]
     em, gw = setup
     headers = {**AUTH, **{f"x-h{i}": "v" for i in range(150)}}
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.http_url + "/v1/chat/completions", data=OK_BODY, headers=headers
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.http_url + "/v1/chat/completions", data=OK_BODY, headers=headers) as resp,
+    ):
         assert resp.status in (400, 431)
     assert em.stats.requests == 0
 

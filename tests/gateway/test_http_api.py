@@ -164,11 +164,14 @@ async def test_failure_everywhere_before_first_token_is_a_real_error_status(  # 
     gw = await gateways(
         gateway_config([("fra", "onprem:fra1", "v1", em.url)], timeouts={"first_token_s": 0.3})
     )
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.http_url + "/v1/chat/completions",
-        json={"model": MODEL, "messages": MESSAGES, "stream": True},
-        headers={"Authorization": f"Bearer {GLOBAL_KEY}"},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.http_url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": MESSAGES, "stream": True},
+            headers={"Authorization": f"Bearer {GLOBAL_KEY}"},
+        ) as resp,
+    ):
         body = await resp.json()
         assert resp.status == status
         assert resp.headers["x-meridian-attempts"] == attempts
@@ -197,11 +200,14 @@ async def test_failure_after_first_token_ends_with_error_event_not_done(
     em = await emulators()
     em.faults.update({"reset_after_tokens": 3})
     gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.http_url + "/v1/chat/completions",
-        json={"model": MODEL, "messages": MESSAGES, "stream": True, "max_tokens": 10},
-        headers={"Authorization": f"Bearer {GLOBAL_KEY}"},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.http_url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": MESSAGES, "stream": True, "max_tokens": 10},
+            headers={"Authorization": f"Bearer {GLOBAL_KEY}"},
+        ) as resp,
+    ):
         assert resp.status == 200
         raw = await resp.read()
     events = [e for e in raw.decode().split("\n\n") if e]

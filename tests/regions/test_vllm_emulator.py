@@ -487,6 +487,16 @@ def test_faults_take_snapshots_and_counts_down() -> None:
     assert faults.take() is None and faults == Faults()
 
 
+def test_faults_rate_hits_an_exact_evenly_spread_share() -> None:
+    faults = Faults(status=500, rate=0.05)
+    hits = [i for i in range(1, 101) if faults.take() is not None]
+    assert hits == [20, 40, 60, 80, 100]
+    with pytest.raises(ValueError, match="rate"):
+        faults.update({"rate": 0})
+    faults.clear()
+    assert faults.take() is None
+
+
 # -- health, metrics, load, disconnects, lifecycle -----------------------------------
 
 

@@ -1,0 +1,129 @@
+"""``meridian status``, ``meridian top`` (the same, live) and ``meridian audit``.
+
+``status`` is one admin call (``GET /admin/v1/status``) rendered as a table:
+per backend its region, weight share, dial, breaker, availability, in-flight
+count and TTFT estimates, under a header with the revision and the control
+plane's state. ``top`` redraws it every ``--interval`` seconds with
+``rich.live`` until Ctrl-C; ``--once`` draws one frame (scripts, tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import time
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from gateway.admin_client import AdminClient
+
+
+def add(sub: Any, common: argparse.ArgumentParser) -> None:
+    status = sub.add_parser("status", parents=[common], help="regions, backends, health, weights")
+    status.set_defaults(func=run_status)
+    top = sub.add_parser("top", parents=[common], help="status, live")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="draw one frame and exit")
+    top.set_defaults(func=run_top)
+    audit = sub.add_parser("audit", parents=[common], help="who changed what, when")
+    audit.add_argument("--limit", type=int, default=20)
+    audit.set_defaults(func=run_audit)
+
+
+def _ms(value: Any) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
+def render(body: dict[str, Any]) -> RenderableType:
+    cp = body.get("control_plane") or {}
+    state = cp.get("status", "off")
+    color = {"ok": "green", "degraded": "bold red"}.get(state, "yellow")
+    header = Text.assemble(
+        ("revision ", "dim"),
+        (str(body["revision"]), "bold"),
+        ("  control plane ", "dim"),
+        (state, color),
+        (f" ({cp.get('store', '?')} {cp.get('where', '')})", "dim"),
+        ("  ready " if body["ready"] else "  NOT READY ", "dim" if body["ready"] else "bold red"),
+        (f"  in-flight {body['in_flight']}", "dim"),
+    )
+    if cp.get("error"):
+        header.append(f"\n{cp['error']}", "red")
+    totals = {m: sum(split.values()) for m, split in body["models"].items()}
+    columns = "backend model@version region provider weight dial breaker health in-flight"
+    table = Table(*columns.split(), "TTFT ms", "p95 ms")
+    for b in sorted(body["backends"], key=lambda b: (b["model"], b["version"], b["region"])):
+        total = totals.get(b["model"]) or 1
+        share = 100 * b.get("weight", 0) / total
+        ok = b.get("available", True)
+        health = "[green]ok[/]" if ok else f"[red]{b.get('why') or 'unavailable'}[/]"
+        breaker = b.get("breaker", "")
+        table.add_row(
+            b["name"],
+            f"{b['model']}@{b['version']}",
+            b["region"],
+            b["provider"],
+            f"{share:.0f}%",
+            "[red]drained[/]" if b["dial"] == 0 else str(b["dial"]),
+            breaker if breaker == "closed" else f"[red]{breaker}[/]",
+            health,
+            str(b.get("in_flight", "")),
+            _ms(b.get("ttft_ms")),
+            _ms(b.get("ttft_p95_ms")),
+        )
+    return Group(header, table)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    body = AdminClient(args.admin_url, args.token).get("/admin/v1/status")
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        Console().print(render(body))
+    return 0
+
+
+def run_top(args: argparse.Namespace) -> int:
+    client = AdminClient(args.admin_url, args.token)
+    if args.once:
+        return run_status(args)
+    first = render(client.get("/admin/v1/status"))
+    with Live(first, auto_refresh=False) as live, contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(max(0.1, args.interval))
+            live.update(render(client.get("/admin/v1/status")), refresh=True)
+    return 0
+
+
+def _when(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _brief(value: Any) -> str:
+    return "–" if value is None else json.dumps(value, separators=(",", ":"))[:60]
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    body = AdminClient(args.admin_url, args.token).get("/admin/v1/audit", limit=args.limit)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    table = Table("rev", "when", "actor", "action", "key", "old → new", "note")
+    for e in body["entries"]:
+        table.add_row(
+            str(e["revision"]),
+            _when(e["at"]),
+            e["actor"],
+            e["action"],
+            e["key"],
+            f"{_brief(e['old'])} → {_brief(e['new'])}",
+            e["note"][:80],
+        )
+    Console().print(table)
+    return 0

@@ -1,0 +1,166 @@
+"""Tenant limits: requests/min, tokens/min and concurrent streams (DESIGN.md §3 step 1).
+
+Where: every front end gets its :class:`~failover.executor.Execution` from
+``Pipeline.execution``, which returns a :class:`LimitedExecution`; its
+``start`` admits the request before the first backend attempt, so HTTP and
+gRPC share one admission and a refusal is an ``ExecutionFailed(429)`` that
+each front end already renders (OpenAI's error shape with ``Retry-After``;
+gRPC ``RESOURCE_EXHAUSTED`` with ``retry-after`` metadata). Requests a route
+refuses (unknown model, residency) never count against the limits.
+
+How: with Redis, one Lua script (``gateway.store.lua.ADMIT``) checks and
+counts atomically across every replica; the embedded store counts in
+process. The rules are ``gateway.store.quota``'s. When a request ends (a
+request tap), its stream slot is released and its prompt + completion
+tokens are added to the tenant's minute — in the background.
+
+Fail-static: admission is the one store call in the request path, so it has
+a short deadline (``store.limits_timeout_s``) and is skipped while the
+control plane is degraded; either way the replica counts locally instead,
+so a Redis outage loosens the limits (each replica enforces them alone)
+but never refuses or delays traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from failover.executor import Execution, ExecutionFailed
+from gateway.config import Config
+from gateway.metrics import Metrics
+from gateway.store import Quota, Store, StoreUnavailable, Verdict
+from gateway.store.quota import LocalQuotas
+from regions.events import Event
+
+log = logging.getLogger("meridian.limits")
+
+_WHAT = {
+    "requests_per_min": "requests per minute",
+    "tokens_per_min": "tokens per minute",
+    "concurrent_streams": "concurrent streams",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """An admitted request: what to give back when it ends."""
+
+    tenant: str
+    stream_id: str
+    shared: bool  # counted in the store (else locally)
+
+
+class TenantLimiter:
+    def __init__(
+        self,
+        quotas: Mapping[str, Quota],
+        store: Store,
+        metrics: Metrics,
+        *,
+        timeout_s: float = 0.05,
+        degraded: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._quotas = dict(quotas)
+        self._store = store
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+        self._degraded = degraded
+        self._clock = clock
+        self._local = LocalQuotas()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(
+        cls, config: Config, store: Store, metrics: Metrics, degraded: Callable[[], bool]
+    ) -> TenantLimiter | None:
+        """None when no tenant has limits (then nothing is counted at all)."""
+        quotas = {
+            t.name: Quota(
+                t.limits.requests_per_min, t.limits.tokens_per_min, t.limits.concurrent_streams
+            )
+            for t in config.tenants
+            if t.limits is not None
+        }
+        quotas = {name: q for name, q in quotas.items() if not q.unlimited}
+        if not quotas:
+            return None
+        timeout = config.store.limits_timeout_s
+        return cls(quotas, store, metrics, timeout_s=timeout, degraded=degraded)
+
+    async def admit(self, tenant: str) -> Ticket | None:
+        """A ticket, None for an unlimited tenant; raises ExecutionFailed(429)."""
+        quota = self._quotas.get(tenant)
+        if quota is None:
+            return None
+        stream_id = uuid.uuid4().hex
+        now = self._clock()
+        verdict: Verdict | None = None
+        shared = self._store.kind != "embedded" and not self._degraded()
+        if shared:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    verdict = await self._store.admit(tenant, quota, stream_id, now)
+            except (StoreUnavailable, TimeoutError):
+                shared = False
+        if verdict is None:
+            store_local = self._store.kind == "embedded"
+            verdict = (
+                await self._store.admit(tenant, quota, stream_id, now)
+                if store_local
+                else self._local.admit(tenant, quota, stream_id, now)
+            )
+        if not verdict.allowed:
+            self._metrics.rate_limited.labels(tenant, verdict.reason).inc()
+            wait = max(1, round(verdict.retry_after))
+            raise ExecutionFailed(
+                429,
+                "rate_limit_exceeded",
+                f"Rate limit reached for {_WHAT.get(verdict.reason, verdict.reason)} "
+                f"(limit {verdict.limit}) for tenant '{tenant}'. Please try again in {wait}s.",
+                verdict.retry_after,
+            )
+        return Ticket(tenant, stream_id, shared)
+
+    def finished(self, execution: Execution, status: int) -> None:
+        """The request tap: give the stream slot back and count the tokens, off the request path."""
+        ticket = getattr(execution, "ticket", None)
+        if not isinstance(ticket, Ticket):
+            return
+        usage = execution.usage
+        tokens = 0 if usage is None else usage.prompt_tokens + usage.completion_tokens
+        now = self._clock()
+        if ticket.shared or self._store.kind == "embedded":
+            task = asyncio.ensure_future(self._release(ticket, tokens, now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._local.release(ticket.tenant, ticket.stream_id, tokens, now)
+
+    async def _release(self, ticket: Ticket, tokens: int, now: float) -> None:
+        try:
+            await self._store.release(ticket.tenant, ticket.stream_id, tokens, now)
+        except StoreUnavailable as exc:  # the slot's lease expires on its own
+            log.debug("tenant limits: release not recorded: %s", exc)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(slots=True)
+class LimitedExecution(Execution):
+    """An execution that first admits its request under the tenant's limits."""
+
+    limiter: TenantLimiter | None = None
+    ticket: Ticket | None = None
+
+    async def start(self) -> list[Event]:
+        if self.limiter is not None:
+            self.ticket = await self.limiter.admit(self.request.tenant)
+        return await Execution.start(self)

@@ -1,0 +1,1 @@
+"""Shadow traffic: mirror live requests to a candidate version and compare (docs/shadow.md)."""

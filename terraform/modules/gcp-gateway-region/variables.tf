@@ -1,0 +1,90 @@
+variable "name" {
+  description = "Prefix of this region's gateway resources."
+  type        = string
+}
+
+variable "project" {
+  description = "GCP project."
+  type        = string
+}
+
+variable "region" {
+  description = "GCP region."
+  type        = string
+}
+
+variable "image" {
+  description = "Meridian container image (Artifact Registry)."
+  type        = string
+}
+
+variable "config_yaml" {
+  description = "meridian.yaml (the meridian-config module's output), mounted as a file."
+  type        = string
+}
+
+variable "secret_ids" {
+  description = "Environment variables from Secret Manager (name => secret id): MERIDIAN_REDIS_URL, MERIDIAN_ADMIN_TOKEN, the env: API keys. Created outside Terraform."
+  type        = map(string)
+}
+
+variable "network" {
+  description = "VPC network (Direct VPC egress to Redis and the GPU pools)."
+  type        = string
+}
+
+variable "subnetwork" {
+  description = "Subnetwork of the Cloud Run instances."
+  type        = string
+}
+
+variable "proxy_subnet_cidr" {
+  description = "Range for the regional load balancer's proxy-only subnet."
+  type        = string
+}
+
+variable "ssl_certificates" {
+  description = "Regional SSL certificates (self links) for the public name."
+  type        = list(string)
+}
+
+variable "security_policy" {
+  description = "Regional Cloud Armor policy for the load balancer (null: none)."
+  type        = string
+  default     = null
+}
+
+variable "weights_bucket" {
+  description = "The region's weights bucket name (replication reads and writes it)."
+  type        = string
+}
+
+variable "min_instances" {
+  description = "Fewest instances (kept warm: a cold start delays first tokens)."
+  type        = number
+  default     = 2
+}
+
+variable "max_instances" {
+  description = "Most instances."
+  type        = number
+  default     = 20
+}
+
+variable "streams_per_instance" {
+  description = "Concurrent requests per instance: Cloud Run scales out when in-flight streams exceed it."
+  type        = number
+  default     = 200
+}
+
+variable "kms_key_name" {
+  description = "Cloud KMS key for the config secret and the service (null: Google-managed)."
+  type        = string
+  default     = null
+}
+
+variable "labels" {
+  description = "Labels."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,89 @@
+# The gateway's configuration, rendered from what Terraform deploys, so the
+# two never disagree. Every backend object has the same attributes (null where
+# unused): Meridian's schema accepts null for optional fields, and uniform
+# objects keep Terraform's type unification simple.
+
+locals {
+  sagemaker = [
+    for b in var.sagemaker_backends : {
+      name            = b.name
+      model           = b.model
+      version         = b.version
+      region          = "aws:${b.aws_region}"
+      provider        = "sagemaker"
+      url             = "https://runtime.sagemaker.${b.aws_region}.amazonaws.com"
+      served_model    = b.served_model
+      max_concurrency = b.max_concurrency
+      price           = { input_per_m = b.price_input, output_per_m = b.price_output }
+      sagemaker = {
+        endpoint_name  = b.endpoint_name
+        region         = b.aws_region
+        container      = b.container
+        target_variant = b.variant
+      }
+      vertex = null
+    }
+  ]
+
+  vertex = [
+    for b in var.vertex_backends : {
+      name            = b.name
+      model           = b.model
+      version         = b.version
+      region          = "gcp:${b.location}"
+      provider        = "vertex"
+      url             = "https://${b.location}-aiplatform.googleapis.com"
+      served_model    = b.served_model
+      max_concurrency = b.max_concurrency
+      price           = { input_per_m = b.price_input, output_per_m = b.price_output }
+      sagemaker       = null
+      vertex = {
+        project     = b.project
+        location    = b.location
+        endpoint_id = b.endpoint_id
+        route       = b.route
+      }
+    }
+  ]
+
+  discovering = var.gce_discovery != null || length(var.sagemaker_discovery_regions) > 0
+
+  config = {
+    listen = {
+      http  = "0.0.0.0:${var.ports.http}"
+      grpc  = "0.0.0.0:${var.ports.grpc}"
+      admin = "0.0.0.0:${var.ports.admin}"
+    }
+    store = { kind = "redis", url = var.store_url }
+    admin = { token = var.admin_token }
+    regions = [
+      for r in var.regions : { name = r.name, tags = r.tags, dial = r.dial }
+    ]
+    models = [
+      for m in var.models : { name = m.name, versions = m.versions, cost_weight = m.cost_weight }
+    ]
+    backends = concat(local.sagemaker, local.vertex)
+    tenants = [
+      for t in var.tenants : {
+        name      = t.name
+        api_keys  = t.api_keys
+        residency = t.residency
+        models    = t.models
+      }
+    ]
+    discovery = local.discovering ? {
+      refresh_s        = var.refresh_seconds
+      allowed_networks = var.allowed_networks
+      gce = var.gce_discovery == null ? null : {
+        project      = var.gce_discovery.project
+        labels       = var.gce_discovery.labels
+        port_label   = var.gce_discovery.port_label
+        accelerators = var.gce_discovery.accelerators
+        zones        = var.gce_discovery.zones
+      }
+      sagemaker = length(var.sagemaker_discovery_regions) == 0 ? null : {
+        regions = var.sagemaker_discovery_regions
+      }
+    } : null
+  }
+}

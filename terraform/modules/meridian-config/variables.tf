@@ -1,0 +1,115 @@
+variable "regions" {
+  description = "Meridian regions (cloud:name) with their jurisdiction tags, e.g. { name = \"aws:eu-west-1\", tags = [\"EU\", \"IE\"] }."
+  type = list(object({
+    name = string
+    tags = list(string)
+    dial = optional(number, 100)
+  }))
+}
+
+variable "models" {
+  description = "Logical models and their version split (weights in percent)."
+  type = list(object({
+    name        = string
+    versions    = map(number)
+    cost_weight = optional(number, 0)
+  }))
+}
+
+variable "sagemaker_backends" {
+  description = "SageMaker endpoints (or one production variant each, with variant set) deployed by Terraform."
+  type = list(object({
+    name            = string
+    model           = string
+    version         = string
+    aws_region      = string
+    endpoint_name   = string
+    variant         = optional(string)
+    container       = optional(string, "vllm")
+    served_model    = string
+    max_concurrency = optional(number, 256)
+    price_input     = optional(number, 0)
+    price_output    = optional(number, 0)
+  }))
+  default = []
+}
+
+variable "vertex_backends" {
+  description = "Vertex AI endpoints deployed by Terraform."
+  type = list(object({
+    name            = string
+    model           = string
+    version         = string
+    project         = string
+    location        = string
+    endpoint_id     = string
+    route           = optional(string, "chat_completions")
+    served_model    = string
+    max_concurrency = optional(number, 256)
+    price_input     = optional(number, 0)
+    price_output    = optional(number, 0)
+  }))
+  default = []
+}
+
+variable "gce_discovery" {
+  description = "Discovery of the self-hosted GPU pools (labels and port label as set on the instance template)."
+  type = object({
+    project      = string
+    labels       = map(string)
+    port_label   = optional(string, "meridian-port")
+    accelerators = optional(list(string), [])
+    zones        = optional(list(string), [])
+  })
+  default = null
+}
+
+variable "sagemaker_discovery_regions" {
+  description = "AWS regions where endpoints tagged meridian:discover=true (deployed outside this Terraform) are discovered."
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_networks" {
+  description = "CIDRs a discovered backend address must fall in (the GPU pools' subnets)."
+  type        = list(string)
+  default     = []
+}
+
+variable "refresh_seconds" {
+  description = "Discovery refresh interval."
+  type        = number
+  default     = 30
+}
+
+variable "tenants" {
+  description = "Tenants: API keys as sha256:<hex> or env:VARIABLE references, never in clear."
+  type = list(object({
+    name      = string
+    api_keys  = list(string)
+    residency = optional(list(string))
+    models    = optional(list(string))
+  }))
+}
+
+variable "store_url" {
+  description = "Control-plane Redis URL or env:VARIABLE reference (it carries the auth token)."
+  type        = string
+  default     = "env:MERIDIAN_REDIS_URL"
+}
+
+variable "admin_token" {
+  description = "Admin API token as sha256:<hex> or env:VARIABLE."
+  type        = string
+  default     = "env:MERIDIAN_ADMIN_TOKEN"
+}
+
+variable "ports" {
+  description = "Listener ports inside the container."
+  type = object({
+    http  = optional(number, 8080)
+    grpc  = optional(number, 50051)
+    admin = optional(number, 9090)
+  })
+  default = {}
+}

@@ -1,0 +1,260 @@
+"""SageMaker discovery against moto's SageMaker control plane (in process, ``mock_aws``).
+
+moto facts these tests rely on (moto 5.2): ``CreateEndpoint`` is ``InService``
+at once (no ``Creating`` phase), so other statuses are set on moto's backend
+directly; ``ProductionVariants`` omit ``CurrentWeight`` when the initial
+weight is absent or 0; ``InstanceType`` is checked against an old list
+(``ml.g4dn.*`` passes, ``ml.g5.*`` does not).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from types import MappingProxyType
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from regions.discovery import Catalog, DiscoveryError, SageMakerSettings, SageMakerSource
+from regions.inventory import ProviderKind, Region
+
+REGION = "us-east-1"
+US = Region("aws:us-east-1", frozenset({"US"}))
+CATALOG = Catalog(MappingProxyType({US.name: US}))
+ACCOUNT = "123456789012"
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[boto3.session.Session]:
+    """One moto mock and one boto3 session for the module: loading SageMaker's
+    service model costs ~0.4 s per session, and the tests need many clients."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+            mp.delenv(var, raising=False)
+        with mock_aws():
+            yield boto3.session.Session()
+
+
+@pytest.fixture
+def aws(session: boto3.session.Session) -> Iterator[Any]:
+    from moto.sagemaker.models import sagemaker_backends
+
+    sagemaker_backends.reset()
+    yield session.client("sagemaker", region_name=REGION)
+
+
+@pytest.fixture
+def factory(session: boto3.session.Session) -> Any:
+    def make(settings: SageMakerSettings) -> Any:
+        return session.client("sagemaker", region_name=settings.region)
+
+    return make
+
+
+def endpoint(
+    sm: Any,
+    name: str,
+    tags: dict[str, str],
+    variants: tuple[tuple[str, float, int], ...] = (("AllTraffic", 1.0, 1),),
+) -> None:
+    sm.create_model(
+        ModelName=f"{name}-model",
+        PrimaryContainer={"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/vllm:latest"},
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sagemaker",
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        ProductionVariants=[
+            {
+                "VariantName": variant,
+                "ModelName": f"{name}-model",
+                "InitialInstanceCount": count,
+                "InstanceType": "ml.g4dn.xlarge",
+                "InitialVariantWeight": weight,
+            }
+            for variant, weight, count in variants
+        ],
+    )
+    sm.create_endpoint(
+        EndpointName=name,
+        EndpointConfigName=f"{name}-config",
+        Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+    )
+
+
+def set_status(name: str, status: str) -> None:
+    from moto.sagemaker.models import sagemaker_backends
+
+    sagemaker_backends[ACCOUNT][REGION].endpoints[name].endpoint_status = status
+
+
+def set_variant(name: str, **fields: Any) -> None:
+    from moto.sagemaker.models import sagemaker_backends
+
+    sagemaker_backends[ACCOUNT][REGION].endpoints[name].production_variants[0].update(fields)
+
+
+TAGS = {
+    "meridian:discover": "true",
+    "meridian:model": "llama-3.1-8b-instruct",
+    "meridian:version": "v1",
+    "meridian:served-model": "meta-llama/Llama-3.1-8B-Instruct",
+    "meridian:container": "tgi",
+    "meridian:max-concurrency": "64",
+    "meridian:price-input": "0.3",
+    "meridian:price-output": "0.6",
+}
+
+
+@pytest.fixture
+def source(factory: Any) -> Any:
+    def make(**kwargs: Any) -> SageMakerSource:
+        return SageMakerSource(SageMakerSettings(region=REGION, **kwargs), CATALOG, factory)
+
+    return make
+
+
+async def test_tagged_in_service_endpoint_becomes_a_backend(aws: Any, source: Any) -> None:
+    endpoint(aws, "llama-a", TAGS, (("blue", 3.0, 2), ("green", 1.0, 1)))
+    endpoint(aws, "untagged", {"team": "search"})
+    endpoint(aws, "other-filter", {**TAGS, "meridian:discover": "false"})
+    listing = await source().discover()
+    assert listing.refused == ()
+    (item,) = listing.found
+    spec = item.spec
+    assert spec.name == "sagemaker/us-east-1/llama-a"
+    assert (spec.model, spec.version, spec.region) == ("llama-3.1-8b-instruct", "v1", US)
+    assert spec.kind is ProviderKind.SAGEMAKER
+    assert spec.url == "https://runtime.sagemaker.us-east-1.amazonaws.com"
+    assert spec.served_model == "meta-llama/Llama-3.1-8B-Instruct"
+    assert (spec.max_concurrency, spec.price.input_per_m, spec.price.output_per_m) == (64, 0.3, 0.6)
+    assert spec.sagemaker is not None
+    assert (spec.sagemaker.endpoint_name, spec.sagemaker.region) == ("llama-a", REGION)
+    assert (spec.sagemaker.container, spec.sagemaker.target_variant) == ("tgi", None)
+    assert item.address is None  # built from the configured region: nothing to vet
+    assert "blue(weight=3, instances=2)" in item.detail and "green" in item.detail
+
+
+async def test_per_variant_tags_give_one_backend_per_variant(aws: Any, source: Any) -> None:
+    tags = {k: v for k, v in TAGS.items() if k != "meridian:version"}
+    tags |= {"meridian:variant:blue": "v1", "meridian:variant:green": "v2"}
+    tags["meridian:variant:gone"] = "v3"
+    endpoint(aws, "llama-ab", tags, (("blue", 1.0, 1), ("green", 1.0, 1)))
+    listing = await source().discover()
+    got = {f.spec.name: f.spec for f in listing.found}
+    assert set(got) == {"sagemaker/us-east-1/llama-ab/blue", "sagemaker/us-east-1/llama-ab/green"}
+    green = got["sagemaker/us-east-1/llama-ab/green"]
+    assert green.version == "v2"
+    assert green.sagemaker is not None and green.sagemaker.target_variant == "green"
+    assert listing.refused[0].name == "sagemaker/us-east-1/llama-ab/gone"
+    assert listing.refused[0].reason == "no such production variant"
+
+
+@pytest.mark.parametrize("status", ["Creating", "Updating", "Failed", "OutOfService", "Deleting"])
+async def test_only_in_service_endpoints_are_routable(aws: Any, source: Any, status: str) -> None:
+    endpoint(aws, "llama-a", TAGS)
+    endpoint(aws, "llama-b", TAGS)
+    set_status("llama-b", status)
+    listing = await source().discover()
+    assert [f.spec.name for f in listing.found] == ["sagemaker/us-east-1/llama-a"]
+    assert [(r.name, r.reason) for r in listing.refused] == [
+        ("sagemaker/us-east-1/llama-b", f"status {status}")
+    ]
+    set_status("llama-b", "InService")  # it finishes updating: picked up next round
+    assert len((await source().discover()).found) == 2
+
+
+async def test_endpoints_that_cannot_serve_are_refused_with_a_reason(aws: Any, source: Any) -> None:
+    endpoint(aws, "no-model", {k: v for k, v in TAGS.items() if k != "meridian:model"})
+    endpoint(aws, "no-version", {k: v for k, v in TAGS.items() if k != "meridian:version"})
+    endpoint(aws, "bad-container", {**TAGS, "meridian:container": "triton"})
+    endpoint(aws, "bad-number", {**TAGS, "meridian:max-concurrency": "lots"})
+    endpoint(aws, "no-instances", TAGS)
+    set_variant("no-instances", CurrentInstanceCount=0)  # scaled to zero
+    listing = await source().discover()
+    assert listing.found == ()
+    reasons = {r.name.rpartition("/")[2]: r.reason for r in listing.refused}
+    assert reasons["no-model"] == "no meridian:model tag"
+    assert reasons["no-version"] == "no meridian:version tag"
+    assert "triton" in reasons["bad-container"]
+    assert reasons["bad-number"].startswith("bad tag:")
+    assert reasons["no-instances"] == "no variant has instances and weight"
+
+
+async def test_unconfigured_region_is_refused(session: Any, factory: Any) -> None:
+    endpoint(session.client("sagemaker", region_name="eu-west-1"), "llama-eu", TAGS)
+    eu = SageMakerSource(SageMakerSettings(region="eu-west-1"), CATALOG, factory)
+    listing = await eu.discover()
+    assert listing.found == ()
+    assert listing.refused[0].reason == "region aws:eu-west-1 not configured"
+
+
+async def test_deleted_endpoints_disappear_and_filters_are_configurable(
+    aws: Any, source: Any
+) -> None:
+    endpoint(aws, "llama-a", {**TAGS, "env": "prod"})
+    endpoint(aws, "llama-b", {**TAGS, "env": "staging"})
+    prod = source(tags={"meridian:model": "*", "env": "prod"})
+    assert [f.spec.name for f in (await prod.discover()).found] == ["sagemaker/us-east-1/llama-a"]
+    assert len((await source().discover()).found) == 2
+    aws.delete_endpoint(EndpointName="llama-a")
+    assert [f.spec.name for f in (await source().discover()).found] == [
+        "sagemaker/us-east-1/llama-b"
+    ]
+
+
+async def test_runtime_url_override_and_emulator_credentials(aws: Any, source: Any) -> None:
+    endpoint(aws, "llama-a", TAGS)
+    s = source(runtime_url="http://127.0.0.1:9999", emulator_credentials=True)
+    spec = (await s.discover()).found[0].spec
+    assert spec.url == "http://127.0.0.1:9999"
+    assert spec.sagemaker is not None and spec.sagemaker.emulator_credentials
+
+
+class _Recording:
+    """A real moto-backed client that records the threads it is called on and can fail."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.threads: set[int] = set()
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.threads.add(threading.get_ident())
+            if self.fail:
+                raise ClientError(
+                    {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                    name,
+                )
+            return attr(*args, **kwargs)
+
+        return call
+
+
+async def test_boto3_runs_off_the_event_loop_and_errors_are_discovery_errors(
+    aws: Any, session: Any
+) -> None:
+    endpoint(aws, "llama-a", TAGS)
+    clients: list[_Recording] = []
+
+    def recording(settings: SageMakerSettings) -> Any:
+        clients.append(_Recording(session.client("sagemaker", region_name=settings.region)))
+        return clients[-1]
+
+    s = SageMakerSource(SageMakerSettings(region=REGION), CATALOG, recording)
+    assert len((await s.discover()).found) == 1
+    assert clients[0].threads and threading.get_ident() not in clients[0].threads
+    clients[0].fail = True
+    with pytest.raises(DiscoveryError, match="ThrottlingException"):
+        await s.discover()
+    clients[0].fail = False
+    await s.close()

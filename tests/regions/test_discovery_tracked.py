@@ -1,0 +1,94 @@
+"""TrackedProvider: retiring an adapter without cutting its streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from regions.discovery import TrackedProvider
+from regions.errors import BackendError, FailureClass
+from regions.events import Event, TokenDelta
+from regions.provider import Probe
+from regions.request import GenerationRequest, Kind
+from tests.conftest import wait_for
+
+REQUEST = GenerationRequest(kind=Kind.CHAT, model="m", request_id="r1")
+
+
+class Gated:
+    """An adapter whose streams yield one token, then wait for the test."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.closed = 0
+        self.finalized = 0
+
+    async def _stream(self) -> AsyncIterator[Event]:
+        try:
+            yield TokenDelta("a")
+            await self.release.wait()
+            yield TokenDelta("b")
+        finally:
+            self.finalized += 1
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        return self._stream()
+
+    def passthrough(self, kind: Kind) -> bool:
+        return True
+
+    async def probe(self) -> Probe:
+        return Probe(healthy=True, queue_depth=3)
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+async def drain(stream: AsyncIterator[Event]) -> list[Event]:
+    return [event async for event in stream]
+
+
+async def test_retire_waits_for_streams_then_closes_once() -> None:
+    inner, released = Gated(), []
+
+    async def on_closed() -> None:
+        released.append(True)
+
+    tracked = TrackedProvider("gce/z/a", inner, on_closed)
+    assert tracked.passthrough(Kind.CHAT) and tracked.probeable
+    assert (await tracked.probe()).queue_depth == 3
+    running = asyncio.create_task(drain(tracked.stream(REQUEST)))
+    await wait_for(lambda: tracked.in_flight == 1)
+    retiring = asyncio.create_task(tracked.retire(deadline_s=30))
+    await wait_for(lambda: tracked.retired)
+    with pytest.raises(BackendError) as err:  # no new streams once retiring
+        await drain(tracked.stream(REQUEST))
+    assert err.value.failure is FailureClass.CONNECT
+    assert not retiring.done() and inner.closed == 0  # the running stream holds it open
+    inner.release.set()
+    assert len(await running) == 2  # the stream finished whole
+    assert await retiring == 0
+    assert (inner.closed, released, tracked.closed, tracked.in_flight) == (1, [True], True, 0)
+    await tracked.close()
+    assert inner.closed == 1  # idempotent
+
+
+async def test_an_abandoned_stream_closes_the_inner_one_at_once() -> None:
+    inner = Gated()
+    tracked = TrackedProvider("gce/z/a", inner)
+    stream = tracked.stream(REQUEST)
+    assert await anext(stream) == TokenDelta("a")
+    await stream.aclose()  # hedge lost, client gone
+    assert inner.finalized == 1 and tracked.in_flight == 0
+
+
+async def test_the_deadline_closes_with_streams_still_running() -> None:
+    inner = Gated()
+    tracked = TrackedProvider("gce/z/a", inner)
+    stream = tracked.stream(REQUEST)
+    await anext(stream)
+    assert await tracked.retire(deadline_s=0.01) == 1
+    assert inner.closed == 1
+    await stream.aclose()

@@ -1,0 +1,141 @@
+"""Manifests, locations and the local store's guard rails: plain data, local disk only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.config import ConfigError, parse
+from regions.replication import (
+    FileEntry,
+    Manifest,
+    MemorySink,
+    Phase,
+    ReplicationError,
+    ReplicationJob,
+    StoreError,
+    Target,
+    parse_location,
+)
+from regions.replication.local import LocalStore
+from regions.replication.manifest import MANIFEST
+
+SHA = hashlib.sha256(b"x").hexdigest()
+
+
+def doc(**overrides: object) -> bytes:
+    d: dict[str, object] = {
+        "format": 1,
+        "model": "m",
+        "version": "v1",
+        "created": "2026-11-22T08:00:00Z",
+        "files": [{"path": "a/b.bin", "size": 1, "sha256": SHA}],
+    }
+    d.update(overrides)
+    return orjson.dumps(d)
+
+
+def test_manifest_round_trips_and_sorts_files() -> None:
+    m = Manifest(
+        "m",
+        "v1",
+        "2026-11-22T08:00:00Z",
+        (FileEntry("z", 1, SHA), FileEntry("a", 2, SHA, "AAAAAA==")),
+    )
+    again = Manifest.from_json(m.to_json())
+    assert [f.path for f in again.files] == ["a", "z"] and again.total_bytes == 3
+    assert again.same_files(Manifest.from_json(again.to_json()))
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ([{"path": "../etc/passwd", "size": 1, "sha256": SHA}], "not a safe relative path"),
+        ([{"path": "/abs", "size": 1, "sha256": SHA}], "not a safe relative path"),
+        ([{"path": "a//b", "size": 1, "sha256": SHA}], "not a safe relative path"),
+        ([{"path": "a\\b", "size": 1, "sha256": SHA}], "not a safe relative path"),
+        ([{"path": "a", "size": -1, "sha256": SHA}], "bad size or sha256"),
+        ([{"path": "a", "size": 1, "sha256": "xyz"}], "bad size or sha256"),
+        ([{"path": "a", "size": 1, "sha256": SHA}] * 2, "listed twice"),
+        ([{"path": MANIFEST, "size": 1, "sha256": SHA}], "reserved"),
+        ([{"path": "a", "size": 1}], "malformed"),
+    ],
+)
+def test_unsafe_or_malformed_manifests_are_refused(files: object, words: str) -> None:
+    with pytest.raises(ReplicationError, match=words):
+        Manifest.from_json(doc(files=files))
+
+
+def test_model_and_version_names_are_single_safe_segments() -> None:
+    with pytest.raises(ReplicationError, match="bad version name"):
+        Manifest.from_json(doc(version="../v1"))
+    with pytest.raises(ReplicationError, match="format-1"):
+        Manifest.from_json(doc(format=2))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("s3://weights-use1/models/", "s3://weights-use1/models"),
+        ("gs://my_bucket", "gs://my_bucket"),
+        ("file:///srv/weights/", "file:///srv/weights"),
+    ],
+)
+def test_locations_parse(url: str, expected: str) -> None:
+    loc = parse_location(url)
+    assert str(loc) == expected
+    assert str(loc.child("m", "v1")) == expected + "/m/v1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://x/y",
+        "s3://UPPER/x",
+        "s3://b",
+        "file://relative/x",
+        "file:///a/../b",
+        "s3://bkt/a/../b",
+        "gs",
+    ],
+)
+def test_bad_locations_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_location(url)
+
+
+def test_config_points_at_a_bad_weights_location() -> None:
+    text = """
+regions:
+  - name: "aws:us-east-1"
+    weights: "s3://bkt/../x"
+models: [{name: m, versions: {v1: 100}}]
+backends: [{name: b, model: m, version: v1, region: "aws:us-east-1", provider: vllm,
+            url: "http://127.0.0.1:1", served_model: s}]
+tenants: [{name: t, api_keys: ["env:X"]}]
+replication: {gcs_credentials: anonymous}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse(text, "m.yaml")
+    lines = str(info.value).splitlines()
+    assert any(line.startswith("m.yaml:4: regions.0.weights:") for line in lines), lines
+    assert any("anonymous is for an http:// emulator" in line for line in lines), lines
+
+
+async def test_local_store_keys_cannot_escape_the_root(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "root")
+    with pytest.raises(StoreError, match="escapes the root"):
+        await store.stat("../outside")
+
+
+async def test_a_manifest_for_another_version_is_refused(tmp_path: Path) -> None:
+    source, dest = LocalStore(tmp_path / "src"), LocalStore(tmp_path / "dst")
+    await source.put("a", b"x")
+    await source.put(MANIFEST, doc(files=[{"path": "a", "size": 1, "sha256": SHA}], version="v2"))
+    sink = MemorySink()
+    report = await ReplicationJob("j", "m", "v1", source, [Target("r", dest)], sink).run()
+    assert "describes m@v2, not m@v1" in report.regions["r"].reason
+    assert sink.phases("r") == [Phase.FAILED]

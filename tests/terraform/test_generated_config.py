@@ -1,0 +1,171 @@
+"""The config Terraform generates is a config Meridian accepts, and discovery finds what Terraform deploys.
+
+python-hcl2 reads the example's ``module "meridian_config"`` block (with the
+example's variable defaults and ``terraform.tfvars.example``), the block's
+values are handed to the real ``meridian-config`` module in a scratch root
+module, and ``terraform apply`` (no providers: offline) renders the YAML with
+Terraform's own ``yamlencode``. ``gateway.config.parse`` must accept it.
+Then the GPU pool's instance labels and metadata, as the ``gcp-gpu-pool``
+module sets them, are served by the fake Compute API, and GCE discovery with
+the generated ``discovery.gce`` settings must find the instance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Config, parse
+from tests.terraform.conftest import TERRAFORM_DIR, Terraform
+
+EXAMPLE = TERRAFORM_DIR / "examples" / "multi-region"
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Any:
+    pytest.importorskip("hcl2", reason="python-hcl2 (a dev dependency) is not installed")
+    from tests.terraform.hcl_eval import Evaluator
+
+    return Evaluator(EXAMPLE, EXAMPLE / "terraform.tfvars.example")
+
+
+@pytest.fixture(scope="module")
+def rendered(evaluator: Any, terraform: Terraform, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("render")
+    args = evaluator.module_args("meridian_config")
+    source = evaluator.module_dir("meridian_config")
+    main = {
+        "module": {"meridian_config": {"source": str(source), **args}},
+        "output": {"yaml": {"value": "${module.meridian_config.yaml}"}},
+    }
+    (root / "main.tf.json").write_text(json.dumps(main, indent=2))
+    for step in (("init", "-no-color"), ("apply", "-auto-approve", "-no-color", "-lock=false")):
+        result = terraform.run(root, *step)
+        assert result.returncode == 0, f"terraform {step[0]}:\n{result.stdout}{result.stderr}"
+    output = terraform.run(root, "output", "-raw", "yaml")
+    assert output.returncode == 0, output.stderr
+    return output.stdout
+
+
+@pytest.fixture(scope="module")
+def config(rendered: str) -> Config:
+    return parse(rendered, "terraform output meridian_yaml")
+
+
+def test_generated_config_validates(config: Config, evaluator: Any) -> None:
+    regions = {r.name: set(r.tags) for r in config.regions}
+    assert regions == {
+        "aws:us-east-1": {"US"},
+        "aws:eu-west-1": {"EU", "IE"},
+        "gcp:us-central1": {"US"},
+        "gcp:europe-west4": {"EU", "NL"},
+    }
+    backends = {b.name: b for b in config.backends}
+    blue, green = backends["sagemaker-us-east-1-blue"], backends["sagemaker-us-east-1-green"]
+    endpoint = evaluator.module_args("sagemaker_us", strict=False)["endpoint_name"]
+    assert blue.sagemaker is not None and green.sagemaker is not None
+    assert (blue.sagemaker.endpoint_name, blue.sagemaker.target_variant, blue.version) == (
+        endpoint,
+        "blue",
+        "v1",
+    )
+    assert (green.sagemaker.target_variant, green.version) == ("green", "v2")
+    assert blue.url == "https://runtime.sagemaker.us-east-1.amazonaws.com"
+    vertex = backends["vertex-europe-west4"]
+    assert vertex.vertex is not None and vertex.vertex.endpoint_id == "4242424242"
+    assert vertex.url == "https://europe-west4-aiplatform.googleapis.com"
+    # The variants Terraform deploys are exactly the backends the config routes to.
+    variants = {
+        v["name"]: v["version"]
+        for v in evaluator.module_args("sagemaker_us", strict=False)["variants"]
+    }
+    assert {b.sagemaker.target_variant: b.version for b in (blue, green)} == variants  # type: ignore[union-attr]
+    assert config.store.kind == "redis" and config.store.url == "env:MERIDIAN_REDIS_URL"
+    tenants = {t.name: t.residency for t in config.tenants}
+    assert tenants == {"default": None, "eu-only": frozenset({"EU"})}
+    assert config.discovery is not None and config.discovery.gce is not None
+    assert config.discovery.allowed_networks == ("10.30.0.0/20",)
+
+
+def test_every_env_reference_in_the_config_is_a_deployed_secret(
+    config: Config, evaluator: Any
+) -> None:
+    """A tenant key, the admin token or the store URL named env:X must reach every gateway."""
+    refs = {
+        k.ref.removeprefix("env:")
+        for t in config.tenants
+        for k in t.api_keys
+        if k.ref.startswith("env:")
+    }
+    refs.add("MERIDIAN_REDIS_URL")
+    assert config.admin.token is not None
+    refs.add(config.admin.token.ref.removeprefix("env:"))
+    for region, network in evaluator.vars["aws_networks"].items():
+        assert refs <= set(network["secret_arns"]), (
+            f"aws {region} lacks {refs - set(network['secret_arns'])}"
+        )
+    assert refs <= set(evaluator.vars["gcp_secret_ids"])
+
+
+async def test_gce_discovery_finds_the_pool_terraform_deploys(
+    config: Config, evaluator: Any
+) -> None:
+    try:
+        importlib.import_module("google.cloud.compute_v1")
+    except ImportError:
+        pytest.skip("google-cloud-compute is not installed")
+    except AttributeError as exc:
+        pytest.skip(
+            f"google-cloud-compute cannot load in this process ({exc}): our top-level `proto` shadows proto-plus"
+        )
+    from gateway.discovery_wiring import catalog_from, sources_from
+    from regions.discovery import GceSource
+    from tests.terraform.compute_fake import FakeCompute
+
+    pool = evaluator.module_args("gpu_pool_us", strict=False)
+    defaults = _defaults(evaluator.module_dir("gpu_pool_us"))
+    port_label, port = (
+        pool.get("port_label", defaults["port_label"]),
+        pool.get("port", defaults["port"]),
+    )
+    labels = {**pool.get("labels", {}), **pool["discovery_labels"], port_label: str(port)}
+    metadata = {
+        "meridian-model": pool["model"],
+        "meridian-version": pool["version_name"],
+        "meridian-served-model": pool["served_model"],
+        "meridian-provider": pool.get("provider_kind", defaults["provider_kind"]),
+    }
+    gpu = pool.get("accelerator_type", defaults["accelerator_type"])
+    fake = FakeCompute(project=evaluator.vars["gcp_project"])
+    await fake.start()
+    try:
+        fake.add_instance(
+            pool["zones"][0], "pool-0001", ip="10.30.0.7", labels=labels, metadata=metadata, gpu=gpu,
+            mig=f"regions/{pool['region']}/instanceGroupManagers/{pool['name']}",
+        )  # fmt: skip
+        fake.add_instance(pool["zones"][0], "unlabelled", ip="10.30.0.8", metadata=metadata)
+        assert config.discovery is not None and config.discovery.gce is not None
+        gce = config.discovery.gce.model_copy(
+            update={"api_endpoint": fake.url, "credentials": "anonymous"}
+        )
+        discovery = config.discovery.model_copy(update={"gce": gce, "sagemaker": None})
+        (source,) = sources_from(discovery, catalog_from(config))
+        assert isinstance(source, GceSource)
+        listing = await source.discover()
+        await source.close()
+    finally:
+        await fake.stop()
+    (found,) = listing.found
+    assert found.spec.url == f"http://10.30.0.7:{port}" and found.address == "10.30.0.7"
+    assert (found.spec.model, found.spec.version) == (pool["model"], pool["version_name"])
+    assert found.spec.region.tags == frozenset({"US"})
+
+
+def _defaults(module: Path) -> dict[str, Any]:
+    from tests.terraform.hcl_eval import Evaluator
+
+    return dict(Evaluator(module).vars)
