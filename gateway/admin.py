@@ -1,7 +1,9 @@
 """The admin API: its own listener, its own bearer token (DESIGN.md §4).
 
-Only ``/metrics`` and a status summary live here so far; weights, drains,
-canaries and replication join them with the control plane.
+``/metrics``, the status summary and route explanations live here; the
+control plane's endpoints (weights, drains, dials, canaries, replicas,
+audit) are in ``gateway.admin_control``, replication in
+``gateway.admin_replication`` and shadow traffic in ``gateway.admin_shadow``.
 """
 
 from __future__ import annotations

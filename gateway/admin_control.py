@@ -36,7 +36,7 @@ from gateway.runtime import Runtime
 from gateway.shadow.gate import shadow_gate
 from gateway.shadow.plan import shadow_key
 from gateway.store import Doc, StoreConflict, StoreUnavailable
-from gateway.store.state import canary_key, drain_key, replica_key, split_key
+from gateway.store.state import canary_key, dial_key, drain_key, replica_key, split_key
 
 ACTOR_HEADER = "x-meridian-actor"
 _ACTOR = re.compile(r"[^\x21-\x7e]")
@@ -70,9 +70,10 @@ def _guard(
         except Refused as exc:
             return error_response(exc.status, exc.message, exc.code)
         except StoreUnavailable as exc:
+            refused = "change refused" if request.method != "GET" else "cannot read it"
             return error_response(
                 503,
-                f"change refused: the control-plane store is unreachable ({exc}); "
+                f"{refused}: the control-plane store is unreachable ({exc}); "
                 f"still serving revision {rt.snapshot.revision}",
                 "store_unavailable",
                 retry_after=5,
@@ -211,6 +212,29 @@ async def _drain(
             "drained": on,
             "dial": rt.snapshot.dial(region),
             "dial_before": before,
+            "revision": rt.snapshot.revision,
+            "changed": bool(commit.entries),
+        }
+    )
+
+
+@_guard
+async def set_dial(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
+    """A region's share of the traffic it would get on merit, 0–100 (a drain
+    overrides it; undraining returns to it)."""
+    region = _region(rt, request.match_info["region"])
+    dial = (await _body(request)).get("dial")
+    if isinstance(dial, bool) or not isinstance(dial, int) or not 0 <= dial <= 100:
+        raise Refused(400, f"dial must be an integer from 0 to 100, got {dial!r}")
+    before = control.state.dials.get(region, rt.snapshot.dial(region))
+    commit = await control.write({dial_key(region): {"dial": dial}}, actor=actor(request),
+                                 action="region.dial", note=f"{before} → {dial}")  # fmt: skip
+    return _json(
+        {
+            "region": region,
+            "dial": dial,
+            "dial_before": before,
+            "drained": region in control.state.drains,
             "revision": rt.snapshot.revision,
             "changed": bool(commit.entries),
         }
@@ -400,6 +424,7 @@ def register(app: web.Application) -> None:
     r.add_get("/admin/v1/regions", list_regions)
     r.add_post("/admin/v1/regions/{region}/drain", drain)
     r.add_post("/admin/v1/regions/{region}/undrain", undrain)
+    r.add_put("/admin/v1/regions/{region}/dial", set_dial)
     r.add_get("/admin/v1/canary/{model}", canary_status)
     r.add_post("/admin/v1/canary/{model}", canary_start)
     r.add_post("/admin/v1/canary/{model}/promote", canary_promote)

@@ -79,7 +79,10 @@ class Gateway:
             reuse_port=self._reuse_port,
         )
         self.admin_url = await self._listen(
-            admin_app(client), self.config.listen.admin, keepalive_timeout=limits.header_timeout_s
+            admin_app(client),
+            self.config.listen.admin,
+            keepalive_timeout=limits.header_timeout_s,
+            reuse_port=self._reuse_port,
         )
         if self.config.listen.grpc is not None:
             self._grpc = GrpcServer(runtime, reuse_port=self._reuse_port)

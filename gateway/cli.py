@@ -46,7 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    _run(run_demo(args.http, args.admin, args.grpc or None))
+    if args.redis is not None and not args.redis.startswith(("redis://", "rediss://")):
+        raise SystemExit(f"meridian: --redis wants a redis:// or rediss:// URL, not {args.redis!r}")
+    _run(run_demo(args.http, args.admin, args.grpc or None, args.redis))
     return 0
 
 
@@ -140,6 +142,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--http", default="127.0.0.1:8080", help="HTTP API address")
     demo.add_argument("--admin", default="127.0.0.1:9090", help="admin API address")
     demo.add_argument("--grpc", default="127.0.0.1:50051", help="gRPC address ('' = off)")
+    demo.add_argument("--redis", help="control-plane store in Redis (redis://HOST:PORT/DB)")
     demo.set_defaults(func=_demo)
 
     emulate = sub.add_parser("emulate", help="run a backend emulator")

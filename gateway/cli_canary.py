@@ -95,6 +95,10 @@ def run_verb(args: argparse.Namespace) -> int:
     return show(args, body)
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value} ms"  # no sample in this step yet
+
+
 def _time(at: float) -> str:
     return datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
 
@@ -128,7 +132,7 @@ def show(args: argparse.Namespace, body: dict[str, Any]) -> int:
         console.print(
             "this step: "
             + "  ".join(
-                f"{w['version']} {w['requests']} req {w['errors']} err p95 {w['ttft_p95_ms']} ms"
+                f"{w['version']} {w['requests']} req {w['errors']} err p95 {_ms(w['ttft_p95_ms'])}"
                 for w in window.values()
             )
         )

@@ -91,7 +91,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_top(args: argparse.Namespace) -> int:
     client = AdminClient(args.admin_url, args.token)
-    if args.once:
+    if args.once or args.json:  # a script wants one answer, not a redrawn screen
         return run_status(args)
     first = render(client.get("/admin/v1/status"))
     with Live(first, auto_refresh=False) as live, contextlib.suppress(KeyboardInterrupt):

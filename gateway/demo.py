@@ -109,7 +109,11 @@ def _sha(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
 
-def demo_config(urls: list[str], http: str, admin: str, grpc: str | None = None) -> Config:
+def demo_config(
+    urls: list[str], http: str, admin: str, grpc: str | None = None, redis: str | None = None
+) -> Config:
+    """The demo's config; ``redis`` puts its control plane in Redis (several
+    demos, or a demo and `meridian serve`, then share weights and canaries)."""
     regions: dict[str, tuple[str, ...]] = {}
     backends = []
     for spec, url in zip(BACKENDS, urls, strict=True):
@@ -130,6 +134,7 @@ def demo_config(urls: list[str], http: str, admin: str, grpc: str | None = None)
     return Config.model_validate(
         {
             "listen": {"http": http, "admin": admin, "grpc": grpc},
+            "store": {"kind": "redis", "url": redis} if redis else {"kind": "embedded"},
             "admin": {"token": _sha(ADMIN_TOKEN)},
             "regions": [{"name": n, "tags": list(t)} for n, t in regions.items()],
             "models": [{"name": MODEL, "versions": {"v1": 100, "v2": 0}}],
@@ -150,16 +155,19 @@ class Demo:
         http: str = "127.0.0.1:8080",
         admin: str = "127.0.0.1:9090",
         grpc: str | None = "127.0.0.1:50051",
+        redis: str | None = None,
     ) -> None:
         self._http = http
         self._admin = admin
         self._grpc = grpc
+        self._redis = redis
         self.emulators = [_emulator(b) for b in BACKENDS]
         self.gateway: Gateway | None = None
 
     async def start(self) -> Gateway:
         urls = [await e.start("127.0.0.1", 0) for e in self.emulators]
-        self.gateway = Gateway(demo_config(urls, self._http, self._admin, self._grpc))
+        config = demo_config(urls, self._http, self._admin, self._grpc, self._redis)
+        self.gateway = Gateway(config)
         await self.gateway.start()
         return self.gateway
 
@@ -190,8 +198,8 @@ Try:
 Ctrl-C stops the demo."""
 
 
-async def run_demo(http: str, admin: str, grpc: str | None) -> None:
-    demo = Demo(http, admin, grpc)
+async def run_demo(http: str, admin: str, grpc: str | None, redis: str | None = None) -> None:
+    demo = Demo(http, admin, grpc, redis)
     gateway = await demo.start()
     print(banner(gateway), flush=True)
     stop = asyncio.Event()

@@ -3,16 +3,22 @@
 Each worker is a full gateway bound with SO_REUSEPORT, so the kernel spreads
 connections across them and one slow worker never blocks another. The parent
 only supervises: it forwards SIGTERM/SIGINT and waits, so shutdown drains
-every worker. Each worker keeps its own metrics; scrape them through the
-admin listener, which the kernel also balances (documented limitation).
+every worker; when one worker dies, it stops the others and exits non-zero
+so the service manager restarts the whole set rather than leaving it short.
+Each worker keeps its own metrics; scrape them through the admin listener,
+which the kernel also balances (documented limitation). Workers must share
+the control-plane store (a SQLite file or Redis): an in-memory store would
+give each worker its own weights and canaries, so that is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -28,6 +34,11 @@ def serve(config: Config, path: str, *, workers: int, run: Runner) -> int:
     if workers == 1:
         run(Gateway(config).serve_until_signalled())
         return 0
+    if config.store.kind == "embedded" and config.store.path is None:
+        raise SystemExit(
+            "meridian: --workers needs a store the workers share: "
+            "set store.path (an SQLite file) or use store kind redis"
+        )
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(path,), daemon=False) for _ in range(workers)]
     for proc in procs:
@@ -40,9 +51,19 @@ def serve(config: Config, path: str, *, workers: int, run: Runner) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
-    return max((p.exitcode or 0) for p in procs)
+    running = list(procs)
+    while running:
+        for ended in multiprocessing.connection.wait([p.sentinel for p in running]):
+            proc = next(p for p in running if p.sentinel == ended)
+            proc.join()
+            running.remove(proc)
+            if proc.exitcode and running:
+                print(
+                    f"meridian: worker {proc.pid} exited with {proc.exitcode}; stopping the rest",
+                    file=sys.stderr,
+                )
+                forward(signal.SIGTERM, None)
+    return max(abs(p.exitcode or 0) for p in procs)  # killed by a signal: -N
 
 
 def _worker(path: str) -> None:

@@ -191,6 +191,10 @@ async def test_every_command_as_table_and_json(
     assert {r["name"] for r in json.loads(out)["regions"] if r["drained"]} == {"aws:us-east-1"}
     code, out, _ = await cli("region", "undrain", "aws:us-east-1", "--json")
     assert json.loads(out)["dial"] == 100
+    code, out, _ = await cli("region", "dial", "aws:us-east-1", "25%")
+    assert code == 0 and "dial of aws:us-east-1: 100 → 25" in out
+    code, out, _ = await cli("region", "dial", "aws:us-east-1", "100", "--json")
+    assert json.loads(out)["dial_before"] == 25
     code, out, _ = await cli("replicas", MODEL)
     assert code == 0 and "verified" in out
     code, out, _ = await cli("replicas", MODEL, "--json")
@@ -226,6 +230,9 @@ async def test_every_command_as_table_and_json(
         (("weights", "set", "nope", "v1=10"), "404: unknown model 'nope'"),
         (("weights", "show", "nope"), "404: unknown model 'nope'"),
         (("region", "drain", "mars:base"), "404: unknown region 'mars:base'"),
+        (("region", "dial", "aws:us-east-1", "150"), "bad dial '150'"),
+        (("region", "dial", "aws:us-east-1", "half"), "bad dial 'half'"),
+        (("region", "dial", "mars:base", "50"), "404: unknown region 'mars:base'"),
         (("canary", "start", MODEL, "--to", "v9"), "has no version 'v9'"),
         (("canary", "start", MODEL, "--to", "v2", "--interval", "soon"), "bad interval 'soon'"),
         (("canary", "start", MODEL, "--to", "v2", "--steps", "50,25"), "steps must increase"),

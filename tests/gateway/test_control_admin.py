@@ -81,6 +81,21 @@ async def test_drain_and_undrain_a_region(
         assert drained["aws:us-east-1"] and not drained["aws:eu-west-1"]
         status, body = await admin(s, gw, "POST", "/admin/v1/regions/aws:us-east-1/undrain")
         assert status == 200 and body["dial"] == 100
+        dial = "/admin/v1/regions/aws:us-east-1/dial"
+        for bad in (101, -1, "50", True, None):
+            status, err = await admin(s, gw, "PUT", dial, {"dial": bad})
+            assert (
+                status == 400 and "dial must be an integer from 0 to 100" in err["error"]["message"]
+            )
+        status, body = await admin(s, gw, "PUT", dial, {"dial": 0})  # dialled all the way down
+        assert status == 200 and body["dial_before"] == 100 and body["changed"]
+        for _ in range(10):
+            _, headers, _ = await chat(s, gw)
+            assert headers["x-meridian-region"] == "aws:eu-west-1"
+        _, regions = await admin(s, gw, "GET", "/admin/v1/regions")
+        assert {r["name"]: r["dial"] for r in regions["regions"]}["aws:us-east-1"] == 0
+        status, _ = await admin(s, gw, "PUT", dial, {"dial": 100})
+        assert status == 200
         _, status_body = await admin(s, gw, "GET", "/admin/v1/status")
         assert status_body["control_plane"]["status"] == "ok"
         assert {b["weight"] for b in status_body["backends"]} == {100}
