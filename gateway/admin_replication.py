@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin_control import actor
-from gateway.config import ReplicationConfig
+from gateway.config_cloud import ReplicationConfig
 from gateway.control import ControlPlane
 from gateway.http.api import RUNTIME
 from gateway.http.errors import error_response

@@ -10,7 +10,6 @@ variables (``env:NAME``); the admin token likewise.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,14 +17,14 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from gateway.config_base import AWS_REGION, GCP_LOCATION, Strict, location
+from gateway.config_cloud import DiscoveryConfig, ReplicationConfig
 from regions.inventory import ProviderKind
 
 _REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
@@ -36,10 +35,6 @@ class ConfigError(ValueError):
     """A config that cannot be used; ``str()`` is one line per problem, each with its place."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _address(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -47,7 +42,7 @@ def _address(value: str) -> str:
     return value
 
 
-class Listen(_Strict):
+class Listen(Strict):
     http: str = "127.0.0.1:8080"
     grpc: str | None = "127.0.0.1:50051"
     admin: str = "127.0.0.1:9090"
@@ -58,7 +53,7 @@ class Listen(_Strict):
         return None if value is None else _address(value)
 
 
-class SecretRef(_Strict):
+class SecretRef(Strict):
     """Either a SHA-256 digest of the secret or the environment variable holding it."""
 
     ref: str
@@ -84,7 +79,7 @@ def _secret(value: Any) -> Any:
     return value
 
 
-class Admin(_Strict):
+class Admin(Strict):
     token: SecretRef | None = None
 
     @field_validator("token", mode="before")
@@ -93,7 +88,7 @@ class Admin(_Strict):
         return _secret(value)
 
 
-class Limits(_Strict):
+class Limits(Strict):
     max_body_bytes: int = Field(1 << 20, gt=0)
     header_timeout_s: float = Field(10.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)
@@ -102,14 +97,14 @@ class Limits(_Strict):
     stream_buffer_bytes: int = Field(64 * 1024, gt=0)
 
 
-class Timeouts(_Strict):
+class Timeouts(Strict):
     connect_s: float = Field(3.0, gt=0)
     first_token_s: float = Field(30.0, gt=0)
     idle_s: float = Field(30.0, gt=0)
     total_s: float = Field(600.0, gt=0)
 
 
-class BreakerConfig(_Strict):
+class BreakerConfig(Strict):
     window_size: int = Field(20, gt=0)
     minimum_calls: int = Field(10, gt=0)
     failure_rate: float = Field(0.5, gt=0, le=1)
@@ -121,14 +116,14 @@ class BreakerConfig(_Strict):
     max_half_open_s: float = Field(30.0, gt=0)
 
 
-class EjectionConfig(_Strict):
+class EjectionConfig(Strict):
     consecutive_errors: int = Field(5, gt=0)
     base_ejection_s: float = Field(30.0, gt=0)
     max_ejection_s: float = Field(300.0, gt=0)
     max_ejection_share: float = Field(0.5, ge=0, le=1)
 
 
-class HealthCheckConfig(_Strict):
+class HealthCheckConfig(Strict):
     enabled: bool = True
     interval_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(2.0, gt=0)
@@ -136,7 +131,7 @@ class HealthCheckConfig(_Strict):
     healthy_threshold: int = Field(2, gt=0)
 
 
-class FailoverConfig(_Strict):
+class FailoverConfig(Strict):
     resume: bool = True
     max_resumptions: int = Field(2, ge=0)
     hedge: bool = True
@@ -149,11 +144,11 @@ class FailoverConfig(_Strict):
     health_checks: HealthCheckConfig = HealthCheckConfig()
 
 
-class Shutdown(_Strict):
+class Shutdown(Strict):
     grace_s: float = Field(30.0, ge=0)
 
 
-class RegionConfig(_Strict):
+class RegionConfig(Strict):
     name: str = Field(pattern=_REGION_NAME.pattern)
     tags: frozenset[str] = frozenset()
     dial: int = Field(100, ge=0, le=100)
@@ -164,10 +159,10 @@ class RegionConfig(_Strict):
     @field_validator("weights")
     @classmethod
     def _weights(cls, value: str | None) -> str | None:
-        return None if value is None else _location(value)
+        return None if value is None else location(value)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     name: str = Field(min_length=1)
     versions: dict[str, int] = Field(min_length=1)
     cost_weight: float = Field(0.0, ge=0)
@@ -182,22 +177,18 @@ class ModelConfig(_Strict):
         return value
 
 
-class PriceConfig(_Strict):
+class PriceConfig(Strict):
     input_per_m: float = Field(0.0, ge=0)
     output_per_m: float = Field(0.0, ge=0)
 
 
-_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_GCP_LOCATION = re.compile(r"^([a-z]+-[a-z]+\d+|global)$")
-
-
-class SageMakerBackendOptions(_Strict):
+class SageMakerBackendOptions(Strict):
     """``provider: sagemaker`` (regions.sagemaker). ``region`` defaults to the
     backend's region name after ``aws:``; credentials come from the boto3 chain
     (``profile`` picks a named profile), or fixed fake keys for emulators."""
 
     endpoint_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-    region: str = Field(pattern=_AWS_REGION.pattern)
+    region: str = Field(pattern=AWS_REGION.pattern)
     container: Literal["vllm", "tgi", "lmi"] = "vllm"
     target_variant: str | None = Field(None, min_length=1, max_length=63)
     inference_component: str | None = Field(None, min_length=1, max_length=63)
@@ -206,13 +197,13 @@ class SageMakerBackendOptions(_Strict):
     credentials: Literal["chain", "emulator"] = "chain"
 
 
-class VertexBackendOptions(_Strict):
+class VertexBackendOptions(Strict):
     """``provider: vertex`` (regions.vertex). ``location`` defaults to the
     backend's region name after ``gcp:``; credentials are application-default,
     or a fixed static token for emulators."""
 
     project: str = Field(min_length=1)
-    location: str = Field(pattern=_GCP_LOCATION.pattern)
+    location: str = Field(pattern=GCP_LOCATION.pattern)
     endpoint_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
     route: Literal["chat_completions", "stream_raw_predict"] = "chat_completions"
     credentials: Literal["adc", "emulator"] = "adc"
@@ -226,8 +217,8 @@ def _cloud_defaults(data: dict[str, Any]) -> dict[str, Any]:
         if other != provider and data.get(other) is not None:
             raise ValueError(f"'{other}:' options are for provider {other} only")
     key, cloud, pattern = {
-        "sagemaker": ("region", "aws", _AWS_REGION),
-        "vertex": ("location", "gcp", _GCP_LOCATION),
+        "sagemaker": ("region", "aws", AWS_REGION),
+        "vertex": ("location", "gcp", GCP_LOCATION),
     }.get(str(provider), (None, None, None))
     if key is None or pattern is None:
         return data
@@ -252,7 +243,7 @@ def _cloud_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class BackendConfig(_Strict):
+class BackendConfig(Strict):
     name: str = Field(min_length=1)
     model: str
     version: str
@@ -293,7 +284,7 @@ class BackendConfig(_Strict):
         return self
 
 
-class TenantLimitsConfig(_Strict):
+class TenantLimitsConfig(Strict):
     """A tenant's limits (gateway.limits); unset means unlimited."""
 
     requests_per_min: int | None = Field(None, gt=0)
@@ -301,7 +292,7 @@ class TenantLimitsConfig(_Strict):
     concurrent_streams: int | None = Field(None, gt=0)
 
 
-class TenantConfig(_Strict):
+class TenantConfig(Strict):
     name: str = Field(min_length=1)
     api_keys: tuple[SecretRef, ...] = Field(min_length=1)
     residency: frozenset[str] | None = None
@@ -317,7 +308,7 @@ class TenantConfig(_Strict):
         return [_secret(v) for v in value] if isinstance(value, list) else value
 
 
-class StoreConfig(_Strict):
+class StoreConfig(Strict):
     """The control-plane store (gateway.store, docs/control-plane.md)."""
 
     kind: Literal["embedded", "redis"] = "embedded"
@@ -336,152 +327,7 @@ class StoreConfig(_Strict):
         return self
 
 
-_GCE_LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
-_GCE_LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
-
-
-def _emulator_url(value: str | None) -> str | None:
-    if value is not None and not re.match(r"^https?://[^/\s?#]+/?$", value):
-        raise ValueError("must be an http:// or https:// base URL (scheme and host only)")
-    return None if value is None else value.rstrip("/")
-
-
-class SageMakerDiscoveryConfig(_Strict):
-    """SageMaker endpoints by tag (regions.discovery.sagemaker, docs/deploy.md)."""
-
-    regions: tuple[str, ...] = Field(min_length=1)
-    tags: dict[str, str] = Field(default_factory=lambda: {"meridian:discover": "true"})
-    profile: str | None = Field(None, min_length=1)
-    control_url: str | None = None  # a moto server or VPC endpoint for the control plane
-    runtime_url: str | None = None  # an emulator or VPC endpoint for the data plane
-    credentials: Literal["chain", "emulator"] = "chain"
-    timeout_s: float = Field(20.0, gt=0)
-
-    @field_validator("regions")
-    @classmethod
-    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [r for r in value if not _AWS_REGION.match(r)]
-        if bad:
-            raise ValueError(f"not AWS region names: {bad}")
-        return value
-
-    _urls = field_validator("control_url", "runtime_url")(_emulator_url)
-
-    @model_validator(mode="after")
-    def _emulated(self) -> SageMakerDiscoveryConfig:
-        """Fake keys only ever go to emulators (or, for the control plane, to an
-        in-process mock when no control_url is set)."""
-        urls = (self.control_url or "http://", self.runtime_url or "")
-        if self.credentials == "emulator" and not all(u.startswith("http://") for u in urls):
-            raise ValueError("emulator credentials need an http:// runtime_url (and control_url)")
-        return self
-
-
-class GceDiscoveryConfig(_Strict):
-    """Self-hosted GPU instances by label (regions.discovery.gce, docs/deploy.md)."""
-
-    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-    zones: tuple[str, ...] = ()
-    labels: dict[str, str] = Field(
-        default_factory=lambda: {"meridian-role": "llm-backend"}, min_length=1
-    )
-    port_label: str = Field("meridian-port", pattern=_GCE_LABEL_KEY)
-    default_port: int = Field(8000, gt=0, lt=65536)
-    accelerators: tuple[str, ...] = ()
-    require_gpu: bool = True
-    managed_groups: bool = True
-    api_endpoint: str | None = None  # a private endpoint, or a test server
-    credentials: Literal["adc", "anonymous"] = "adc"
-    timeout_s: float = Field(20.0, gt=0)
-
-    _endpoint = field_validator("api_endpoint")(_emulator_url)
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for k, v in value.items():  # they go into the API filter string unquoted
-            if not re.match(_GCE_LABEL_KEY, k) or not re.match(_GCE_LABEL_VALUE, v):
-                raise ValueError(f"{k}={v!r} is not a GCE label (lower case, digits, _ and -)")
-        return value
-
-    @model_validator(mode="after")
-    def _anonymous(self) -> GceDiscoveryConfig:
-        if self.credentials == "anonymous" and not (self.api_endpoint or "").startswith("http://"):
-            raise ValueError("anonymous credentials are for an http:// api_endpoint only")
-        return self
-
-
-class DiscoveryConfig(_Strict):
-    """Backends found at run time, refreshed every ``refresh_s`` (gateway.discovery_wiring).
-
-    ``allowed_networks``: CIDRs a discovered address must fall in (no SSRF
-    through discovery; regions.discovery.netpolicy)."""
-
-    refresh_s: float = Field(30.0, gt=0)
-    initial_timeout_s: float = Field(20.0, ge=0)
-    allowed_networks: tuple[str, ...] = ()
-    sagemaker: SageMakerDiscoveryConfig | None = None
-    gce: GceDiscoveryConfig | None = None
-
-    @field_validator("allowed_networks")
-    @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not a CIDR network: {exc}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _sources(self) -> DiscoveryConfig:
-        if self.sagemaker is None and self.gce is None:
-            raise ValueError("discovery needs a 'sagemaker:' or a 'gce:' section")
-        if self.gce is not None and not self.allowed_networks:
-            raise ValueError("gce discovery needs allowed_networks (the instances' subnets)")
-        return self
-
-
-def _location(value: str) -> str:
-    from regions.replication.location import parse_location
-
-    return str(parse_location(value))
-
-
-class ReplicationConfig(_Strict):
-    """Model-weight replication (regions.replication, docs/replication.md).
-
-    ``origin`` is where new versions are published; a job copies from it
-    unless told ``--from REGION``. The endpoints are for S3-compatible stores
-    and the GCS emulator; credentials always come from each SDK's chain.
-    """
-
-    origin: str | None = None
-    concurrency: int = Field(4, gt=0, le=64)
-    chunk_mb: int = Field(8, gt=0, le=256)
-    multipart_threshold_mb: int = Field(64, ge=5)
-    part_size_mb: int = Field(64, ge=5, le=5 * 1024)
-    publish_every_s: float = Field(5.0, ge=0)
-    s3_endpoint_url: str | None = Field(None, pattern=r"^https?://[^/\s?#]+/?$")
-    gcs_endpoint: str | None = Field(None, pattern=r"^https?://[^/\s?#]+/?$")
-    gcs_project: str | None = Field(None, min_length=1)
-    gcs_credentials: Literal["adc", "anonymous"] = "adc"
-
-    @field_validator("origin")
-    @classmethod
-    def _origin(cls, value: str | None) -> str | None:
-        return None if value is None else _location(value)
-
-    @model_validator(mode="after")
-    def _anonymous(self) -> ReplicationConfig:
-        if self.gcs_credentials == "anonymous" and not (self.gcs_endpoint or "").startswith(
-            "http://"
-        ):
-            raise ValueError("gcs_credentials anonymous is for an http:// emulator endpoint only")
-        return self
-
-
-class Config(_Strict):
+class Config(Strict):
     listen: Listen = Listen()
     store: StoreConfig = StoreConfig()
     admin: Admin = Admin()

@@ -36,7 +36,8 @@ from urllib.parse import urlsplit
 
 from failover.health_check import HealthCheckPolicy
 from failover.probing import Prober
-from gateway.config import Config, DiscoveryConfig
+from gateway.config import Config
+from gateway.config_cloud import DiscoveryConfig
 from gateway.runtime import Runtime, backend_specs, snapshot_from
 from regions.discovery import (
     Catalog,

@@ -21,7 +21,8 @@ import pytest
 from moto import mock_aws
 
 from gateway.app import Gateway
-from gateway.config import Config, DiscoveryConfig
+from gateway.config import Config
+from gateway.config_cloud import DiscoveryConfig
 from gateway.discovery_wiring import Discovery
 from regions.discovery import DiscoveryError, Found, Listing
 from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
