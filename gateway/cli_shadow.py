@@ -5,8 +5,9 @@ model's admitted traffic to the candidate and adds the comparisons to the
 plan's fleet-wide counters. ``status`` is the verdict an operator reads before
 a canary: one table, primary against candidate, and pass/fail with the reason
 for every failed threshold. Exit codes: 0 when the command worked (whatever
-the verdict), 1 for bad input or an admin API refusal (one line on stderr),
-2 for a malformed command line.
+the verdict, unless ``status --check``: then 0 only for a pass, 3 for a
+fail, 4 while pending, so a pipeline can gate on it), 1 for bad input or an
+admin API refusal (one line on stderr), 2 for a malformed command line.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     ):
         p = verbs.add_parser(verb, parents=[common], help=text)
         p.add_argument("model")
+        if verb == "status":
+            p.add_argument("--check", action="store_true", help="exit 3 on fail, 4 while pending")
         p.set_defaults(func=run_verb, verb=verb)
 
 
@@ -104,10 +107,16 @@ def _cell(value: Any, unit: str = "", fmt: str = "{:g}") -> str:
     return "–" if value is None else fmt.format(value) + unit
 
 
+_CHECK_EXIT = {"pass": 0, "fail": 3}
+
+
 def show(args: argparse.Namespace, body: Any) -> int:
+    code = 0
+    if getattr(args, "check", False) and isinstance(body, dict):
+        code = _CHECK_EXIT.get(str(body.get("verdict")), 4)
     if args.json:
         print(json.dumps(body, indent=2))
-        return 0
+        return code
     if not isinstance(body, dict) or "plan" not in body or "summary" not in body:
         raise AdminError("unexpected answer from the admin API")
     plan, s = body["plan"], body["summary"]
@@ -151,4 +160,4 @@ def show(args: argparse.Namespace, body: Any) -> int:
     console.print(
         f"verdict: [bold {colour}]{body['verdict'].upper()}[/] — " + "; ".join(body["reasons"])
     )
-    return 0
+    return code

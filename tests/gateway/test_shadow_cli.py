@@ -7,6 +7,7 @@ is driven with an embedded store and an injected clock, as in test_canary.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway import cli_shadow
 from gateway.app import Gateway
 from gateway.canary.codec import to_doc
 from gateway.canary.controller import CanaryController
@@ -74,12 +76,14 @@ async def test_start_status_stop_and_the_canary_gate(
 
     code, _, err = await cli("canary", "start", MODEL, "--to", "v2", "--require-shadow")
     assert code == 1 and "has not passed (pending: 0 of 4 pairs compared)" in err
+    code, _, _ = await cli("shadow", "status", MODEL, "--check", "--json")
+    assert code == 4  # pending
 
     async with aiohttp.ClientSession() as s:
         for _ in range(4):
             assert (await chat(s, gateway, stream=True))[0] == 200
     await _pairs(gateway, 4)
-    code, out, _ = await cli("shadow", "status", MODEL)
+    code, out, _ = await cli("shadow", "status", MODEL, "--check")
     assert code == 0
     for words in ("shadow → v2 at 100%", "compared 4", "TTFT p95", "agreement 1.000", "PASS"):
         assert words in out, out
@@ -171,3 +175,13 @@ async def test_a_gated_canary_does_not_advance_without_a_passing_shadow(
     moved = state[0].canaries["m"]
     assert moved.weight == 50 and moved.phase is Phase.PROGRESSING
     assert (await store.audit())[-1].action == "canary.advance"
+
+
+@pytest.mark.parametrize(("verdict", "code"), [("pass", 0), ("fail", 3), ("pending", 4)])
+def test_status_check_exit_codes_gate_a_pipeline(
+    verdict: str, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = {"verdict": verdict, "reasons": []}
+    assert cli_shadow.show(argparse.Namespace(json=True, check=True), body) == code
+    assert cli_shadow.show(argparse.Namespace(json=True, check=False), body) == 0
+    assert json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")["verdict"] == verdict
