@@ -136,6 +136,16 @@ class Execution:
         return self._current.attempt if self._current else None
 
     @property
+    def text(self) -> str:
+        """The text sent so far, resumptions spliced in (what the client saw)."""
+        return "".join(self._texts)
+
+    @property
+    def deltas(self) -> int:
+        """How many text deltas were sent so far."""
+        return len(self._texts)
+
+    @property
     def usage(self) -> Usage | None:
         """Tokens across every attempt that streamed text.
 

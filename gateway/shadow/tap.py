@@ -21,7 +21,7 @@ from regions.events import StreamError
 def side_of(execution: Execution, error: bool) -> Side:
     """A finished execution as one side of a pair (primary: ``error`` = status != 200)."""
     serving = execution.serving
-    text = "".join(execution._texts)  # what the client was sent, resumptions spliced in
+    text = execution.text
     if serving is None or serving.first_token is None or not execution.attempts:
         return Side(True, text)
     ttft = serving.first_token - execution.attempts[0].started
@@ -44,5 +44,5 @@ async def run_copy(execution: Execution) -> tuple[Side, int]:
         if isinstance(event, StreamError):
             error = True
     usage = execution.usage
-    used = len(execution._texts) if usage is None else usage.prompt_tokens + usage.completion_tokens
+    used = execution.deltas if usage is None else usage.prompt_tokens + usage.completion_tokens
     return side_of(execution, error), used
