@@ -34,7 +34,7 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --concurrency 4 --duration 2
 
-# Regenerate the committed gRPC/protobuf stubs (+ .pyi) from meridian_proto/**/*.proto;
+# Regenerate the committed stubs (+ .pyi) in meridian_proto/ from proto/**/*.proto;
 # tests/gateway/test_grpc_stubs.py fails when they are stale.
 proto: $(STAMP)
 	$(BIN)/python -m meridian_proto.generate

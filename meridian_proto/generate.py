@@ -24,12 +24,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent  # the stubs, a Python package
+# The .proto sources: a plain directory at the repository root, no __init__.py,
+# so it never shadows proto-plus's top-level ``proto`` module.
+PROTOS = ROOT.parent / "proto"
 PACKAGE = "meridian_proto"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
-def sources(root: Path = ROOT) -> list[Path]:
+def sources(root: Path = PROTOS) -> list[Path]:
     return sorted(root.rglob("*.proto"))
 
 
@@ -58,7 +61,7 @@ def _fix_imports(path: Path) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def generate(out: Path, root: Path = ROOT) -> list[Path]:
+def generate(out: Path, root: Path = PROTOS) -> list[Path]:
     """Write the stubs of every ``.proto`` under ``root`` into ``out``; return them."""
     out.mkdir(parents=True, exist_ok=True)
     protos = [str(p.relative_to(root)) for p in sources(root)]

@@ -81,3 +81,11 @@ def test_stubs_import_as_a_package() -> None:
     assert pb.ChatChunk.__module__ == "meridian_proto.meridian.v1.inference_pb2"
     assert pb.DESCRIPTOR.name == "meridian/v1/inference.proto"  # the path other languages see
     assert pb_grpc.InferenceStub is not None
+
+
+def test_the_proto_sources_do_not_shadow_proto_plus() -> None:
+    """``proto/`` holds .proto files only; ``import proto`` must stay proto-plus's,
+    or google-cloud-compute (backend discovery) cannot load."""
+    assert not (generate.PROTOS / "__init__.py").exists()
+    assert importlib.import_module("proto").__file__ is not None  # a regular package, not ours
+    assert importlib.import_module("google.cloud.compute_v1").InstancesClient is not None

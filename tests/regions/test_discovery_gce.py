@@ -38,15 +38,7 @@ META = {"meridian-model": "llama-3.1-8b-instruct", "meridian-version": "v1"}
 
 @pytest.fixture(autouse=True)
 def compute() -> Any:
-    try:
-        return importlib.import_module("google.cloud.compute_v1")
-    except ImportError:
-        pytest.skip("google-cloud-compute is not installed (a main dependency of discovery)")
-    except AttributeError as exc:
-        pytest.skip(
-            f"google-cloud-compute cannot load in this process ({exc}): the repository's "
-            "top-level package `proto` shadows proto-plus's `proto`; rename ours to fix"
-        )
+    return importlib.import_module("google.cloud.compute_v1")  # a main dependency
 
 
 @pytest.fixture
