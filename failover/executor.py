@@ -262,7 +262,10 @@ class Execution:
                 task.cancel()
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, BackendError):
-                    await task
+                    # A racer can be done with a first token nobody takes (both
+                    # got one in the same loop turn, or the caller is leaving):
+                    # it is a loser, and must be closed like one.
+                    await self._abandon(await task)
 
     def _hedge_delay(self, cand: Candidate, queue: list[Candidate]) -> float | None:
         if not (self.policy.hedge and queue):
@@ -301,10 +304,11 @@ class Execution:
         backend = cand.backend
         attempt = Attempt(backend, self.clock(), kind, prefix_tokens=prefix_tokens, permit=permit)
         self.attempts.append(attempt)
-        stream = self.providers[backend.name].stream(request)
         loop = asyncio.get_running_loop()
         head: list[Event] = []
+        stream: AsyncIterator[Event] | None = None
         try:
+            stream = self.providers[backend.name].stream(request)
             with Watchdog(
                 first_token=self.policy.timeouts.first_token,
                 idle=self.policy.timeouts.idle,
@@ -318,14 +322,16 @@ class Execution:
                         attempt.tokens = 1 if isinstance(event, TokenDelta) else 0
                         return _Opened(attempt, stream, head)
             raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before the first token")
+        # Report first, then close: closing awaits, and a second cancellation
+        # there must not skip the report (the admission would leak).
         except BackendError as exc:
-            await _close(stream)
             self._finish(attempt, exc)
+            await _close(stream)
             raise
         except BaseException:
-            await _close(stream)
             attempt.cancelled = True
             self._finish(attempt, None)
+            await _close(stream)
             raise
 
     # -- phase 2: the rest of the stream -----------------------------------
@@ -368,12 +374,10 @@ class Execution:
             except BackendError as exc:
                 failure = exc
             except BaseException:  # the client went away (cancelled, generator closed)
-                await _close(current.stream)
-                attempt.cancelled = True
-                self._finish(attempt, None)
+                await self._abandon(current)
                 raise
-            await _close(current.stream)
             self._finish(attempt, failure)
+            await _close(current.stream)
             if failure is None:
                 break
             resumed = await self._resume(failure)
@@ -382,8 +386,12 @@ class Execution:
                     f"the backend failed mid-stream: {failure.message}", "stream_failed"
                 )
                 return
-            for event in resumed:
-                yield event
+            try:
+                for event in resumed:
+                    yield event
+            except BaseException:  # closed at the continuation's first events
+                await self.aclose()
+                raise
         total = self.usage
         if self.resumptions and total is not None and self.request.include_usage:
             yield total
@@ -437,7 +445,21 @@ class Execution:
             return head
         return None
 
+    async def aclose(self) -> None:
+        """End the serving attempt if :meth:`events` did not run it to its end: the
+        caller left between :meth:`start` and the stream, or stopped reading.
+        Idempotent; front ends call it when a request ends, however it ends."""
+        if self._current is not None:
+            await self._abandon(self._current)
+
     # -- bookkeeping --------------------------------------------------------
+
+    async def _abandon(self, opened: _Opened) -> None:
+        """Report an opened attempt cancelled (unless it already ended) and close it."""
+        if opened.attempt.ended is None:
+            opened.attempt.cancelled = True
+            self._finish(opened.attempt, None)
+        await _close(opened.stream)
 
     @staticmethod
     def _take_usage(attempt: Attempt, events: list[Event]) -> None:
@@ -471,7 +493,7 @@ def _client_message(exc: BackendError) -> str:
     return exc.message.split(": ", 1)[1] if ": " in exc.message else exc.message
 
 
-async def _close(stream: AsyncIterator[Event]) -> None:
+async def _close(stream: AsyncIterator[Event] | None) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()

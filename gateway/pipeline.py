@@ -10,8 +10,8 @@ metrics once, at the end. Front ends only translate wire formats.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from failover.executor import Execution
@@ -79,9 +79,11 @@ class Pipeline:
             request, plan, rt.providers, rt.policy, rt.health, rt.budgets, limiter=rt.limiter
         )
 
-    @contextmanager
-    def serving(self, execution: Execution) -> Iterator[Outcome]:
-        """Track the request for shutdown and record its metrics when it ends."""
+    @asynccontextmanager
+    async def serving(self, execution: Execution) -> AsyncIterator[Outcome]:
+        """Track the request for shutdown and record its metrics when it ends; then
+        end its serving attempt if the front end never streamed it to the end (the
+        client left, or a write failed, between the first token and the stream)."""
         rt = self.rt
         model = execution.request.model
         started = time.monotonic()
@@ -100,6 +102,7 @@ class Pipeline:
             self._record(execution, outcome.status, time.monotonic() - started)
             for tap in rt.taps:
                 tap(execution, outcome.status)
+            await execution.aclose()
 
     def first_token(self, execution: Execution, elapsed: float) -> None:
         serving = execution.serving

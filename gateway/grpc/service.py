@@ -246,7 +246,7 @@ class InferenceService:
         gen, plan = self._admit(call, kind, request, stream=stream)
         pipeline = self._pipeline
         execution = pipeline.execution(gen, plan)
-        with pipeline.serving(execution) as outcome:
+        async with pipeline.serving(execution) as outcome:
             deadline = asyncio.timeout(call.remaining())
             try:
                 async with deadline:

@@ -83,7 +83,7 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
             exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
         )
     execution = pipeline.execution(gen, plan)
-    with pipeline.serving(execution) as outcome:
+    async with pipeline.serving(execution) as outcome:
         started = time.monotonic()
         try:
             head = await execution.start()
