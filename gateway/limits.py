@@ -27,7 +27,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 from dataclasses import dataclass
 
 from failover.executor import Execution, ExecutionFailed
@@ -108,6 +109,10 @@ class TenantLimiter:
                     verdict = await self._store.admit(tenant, quota, stream_id, now)
             except (StoreUnavailable, TimeoutError):
                 shared = False
+                self._forget(tenant, stream_id)
+            except BaseException:
+                self._forget(tenant, stream_id)  # the caller left mid-admission
+                raise
         if verdict is None:
             store_local = self._store.kind == "embedded"
             verdict = (
@@ -136,11 +141,20 @@ class TenantLimiter:
         tokens = 0 if usage is None else usage.prompt_tokens + usage.completion_tokens
         now = self._clock()
         if ticket.shared or self._store.kind == "embedded":
-            task = asyncio.ensure_future(self._release(ticket, tokens, now))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._release(ticket, tokens, now))
         else:
             self._local.release(ticket.tenant, ticket.stream_id, tokens, now)
+
+    def _forget(self, tenant: str, stream_id: str) -> None:
+        """Give back a slot an interrupted admission may have taken: the script
+        may have run in Redis although its answer never arrived, and a slot
+        left behind would count against the tenant for a whole lease."""
+        self._spawn(self._release(Ticket(tenant, stream_id, True), 0, self._clock()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _release(self, ticket: Ticket, tokens: int, now: float) -> None:
         try:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from typing import Any
 
 import aiohttp
 import grpc
 import orjson
+import pytest
 
+from gateway.limits import TenantLimiter
+from gateway.metrics import Metrics
+from gateway.store import Quota
+from gateway.store.redis_store import RedisStore
 from tests.conftest import (
     GLOBAL_KEY,
     MODEL,
@@ -130,3 +136,45 @@ async def test_limits_fail_open_to_local_counting_when_redis_dies(
         start = load.total
         await wait_for(lambda: load.total >= start + 30, timeout=5)
     assert load.failures == [] and set(load.statuses) == {200}
+
+
+@pytest.mark.parametrize("interruption", ["timeout", "cancel"])
+async def test_an_interrupted_admission_gives_its_stream_slot_back(
+    redis_server: RedisServer, interruption: str
+) -> None:
+    """Redis may run the admission script although its answer never arrives (the
+    limiter's deadline passed, or the client left); the slot must not stay taken
+    for a whole lease."""
+    store = RedisStore(redis_server.url, prefix="intr")
+    await store.open()
+    quota = Quota(concurrent_streams=1)
+    deadline = 0.05 if interruption == "timeout" else 30.0
+    limiter = TenantLimiter({"t": quota}, store, Metrics(), timeout_s=deadline)
+    # load the script first, so the interrupted call is the EVALSHA that runs
+    await store.release("t", "warm", 0, time.time())
+    assert (await store.admit("t", quota, "warm", time.time())).allowed
+    await store.release("t", "warm", 0, time.time())
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)  # answers nothing, still accepts
+    try:
+        admitting = asyncio.ensure_future(limiter.admit("t"))
+        if interruption == "timeout":
+            ticket = await admitting  # the deadline passed: admitted by local counting
+            assert ticket is not None and not ticket.shared
+        else:
+            await wait_for(lambda: _waiting_on_redis(store))
+            admitting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await admitting
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    await limiter.close()  # the give-back has been sent
+    verdict = await store.admit("t", quota, "next", time.time())
+    assert verdict.allowed, verdict  # the one slot is free again
+    await store.close()
+
+
+def _waiting_on_redis(store: RedisStore) -> bool:
+    """The admission holds a pooled connection: its script is sent (the server is
+    stopped, so no answer comes back)."""
+    return any(True for _ in store._client.connection_pool._get_in_use_connections())
