@@ -28,8 +28,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from failover.executor import Execution, ExecutionFailed
 from gateway.config import Config
