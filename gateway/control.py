@@ -210,6 +210,11 @@ class ControlPlane:
                 self._degrade(exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _BACKOFF_MAX_S)
+            except Exception as exc:  # a bug or bad data must not end following for good
+                log.exception("control plane: following the store failed")
+                self._degrade(StoreUnavailable(f"following the store failed: {exc}"))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, _BACKOFF_MAX_S)
             finally:
                 if sub is not None:
                     await sub.close()

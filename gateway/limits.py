@@ -24,6 +24,7 @@ but never refuses or delays traffic.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -75,6 +76,9 @@ class TenantLimiter:
         self._clock = clock
         self._local = LocalQuotas()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Stream slots whose release Redis never got (it was away): replayed
+        # at the next answer from it, not left to hold the slot for a lease.
+        self._unreleased: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
 
     @classmethod
     def from_config(
@@ -105,6 +109,10 @@ class TenantLimiter:
         shared = self._store.kind != "embedded" and not self._degraded()
         if shared:
             try:
+                if self._unreleased:  # first, the slots Redis still counts by mistake
+                    await self._replay(limit=64)
+                    if self._unreleased:
+                        self._spawn(self._replay())
                 async with asyncio.timeout(self._timeout_s):
                     verdict = await self._store.admit(tenant, quota, stream_id, now)
             except (StoreUnavailable, TimeoutError):
@@ -159,8 +167,23 @@ class TenantLimiter:
     async def _release(self, ticket: Ticket, tokens: int, now: float) -> None:
         try:
             await self._store.release(ticket.tenant, ticket.stream_id, tokens, now)
-        except StoreUnavailable as exc:  # the slot's lease expires on its own
-            log.debug("tenant limits: release not recorded: %s", exc)
+        except StoreUnavailable as exc:
+            log.debug("tenant limits: release not recorded, kept for later: %s", exc)
+            self._unreleased.append((ticket.tenant, ticket.stream_id))
+
+    async def _replay(self, limit: int = 10_000) -> None:
+        """Give back the slots released while Redis was away (their tokens are
+        lost: the minute they belonged to has mostly passed anyway)."""
+        for _ in range(limit):
+            if not self._unreleased:
+                return
+            tenant, stream_id = self._unreleased.popleft()
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._store.release(tenant, stream_id, 0, self._clock())
+            except (StoreUnavailable, TimeoutError):
+                self._unreleased.appendleft((tenant, stream_id))
+                return
 
     async def close(self) -> None:
         if self._tasks:

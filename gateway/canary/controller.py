@@ -62,6 +62,7 @@ class CanaryController:
         self._ttl = lease_ttl_s
         self._clock = clock
         self._wake = asyncio.Event()
+        self._backoff_until = 0.0  # after a conflict: no retry before this
         self.leader = False
 
     def wake(self) -> None:
@@ -76,6 +77,9 @@ class CanaryController:
                         await self.tick()
                 except StoreUnavailable:
                     self.leader = False
+                except Exception:  # a bug or bad data must not stop every canary for good
+                    log.exception("canary controller round failed")
+                    self.leader = False
                 await self._sleep()
         finally:
             if self.leader:
@@ -86,7 +90,7 @@ class CanaryController:
         wait = self._ttl / 3
         if self.leader:
             now = self._clock()
-            dues = [c.due - now for c in self._running().values()]
+            dues = [max(c.due, self._backoff_until) - now for c in self._running().values()]
             wait = min([wait, *dues])
         self._wake.clear()
         # asyncio.wait, not asyncio.timeout: on Python 3.11 a stop() that lands
@@ -103,12 +107,17 @@ class CanaryController:
 
     async def tick(self) -> None:
         now = self._clock()
+        if now < self._backoff_until:
+            return
         for model, canary in self._running().items():
             if canary.due <= now:
                 try:
                     await self.step(model, canary, now)
                 except StoreConflict:
+                    # our view is stale: wait for the follower to catch up rather
+                    # than retry every few milliseconds against the store
                     log.info("canary %s changed while it was analysed; next round", model)
+                    self._backoff_until = self._clock() + self._ttl / 3
 
     async def step(self, model: str, canary: Canary, now: float) -> Canary:
         """Analyse one canary's current window and write the outcome."""

@@ -76,4 +76,7 @@ class CanaryTap:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.flush_s)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # keep counting: a lost flush costs a window's sample
+                log.exception("canary counters: flush failed")

@@ -20,6 +20,7 @@ admission, which has its own short deadline and a local fallback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,8 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.store.quota import Quota, Verdict
+
+log = logging.getLogger("meridian.store")
 
 Doc = dict[str, Any]
 
@@ -49,6 +52,19 @@ def decode(text: str | bytes) -> Doc:
     if not isinstance(value, dict):
         raise ValueError("a stored document must be a JSON object")
     return value
+
+
+def decode_entries(raw: Mapping[str, str | bytes]) -> dict[str, Doc]:
+    """Every readable document; one that is not a JSON object (written by hand,
+    or by a newer version) is logged and skipped, never allowed to stop a
+    replica from following the rest of the store."""
+    entries: dict[str, Doc] = {}
+    for key, text in raw.items():
+        try:
+            entries[key] = decode(text)
+        except ValueError as exc:
+            log.error("store document %r skipped: %s", key, exc)
+    return entries
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,9 @@ from gateway.store.base import (
     Loaded,
     Notice,
     StoreConflict,
+    StoreUnavailable,
     decode,
+    decode_entries,
     encode,
 )
 from gateway.store.quota import LocalQuotas, Quota, Verdict
@@ -109,7 +111,10 @@ class EmbeddedStore:
                 assert self._conn is not None, "open() first"
                 return fn(self._conn)
 
-        return await asyncio.to_thread(locked)
+        try:
+            return await asyncio.to_thread(locked)
+        except sqlite3.Error as exc:  # locked by another process, disk full, I/O error
+            raise StoreUnavailable(f"sqlite store {self.where}: {exc}") from None
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -152,7 +157,7 @@ class EmbeddedStore:
                 rows = conn.execute("SELECT key, value FROM state").fetchall()
             finally:
                 conn.execute("COMMIT")
-            return Loaded(revision, {k: decode(v) for k, v in rows})
+            return Loaded(revision, decode_entries(dict(rows)))
 
         return await self._run(read)
 
@@ -229,14 +234,18 @@ class EmbeddedStore:
 
         def take(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute("SELECT holder, until FROM leases WHERE name = ?", (name,))
-            current = row.fetchone()
-            mine = current is None or current[0] == holder or current[1] <= now
-            if mine:
-                conn.execute(
-                    "INSERT OR REPLACE INTO leases (name, holder, until) VALUES (?, ?, ?)",
-                    (name, holder, now + ttl_s),
-                )
+            try:
+                row = conn.execute("SELECT holder, until FROM leases WHERE name = ?", (name,))
+                current = row.fetchone()
+                mine = current is None or current[0] == holder or current[1] <= now
+                if mine:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO leases (name, holder, until) VALUES (?, ?, ?)",
+                        (name, holder, now + ttl_s),
+                    )
+            except BaseException:
+                conn.execute("ROLLBACK")  # never keep the write lock after a failure
+                raise
             conn.execute("COMMIT")
             return mine
 

@@ -49,7 +49,7 @@ from gateway.store.base import (
     Notice,
     StoreConflict,
     StoreUnavailable,
-    decode,
+    decode_entries,
     encode,
 )
 from gateway.store.quota import Quota, Verdict, minute
@@ -175,7 +175,9 @@ class RedisStore:
                 pipe.get(self._revision)
                 pipe.hgetall(self._state)
                 revision, state = await pipe.execute()
-            return Loaded(int(revision or 0), {k.decode(): decode(v) for k, v in state.items()})
+            return Loaded(
+                int(revision or 0), decode_entries({k.decode(): v for k, v in state.items()})
+            )
 
         result: Loaded = await self._call(read())
         return result

@@ -178,3 +178,23 @@ def _waiting_on_redis(store: RedisStore) -> bool:
     """The admission holds a pooled connection: its script is sent (the server is
     stopped, so no answer comes back)."""
     return any(True for _ in store._client.connection_pool._get_in_use_connections())
+
+
+async def test_slots_released_while_redis_was_away_are_given_back_when_it_returns(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, prefix="blip")
+    await store.open()
+    quota = Quota(concurrent_streams=2)
+    limiter = TenantLimiter({"t": quota}, store, Metrics(), timeout_s=5.0)
+    tickets = [await limiter.admit("t") for _ in range(2)]
+    assert all(t is not None and t.shared for t in tickets)
+    redis_server.kill()
+    for ticket in tickets:  # the streams end while Redis is away
+        assert ticket is not None
+        await limiter._release(ticket, 0, time.time())
+    redis_server.start()  # the same data: both slots still taken there
+    # Redis answers again: the give-back goes first, so this is admitted
+    assert await limiter.admit("t") is not None
+    assert (await store.admit("t", quota, "one-more", time.time())).allowed  # and one more
+    await store.close()

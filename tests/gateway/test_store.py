@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -187,3 +188,17 @@ def test_sliding_window_wait() -> None:
     refused = q.admit("t", quota, "c", 2)
     assert not refused.allowed and refused.retry_after == pytest.approx(58 + 30)
     assert q.admit("t", quota, "d", 2 + refused.retry_after + 0.01).allowed
+
+
+async def test_a_malformed_document_is_skipped_not_fatal(open_store: Opener) -> None:
+    """A value that is not a JSON object (written by hand, or by a newer version)
+    must not stop a replica from loading, and so from following, the rest."""
+    store = await open_store()
+    await store.commit({"split/m": {"v1": 100}}, actor="a", action="weights.set")
+    if isinstance(store, RedisStore):
+        await store._client.hset("t:state", "note/x", "[1, 2]")
+    else:
+        with sqlite3.connect(store.where) as conn:
+            conn.execute("INSERT INTO state (key, value) VALUES ('note/x', '[1, 2]')")
+    loaded = await store.load()
+    assert loaded.entries == {"split/m": {"v1": 100}}
