@@ -17,6 +17,7 @@ actor from the ``x-meridian-actor`` header (the CLI sends ``$USER``).
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
@@ -148,8 +149,10 @@ async def put_weights(request: web.Request, rt: Runtime, control: ControlPlane) 
         raise Refused(400, 'expected {"split": {"VERSION": WEIGHT, ...}}')
     for version, weight in split.items():
         _version(rt, model, version)
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise Refused(400, f"weight of {version} must be a non-negative integer, got {weight}")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 10**6:
+            raise Refused(
+                400, f"weight of {version} must be a non-negative integer (≤ 10⁶), got {weight}"
+            )
     if sum(split.values()) <= 0:
         raise Refused(400, "weights must not all be 0: the model would get no traffic")
     running = _active(control, model)
@@ -258,6 +261,8 @@ def _number(body: Mapping[str, Any], key: str, default: float) -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Refused(400, f"{key} must be a number")
+    if not math.isfinite(value) or abs(value) > 1e9:
+        raise Refused(400, f"{key} must be a finite number of sensible size, got {value}")
     return float(value)
 
 

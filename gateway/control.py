@@ -110,6 +110,7 @@ class ControlPlane:
         self.resync_s = resync_s
         self.base = runtime.snapshot  # the config's defaults, under every overlay
         self.state = ControlState(revision=runtime.snapshot.revision)
+        self._syncs_started = self._sync_applied = 0
         self.status = "starting"
         self.last_error = ""
         self.listeners: list[Callable[[ControlState], None]] = []
@@ -166,8 +167,18 @@ class ControlPlane:
     # -- following the store --------------------------------------------------
 
     async def sync(self) -> ControlState:
-        """Load everything and apply it (a full resync)."""
+        """Load everything and apply it (a full resync).
+
+        Loads can overlap (a write's read-your-writes sync and the follower's);
+        one that started before the last applied one is older and dropped, so
+        the applied state never steps back. (Not by revision: a Redis that
+        restarted empty legitimately goes back to revision 0.)"""
+        self._syncs_started += 1
+        ticket = self._syncs_started
         loaded = await self.store.load()
+        if ticket < self._sync_applied:
+            return self.state
+        self._sync_applied = ticket
         self.entries = loaded.entries  # raw documents, for readers of their own keys (shadow/)
         self.apply(ControlState.parse(loaded))
         return self.state
@@ -221,12 +232,18 @@ class ControlPlane:
                     sub = None
 
     async def _follow(self, sub: Subscription) -> None:
+        # The revision is checked every resync_s whatever arrives meanwhile: a
+        # steady flow of health holds must not postpone it forever.
+        check_at = time.monotonic() + self.resync_s
         while True:
-            notice = await sub.next(self.resync_s)
-            if notice is None:
+            notice = await sub.next(max(0.0, check_at - time.monotonic()))
+            if notice is None or time.monotonic() >= check_at:
+                check_at = time.monotonic() + self.resync_s
                 if await self.store.revision() != self.state.revision:
                     await self.sync()
-            elif isinstance(notice, Changed):
+            if notice is None:
+                continue
+            if isinstance(notice, Changed):
                 if notice.revision != self.state.revision:
                     await self.sync()
             elif notice.origin != self.replica:

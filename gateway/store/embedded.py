@@ -40,6 +40,7 @@ from gateway.store.base import (
 from gateway.store.quota import LocalQuotas, Quota, Verdict
 
 T = TypeVar("T")
+AUDIT_KEEP_REVISIONS = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -313,4 +314,7 @@ def _commit(
             (revision, at, actor, action, key, old, new, note),
         )
         entries.append(AuditEntry(revision, at, actor, action, key, _doc(old), _doc(new), note))
+    # the newest entries only, as in Redis (gateway.store.lua COMMIT)
+    if revision % 1000 == 0:
+        conn.execute("DELETE FROM audit WHERE revision <= ?", (revision - AUDIT_KEEP_REVISIONS,))
     return Commit(revision, tuple(entries))

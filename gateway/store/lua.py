@@ -43,6 +43,9 @@ for _, c in ipairs(pending) do
   redis.call('RPUSH', KEYS[3], entry)
   table.insert(out, entry)
 end
+-- the audit log keeps its newest entries (replica status and canary holds
+-- write for as long as the fleet runs)
+redis.call('LTRIM', KEYS[3], -100000, -1)
 redis.call('PUBLISH', ARGV[1], '{"type":"changed","revision":' .. rev .. '}')
 return out
 """

@@ -122,6 +122,9 @@ class RedisStore:
             socket_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1),
             decode_responses=False,
+            # an idle subscription is PINGed, so a connection a NAT or load
+            # balancer dropped in silence fails and is rebuilt, not waited on
+            health_check_interval=10,
         )
         self._state = f"{prefix}:state"
         self._revision = f"{prefix}:revision"

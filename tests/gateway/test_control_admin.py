@@ -30,6 +30,7 @@ async def test_weights_are_validated_and_a_refusal_changes_nothing(
             ({"split": {"v1": -1, "v2": 10}}, 400, "non-negative integer"),
             ({"split": {"v1": 1.5}}, 400, "non-negative integer"),
             ({"split": {"v1": True}}, 400, "non-negative integer"),
+            ({"split": {"v1": 2**64}}, 400, "non-negative integer"),
             ({"split": {"v9": 10}}, 400, "has no version 'v9'"),
             ({"split": {"v1": 0, "v2": 0}}, 400, "must not all be 0"),
             ({"split": {}}, 400, "expected"),
@@ -144,6 +145,8 @@ async def test_canary_validation_abort_and_conflicts(
             ({"to": "v2", "steps": [0, 50]}, "between 1 and 100"),
             ({"to": "v2", "steps": "5,25"}, "list of integer"),
             ({"to": "v2", "interval_s": 0}, "interval must be positive"),
+            ({"to": "v2", "min_requests": 1e300}, "min_requests must be a finite number"),
+            ({"to": "v2", "max_error_delta": 1e300}, "max_error_delta must be a finite"),
             ({}, "'to') is required"),
         ]:
             status, err = await admin(s, gw, "POST", c, payload)
