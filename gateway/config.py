@@ -319,6 +319,9 @@ class StoreConfig(Strict):
     counts_flush_s: float = Field(1.0, gt=0)
     lease_ttl_s: float = Field(5.0, gt=0)
     limits_timeout_s: float = Field(0.05, gt=0)
+    # a local file with the last applied state, served by a replica that starts
+    # while the store is unreachable (gateway.store.cache); unset = none
+    snapshot_path: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _url(self) -> StoreConfig:

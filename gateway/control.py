@@ -55,11 +55,13 @@ from gateway.store import (
     Commit,
     Doc,
     HealthHold,
+    Loaded,
     Store,
     StoreUnavailable,
     Subscription,
     open_store,
 )
+from gateway.store import cache as state_cache
 from gateway.store.state import ControlState
 from regions.inventory import BackendSpec
 from regions.tasks import stop_tasks
@@ -103,9 +105,11 @@ class ControlPlane:
         *,
         replica: str | None = None,
         resync_s: float = 5.0,
+        cache: str | None = None,
     ) -> None:
         self.rt = runtime
         self.store = store
+        self.cache = cache  # store.snapshot_path (gateway.store.cache)
         self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.resync_s = resync_s
         self.base = runtime.snapshot  # the config's defaults, under every overlay
@@ -144,13 +148,22 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Loads the store's state if it can; a replica that cannot starts degraded
-        on the config's defaults and catches up when the store answers."""
+        on its cached state (``store.snapshot_path``), else on the config's
+        defaults, and catches up when the store answers."""
         sub: Subscription | None = None
         try:
             await self.store.open()
             sub = await self._resync()
         except StoreUnavailable as exc:
             self._degrade(exc)
+            cached = (
+                None
+                if self.cache is None
+                else await asyncio.to_thread(state_cache.load, self.cache)
+            )
+            if cached is not None:
+                log.warning("serving cached revision %d until the store answers", cached.revision)
+                self._install(cached)
         self._loop_task = asyncio.ensure_future(self._follow_forever(sub))
 
     async def stop(self) -> None:
@@ -179,9 +192,18 @@ class ControlPlane:
         if ticket < self._sync_applied:
             return self.state
         self._sync_applied = ticket
+        changed = loaded.revision != self.state.revision or not self.entries
+        self._install(loaded)
+        if self.cache is not None and changed:
+            try:
+                await asyncio.to_thread(state_cache.save, self.cache, loaded)
+            except OSError as exc:
+                log.warning("state cache %s not written: %s", self.cache, exc)
+        return self.state
+
+    def _install(self, loaded: Loaded) -> None:
         self.entries = loaded.entries  # raw documents, for readers of their own keys (shadow/)
         self.apply(ControlState.parse(loaded))
-        return self.state
 
     def apply(self, state: ControlState) -> None:
         self.rt.snapshot = state.overlay(self.base)
@@ -295,7 +317,9 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     """Open the configured store and connect everything that uses it to ``runtime``."""
     config = runtime.config
     store = open_store(config.store, environ)
-    control = ControlPlane(runtime, store, resync_s=config.store.resync_s)
+    control = ControlPlane(
+        runtime, store, resync_s=config.store.resync_s, cache=config.store.snapshot_path
+    )
     runtime.control = control
     if runtime.health.events is not None:
         open_s = config.failover.breaker.open_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -127,3 +128,31 @@ async def test_an_ejection_on_one_replica_protects_the_others(
             status, headers, _ = await chat(s, gw2)
             assert status == 200 and headers["x-meridian-backend"] == "good"
         assert bad.stats.requests == requests_before  # gw2 never tried it
+
+
+async def test_a_replica_started_while_redis_is_down_serves_its_cached_state(
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Without the cache, a restart during an outage would undo every change:
+    here, a drained region would come back into rotation."""
+    em1, em2 = await emulators(), await emulators()
+    rows = [("us", "aws:us-east-1", "v1", em1.url), ("eu", "aws:eu-west-1", "v1", em2.url)]
+    cache = tmp_path / "state.json"
+    config = redis_config(rows, redis_server, store={"snapshot_path": str(cache)})
+    first = await gateways(config)
+    async with aiohttp.ClientSession() as s:
+        status, _ = await admin(s, first, "POST", "/admin/v1/regions/aws:us-east-1/drain")
+        assert status == 200
+        await wait_for(cache.exists)
+        await first.stop(grace=0.1)
+        redis_server.kill()
+        second = await gateways(config)  # a restart during the outage
+        assert second.runtime is not None and second.runtime.control is not None
+        assert second.runtime.control.status == "degraded"
+        assert second.runtime.snapshot.dial("aws:us-east-1") == 0  # still drained
+        for _ in range(5):
+            status, headers, _ = await chat(s, second)
+            assert status == 200 and headers["x-meridian-region"] == "aws:eu-west-1"
