@@ -12,6 +12,9 @@ endpoints.
 Only ``InService`` endpoints are routable: ``Creating``, ``Updating`` (still
 serving, but its variants are changing under us), ``Failed`` and the rest are
 reported as refused with their status, and picked up on a later refresh.
+An endpoint the role may not read (``AccessDeniedException`` on ``ListTags``
+or ``DescribeEndpoint``: least-privilege IAM) is refused with that reason; the
+region's other endpoints are still discovered.
 
 Tag schema (documented for operators in ``docs/deploy.md``)::
 
@@ -72,6 +75,9 @@ DEFAULT_FILTER: Mapping[str, str] = MappingProxyType({TAG + "discover": "true"})
 
 _CONTAINERS: tuple[Container, ...] = ("vllm", "tgi", "lmi")
 _NOT_SERVING = frozenset({"Creating", "Deleting"})  # VariantStatus that carries no traffic
+# Error codes of an authorisation refusal for one resource (SageMaker's own is
+# AccessDeniedException; the others are what IAM, STS and EC2-style APIs use).
+_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +160,18 @@ class SageMakerSource:
             client = self._client
             found: list[Found] = []
             refused: list[Refused] = []
+            listed = 0
             for page in client.get_paginator("list_endpoints").paginate():
                 for summary in page.get("Endpoints", ()):
+                    listed += 1
                     self._endpoint(client, summary, found, refused)
         except (BotoCoreError, ClientError) as exc:
             raise DiscoveryError(f"{self.name}: {exc}") from None
+        denied = [r for r in refused if " denied: " in r.reason]
+        if listed and len(denied) == listed:
+            # every endpoint denied: the role lost a permission, not one endpoint;
+            # keep the last good inventory rather than drop the region's backends
+            raise DiscoveryError(f"{self.name}: every endpoint denied ({denied[0].reason})")
         return Listing(tuple(found), tuple(refused))
 
     def _endpoint(
@@ -179,6 +192,11 @@ class SageMakerSource:
         except ClientError as exc:
             if _code(exc) in ("ValidationException", "ResourceNotFound"):
                 return  # deleted between the listing and this call: gone, not an error
+            if _code(exc) in _DENIED:
+                # least-privilege IAM (say, scoped by tag) may hide single endpoints:
+                # that endpoint is refused, the rest of the region is still discovered
+                refused.append(Refused(where, f"{exc.operation_name} denied: {_code(exc)}"))
+                return
             raise
         if described.get("EndpointStatus") != "InService":
             refused.append(Refused(where, f"status {described.get('EndpointStatus')}"))

@@ -67,20 +67,23 @@ class TrackedProvider:
             )
         self.in_flight += 1
         self._idle.clear()
-        events = self.inner.stream(request)
+        events: AsyncIterator[Event] | None = None
         try:
+            events = self.inner.stream(request)
             async for event in events:
                 yield event
         finally:
-            # ``async for`` does not close the inner generator on an early exit
-            # (client gone, hedge lost): close it here so the upstream request
-            # is aborted now, not whenever the garbage collector gets to it.
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+            try:
+                # ``async for`` does not close the inner generator on an early exit
+                # (client gone, hedge lost): close it here so the upstream request
+                # is aborted now, not whenever the garbage collector gets to it.
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:  # even when stream() or aclose() raised: else retire waits it out
+                self.in_flight -= 1
+                if self.in_flight == 0:
+                    self._idle.set()
 
     def passthrough(self, kind: Kind) -> bool:
         return self.inner.passthrough(kind)

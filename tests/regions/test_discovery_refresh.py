@@ -103,7 +103,37 @@ def test_network_policy_refuses_metadata_even_when_a_network_contains_it() -> No
     assert (
         NetworkPolicy.parse(["127.0.0.0/8"]).refusal("127.0.0.1") is None
     )  # loopback only when listed
+    assert NetworkPolicy.parse(["127.0.0.0/8"]).refusal("::ffff:127.0.0.1") is None  # as IPv4
     assert NetworkPolicy.parse(["10.0.0.0/8"]).refusal("10.0.0.1", 0) == "port 0 is out of range"
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        # IPv4-mapped: judged as the IPv4 address the connection goes to
+        ("::ffff:169.254.169.254", "link-local"),
+        ("[::ffff:a9fe:a9fe]", "link-local"),
+        ("::ffff:127.0.0.1", "outside the allowed networks"),
+        ("::ffff:0.0.0.0", "not a unicast"),
+        ("::ffff:10.1.2.3", None),
+        # 6to4, Teredo, NAT64: the IPv4 address they carry must pass too
+        ("2002:a9fe:a9fe::1", "carries IPv4 169.254.169.254"),
+        ("2002:7f00:1::1", "carries IPv4 127.0.0.1"),
+        ("2002:0a01:0203::1", None),
+        ("2001:0:a00:1:8000:63bf:5601:fefe", "carries IPv4 169.254.1.1"),
+        ("64:ff9b::169.254.169.254", "carries IPv4 169.254.169.254"),
+        ("64:ff9b::10.1.2.3", None),
+        # a zone names an interface of the gateway's own host
+        ("fd00::1%eth0", "zone"),
+        ("[fd00::1%25eth0]", "zone"),
+        ("fd00::1", None),
+    ],
+)
+def test_ipv4_in_ipv6_form_and_zones_get_no_further(address: str, why: str | None) -> None:
+    # ::/0 admits every IPv6 address, ::ffff:0:0/96 and 2002::/16 included
+    policy = NetworkPolicy.parse(["10.0.0.0/8", "::/0"])
+    refusal = policy.refusal(address)
+    assert (refusal is None) if why is None else (why in (refusal or "")), refusal
 
 
 async def test_refused_addresses_and_unknown_models_never_reach_apply(

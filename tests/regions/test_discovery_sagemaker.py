@@ -9,6 +9,7 @@ weight is absent or 0; ``InstanceType`` is checked against an old list
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from types import MappingProxyType
@@ -16,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
@@ -213,6 +215,86 @@ async def test_runtime_url_override_and_emulator_credentials(aws: Any, source: A
     spec = (await s.discover()).found[0].spec
     assert spec.url == "http://127.0.0.1:9999"
     assert spec.sagemaker is not None and spec.sagemaker.emulator_credentials
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.data
+
+
+def deny(client: Any, operation: str, code: str, field: str, value: str, arn: str) -> None:
+    """Make AWS answer ``operation`` on one resource with IAM's refusal: a real
+    moto client whose request for that resource gets, instead of moto's answer,
+    the HTTP 400 SageMaker sends (botocore parses it as for a real one)."""
+
+    def refuse(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        if json.loads(request.body or b"{}").get(field) != value:
+            return None  # moto answers
+        message = (
+            f"User: arn:aws:sts::{ACCOUNT}:assumed-role/meridian-gateway/task is not"
+            f" authorized to perform: sagemaker:{operation} on resource: {arn}"
+            f" because no identity-based policy allows the sagemaker:{operation} action"
+        )
+        body = json.dumps({"__type": code, "Message": message}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "r-1"}
+        return AWSResponse(request.url, 400, headers, _Body(body))
+
+    client.meta.events.register_first(f"before-send.sagemaker.{operation}", refuse)
+
+
+@pytest.mark.parametrize(
+    ("operation", "field", "code"),
+    [
+        ("ListTags", "ResourceArn", "AccessDeniedException"),
+        ("DescribeEndpoint", "EndpointName", "AccessDeniedException"),
+        ("DescribeEndpoint", "EndpointName", "AccessDenied"),
+    ],
+)
+async def test_an_endpoint_the_role_cannot_read_is_refused_and_the_rest_discovered(
+    aws: Any, session: Any, operation: str, field: str, code: str
+) -> None:
+    endpoint(aws, "llama-a", TAGS)
+    endpoint(aws, "llama-secret", TAGS)
+    endpoint(aws, "llama-z", TAGS)
+    arn = aws.describe_endpoint(EndpointName="llama-secret")["EndpointArn"]
+    value = arn if field == "ResourceArn" else "llama-secret"
+
+    def least_privilege(settings: SageMakerSettings) -> Any:
+        client = session.client("sagemaker", region_name=settings.region)
+        deny(client, operation, code, field, value, arn)
+        return client
+
+    listing = await SageMakerSource(
+        SageMakerSettings(region=REGION), CATALOG, least_privilege
+    ).discover()
+    assert [f.spec.name for f in listing.found] == [
+        "sagemaker/us-east-1/llama-a",
+        "sagemaker/us-east-1/llama-z",
+    ]
+    assert [(r.name, r.reason) for r in listing.refused] == [
+        ("sagemaker/us-east-1/llama-secret", f"{operation} denied: {code}")
+    ]
+
+
+async def test_a_role_denied_on_every_endpoint_keeps_the_last_inventory(
+    aws: Any, session: Any
+) -> None:
+    """A lost permission denies every endpoint: that is an error of the source
+    (the last good inventory stays), not a region with nothing in it."""
+    endpoint(aws, "llama-a", TAGS)
+    arn = aws.describe_endpoint(EndpointName="llama-a")["EndpointArn"]
+
+    def no_list_tags(settings: SageMakerSettings) -> Any:
+        client = session.client("sagemaker", region_name=settings.region)
+        deny(client, "ListTags", "AccessDeniedException", "ResourceArn", arn, arn)
+        return client
+
+    source = SageMakerSource(SageMakerSettings(region=REGION), CATALOG, no_list_tags)
+    with pytest.raises(DiscoveryError, match="every endpoint denied"):
+        await source.discover()
 
 
 class _Recording:

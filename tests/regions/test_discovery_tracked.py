@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
@@ -79,6 +79,7 @@ async def test_an_abandoned_stream_closes_the_inner_one_at_once() -> None:
     inner = Gated()
     tracked = TrackedProvider("gce/z/a", inner)
     stream = tracked.stream(REQUEST)
+    assert isinstance(stream, AsyncGenerator)
     assert await anext(stream) == TokenDelta("a")
     await stream.aclose()  # hedge lost, client gone
     assert inner.finalized == 1 and tracked.in_flight == 0
@@ -88,7 +89,45 @@ async def test_the_deadline_closes_with_streams_still_running() -> None:
     inner = Gated()
     tracked = TrackedProvider("gce/z/a", inner)
     stream = tracked.stream(REQUEST)
+    assert isinstance(stream, AsyncGenerator)
     await anext(stream)
     assert await tracked.retire(deadline_s=0.01) == 1
     assert inner.closed == 1
     await stream.aclose()
+
+
+class Broken(Gated):
+    """An adapter whose ``stream`` raises when called, or whose streams raise when closed."""
+
+    def __init__(self, *, on_call: bool) -> None:
+        super().__init__()
+        self.on_call = on_call
+
+    async def _failing_close(self) -> AsyncIterator[Event]:
+        try:
+            yield TokenDelta("a")
+            await self.release.wait()
+        finally:
+            raise RuntimeError("connection reset while closing")
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        if self.on_call:
+            raise BackendError(FailureClass.CONNECT, "no connection")
+        return self._failing_close()
+
+
+async def test_a_stream_that_fails_to_start_or_close_is_not_counted_in_flight() -> None:
+    starting = TrackedProvider("gce/z/a", Broken(on_call=True))
+    with pytest.raises(BackendError):
+        await drain(starting.stream(REQUEST))
+    assert starting.in_flight == 0
+    closing = TrackedProvider("gce/z/b", Broken(on_call=False))
+    stream = closing.stream(REQUEST)
+    assert isinstance(stream, AsyncGenerator)
+    assert await anext(stream) == TokenDelta("a")
+    with pytest.raises(RuntimeError, match="while closing"):
+        await stream.aclose()  # client gone; the inner stream's close fails
+    assert closing.in_flight == 0
+    # nothing left in flight: retiring closes at once instead of waiting out the deadline
+    assert await starting.retire(deadline_s=0.01) == 0
+    assert await closing.retire(deadline_s=0.01) == 0
