@@ -10,9 +10,14 @@ Why here and not on the operator's laptop (docs/replication.md): the replica
 has the cloud credentials of its instance role and the store connection, the
 job outlives a closed terminal, and its status lands in the store that gates
 routing. Locations come from the config only — a request names regions,
-never URLs (no SSRF). One job per (model, version, region) at a time across
-all replicas: each target is held by a store lease, renewed while the job
-runs, so a dead replica's claim expires and a new run resumes its work.
+never URLs (no SSRF). A source region (``from``) must hold a verified copy:
+its stored status, if any, must be ``verified``, and the job never builds a
+manifest there (only the configured origin may lack one). One job per
+(model, version, region) at a time across all replicas: each target is held
+by a store lease, renewed while the job runs, so a dead replica's claim
+expires and a new run resumes its work; a job that loses a lease (taken by
+another holder, or not renewed for a TTL) is cancelled — its regions record
+``failed: lease lost``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from gateway.http.errors import error_response
 from gateway.replication_store import ControlPlaneSink
 from gateway.runtime import Runtime
 from gateway.store import StoreUnavailable
+from gateway.store.state import VERIFIED
 from regions.replication import (
     JobOptions,
     ReplicationError,
@@ -81,7 +87,7 @@ class Handle:
     holder: str
     task: asyncio.Task[Any] | None = None
     error: str = ""
-    cancelled: bool = False
+    cancelled: bool = False  # by a request or a shutdown (a lost lease is an error)
     started: float = field(default_factory=time.time)
 
     @property
@@ -102,10 +108,19 @@ class Handle:
 class Replicator:
     """The jobs of this replica, and the wiring from config to stores and the store."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        factory: StoreFactory | None = None,
+        lease_ttl_s: float = LEASE_TTL_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rt = runtime
         self.jobs: dict[str, Handle] = {}
-        self._factory: StoreFactory | None = None
+        self._factory = factory
+        self.lease_ttl_s = lease_ttl_s
+        self.monotonic = monotonic
 
     @property
     def factory(self) -> StoreFactory:
@@ -133,6 +148,15 @@ class Replicator:
         source_url = self._weights(source_region) if source_region else cfg.origin
         if source_url is None:
             raise Refused(400, "no source: set replication.origin in the config or pass 'from'")
+        if source_region is not None:
+            stored = control.state.replicas.get((model, version, source_region))
+            if stored is not None and stored.status != VERIFIED:
+                raise Refused(
+                    400,
+                    f"region {source_region} holds no verified copy of {model}@{version} "
+                    f"(its status is {stored.status}): replicate to it first",
+                    "source_not_verified",
+                )
         job_id = "r-" + secrets.token_hex(4)
         holder = f"{control.replica}/{job_id}"
         leases = [f"replicate/{model}@{version}/{region}" for region in targets]
@@ -158,7 +182,9 @@ class Replicator:
                     chunk_bytes=cfg.chunk_mb * MiB,
                     reverify=bool(body.get("reverify", False)),
                     publish_every_s=cfg.publish_every_s,
+                    build_missing_manifest=source_region is None,  # the origin only
                 ),
+                source_region=source_region,
             )
         except BaseException:
             await self._release(control, leases, holder)
@@ -222,7 +248,7 @@ class Replicator:
         try:
             await handle.job.run()
         except asyncio.CancelledError:
-            handle.cancelled = True
+            handle.cancelled = not handle.error  # else the lease was lost (see _renew)
         except Exception as exc:  # a bug, not a replication failure: keep the replica up
             log.exception("replication job %s crashed", handle.job.report.job)
             handle.error = f"{type(exc).__name__}: {exc}"
@@ -233,11 +259,29 @@ class Replicator:
             await self._release(control, handle.leases, handle.holder)
 
     async def _renew(self, handle: Handle, control: ControlPlane) -> None:
+        """Renew every lease each third of the TTL; cancel the job once one is lost."""
+        ttl = self.lease_ttl_s
+        renewed = {name: self.monotonic() for name in handle.leases}
         while True:
-            await asyncio.sleep(LEASE_TTL_S / 3)
+            await asyncio.sleep(ttl / 3)
             for name in handle.leases:
-                with contextlib.suppress(StoreUnavailable):
-                    await control.store.lease(name, handle.holder, LEASE_TTL_S)
+                what = name.removeprefix("replicate/")
+                try:
+                    if not await control.store.lease(name, handle.holder, ttl):
+                        return self._lost(handle, f"lease lost: {what} is held by another job")
+                    renewed[name] = self.monotonic()
+                except StoreUnavailable as exc:
+                    if self.monotonic() - renewed[name] >= ttl:
+                        return self._lost(
+                            handle, f"lease lost: {what} not renewed for {ttl:g}s ({exc})"
+                        )
+
+    def _lost(self, handle: Handle, reason: str) -> None:
+        """Another replica may now run this job: stop, and say why (regions: ``failed``)."""
+        log.warning("replication job %s: %s; cancelling it", handle.job.report.job, reason)
+        handle.error = handle.job.stop_reason = reason
+        if handle.task is not None:
+            handle.task.cancel()
 
     def _forget_old(self) -> None:
         finished = [k for k, h in self.jobs.items() if h.state != "running"]

@@ -27,6 +27,7 @@ Contracts the job relies on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -100,6 +101,21 @@ class ObjectStore(Protocol):
 def join(*parts: str) -> str:
     """Join key parts with single slashes, ignoring empty ones."""
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread``, but a cancelled caller still waits for the thread to end.
+
+    A thread cannot be stopped; cleaning up (closing, unlinking a temporary
+    file, abandoning an upload) while it still writes would race it.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
 
 
 async def gather_all(*coros: Coroutine[Any, Any, T]) -> list[T]:

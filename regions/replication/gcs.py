@@ -11,7 +11,13 @@ Streams from elsewhere use a resumable upload (``BlobWriter``) in chunks of
 ``upload_chunk`` bytes (a multiple of 256 KiB): memory stays bounded, and the
 library checks the CRC32C of what it sent against what GCS stored. The
 upload is only finalised (``close``) after the source iterator ended
-cleanly; on an error the session is abandoned and no object appears.
+cleanly; on any error or cancel the session is terminated (and the writer's
+buffer closed, so ``IOBase.__del__`` cannot finalise it later): no object
+appears.
+
+Every call raises :class:`StoreError` for what the SDK reports — a missing
+bucket included; only ``get``/``delete``/``read`` treat a missing object as
+such.
 
 ``ObjectInfo`` carries the object's ``crc32c`` (GCS computes it for every
 object, composite ones included) and its ``generation`` as the tag.
@@ -25,7 +31,15 @@ import importlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from regions.replication.base import MiB, ObjectInfo, ObjectStore, OnBytes, StoreError, join
+from regions.replication.base import (
+    MiB,
+    ObjectInfo,
+    ObjectStore,
+    OnBytes,
+    StoreError,
+    in_thread,
+    join,
+)
 
 # (destination blob, source blob, token) -> (token or None when done, bytes so far, total)
 Rewrite = Callable[[Any, Any, str | None], tuple[str | None, int, int]]
@@ -90,9 +104,11 @@ class GcsStore:
     def _blob(self, key: str) -> Any:
         return self._bucket.blob(join(self.prefix, key))
 
-    async def _call(self, where: str, op: Callable[[], Any]) -> Any:
+    async def _call(self, where: str, op: Callable[[], Any], *, settle: bool = False) -> Any:
+        """Raises FileNotFoundError for a 404 (the caller decides what that means), else
+        StoreError; ``settle``: a cancel waits for the thread to end (it holds a writer)."""
         try:
-            return await asyncio.to_thread(op)
+            return await (in_thread(op) if settle else asyncio.to_thread(op))
         except FileNotFoundError:
             raise
         except self._errors as exc:
@@ -100,9 +116,18 @@ class GcsStore:
                 raise FileNotFoundError(where) from None
             raise _error(where, exc) from None
 
+    async def _must(self, where: str, op: Callable[[], Any], *, settle: bool = False) -> Any:
+        """``_call`` where a 404 can only mean the bucket is missing: a StoreError too."""
+        try:
+            return await self._call(where, op, settle=settle)
+        except FileNotFoundError:
+            raise StoreError(
+                f"{where}: 404 not found (does bucket {self.bucket_name} exist?)"
+            ) from None
+
     async def stat(self, key: str) -> ObjectInfo | None:
         name = join(self.prefix, key)
-        blob = await self._call(f"{self.url}/{key}", lambda: self._bucket.get_blob(name))
+        blob = await self._must(f"{self.url}/{key}", lambda: self._bucket.get_blob(name))
         if blob is None:
             return None
         return ObjectInfo(key, int(blob.size), str(blob.generation), None, blob.crc32c)
@@ -118,7 +143,7 @@ class GcsStore:
                     found.append(ObjectInfo(key, int(blob.size), str(blob.generation)))
             return found
 
-        return sorted(await self._call(self.url, pages), key=lambda o: o.key)
+        return sorted(await self._must(self.url, pages), key=lambda o: o.key)
 
     async def get(self, key: str) -> bytes | None:
         blob = self._blob(key)
@@ -129,7 +154,7 @@ class GcsStore:
 
     async def put(self, key: str, data: bytes) -> None:
         blob = self._blob(key)
-        await self._call(
+        await self._must(
             f"{self.url}/{key}", lambda: blob.upload_from_string(data, checksum="crc32c")
         )
 
@@ -155,12 +180,29 @@ class GcsStore:
     async def write(self, key: str, chunks: AsyncIterator[bytes], size: int) -> None:
         where = f"{self.url}/{key}"
         blob = self._blob(key)
-        writer = await self._call(
+        writer = await self._must(
             where, lambda: blob.open("wb", chunk_size=self.upload_chunk, checksum="crc32c")
         )
-        async for chunk in chunks:
-            await self._call(where, lambda c=chunk: writer.write(c))  # type: ignore[misc]
-        await self._call(where, writer.close)
+        try:
+            async for chunk in chunks:
+                await self._must(where, lambda c=chunk: writer.write(c), settle=True)  # type: ignore[misc]
+            await self._must(where, writer.close, settle=True)
+        except BaseException:
+            await self._abandon(where, writer)
+            raise
+
+    async def _abandon(self, where: str, writer: Any) -> None:
+        """Terminate the resumable upload so nothing lands under the key, even if the
+        caller is cancelled again meanwhile (the thread holds ``writer`` until it is done)."""
+
+        def terminate() -> None:
+            try:
+                writer.terminate()  # DELETE the session (if one was started)
+            finally:
+                writer._buffer.close()  # closed: IOBase.__del__ cannot finalise it
+
+        with contextlib.suppress(StoreError, FileNotFoundError):
+            await asyncio.shield(self._call(where, terminate))
 
     async def copy_from(
         self, source: ObjectStore, key: str, info: ObjectInfo, on_bytes: OnBytes

@@ -1,7 +1,8 @@
 """One replication job: a model version from one source into one or more regions.
 
-The job reads (or, when the source has none, builds and publishes) the
-source manifest, then checks the source — every listed file present with its
+The job reads the source manifest — or, only when the source is the
+configured origin (``build_missing_manifest``), builds and publishes one there
+— then checks the source — every listed file present with its
 listed size — *before* any destination is touched, so a broken source never
 takes a region out of service: regions that already hold a committed copy of
 this version are left alone, the others are marked ``failed`` with the
@@ -63,7 +64,9 @@ class JobOptions:
     chunk_bytes: int = 8 * MiB  # streaming read size (memory per stream)
     reverify: bool = False  # re-hash every destination file, trusting no record
     publish_every_s: float = 5.0
-    build_missing_manifest: bool = True
+    # Only for the configured origin, where publishers may upload without a manifest. A region
+    # without one holds no verified copy (perhaps a half-finished replication): never build there.
+    build_missing_manifest: bool = False
 
 
 @dataclass
@@ -105,6 +108,7 @@ class ReplicationJob:
         on_progress: OnProgress | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        source_region: str | None = None,
     ) -> None:
         if not targets:
             raise ReplicationError("no destination region")
@@ -117,6 +121,8 @@ class ReplicationJob:
         self.on_progress = on_progress
         self.clock = clock
         self.monotonic = monotonic
+        self.source_region = source_region  # the source is that region's copy, not the origin
+        self.stop_reason = "interrupted"  # what a cancel records (the admin API may say more)
         self.report = JobReport(job, model, version, source.url)
         self.progress = self.report.regions
         for t in self.targets:
@@ -134,8 +140,12 @@ class ReplicationJob:
             await self._refuse(str(exc))
             return self.report
         except asyncio.CancelledError:
-            await self._refuse("interrupted")
+            await self._refuse(self.stop_reason)
             raise
+        except Exception as exc:  # a bug or an unmapped SDK error: still a reason per region
+            log.exception("replication %s: reading the source failed", self.report.job)
+            await self._refuse(f"{type(exc).__name__}: {exc}")
+            return self.report
         o = self.options
         ctx = RunContext(
             job=self.report.job,
@@ -152,6 +162,7 @@ class ReplicationJob:
             monotonic=self.monotonic,
             clock=self.clock,
             notify=self._notify,
+            stop_reason=lambda: self.stop_reason,
         )
         runs = [RegionRun(ctx, t.store, self.progress[t.region]) for t in self.targets]
         await gather_all(*(r.run() for r in runs))  # each run records its own failure
@@ -160,6 +171,11 @@ class ReplicationJob:
     async def _source_manifest(self) -> Manifest:
         manifest = await read_manifest(self.source)
         if manifest is None:
+            if self.source_region is not None:
+                raise ReplicationError(
+                    f"region {self.source_region} holds no verified copy of "
+                    f"{self.model}@{self.version}: replicate to it first"
+                )
             if not self.options.build_missing_manifest:
                 raise ReplicationError(f"{self.source.url} has no {MANIFEST}")
             log.info("no manifest at %s: hashing the source to build one", self.source.url)
@@ -207,14 +223,19 @@ class ReplicationJob:
         return {e.path: i for e, i in zip(manifest.files, infos, strict=True) if i is not None}
 
     async def _refuse(self, reason: str) -> None:
-        """The source is unusable: fail each region unless it already holds a committed copy."""
+        """The source is unusable: fail each region unless it already holds a committed copy
+        (or its copy cannot be read just now: its recorded status is then left alone)."""
         for t in self.targets:
             p = self.progress[t.region]
             p.phase, p.reason, p.finished = Phase.FAILED, reason, self.clock()
             try:
                 kept = await read_manifest(t.store)
-            except (ReplicationError, StoreError):
-                kept = None
+            except ReplicationError:
+                kept = None  # a damaged marker is no committed copy
+            except StoreError as exc:
+                p.reason = f"{reason}; its status was left as it was ({exc})"
+                self._notify(p)
+                continue
             if kept is not None and (kept.model, kept.version) == (self.model, self.version):
                 p.reason = f"{reason}; the copy already there is left as it was"
                 self._notify(p)

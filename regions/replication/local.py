@@ -14,29 +14,13 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
 from regions.replication.base import ObjectInfo, ObjectStore, OnBytes, StoreError
+from regions.replication.base import in_thread as _in_thread
 from regions.replication.manifest import TEMP_MARK
-
-T = TypeVar("T")
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``asyncio.to_thread``, but a cancelled caller still waits for the thread to end.
-
-    A thread cannot be stopped; cleaning up (closing, unlinking the temporary
-    file) while it still writes or renames would race it.
-    """
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await future
-        raise
 
 
 class LocalStore:

@@ -18,9 +18,10 @@ Steps (the state machine is in ``regions.replication.status``):
    recorded in the journal, so an interruption costs only the files in flight.
 3. **Commit**: write the manifest last, then publish ``verified``.
 
-Any failure publishes ``failed`` with a one-line reason and leaves the
-manifest absent, so the region stays unready. A cancelled run publishes
-``failed: interrupted`` (best effort) and re-raises.
+Any failure — an unexpected exception included — publishes ``failed`` with a
+one-line reason and leaves the manifest absent, so the region stays unready.
+A cancelled run publishes ``failed: interrupted`` (or the job's
+``stop_reason``, e.g. a lost lease; best effort) and re-raises.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class RunContext:
     monotonic: Callable[[], float]
     clock: Callable[[], float]
     notify: Callable[[RegionProgress], None]
+    stop_reason: Callable[[], str] = lambda: "interrupted"  # why a cancelled run stopped
 
 
 class RegionRun:
@@ -103,23 +105,30 @@ class RegionRun:
         try:
             await self._run()
         except asyncio.CancelledError:
-            self._failed("interrupted")
+            why = self.ctx.stop_reason()
+            self._failed(why)
             # Best effort, briefly: keep what was verified, say why the region is not ready.
             with contextlib.suppress(StatusUnavailable, StoreError, TimeoutError):
                 async with asyncio.timeout(2):
                     await self.journal.flush()
                     if self._touched:
-                        await self._publish(Phase.FAILED, "interrupted")
+                        await self._publish(Phase.FAILED, why)
             raise
         except (ReplicationError, StoreError, StatusUnavailable) as exc:
             log.warning("replication to %s failed: %s", self.p.region, exc)
-            self._failed(str(exc))
-            if not self._touched:
-                return
-            try:
-                await self._publish(Phase.FAILED, str(exc))
-            except StatusUnavailable as again:
-                self.p.reason = f"{exc} (status not recorded: {again})"
+            await self._fail(str(exc))
+        except Exception as exc:  # a bug or an unmapped SDK error: this region's failure
+            log.exception("replication to %s crashed", self.p.region)
+            await self._fail(f"{type(exc).__name__}: {exc}")
+
+    async def _fail(self, reason: str) -> None:
+        self._failed(reason)
+        if not self._touched:
+            return
+        try:
+            await self._publish(Phase.FAILED, reason)
+        except StatusUnavailable as again:
+            self.p.reason = f"{reason} (status not recorded: {again})"
 
     def _failed(self, reason: str) -> None:
         untouched = "; nothing at the destination or in its status was changed"

@@ -12,8 +12,9 @@ Copies (protocols.md §6):
   the ETag the job checked: CopyObject up to ``multipart_threshold``, else
   CreateMultipartUpload + UploadPartCopy of ``part_size`` ranges (a few at a
   time) + Complete, aborted on any error.
-* Streams from elsewhere are buffered one part at a time (bounded memory):
-  one PutObject for a small object, else multipart UploadPart. Every body
+* Streams from elsewhere are buffered one part at a time (bounded memory:
+  the buffer plus one ``bytes`` per part, hashed in a worker thread): one
+  PutObject for a small object, else multipart UploadPart. Every body
   carries its ``x-amz-checksum-sha256`` so S3 rejects bytes damaged on the way.
 
 ``ObjectInfo.sha256`` is the object's ChecksumSHA256 (HeadObject with
@@ -64,6 +65,20 @@ def _missing(exc: Exception) -> bool:
     if not isinstance(exc, botocore.exceptions.ClientError):
         return False
     return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+async def _sha256_b64(data: bytes) -> str:
+    """Off the event loop: a body may be a whole part (tens of MiB)."""
+    digest = await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+    return base64.b64encode(digest).decode()
+
+
+def _take(buffer: bytearray, n: int) -> bytes:
+    """The first ``n`` bytes of ``buffer``, removed from it: one copy (the part's body)."""
+    with memoryview(buffer) as view, view[:n] as head:
+        body = bytes(head)
+    del buffer[:n]
+    return body
 
 
 class S3Clients:
@@ -200,14 +215,14 @@ class S3Store:
     async def put(self, key: str, data: bytes) -> None:
         await self._put(key, data)
 
-    async def _put(self, key: str, data: bytes | bytearray) -> None:
-        k, checksum = self._key(key), base64.b64encode(hashlib.sha256(data).digest()).decode()
+    async def _put(self, key: str, data: bytes) -> None:
+        k, checksum = self._key(key), await _sha256_b64(data)
         await self._call(
             f"{self.url}/{key}",
             lambda c: c.put_object(
                 Bucket=self.bucket,
                 Key=k,
-                Body=bytes(data),
+                Body=data,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             ),
@@ -244,7 +259,9 @@ class S3Store:
         if size <= part_size:
             async for chunk in chunks:
                 buffer += chunk
-            await self._put(key, buffer)
+            data = bytes(buffer)
+            buffer.clear()  # one copy held while it uploads
+            await self._put(key, data)
             return
         k, where = self._key(key), f"{self.url}/{key}"
         upload = await self._call(
@@ -256,11 +273,9 @@ class S3Store:
         upload_id = upload["UploadId"]
         parts: list[dict[str, Any]] = []
 
-        async def send(data: bytearray) -> None:
+        async def send(body: bytes) -> None:
             number = len(parts) + 1
-            digest = await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
-            checksum = base64.b64encode(digest).decode()
-            body = bytes(data)
+            checksum = await _sha256_b64(body)
             resp = await self._call(
                 where,
                 lambda c: c.upload_part(
@@ -278,10 +293,9 @@ class S3Store:
             async for chunk in chunks:
                 buffer += chunk
                 while len(buffer) >= part_size:
-                    await send(buffer[:part_size])
-                    del buffer[:part_size]
+                    await send(_take(buffer, part_size))
             if buffer or not parts:
-                await send(buffer)
+                await send(_take(buffer, len(buffer)))
             await self._complete(where, k, upload_id, parts)
         except BaseException:
             await self._abort(k, upload_id)

@@ -18,10 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.admin_replication import Replicator
 from gateway.app import Gateway
 from gateway.cli import main
 from gateway.config import Config
-from regions.replication import MANIFEST, parse_location
+from gateway.store.state import replica_key
+from regions.replication import MANIFEST, Location, ObjectStore, Phase, StoreFactory, parse_location
 from tests.conftest import (
     ADMIN_TOKEN,
     EmulatorFactory,
@@ -30,6 +32,7 @@ from tests.conftest import (
 )
 from tests.gateway.control_kit import admin, chat
 from tests.regions.replication_servers import (
+    Counting,
     Servers,
     gcs_emulator,
     moto_s3,
@@ -242,3 +245,78 @@ async def test_one_job_per_replica_at_a_time_across_gateway_replicas(
         status, again = await admin(s, gw, "DELETE", f"/admin/v1/replications/{job['job']}")
         assert status == 200 and again["state"] == "done"  # cancelling a finished job: no-op
         assert await store.lease(lease, "after", 1)  # released when the job ended
+
+
+async def test_a_source_region_must_hold_a_verified_copy(
+    gw: Gateway, servers: Servers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A half-finished copy in fra1 (files, no manifest) is never replicated onwards."""
+    fra1 = await servers.factory().open(
+        parse_location(f"file://{tmp_path}/fra1").child(MODEL, "v1")
+    )
+    await fra1.put("config.json", FILES["config.json"])  # model.safetensors never arrived
+    assert gw.runtime is not None and gw.runtime.control is not None
+    control, key = gw.runtime.control, replica_key(MODEL, "v1", "onprem:fra1")
+    await control.write({key: {"status": "failed", "detail": "x"}}, actor="t", action="t")
+    body = {"model": MODEL, "version": "v1", "to": ["aws:eu-west-1"], "from": "onprem:fra1"}
+    words = f"region onprem:fra1 holds no verified copy of {MODEL}@v1"
+    async with aiohttp.ClientSession() as s:
+        status, err = await admin(s, gw, "POST", "/admin/v1/replications", body)
+        assert status == 400 and err["error"]["message"].startswith(words), err
+        flags = [f"--admin-url={gw.admin_url}", f"--token={ADMIN_TOKEN}"]
+        argv = ["replicate", f"{MODEL}@v1", "--from", "onprem:fra1", "--to", "aws:eu-west-1"]
+        code = await asyncio.to_thread(main, [*argv, *flags])
+        err_text = capsys.readouterr().err
+        assert code == 1 and len(err_text.strip().splitlines()) == 1 and words in err_text
+        # No stored status at all: the job itself refuses a source without a manifest.
+        await control.write({key: None}, actor="t", action="t")
+        job = await replicate(s, gw, **body)
+    assert job["state"] == "failed" and not job["manifest_built"]
+    assert job["regions"][0]["reason"].startswith(f"{words}: replicate to it first")
+    assert await fra1.get(MANIFEST) is None
+
+
+class StalledOrigin(StoreFactory):
+    """Stores as configured, but the origin's reads wait for ``gate``: a job that runs on."""
+
+    def __init__(self, servers: Servers, gate: asyncio.Event) -> None:
+        super().__init__(servers.settings())
+        self.gate = gate
+
+    async def open(self, location: Location) -> ObjectStore:
+        store = await super().open(location)
+        return Counting(store, gate=self.gate) if "/releases-" in str(location) else store
+
+
+async def test_a_job_that_loses_its_lease_stops_and_says_so(gw: Gateway, servers: Servers) -> None:
+    await origin(gw, servers)
+    assert gw.runtime is not None and gw.runtime.control is not None
+    control, gate = gw.runtime.control, asyncio.Event()
+    rep = Replicator(gw.runtime, factory=StalledOrigin(servers, gate), lease_ttl_s=0.3)
+    body = {"model": MODEL, "version": "v1", "to": ["onprem:fra1"]}
+    handle = await rep.start(body, control, "tester")
+    fra = handle.job.progress["onprem:fra1"]
+    lease = f"replicate/{MODEL}@v1/onprem:fra1"
+
+    async def copying() -> bool:
+        return fra.phase is Phase.COPYING
+
+    async def stolen() -> bool:  # another replica takes it (between two renewals)
+        await control.store.release_lease(lease, handle.holder)
+        return await control.store.lease(lease, "other-replica/r-2", 60)
+
+    async def ended() -> bool:
+        return handle.task is not None and handle.task.done()
+
+    try:
+        await until(copying)
+        await until(stolen)
+        await until(ended)
+    finally:
+        gate.set()
+        await rep.close()
+    reason = f"lease lost: {MODEL}@v1/onprem:fra1 is held by another job"
+    assert (handle.state, handle.error, fra.reason) == ("failed", reason, reason)
+    stored = control.state.replicas[(MODEL, "v1", "onprem:fra1")]
+    assert (stored.status, stored.detail) == ("failed", reason)
+    await control.store.release_lease(lease, "other-replica/r-2")

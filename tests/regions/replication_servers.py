@@ -14,6 +14,7 @@ model version and a store wrapper that counts copies.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import logging
@@ -159,11 +160,13 @@ async def publish(
 
 @dataclass
 class Counting:
-    """An ObjectStore that counts the copies made into it (streamed or server-side)."""
+    """An ObjectStore that counts the copies made into it (streamed or server-side); with a
+    ``gate``, a source whose reads stall until the gate is set."""
 
     inner: ObjectStore
     writes: list[str] = field(default_factory=list)
     server_copies: list[str] = field(default_factory=list)
+    gate: asyncio.Event | None = None  # when set: every read waits for it (a stalled source)
 
     @property
     def url(self) -> str:
@@ -192,8 +195,11 @@ class Counting:
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
 
-    def read(self, key: str, chunk_bytes: int) -> AsyncIterator[bytes]:
-        return self.inner.read(key, chunk_bytes)
+    async def read(self, key: str, chunk_bytes: int) -> AsyncIterator[bytes]:
+        if self.gate is not None:
+            await self.gate.wait()
+        async for chunk in self.inner.read(key, chunk_bytes):
+            yield chunk
 
     async def write(self, key: str, chunks: AsyncIterator[bytes], size: int) -> None:
         self.writes.append(key)

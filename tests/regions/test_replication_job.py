@@ -9,8 +9,12 @@ were copied (counted by a wrapper around the destination store).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import itertools
+import threading
+import types
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,10 +27,13 @@ from regions.replication import (
     Phase,
     RegionProgress,
     ReplicationJob,
+    StoreError,
     Target,
     parse_location,
 )
+from regions.replication import s3 as s3_module
 from regions.replication.base import MiB
+from regions.replication.hashing import HashingTee, SourceMismatch
 from regions.replication.location import StoreFactory
 from regions.replication.s3 import S3Store
 from tests.regions.replication_servers import (
@@ -344,7 +351,7 @@ async def test_a_source_without_manifest_gets_one_built_and_published(
     source = await open_at(factory, "gs://weights-euw4/releases", v)
     expected = await publish(source, MODEL, v, FILES, manifest=False)
     dst = await open_at(factory, f"file://{tmp_path}/node", v)
-    report = await job(source, {"fra": dst}, MemorySink(), v).run()
+    report = await job(source, {"fra": dst}, MemorySink(), v, build_missing_manifest=True).run()
     assert report.ok and report.manifest_built
     data = await source.get(MANIFEST)
     assert data is not None
@@ -387,18 +394,84 @@ async def test_gcs_rewrite_loop_follows_tokens(servers: Servers) -> None:
 
 
 async def test_streamed_upload_to_s3_uses_multipart_with_part_checksums(
-    servers: Servers, tmp_path: Path
+    servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     factory = servers.factory()
     v = version()
     source = await open_at(factory, f"file://{tmp_path}/src", v)
     await publish(source, MODEL, v, FILES)
     dst = Counting(await open_at(factory, "s3://weights-use1/replicas", v))
+    # Watch what the store hashes (and on which thread) and what it sends to S3.
+    loop_thread, hashed, sent = threading.get_ident(), [], []
+
+    def sha256(data: bytes) -> object:
+        hashed.append((data, threading.get_ident() == loop_thread))
+        return hashlib.sha256(data)
+
+    monkeypatch.setattr(s3_module, "hashlib", types.SimpleNamespace(sha256=sha256))
+    client = await dst.inner.clients.for_bucket("weights-use1")  # type: ignore[attr-defined]
+    for op in ("PutObject", "UploadPart"):
+        client.meta.events.register(
+            f"before-parameter-build.s3.{op}", lambda params, **_: sent.append(params["Body"])
+        )
     report = await job(source, {"us": dst}, MemorySink(), v).run()
     assert report.ok, report.regions["us"].reason
+    # Each body is hashed off the event loop, and it is the very object sent (no extra copies).
+    assert len(sent) >= 5 and not any(on_loop for _, on_loop in hashed)
+    assert all(any(body is data for data, _ in hashed) for body in sent)
     assert dst.server_copies == [] and sorted(dst.writes) == sorted(FILES)
     assert await contents(dst) == FILES
     big = await dst.stat("model-00002-of-00002.safetensors")
     assert big is not None and big.size == 7 * MiB + 5
     small = await dst.stat("config.json")
     assert small is not None and small.sha256 == hashlib.sha256(FILES["config.json"]).hexdigest()
+
+
+async def test_a_failed_or_cancelled_gcs_upload_leaves_nothing_under_the_key(
+    servers: Servers,
+) -> None:
+    """The resumable upload is terminated: even the writer's __del__ cannot finalise it."""
+    store = await open_at(servers.factory(), "gs://weights-euw4/aborted", version())
+    data = pattern(600 << 10, 5)  # more than two 256 KiB upload chunks
+    reached = asyncio.Event()
+
+    async def chunks(stall: bool) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 100 << 10):
+            yield data[i : i + (100 << 10)]
+        if stall:  # the source hangs after every byte was sent: the job gets cancelled
+            reached.set()
+            await asyncio.Event().wait()
+
+    wrong = HashingTee(
+        chunks(False), label="f", size=len(data), sha256="0" * 64, on_bytes=lambda n: None
+    )
+    with pytest.raises(SourceMismatch):
+        await store.write("mismatch.bin", wrong, len(data))
+    task = asyncio.ensure_future(store.write("cancelled.bin", chunks(True), len(data)))
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del wrong, task
+    gc.collect()  # a BlobWriter dropped unclosed would complete its upload here
+    assert await store.stat("mismatch.bin") is None
+    assert await store.stat("cancelled.bin") is None
+
+
+async def test_a_missing_gcs_bucket_fails_with_a_recorded_reason(
+    servers: Servers, tmp_path: Path
+) -> None:
+    factory = servers.factory()
+    v = version()
+    missing = await open_at(factory, "gs://no-such-bucket/models", v)
+    with pytest.raises(StoreError, match="no-such-bucket"):
+        await missing.put("x", b"1")
+    local = await open_at(factory, f"file://{tmp_path}/src", v)
+    await publish(local, MODEL, v, FILES)
+    empty = await open_at(factory, f"file://{tmp_path}/dst", v)
+    sink = MemorySink()
+    for source, dst in [(missing, empty), (local, missing)]:  # as the source, as a destination
+        region = "src-missing" if source is missing else "dst-missing"
+        report = await job(source, {region: dst}, sink, v, build_missing_manifest=True).run()
+        assert "no-such-bucket" in report.regions[region].reason, report.regions[region]
+        assert sink.phases(region)[-1] is Phase.FAILED

@@ -1,8 +1,9 @@
-"""Manifests, locations and the local store's guard rails: plain data, local disk only."""
+"""Manifests, locations, the local store's guard rails and the job's refusals: local disk only."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from gateway.config import ConfigError, parse
 from regions.replication import (
     FileEntry,
+    JobOptions,
     Manifest,
     MemorySink,
     Phase,
@@ -139,3 +141,59 @@ async def test_a_manifest_for_another_version_is_refused(tmp_path: Path) -> None
     report = await ReplicationJob("j", "m", "v1", source, [Target("r", dest)], sink).run()
     assert "describes m@v2, not m@v1" in report.regions["r"].reason
     assert sink.phases("r") == [Phase.FAILED]
+
+
+async def test_a_region_without_manifest_is_never_made_a_source(tmp_path: Path) -> None:
+    """A half-finished replication in X (files, no manifest) must not be published as m@v1."""
+    x, y = LocalStore(tmp_path / "x"), LocalStore(tmp_path / "y")
+    await x.put("a.safetensors", b"A" * 1000)  # b.safetensors never arrived
+    for source_region, options in [(None, None), ("X", JobOptions(build_missing_manifest=True))]:
+        sink = MemorySink()
+        job = ReplicationJob(
+            "j", "m", "v1", x, [Target("Y", y)], sink, options, source_region=source_region
+        )
+        report = await job.run()
+        reason = report.regions["Y"].reason
+        if source_region:
+            assert reason.startswith(
+                "region X holds no verified copy of m@v1: replicate to it first"
+            )
+        else:  # an origin gets a manifest built only when asked (the admin API: the origin only)
+            assert reason.startswith(f"{x.url} has no {MANIFEST}")
+        assert not report.manifest_built and sink.phases("Y") == [Phase.FAILED]
+        assert await x.get(MANIFEST) is None and await y.list() == []
+
+
+async def test_a_destination_that_cannot_be_read_keeps_its_status(tmp_path: Path) -> None:
+    """Broken source + a store error reading a region's manifest: that region is left alone."""
+    source = LocalStore(tmp_path / "src")
+    await source.put(MANIFEST, doc())  # lists a/b.bin, which is missing: a broken source
+    unreadable, empty = LocalStore(tmp_path / "unreadable"), LocalStore(tmp_path / "empty")
+    (tmp_path / "unreadable" / MANIFEST).mkdir(parents=True)  # reading it: a StoreError
+    sink = MemorySink()
+    targets = [Target("kept", unreadable), Target("new", empty)]
+    report = await ReplicationJob("j", "m", "v1", source, targets, sink).run()
+    assert "its status was left as it was" in report.regions["kept"].reason
+    assert sink.phases("kept") == [] and sink.phases("new") == [Phase.FAILED]
+
+
+class Exploding(LocalStore):
+    """A destination whose SDK fails in a way no store maps (a bug, an unexpected error)."""
+
+    async def write(self, key: str, chunks: AsyncIterator[bytes], size: int) -> None:
+        raise RuntimeError("disk controller on fire")
+
+
+async def test_an_unexpected_error_fails_that_region_with_a_reason(tmp_path: Path) -> None:
+    source = LocalStore(tmp_path / "src")
+    await source.put("a/b.bin", b"x")
+    await source.put(MANIFEST, doc())
+    sink = MemorySink()
+    targets = [
+        Target("bad", Exploding(tmp_path / "bad")),
+        Target("good", LocalStore(tmp_path / "g")),
+    ]
+    report = await ReplicationJob("j", "m", "v1", source, targets, sink).run()
+    assert report.regions["bad"].reason == "RuntimeError: disk controller on fire"
+    assert sink.phases("bad")[-1] is Phase.FAILED  # not left at copying
+    assert report.regions["good"].phase is Phase.VERIFIED
