@@ -64,7 +64,7 @@ from gateway.store import (
 from gateway.store import cache as state_cache
 from gateway.store.state import ControlState
 from regions.inventory import BackendSpec
-from regions.tasks import stop_tasks
+from regions.tasks import BackgroundTasks, stop_tasks
 
 log = logging.getLogger("meridian.control")
 
@@ -118,7 +118,7 @@ class ControlPlane:
         self.status = "starting"
         self.last_error = ""
         self.listeners: list[Callable[[ControlState], None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
         self._loop_task: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self.controller: CanaryController | None = None
@@ -173,8 +173,7 @@ class ControlPlane:
                 await self.tap.flush()
         if self.rt.limiter is not None:
             await self.rt.limiter.close()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         await self.store.close()
 
     # -- following the store --------------------------------------------------
@@ -298,9 +297,7 @@ class ControlPlane:
         if self.degraded or for_s <= 0:
             return
         hold = HealthHold(backend, time.time() + for_s, self.replica, reason)
-        task = asyncio.ensure_future(self._publish(hold))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._publish(hold))
 
     async def _publish(self, hold: HealthHold) -> None:
         with contextlib.suppress(StoreUnavailable):

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 from urllib.parse import urlsplit
 
 from failover.health_check import HealthCheckPolicy
@@ -54,7 +53,7 @@ from regions.discovery import (
 from regions.inventory import BackendSpec, Region
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
-from regions.tasks import stop_tasks
+from regions.tasks import BackgroundTasks
 
 log = logging.getLogger("meridian.discovery")
 
@@ -168,7 +167,7 @@ class Discovery:
         self._live: dict[str, _Live] = {}
         self._retiring: dict[TrackedProvider, BackendSpec] = {}
         self._owned: set[str] = set()  # names this class ever put in runtime.providers
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks = BackgroundTasks()
         self.pending: dict[str, str] = {}  # discovered, not yet answering its health check
 
     @property
@@ -182,7 +181,7 @@ class Discovery:
         starts on its static backends and the round finishes in the background),
         then the periodic refresh."""
         first = asyncio.ensure_future(self.refresher.refresh())
-        self._keep(first)
+        self._tasks.add(first)
         done, _ = await asyncio.wait({first}, timeout=self.config.initial_timeout_s)
         if not done:
             log.warning("discovery: first round still running after %.0f s; starting without it",
@@ -197,7 +196,7 @@ class Discovery:
         """Stop refreshing and close every adapter (Gateway.stop calls this after
         draining, so streams have ended or been cut by then)."""
         retiring = list(self._retiring)  # cancelled retirements forget theirs
-        await stop_tasks(list(self._tasks))
+        await self._tasks.stop()
         await self.refresher.stop()
         for live in self._live.values():
             if live.prober is not None:
@@ -208,13 +207,6 @@ class Discovery:
         self._live.clear()
         self._retiring.clear()
         await self._pools.close()
-
-    def _keep(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._keep(asyncio.ensure_future(coro))
 
     # -- applying an inventory -----------------------------------------------------
 
@@ -243,7 +235,7 @@ class Discovery:
         for live in retired:
             log.info("discovery: - %s (%d streams in flight finish first)",
                      live.spec.name, live.provider.in_flight)  # fmt: skip
-            self._spawn(self._retire(live))
+            self._tasks.spawn(self._retire(live))
 
     async def _prepare(self, specs: list[BackendSpec]) -> dict[str, TrackedProvider]:
         """Adapters for new backends that answer their first health check.
@@ -277,7 +269,7 @@ class Discovery:
         try:
             inner: Provider = build_provider(spec, pool)
         except BaseException:
-            self._spawn(self._pools.release(spec.url))
+            self._tasks.spawn(self._pools.release(spec.url))
             raise
         return TrackedProvider(spec.name, inner, lambda: self._pools.release(spec.url))
 

@@ -28,9 +28,8 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from failover.executor import Execution, ExecutionFailed
 from gateway.config import Config
@@ -38,6 +37,7 @@ from gateway.metrics import Metrics
 from gateway.store import Quota, Store, StoreUnavailable, Verdict
 from gateway.store.quota import LocalQuotas
 from regions.events import Event
+from regions.tasks import BackgroundTasks
 
 log = logging.getLogger("meridian.limits")
 
@@ -75,7 +75,7 @@ class TenantLimiter:
         self._degraded = degraded
         self._clock = clock
         self._local = LocalQuotas()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
         # Stream slots whose release Redis never got (it was away): replayed
         # at the next answer from it, not left to hold the slot for a lease.
         self._unreleased: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
@@ -112,7 +112,7 @@ class TenantLimiter:
                 if self._unreleased:  # first, the slots Redis still counts by mistake
                     await self._replay(limit=64)
                     if self._unreleased:
-                        self._spawn(self._replay())
+                        self._tasks.spawn(self._replay())
                 async with asyncio.timeout(self._timeout_s):
                     verdict = await self._store.admit(tenant, quota, stream_id, now)
             except (StoreUnavailable, TimeoutError):
@@ -149,7 +149,7 @@ class TenantLimiter:
         tokens = 0 if usage is None else usage.prompt_tokens + usage.completion_tokens
         now = self._clock()
         if ticket.shared or self._store.kind == "embedded":
-            self._spawn(self._release(ticket, tokens, now))
+            self._tasks.spawn(self._release(ticket, tokens, now))
         else:
             self._local.release(ticket.tenant, ticket.stream_id, tokens, now)
 
@@ -157,12 +157,7 @@ class TenantLimiter:
         """Give back a slot an interrupted admission may have taken: the script
         may have run in Redis although its answer never arrived, and a slot
         left behind would count against the tenant for a whole lease."""
-        self._spawn(self._release(Ticket(tenant, stream_id, True), 0, self._clock()))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._release(Ticket(tenant, stream_id, True), 0, self._clock()))
 
     async def _release(self, ticket: Ticket, tokens: int, now: float) -> None:
         try:
@@ -186,8 +181,7 @@ class TenantLimiter:
                 return
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
 
 @dataclass(slots=True)

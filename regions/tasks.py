@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 log = logging.getLogger("meridian.tasks")
@@ -29,3 +29,32 @@ async def stop_tasks(tasks: Iterable[asyncio.Future[Any]], *, patience_s: float 
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
+
+
+class BackgroundTasks:
+    """Fire-and-forget work that is still owned: each task is kept referenced
+    until it ends (the event loop holds only weak references), counted, and
+    either awaited or stopped when its owner shuts down."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        return self.add(asyncio.ensure_future(coro))
+
+    async def wait(self) -> None:
+        """Let every task finish (work that must still happen, e.g. a give-back)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel every task and wait until each has ended (see :func:`stop_tasks`)."""
+        await stop_tasks(list(self._tasks))

@@ -49,7 +49,7 @@ from gateway.shadow.plan import ShadowPlan, from_doc
 from gateway.shadow.tap import run_copy, side_of
 from gateway.store import Store, StoreUnavailable
 from regions.request import GenerationRequest
-from regions.tasks import stop_tasks
+from regions.tasks import BackgroundTasks
 from routing.plan import Plan, ResidencyViolation, RoutingError
 from routing.router import affinity_point
 
@@ -87,7 +87,7 @@ class ShadowMirror:
         self._pairs: dict[int, _Pair] = {}  # id(primary execution) → pair, while it runs
         self._in_flight: Counter[str] = Counter()  # model → copies running
         self._minute: dict[str, tuple[int, int]] = {}  # model → (minute, tokens used)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
         self._pending: dict[str, Counter[str]] = {}
         self._policy = replace(runtime.policy, hedge=False, resume=False, rounds=1)
         self._budgets = Budgets()
@@ -142,9 +142,7 @@ class ShadowMirror:
         self._in_flight[plan.model] += 1
         self._count(plan, "mirrored")
         rt.metrics.shadow_mirrored.labels(plan.model).inc()
-        task = asyncio.get_running_loop().create_task(self._copy(request, routed, pair))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._copy(request, routed, pair))
 
     def _opted_out(self) -> frozenset[str]:
         config = self.rt.config
@@ -234,6 +232,6 @@ class ShadowMirror:
                 await asyncio.sleep(self.flush_s)
                 await self.flush()
         finally:
-            await stop_tasks(list(self._tasks))
+            await self._tasks.stop()
             with contextlib.suppress(StoreUnavailable):
                 await self.flush()  # what this replica compared still counts
