@@ -118,6 +118,8 @@ async def test_two_workers_share_ports_and_store_and_fail_together(
         assert not Path(f"/proc/{workers[1]}").exists() or _zombie(workers[1])
     finally:
         if proc.returncode is None:
+            for pid in _workers(proc.pid):  # SIGKILL on the parent would orphan them
+                os.kill(pid, signal.SIGKILL)
             proc.kill()
             await proc.wait()
 
