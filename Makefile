@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: demo test lint bench bench-smoke proto clean terraform-check
+.PHONY: demo test test-random lint bench bench-smoke proto clean terraform-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/meridian demo
 
+# --durations: the ten slowest tests end every run, so the suite's time stays visible.
 test: $(STAMP) $(CHECKOV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
+
+# The suite in a random order (pytest-randomly prints its seed at the top;
+# `make test-random ARGS=--randomly-seed=N` replays that order).
+test-random: $(STAMP) $(CHECKOV)
+	$(BIN)/python -m pytest -q --durations=10 -o addopts="-m 'not slow' -p no:cacheprovider" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

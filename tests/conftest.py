@@ -27,7 +27,11 @@ def sha(secret: str) -> str:
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Every async test runs on uvloop, the loop production uses."""
+    """Every async test runs on uvloop, the loop production uses, except those on
+    virtual time (``@pytest.mark.looptime``): looptime fast-forwards the clock of
+    asyncio's own selector loop, which uvloop does not let it patch."""
+    if item.get_closest_marker("looptime") is not None:
+        return {"virtual-time": asyncio.new_event_loop}
     return {"uvloop": uvloop.new_event_loop}
 
 

@@ -15,6 +15,8 @@ from regions.inventory import BackendSpec, ProviderKind, Region
 from regions.request import GenerationRequest, Kind, Residency
 from routing.plan import Candidate, Plan
 
+pytestmark = pytest.mark.looptime  # timeouts and scripted delays on virtual time
+
 EU = Region("aws:eu-west-1", frozenset({"EU"}))
 US = Region("aws:us-east-1", frozenset({"US"}))
 

@@ -1,3 +1,5 @@
+"""The watchdog's deadlines, on virtual time (looptime): exact, and never racing real sleeps."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,6 +9,8 @@ import pytest
 from failover.watchdog import Watchdog
 from regions.errors import BackendError, FailureClass
 
+pytestmark = pytest.mark.looptime
+
 
 def dog(first: float = 10.0, idle: float = 10.0, total: float = 100.0) -> Watchdog:
     loop = asyncio.get_running_loop()
@@ -14,27 +18,55 @@ def dog(first: float = 10.0, idle: float = 10.0, total: float = 100.0) -> Watchd
 
 
 async def test_first_token_timeout_raises_timeout_failure() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     with pytest.raises(BackendError) as info, dog(first=0.05):
         await asyncio.Event().wait()
     assert info.value.failure is FailureClass.TIMEOUT
     assert "first-token" in info.value.message
+    assert loop.time() - started == pytest.approx(0.05)
 
 
 async def test_idle_gap_after_first_token() -> None:
+    loop = asyncio.get_running_loop()
     with pytest.raises(BackendError, match="idle"), dog(first=0.01, idle=0.05) as w:
         w.first_token()
-        for _ in range(5):  # progress keeps it alive past several idle periods
-            await asyncio.sleep(0.02)
+        for _ in range(5):  # progress every 40 ms keeps it alive past several idle periods
+            await asyncio.sleep(0.04)
             w.progress()
+        last = loop.time()
         await asyncio.Event().wait()
+    assert loop.time() - last == pytest.approx(0.05)  # cut one idle period after the last progress
+
+
+async def test_total_deadline_cuts_a_stream_that_keeps_progressing() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendError, match="total"), dog(first=1, idle=1, total=2.5) as w:
+        w.first_token()
+        while True:
+            await asyncio.sleep(0.5)
+            w.progress()
+    assert loop.time() - started == pytest.approx(2.5)
 
 
 async def test_paused_consumer_is_not_cut() -> None:
+    loop = asyncio.get_running_loop()
     with dog(first=0.01, idle=0.03) as w:
         w.first_token()
         w.pause()
-        await asyncio.sleep(0.1)  # simulated slow client: longer than the idle timeout
+        paused = loop.time()
+        await asyncio.sleep(0.1)  # a slow client: three idle periods
         w.resume()
+        assert loop.time() - paused == pytest.approx(0.1)
+        await asyncio.sleep(0.02)  # within one idle period of the resume: still alive
+    # and once resumed, the idle timeout applies again from the resume
+    with pytest.raises(BackendError, match="idle"), dog(first=0.01, idle=0.03) as w:
+        w.first_token()
+        w.pause()
+        await asyncio.sleep(0.1)
+        w.resume()
+        await asyncio.Event().wait()
 
 
 async def test_outer_cancellation_is_not_swallowed() -> None:

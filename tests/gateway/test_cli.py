@@ -82,7 +82,10 @@ tenants: [{{name: t, api_keys: ["{sha(GLOBAL_KEY)}"]}}]
     try:
         deadline = time.monotonic() + 20
         _wait_http(emu_port, "/health", deadline)
-        assert b" 200 " in _wait_http(http_port, "/readyz", deadline)
+        # The listeners accept before the gateway is ready: wait for a 200, not any answer.
+        while b" 200 " not in _wait_http(http_port, "/readyz", deadline):
+            assert time.monotonic() < deadline, "/readyz never answered 200"
+            time.sleep(0.05)
         body = f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":3}}'
         with socket.create_connection(("127.0.0.1", http_port), timeout=5) as c:
             c.sendall(

@@ -6,6 +6,8 @@ import math
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from gateway.grpc.status import Refusal, code_for, rich_details
 from meridian_proto.meridian.v1 import inference_pb2 as pb
@@ -71,7 +73,7 @@ async def test_bad_requests_are_invalid_argument_with_the_field(
     assert err.code() == streamed.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (err.details() or "")
     assert trailers(err)["meridian-error-param"] == param
-    assert trailers(err)["meridian-error-code"] == "invalid_request"
+    assert trailers(err)["meridian-error-code"] == "invalid_request_error"
     assert em.stats.requests == 0
 
 
@@ -166,9 +168,7 @@ def test_rate_limit_refusal_carries_retry_info() -> None:
     assert md["x-request-id"] == "r1"
 
 
-def test_rich_status_details_when_googleapis_protos_are_installed() -> None:
-    status_pb2 = pytest.importorskip("google.rpc.status_pb2")
-    error_details_pb2 = pytest.importorskip("google.rpc.error_details_pb2")
+def test_rich_status_details_decode_with_googleapis_protos() -> None:
     refusal = Refusal(429, "slow down", "rate_limited", retry_after=1.5, param="x")
     status = status_pb2.Status.FromString(rich_details(refusal))
     assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
@@ -184,8 +184,6 @@ def test_rich_status_details_when_googleapis_protos_are_installed() -> None:
 async def test_clients_decode_the_rich_status_with_grpc_status(
     emulators: EmulatorFactory, gateways: GatewayFactory
 ) -> None:
-    rpc_status = pytest.importorskip("grpc_status.rpc_status")
-    error_details_pb2 = pytest.importorskip("google.rpc.error_details_pb2")
     em, gw = await one_backend(emulators, gateways)
     em.faults.update({"status": 429, "retry_after": 7})
     async with stub(gw) as s:

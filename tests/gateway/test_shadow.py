@@ -364,8 +364,14 @@ async def test_the_token_cap_drops_copies_for_the_rest_of_the_minute(
 ) -> None:
     p, c = await emulators(), await emulators()
     gw = await gateways(two_versions(p.url, c.url))
+    mirror = gw.runtime.shadow if gw.runtime is not None else None
+    assert mirror is not None
     async with aiohttp.ClientSession() as s:
         await shadow(s, gw, max_tokens_per_min=1)
+        # One frozen instant (after the plan's start): a run across a minute
+        # boundary would otherwise get a fresh token budget half-way.
+        frozen = time.time()
+        mirror._clock = lambda: frozen
         assert (await send(s, gw))[0] == 200
         await until_pairs(s, gw, 1)  # the first copy spent the minute's tokens
         for _ in range(4):

@@ -15,6 +15,7 @@ Anything else raises :class:`Unsupported`, so the block stays simple.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,15 @@ class Unsupported(ValueError):
     """An expression outside the subset (function calls, for-expressions, conditionals)."""
 
 
+# python-hcl2's parser (lark underneath) keeps state between calls: parsed from
+# several threads at once it returns wrong trees (a provider block as a string).
+_PARSER = threading.Lock()
+
+
 def load(path: Path) -> dict[str, Any]:
-    with path.open() as f:
-        data: dict[str, Any] = hcl2.load(f)
+    text = path.read_text()
+    with _PARSER:
+        data: dict[str, Any] = hcl2.loads(text)
     return data
 
 

@@ -27,7 +27,6 @@ EXAMPLE = TERRAFORM_DIR / "examples" / "multi-region"
 
 @pytest.fixture(scope="module")
 def evaluator() -> Any:
-    pytest.importorskip("hcl2", reason="python-hcl2 (a dev dependency) is not installed")
     from tests.terraform.hcl_eval import Evaluator
 
     return Evaluator(EXAMPLE, EXAMPLE / "terraform.tfvars.example")

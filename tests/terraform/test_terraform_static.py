@@ -43,7 +43,6 @@ def test_fmt(terraform: Terraform) -> None:
 
 
 def test_every_file_parses_with_python_hcl2() -> None:
-    pytest.importorskip("hcl2", reason="python-hcl2 (a dev dependency) is not installed")
     from tests.terraform.hcl_eval import load
 
     files = [*TERRAFORM_DIR.rglob("*.tf"), *TERRAFORM_DIR.rglob("*.tfvars.example")]
@@ -55,7 +54,6 @@ def test_every_file_parses_with_python_hcl2() -> None:
 @pytest.fixture(scope="session")
 def validations(terraform: Terraform, terraform_copy: Path) -> dict[str, tuple[bool, str]]:
     """module -> (valid, output), for every module whose providers are mirrored."""
-    pytest.importorskip("hcl2", reason="python-hcl2 (a dev dependency) is not installed")
     mirrored = mirrored_providers()
 
     def validatable(name: str) -> bool:
@@ -117,7 +115,6 @@ def test_the_aws_modules_were_validated(validations: dict[str, tuple[bool, str]]
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_examples_only_use_modules_that_exist(example: str) -> None:
-    pytest.importorskip("hcl2", reason="python-hcl2 (a dev dependency) is not installed")
     from tests.terraform.hcl_eval import Evaluator
 
     evaluator = Evaluator(TERRAFORM_DIR / "examples" / example)
