@@ -19,6 +19,12 @@ hold the response headers back until a first token exists (DESIGN.md §3):
   attempts. If resumption is off or nothing can continue, the stream ends with
   a :class:`StreamError` event — never a silent end.
 
+Once a finish reason has arrived the answer is complete: a failure after it
+(a reset or a stall before the usage chunk) is recorded against the backend
+but ends the stream cleanly, never resumes, and text or a second finish
+reason after it is dropped. So every client gets exactly one answer and one
+finish reason, and usage is never counted twice.
+
 Residency and the breaker gate are re-checked at every attempt (hedges and
 resumptions included), so no plan can send a request outside its constraint
 or to a backend the breaker holds open. Outcomes go to an :class:`OutcomeSink`.
@@ -130,6 +136,7 @@ class Execution:
     _deadline: float = 0.0
     _failed: set[str] = field(default_factory=set)
     _texts: list[str] = field(default_factory=list)
+    _finished: bool = False  # a finish reason went to the client: the answer is complete
 
     @property
     def serving(self) -> Attempt | None:
@@ -153,11 +160,17 @@ class Execution:
         tokens are the ones it streamed, and its prompt is the original prompt
         (the first report minus the prefix that report's attempt was given)
         plus the prefix it was itself given.
+
+        When no attempt reported usage (the stream was cut before its usage
+        chunk), the completion is the tokens streamed and the prompt an
+        estimate from its length: what is known, rather than nothing charged.
         """
         streamed = [a for a in self.attempts if a.first_token is not None]
         reported = [a for a in streamed if a.usage is not None]
         if not reported:
-            return None
+            if not streamed:
+                return None
+            return Usage(_prompt_estimate(self.request), sum(a.tokens for a in streamed))
         if len(streamed) == 1:
             return reported[0].usage
         base = reported[0].usage.prompt_tokens - reported[0].prefix_tokens  # type: ignore[union-attr]
@@ -184,6 +197,7 @@ class Execution:
             if opened is not None:
                 self._current = opened
                 self._texts.extend(e.text for e in opened.head if isinstance(e, TokenDelta))
+                self._finished = any(isinstance(e, Finish) for e in opened.head)
                 self._take_usage(opened.attempt, opened.head)
                 return opened.head
             if not self._may_retry(failures, loop):
@@ -356,6 +370,8 @@ class Execution:
                 with watchdog:
                     async for event in current.stream:
                         if isinstance(event, TokenDelta):
+                            if self._finished:
+                                continue  # text after the finish reason is not the answer
                             if strip:
                                 if not event.text:
                                     continue
@@ -363,11 +379,19 @@ class Execution:
                             self._texts.append(event.text)
                             attempt.tokens += 1
                         elif isinstance(event, Usage):
+                            if attempt.usage is not None:
+                                continue  # one usage per attempt
                             attempt.usage = event
                             if strip:
                                 continue
-                        elif strip and isinstance(event, Finish):
-                            event.raw = None
+                        elif isinstance(event, Finish):
+                            if self._finished:
+                                continue
+                            self._finished = True
+                            if strip:
+                                event.raw = None
+                        else:
+                            continue  # adapters never yield StreamError: only this loop does
                         watchdog.pause()
                         yield event
                         watchdog.resume()
@@ -378,8 +402,8 @@ class Execution:
                 raise
             self._finish(attempt, failure)
             await _close(current.stream)
-            if failure is None:
-                break
+            if failure is None or self._finished:
+                break  # after a finish reason a failure costs the backend, not the answer
             resumed = await self._resume(failure)
             if resumed is None:
                 yield StreamError(
@@ -393,7 +417,8 @@ class Execution:
                 await self.aclose()
                 raise
         total = self.usage
-        if self.resumptions and total is not None and self.request.include_usage:
+        reported = any(a.usage is not None for a in self.attempts if a.first_token is not None)
+        if (self.resumptions or not reported) and total is not None and self.request.include_usage:
             yield total
 
     async def _resume(self, failure: BackendError) -> list[Event] | None:
@@ -411,6 +436,7 @@ class Execution:
             left = limit - sum(a.tokens for a in self.attempts)
             if left <= 0:
                 self.resumptions += 1
+                self._finished = True
                 return [Finish("length")]
             request = replace(request, sampling=replace(request.sampling, max_tokens=left))
         queue = [c for c in self.plan.candidates if c.backend.name not in self._failed]
@@ -439,6 +465,8 @@ class Execution:
                     if not event.text:
                         continue
                     self._texts.append(event.text)
+                if isinstance(event, Finish):
+                    self._finished = True
                 if isinstance(event, TokenDelta | Finish):
                     event.raw = None  # the client's stream keeps one id: re-serialise
                 head.append(event)
@@ -487,6 +515,12 @@ class Execution:
             f"all {len(self.attempts)} attempts failed ({', '.join(kinds)})",
             min(hints) if hints else 1.0,
         )
+
+
+def _prompt_estimate(request: GenerationRequest) -> int:
+    """About four characters per token: the usual rule of thumb for BPE vocabularies."""
+    chars = len(request.prompt) + sum(len(m.content) + 4 for m in request.messages)
+    return max(1, -(-chars // 4))
 
 
 def _client_message(exc: BackendError) -> str:
