@@ -12,6 +12,7 @@ import uvloop
 
 from gateway.app import Gateway
 from gateway.config import Config
+from gateway.runtime import Runtime
 from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 from tests.redis_server import redis_server  # noqa: F401 - the fixture
 
@@ -91,7 +92,7 @@ def gateway_config(
                 "provider": "vllm",
                 "url": row[3],
                 "served_model": SERVED,
-                **(row[4] if len(row) > 4 else {}),  # type: ignore[misc]
+                **(row[4] if len(row) > 4 else {}),
             }
             for row in backends
         ],
@@ -106,6 +107,12 @@ def gateway_config(
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+def runtime_of(gw: Gateway) -> Runtime:
+    """A started gateway's runtime (``Gateway.runtime`` is None until ``start``)."""
+    assert gw.runtime is not None, "the gateway is not started"
+    return gw.runtime
 
 
 @pytest.fixture

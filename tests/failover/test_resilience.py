@@ -13,7 +13,15 @@ import aiohttp
 import pytest
 
 from regions.emulators.text import expected_text, render_chat
-from tests.conftest import GLOBAL_KEY, MODEL, gateway_config, wait_for
+from tests.conftest import (
+    GLOBAL_KEY,
+    MODEL,
+    EmulatorFactory,
+    GatewayFactory,
+    gateway_config,
+    runtime_of,
+    wait_for,
+)
 
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
 PROMPT = "Tell me about the sea"
@@ -48,11 +56,13 @@ async def chat(
 
 
 async def no_leaks(gw: Any, *emulators: Any) -> None:
-    await wait_for(lambda: gw.runtime.lifecycle.in_flight == 0)
+    await wait_for(lambda: runtime_of(gw).lifecycle.in_flight == 0)
     await wait_for(lambda: all(e.stats.running == 0 for e in emulators))
 
 
-async def test_5xx_storm_opens_the_breaker_and_traffic_moves(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_5xx_storm_opens_the_breaker_and_traffic_moves(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """Client sees: every request succeeds; the broken backend stops being called."""
     bad, good = await emulators(), await emulators()
     bad.faults.update({"status": 503})
@@ -71,11 +81,13 @@ async def test_5xx_storm_opens_the_breaker_and_traffic_moves(emulators, gateways
             status, text, _, _ = await chat(s, gw.http_url, user=f"u{i}")
             assert status == 200 and text
     assert bad.stats.requests <= 6  # a few until the window had minimum_calls, then none
-    assert gw.runtime.health.status(0)["bad"]["breaker"] in ("open", "half_open")
+    assert runtime_of(gw).health.status(0)["bad"]["breaker"] in ("open", "half_open")
     await no_leaks(gw, bad, good)
 
 
-async def test_half_open_probes_close_the_breaker_again(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_half_open_probes_close_the_breaker_again(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     bad, good = await emulators(), await emulators()
     bad.faults.update({"status": 500})
     gw = await gateways(
@@ -93,7 +105,7 @@ async def test_half_open_probes_close_the_breaker_again(emulators, gateways) -> 
             ),
         )
     )
-    health = gw.runtime.health
+    health = runtime_of(gw).health
     async with aiohttp.ClientSession() as s:
         while health.status(asyncio.get_running_loop().time())["bad"]["breaker"] == "closed":
             assert (await chat(s, gw.http_url))[0] == 200
@@ -116,7 +128,9 @@ async def test_half_open_probes_close_the_breaker_again(emulators, gateways) -> 
     await no_leaks(gw, bad, good)
 
 
-async def test_stall_before_first_token_moves_to_another_backend(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_stall_before_first_token_moves_to_another_backend(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """Client sees: a complete stream from the other backend, a little later."""
     stalled, good = await emulators(), await emulators()
     stalled.faults.update({"stall_after_tokens": 0})
@@ -140,7 +154,9 @@ async def test_stall_before_first_token_moves_to_another_backend(emulators, gate
 
 
 @pytest.mark.parametrize("fault", ["reset", "stall"])
-async def test_mid_stream_failure_resumes_with_the_exact_text(emulators, gateways, fault) -> None:  # type: ignore[no-untyped-def]
+async def test_mid_stream_failure_resumes_with_the_exact_text(
+    emulators: EmulatorFactory, gateways: GatewayFactory, fault: str
+) -> None:
     """Client sees: one stream whose text equals an uninterrupted one; usage adds up."""
     first, second = await emulators(), await emulators()
     gw = await gateways(
@@ -180,7 +196,9 @@ async def test_mid_stream_failure_resumes_with_the_exact_text(emulators, gateway
     await no_leaks(gw, first, second)
 
 
-async def test_resumption_off_ends_with_an_error_event(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_resumption_off_ends_with_an_error_event(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     first, second = await emulators(), await emulators()
     for em in (first, second):
         em.faults.update({"reset_after_tokens": 3})
@@ -201,8 +219,8 @@ async def test_resumption_off_ends_with_an_error_event(emulators, gateways) -> N
 
 
 async def test_429_storm_with_retry_after_goes_elsewhere_and_respects_the_hint(
-    emulators, gateways
-) -> None:  # type: ignore[no-untyped-def]
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """Client sees: success from the other backend; the throttled one is left alone."""
     busy, free = await emulators(), await emulators()
     busy.faults.update({"status": 429, "retry_after": 30})
@@ -217,11 +235,13 @@ async def test_429_storm_with_retry_after_goes_elsewhere_and_respects_the_hint(
             status, _, headers, _ = await chat(s, gw.http_url, user=f"u{i}")
             assert status == 200 and headers["x-meridian-backend"] == "free"
     assert busy.stats.requests == 1  # throttled until its Retry-After has passed
-    assert gw.runtime.health.status(0)["busy"]["breaker"] == "closed"  # 429 ≠ broken
+    assert runtime_of(gw).health.status(0)["busy"]["breaker"] == "closed"  # 429 ≠ broken
     await no_leaks(gw, busy, free)
 
 
-async def test_retry_budget_bounds_a_storm(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_retry_budget_bounds_a_storm(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """All backends fail: upstream calls stay near 1.2 × client requests, not × plan length."""
     ems = [await emulators() for _ in range(3)]
     for em in ems:
@@ -250,7 +270,9 @@ async def test_retry_budget_bounds_a_storm(emulators, gateways) -> None:  # type
     await no_leaks(gw, *ems)
 
 
-async def test_hedge_wins_and_the_losers_upstream_is_cancelled(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_hedge_wins_and_the_losers_upstream_is_cancelled(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """Client sees: the answer from the hedge, without waiting out the slow backend."""
     degrading = await emulators()  # the fastest one... until it is not
     steady = await emulators(ttft_s=0.03)
@@ -277,12 +299,14 @@ async def test_hedge_wins_and_the_losers_upstream_is_cancelled(emulators, gatewa
     assert results[0][2]["x-meridian-attempts"] == "2"  # primary + hedge
     assert elapsed < 2.5  # nobody waited out the 5 s first token
     await wait_for(lambda: degrading.stats.disconnects >= 1)  # the loser was cancelled upstream
-    metrics = gw.runtime.metrics.exposition().decode()
+    metrics = runtime_of(gw).metrics.exposition().decode()
     assert 'meridian_failover_events_total{event="hedged"} 1.0' in metrics
     await no_leaks(gw, degrading, steady)
 
 
-async def test_region_down_under_load_fails_no_request(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_region_down_under_load_fails_no_request(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """100 concurrent streams over three regions; one region dies mid-load: no client error."""
     ems = [await emulators(itl_s=0.01) for _ in range(3)]
     gw = await gateways(
@@ -306,12 +330,14 @@ async def test_region_down_under_load_fails_no_request(emulators, gateways) -> N
         results = await asyncio.gather(*tasks)
     assert [r[0] for r in results] == [200] * 100
     assert all(text == expected_text(CONTEXT, 40) for _, text, _, _ in results)
-    resumed = gw.runtime.metrics.exposition().decode()
+    resumed = runtime_of(gw).metrics.exposition().decode()
     assert 'meridian_failover_events_total{event="resumed"}' in resumed
     await no_leaks(gw, *ems[1:])
 
 
-async def test_active_health_checks_take_a_backend_out_and_back(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_active_health_checks_take_a_backend_out_and_back(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """Client sees: nothing; the failing backend is skipped before anyone hits it."""
     sick, well = await emulators(), await emulators()
     gw = await gateways(
@@ -328,7 +354,7 @@ async def test_active_health_checks_take_a_backend_out_and_back(emulators, gatew
             },
         )
     )
-    health = gw.runtime.health
+    health = runtime_of(gw).health
     sick.faults.update({"status": 503})  # /health answers 503 too
     await wait_for(lambda: health.status(0)["sick"]["healthy"] is False)
     before = sick.stats.requests
@@ -347,8 +373,8 @@ async def test_active_health_checks_take_a_backend_out_and_back(emulators, gatew
 
 
 async def test_primary_that_wins_after_a_hedge_started_is_the_one_reported(
-    emulators, gateways
-) -> None:  # type: ignore[no-untyped-def]
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """The hedge loses: headers and metrics name the primary, the hedge is cancelled."""
     primary = await emulators()
     spare = await emulators(ttft_s=0.03)
@@ -371,7 +397,7 @@ async def test_primary_that_wins_after_a_hedge_started_is_the_one_reported(
     assert headers["x-meridian-backend"] == "primary"
     assert headers["x-meridian-attempts"] == "2"
     await wait_for(lambda: spare.stats.disconnects >= 1)
-    metrics = gw.runtime.metrics.exposition().decode()
+    metrics = runtime_of(gw).metrics.exposition().decode()
     assert 'meridian_requests_total{backend="primary"' in metrics
     assert 'outcome="cancelled",region="onprem:fra1"' in metrics
     await no_leaks(gw, primary, spare)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -89,7 +90,7 @@ async def test_bad_requests_get_clear_errors_and_reach_no_backend(  # type: igno
 async def test_oversized_chunked_body_is_413(setup) -> None:  # type: ignore[no-untyped-def]
     em, gw = setup
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b" " * 1000
         yield OK_BODY

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from gateway.app import Gateway
 from tests.conftest import EmulatorFactory, GatewayFactory, gateway_config
 from tests.gateway.control_kit import admin, chat
 
 W = "/admin/v1/weights/test-model"
 
 
-async def _two_versions(emulators: EmulatorFactory, gateways: GatewayFactory, **kw: object):  # type: ignore[no-untyped-def]
+async def _two_versions(emulators: EmulatorFactory, gateways: GatewayFactory, **kw: Any) -> Gateway:
     em1, em2 = await emulators(), await emulators()
     rows = [("us", "aws:us-east-1", "v1", em1.url), ("eu", "aws:eu-west-1", "v2", em2.url)]
     return await gateways(gateway_config(rows, versions={"v1": 100, "v2": 0}, **kw))

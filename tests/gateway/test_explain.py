@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 import aiohttp
 
-from tests.conftest import ADMIN_TOKEN, EU_KEY, GLOBAL_KEY, MODEL, gateway_config
+from gateway.app import Gateway
+from tests.conftest import (
+    ADMIN_TOKEN,
+    EU_KEY,
+    GLOBAL_KEY,
+    MODEL,
+    EmulatorFactory,
+    GatewayFactory,
+    gateway_config,
+)
 
 ROWS = [("us", "aws:us-east-1", "v1"), ("ie", "aws:eu-west-1", "v1"), ("fra", "onprem:fra1", "v1")]
 
 
-async def world(emulators, gateways, **kwargs):  # type: ignore[no-untyped-def]
+async def world(emulators: EmulatorFactory, gateways: GatewayFactory, **kwargs: Any) -> Gateway:
     rows = [(n, r, v, (await emulators()).url) for n, r, v in ROWS]
     return await gateways(
         gateway_config(

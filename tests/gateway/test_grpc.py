@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import grpc
 import pytest
@@ -94,7 +96,13 @@ async def test_same_request_same_answer_as_http(
     emulators: EmulatorFactory, gateways: GatewayFactory
 ) -> None:
     _, gw = await one_backend(emulators, gateways)
-    params = {"max_tokens": 9, "temperature": 0.5, "top_p": 0.9, "seed": 7, "stop": ["zzz"]}
+    params: dict[str, Any] = {
+        "max_tokens": 9,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "seed": 7,
+        "stop": ["zzz"],
+    }
     body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], **params}
     async with (
         aiohttp.ClientSession() as http,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
@@ -10,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.grpc import SERVICE_NAME
-from tests.conftest import EmulatorFactory, GatewayFactory, wait_for
+from tests.conftest import EmulatorFactory, GatewayFactory, runtime_of, wait_for
 from tests.gateway.test_grpc_helpers import auth, chat, one_backend, stub, trailers
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -19,12 +20,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def freed(gw, em, disconnects: int = 1):  # type: ignore[no-untyped-def]
     """The upstream saw the disconnect and the gateway holds no stream for it."""
-    return lambda: em.stats.disconnects == disconnects and gw.runtime.lifecycle.in_flight == 0
+    return lambda: em.stats.disconnects == disconnects and runtime_of(gw).lifecycle.in_flight == 0
 
 
-async def read_rest(call):  # type: ignore[no-untyped-def]
+async def read_rest(call: Any) -> list[Any]:
     """The remaining chunks of a call already read with ``read()`` (the APIs don't mix)."""
-    chunks = []
+    chunks: list[Any] = []
     while (chunk := await call.read()) is not grpc.aio.EOF:
         chunks.append(chunk)
     if await call.code() != grpc.StatusCode.OK:
@@ -50,7 +51,7 @@ async def test_client_cancel_mid_stream_cancels_the_upstream(
         await wait_for(freed(gw, em))
         assert await call.code() == grpc.StatusCode.CANCELLED
     assert em.stats.running == 0
-    assert b'status="499"' in gw.runtime.metrics.exposition()
+    assert b'status="499"' in runtime_of(gw).metrics.exposition()
 
 
 async def test_deadline_before_the_first_token_frees_the_upstream(
@@ -63,7 +64,7 @@ async def test_deadline_before_the_first_token_frees_the_upstream(
             await s.Chat(chat(), metadata=auth(), timeout=0.3)
         await wait_for(freed(gw, em))
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert b'status="504"' in gw.runtime.metrics.exposition()
+    assert b'status="504"' in runtime_of(gw).metrics.exposition()
 
 
 async def test_deadline_mid_stream_ends_it_and_frees_the_upstream(
@@ -95,7 +96,7 @@ async def test_drain_flips_health_refuses_new_calls_and_cuts_long_streams(
             long = s.StreamChat(chat(100_000), metadata=auth())  # cannot finish
             assert (await short.read()).text and (await long.read()).text
             stopping = asyncio.create_task(gw.stop(grace=0.6))
-            await wait_for(lambda: gw.runtime.lifecycle.draining)
+            await wait_for(lambda: runtime_of(gw).lifecycle.draining)
             for service in ("", SERVICE_NAME):
                 answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
                 assert answer.status == NOT_SERVING

@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from regions.emulators.text import expected_text, render_chat
 from tests.conftest import (
@@ -16,9 +17,10 @@ from tests.conftest import (
     EmulatorFactory,
     GatewayFactory,
     gateway_config,
+    runtime_of,
 )
 
-MESSAGES = [{"role": "user", "content": "Tell me about the sea"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me about the sea"}]
 
 
 def client(url: str, key: str = GLOBAL_KEY, **kwargs: object) -> openai.AsyncOpenAI:
@@ -31,12 +33,14 @@ async def one_backend(emulators: EmulatorFactory, gateways: GatewayFactory, **em
     return em, gw
 
 
-async def test_openai_client_streams_chat_with_usage(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_openai_client_streams_chat_with_usage(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     em, gw = await one_backend(emulators, gateways)
     async with client(gw.http_url) as c:
         stream = await c.chat.completions.create(
             model=MODEL,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=12,
             stream=True,
             stream_options={"include_usage": True},
@@ -49,7 +53,7 @@ async def test_openai_client_streams_chat_with_usage(emulators, gateways) -> Non
                 finish = chunk.choices[0].finish_reason or finish
             if chunk.usage:
                 usage = chunk.usage
-    expected = expected_text(render_chat([("user", MESSAGES[0]["content"])], False), 12)
+    expected = expected_text(render_chat([("user", str(MESSAGES[0]["content"]))], False), 12)
     assert text == expected
     assert finish == "length"
     assert usage is not None and usage.completion_tokens == 12
@@ -58,12 +62,14 @@ async def test_openai_client_streams_chat_with_usage(emulators, gateways) -> Non
     assert em.stats.last_request["model"] != MODEL  # the backend got its served name
 
 
-async def test_openai_client_non_stream_chat_and_completions(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_openai_client_non_stream_chat_and_completions(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     _, gw = await one_backend(emulators, gateways)
     async with client(gw.http_url) as c:
         chat = await c.chat.completions.with_raw_response.create(
             model=MODEL,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=5,
         )
         completion = await c.completions.create(model=MODEL, prompt="Once upon", max_tokens=7)
@@ -73,7 +79,7 @@ async def test_openai_client_non_stream_chat_and_completions(emulators, gateways
         streamed_text = "".join([ch.choices[0].text async for ch in streamed if ch.choices])
     parsed = chat.parse()
     assert parsed.choices[0].message.content == expected_text(
-        render_chat([("user", MESSAGES[0]["content"])], False), 5
+        render_chat([("user", str(MESSAGES[0]["content"]))], False), 5
     )
     assert parsed.usage is not None and parsed.usage.completion_tokens == 5
     assert chat.headers["x-meridian-backend"] == "fra"
@@ -85,14 +91,16 @@ async def test_openai_client_non_stream_chat_and_completions(emulators, gateways
     assert streamed_text == completion.choices[0].text
 
 
-async def test_models_list(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_models_list(emulators: EmulatorFactory, gateways: GatewayFactory) -> None:
     _, gw = await one_backend(emulators, gateways)
     async with client(gw.http_url) as c:
         models = await c.models.list()
     assert [m.id for m in models.data] == [MODEL]
 
 
-async def test_eu_key_is_only_ever_served_in_the_eu(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_eu_key_is_only_ever_served_in_the_eu(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     us, ie, fra = await emulators(), await emulators(), await emulators()
     gw = await gateways(
         gateway_config(
@@ -108,7 +116,7 @@ async def test_eu_key_is_only_ever_served_in_the_eu(emulators, gateways) -> None
         for i in range(30):
             raw = await c.chat.completions.with_raw_response.create(
                 model=MODEL,
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 max_tokens=2,
                 user=f"user-{i}",
             )
@@ -118,11 +126,13 @@ async def test_eu_key_is_only_ever_served_in_the_eu(emulators, gateways) -> None
     # narrowing to a jurisdiction outside the tenant's policy leaves nothing: 403, not US
     async with client(gw.http_url, EU_KEY, default_headers={"x-meridian-residency": "US"}) as c:
         with pytest.raises(openai.PermissionDeniedError, match="residency"):
-            await c.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+            await c.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert us.stats.requests == 0
 
 
-async def test_killed_backend_fails_over_without_client_error(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_killed_backend_fails_over_without_client_error(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     first, second = await emulators(), await emulators()
     gw = await gateways(
         gateway_config(
@@ -135,7 +145,7 @@ async def test_killed_backend_fails_over_without_client_error(emulators, gateway
         for i in range(12):
             raw = await c.chat.completions.with_raw_response.create(
                 model=MODEL,
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 max_tokens=3,
                 stream=True,
                 user=str(i),
@@ -181,7 +191,9 @@ async def test_failure_everywhere_before_first_token_is_a_real_error_status(  # 
     assert body["error"]["code"] == "upstream_unavailable"
 
 
-async def test_client_error_from_the_model_is_400_not_retried(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_client_error_from_the_model_is_400_not_retried(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     a, b = await emulators(), await emulators()
     a.faults.update({"status": 400})
     b.faults.update({"status": 400})
@@ -190,13 +202,13 @@ async def test_client_error_from_the_model_is_400_not_retried(emulators, gateway
     )
     async with client(gw.http_url) as c:
         with pytest.raises(openai.BadRequestError):
-            await c.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+            await c.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert a.stats.requests + b.stats.requests == 1
 
 
 async def test_failure_after_first_token_ends_with_error_event_not_done(
-    emulators, gateways
-) -> None:  # type: ignore[no-untyped-def]
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     em = await emulators()
     em.faults.update({"reset_after_tokens": 3})
     gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
@@ -218,7 +230,7 @@ async def test_failure_after_first_token_ends_with_error_event_not_done(
     async with client(gw.http_url) as c:
         stream = await c.chat.completions.create(
             model=MODEL,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
             max_tokens=10,
         )
@@ -227,7 +239,9 @@ async def test_failure_after_first_token_ends_with_error_event_not_done(
                 pass
 
 
-async def test_client_disconnect_cancels_the_upstream(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_client_disconnect_cancels_the_upstream(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     from tests.conftest import wait_for
 
     em = await emulators(itl_s=0.05)
@@ -243,10 +257,12 @@ async def test_client_disconnect_cancels_the_upstream(emulators, gateways) -> No
         resp.close()  # drop the connection mid-stream
     await wait_for(lambda: em.stats.disconnects == 1)
     assert gw.runtime is not None
-    await wait_for(lambda: gw.runtime.lifecycle.in_flight == 0)  # type: ignore[union-attr]
+    await wait_for(lambda: runtime_of(gw).lifecycle.in_flight == 0)
 
 
-async def test_stall_before_first_token_while_client_leaves(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_stall_before_first_token_while_client_leaves(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     from tests.conftest import wait_for
 
     em = await emulators()
@@ -263,4 +279,4 @@ async def test_stall_before_first_token_while_client_leaves(emulators, gateways)
         await wait_for(lambda: em.stats.running == 1)
         task.cancel()
     await wait_for(lambda: em.stats.disconnects == 1)
-    await wait_for(lambda: gw.runtime.lifecycle.in_flight == 0)  # type: ignore[union-attr]
+    await wait_for(lambda: runtime_of(gw).lifecycle.in_flight == 0)

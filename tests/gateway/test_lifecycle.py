@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import aiohttp
 
-from tests.conftest import GLOBAL_KEY, MODEL, gateway_config, wait_for
+from tests.conftest import (
+    GLOBAL_KEY,
+    MODEL,
+    EmulatorFactory,
+    GatewayFactory,
+    gateway_config,
+    runtime_of,
+    wait_for,
+)
 
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -25,15 +34,15 @@ async def _open_stream(
 
 
 async def test_drain_finishes_short_streams_and_cuts_long_ones_with_an_error(
-    emulators, gateways
-) -> None:  # type: ignore[no-untyped-def]
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     em = await emulators(itl_s=0.02)
     gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
     async with aiohttp.ClientSession() as s:
         short = await _open_stream(s, gw.http_url, 10)  # ~0.2 s: finishes within the grace
         long = await _open_stream(s, gw.http_url, 10_000)  # cannot finish
-        draining = asyncio.create_task(gw.runtime.lifecycle.drain(1.0))
-        await wait_for(lambda: gw.runtime.lifecycle.draining)
+        draining = asyncio.create_task(runtime_of(gw).lifecycle.drain(1.0))
+        await wait_for(lambda: runtime_of(gw).lifecycle.draining)
         async with s.get(gw.http_url + "/readyz") as ready:
             assert ready.status == 503
         async with s.post(
@@ -51,7 +60,7 @@ async def test_drain_finishes_short_streams_and_cuts_long_ones_with_an_error(
     assert "shutting down" in last and "[DONE]" not in long_body
 
 
-async def test_readyz_and_healthz(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_readyz_and_healthz(emulators: EmulatorFactory, gateways: GatewayFactory) -> None:
     em = await emulators()
     gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
     async with aiohttp.ClientSession() as s:
@@ -61,7 +70,9 @@ async def test_readyz_and_healthz(emulators, gateways) -> None:  # type: ignore[
             assert r.status == 200
 
 
-async def test_slow_client_gets_backpressure_not_unbounded_buffering(emulators, gateways) -> None:  # type: ignore[no-untyped-def]
+async def test_slow_client_gets_backpressure_not_unbounded_buffering(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     """A client that stops reading makes the gateway stop reading the upstream.
 
     Loopback kernel buffers hold a few MB, so the request asks for far more
@@ -88,7 +99,7 @@ async def test_slow_client_gets_backpressure_not_unbounded_buffering(emulators, 
     )
     await writer.drain()
     await reader.readuntil(b"\r\n\r\n")
-    writer.transport.pause_reading()  # the client stops reading
+    cast(asyncio.Transport, writer.transport).pause_reading()  # the client stops reading
 
     samples: list[int] = []
 
@@ -103,8 +114,8 @@ async def test_slow_client_gets_backpressure_not_unbounded_buffering(emulators, 
     started = loop.time()
     async with aiohttp.ClientSession() as s:
         other = await _open_stream(s, gw.http_url, 50)
-        body = (await other.read()).decode()
-    assert body.count('"content":') == 51 and body.rstrip().endswith("[DONE]")
+        answer = (await other.read()).decode()
+    assert answer.count('"content":') == 51 and answer.rstrip().endswith("[DONE]")
     assert loop.time() - started < 2.0
     writer.transport.abort()
     await wait_for(lambda: em.stats.running == 0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import boto3
@@ -164,7 +164,10 @@ async def test_backends_come_and_go_without_breaking_streams(
         assert any(
             imds in r.getMessage() and "link-local" in r.getMessage() for r in caplog.records
         )
-        refused = {r["name"]: r["reason"] for r in discovery.status()["refused"]}  # type: ignore[union-attr]
+        refused = {
+            r["name"]: r["reason"]
+            for r in cast(list[dict[str, str]], discovery.status()["refused"])
+        }
         assert "link-local" in refused[imds]
 
         # Discovery errors keep the last good inventory.

@@ -80,7 +80,7 @@ def test_every_format_parses_at_every_split(
 
 def test_passthrough_keeps_each_openai_event_bytes() -> None:
     events = decode(OPENAI_SSE, 7, passthrough=True)
-    forwarded = b"".join(e.raw or b"" for e in events if not isinstance(e, Usage))
+    forwarded = b"".join(e.raw or b"" for e in events if isinstance(e, TokenDelta | Finish))
     usage = next(e for e in events if isinstance(e, Usage))
     assert forwarded + (usage.raw or b"") == OPENAI_SSE.removesuffix(b"data: [DONE]\n\n")
     assert isinstance(events[0], TokenDelta) and events[0].text == ""  # the role chunk
@@ -100,7 +100,9 @@ def test_without_passthrough_raw_is_none_and_role_chunk_dropped() -> None:
 
 
 def test_usage_on_the_final_content_chunk() -> None:
-    chunk = {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "length"}]}
+    chunk: dict[str, object] = {
+        "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "length"}]
+    }
     chunk["usage"] = {"prompt_tokens": 2, "completion_tokens": 1}
     events = decode(b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n", 5)
     assert summary(events) == ("x", "length", (2, 1))

@@ -20,6 +20,7 @@ import openai
 import orjson
 import pytest
 from botocore.config import Config as BotoConfig
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.app import Gateway
 from gateway.config import Config, ConfigError, parse
@@ -39,8 +40,8 @@ from tests.conftest import (
     wait_for,
 )
 
-MESSAGES = [{"role": "user", "content": "Tell me about the sea"}]
-CHAT_CONTEXT = text.render_chat([("user", MESSAGES[0]["content"])], False)
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me about the sea"}]
+CHAT_CONTEXT = text.render_chat([("user", str(MESSAGES[0]["content"]))], False)
 US_ONLY = {"x-meridian-residency": "US"}
 
 
@@ -111,7 +112,7 @@ def client(gw: Gateway, key: str = GLOBAL_KEY, **kwargs: Any) -> openai.AsyncOpe
 async def chat_stream(c: openai.AsyncOpenAI, max_tokens: int = 8) -> tuple[str, str | None, Any]:
     stream = await c.chat.completions.create(
         model=MODEL,
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         max_tokens=max_tokens,
         stream=True,
         stream_options={"include_usage": True},
@@ -136,7 +137,7 @@ async def test_openai_client_through_sagemaker(
         got, finish, usage = await chat_stream(c)
         whole = await c.chat.completions.with_raw_response.create(
             model=MODEL,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=5,
         )
         completion = await c.completions.create(model=MODEL, prompt="Once upon", max_tokens=7)
@@ -160,7 +161,7 @@ async def test_openai_client_through_vertex(
         got, finish, usage = await chat_stream(c)
         whole = await c.chat.completions.with_raw_response.create(
             model=MODEL,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=5,
         )
         streamed = await c.completions.create(
@@ -197,7 +198,7 @@ async def test_failover_from_sagemaker_to_vertex_before_the_first_token(
     async with client(gw) as c:
         raw = await c.chat.completions.with_raw_response.create(
             model=MODEL,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=6,
             stream=True,
         )
@@ -230,7 +231,7 @@ async def test_validation_error_is_the_clients_400(
     gw = await gateways(config(sm.url, vx.url))
     async with client(gw, default_headers=US_ONLY) as c:
         with pytest.raises(openai.BadRequestError, match="emulated fault"):
-            await c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+            await c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=3)
     assert vx.stats.requests == 0
 
 

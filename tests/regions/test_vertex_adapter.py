@@ -240,7 +240,7 @@ async def test_closing_early_aborts_the_upstream(make: Make, http: aiohttp.Clien
     await wait_for(lambda: emu.stats.disconnects == 1 and emu.stats.running == 0)
 
 
-class FakeCredentials(Credentials):  # type: ignore[misc]
+class FakeCredentials(Credentials):
     """Expiring credentials whose refresh is counted and gated."""
 
     def __init__(self) -> None:

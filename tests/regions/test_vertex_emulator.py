@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from regions.emulators import text
 from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
@@ -20,7 +21,7 @@ from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
 RESOURCE = "projects/proj/locations/europe-west4/endpoints/1234567890"
 CHAT_PATH = f"/v1beta1/{RESOURCE}/chat/completions"
 SRP_PATH = f"/v1/{RESOURCE}:streamRawPredict"
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 PROMPT = text.render_chat([("user", "hello")], False)
 AUTH = {"Authorization": "Bearer good-token"}
 
@@ -54,13 +55,13 @@ async def test_openai_client_on_the_chat_route(make: Make) -> None:
     async with openai.AsyncOpenAI(base_url=base, api_key="good-token", max_retries=0) as client:
         stream = await client.chat.completions.create(
             model="",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=5,
             stream=True,
             stream_options={"include_usage": True},
         )
         chunks = [chunk async for chunk in stream]
-        whole = await client.chat.completions.create(model="", messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
+        whole = await client.chat.completions.create(model="", messages=MESSAGES, max_tokens=5)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == text.expected_text(PROMPT, 5)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5

@@ -11,7 +11,7 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import openai
@@ -577,7 +577,7 @@ async def test_a_client_that_stops_reading_stops_the_stream(emu: VllmEmulator) -
     head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
     writer.write(head.encode() + b"Content-Type: application/json\r\n\r\n" + body)
     await reader.readuntil(b"\r\n\r\n")
-    writer.transport.pause_reading()
+    cast(asyncio.Transport, writer.transport).pause_reading()
     samples: list[int] = []
 
     def plateaued() -> bool:

@@ -8,7 +8,7 @@ from collections import Counter
 
 import aiohttp
 
-from tests.conftest import GLOBAL_KEY, MODEL, gateway_config
+from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
 
 REGIONS = {"aws:eu-west-1": ["EU"], "onprem:fra1": ["EU"]}
 
@@ -35,8 +35,8 @@ async def _serve(s: aiohttp.ClientSession, url: str, n: int, concurrency: int = 
 
 
 async def test_faster_region_takes_most_traffic_and_loses_it_within_seconds(
-    emulators, gateways
-) -> None:  # type: ignore[no-untyped-def]
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     near = await emulators(ttft_s=0.005)
     far = await emulators(ttft_s=0.06)
     gw = await gateways(
@@ -64,8 +64,8 @@ async def test_faster_region_takes_most_traffic_and_loses_it_within_seconds(
 
 
 async def test_raising_the_cost_weight_moves_traffic_to_the_cheaper_region(
-    emulators, gateways
-) -> None:  # type: ignore[no-untyped-def]
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
     cheap = await emulators(ttft_s=0.02)
     dear = await emulators(ttft_s=0.01)
     rows = [

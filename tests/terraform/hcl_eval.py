@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import hcl2  # type: ignore[import-untyped]
+import hcl2
 
 _REF = re.compile(r"\$\{([^{}]+)\}")
 _TOKEN = re.compile(r'[A-Za-z_][\w-]*|\["[^"]*"\]|\[\d+\]')
