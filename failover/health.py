@@ -250,12 +250,17 @@ class BackendHealth:
 
     # -- active health checks and load reports ------------------------------
 
-    def probed(self, backend: str, healthy: bool, queue_depth: int | None) -> None:
+    def probed(self, backend: str, healthy: bool, queue_depth: int | None, *, passed: bool) -> None:
+        """One active check's result: ``healthy`` is the verdict after the
+        thresholds, ``passed`` this check alone. A pass on a healthy backend
+        also ends its outlier ejection, as Envoy does by default."""
         st = self._states.get(backend)
         if st is None:
             return
         st.probe_healthy = healthy
         st.recheck_at = 0.0
+        if healthy and passed:
+            self._outliers.uneject(backend, self.clock())
         if queue_depth is not None:
             st.queue_depth = queue_depth
 

@@ -17,7 +17,7 @@ never returns. Schedule::
 
 The jitter spreads the probes of many gateway workers so that they do not hit a
 backend in lockstep. A passing check that returns a backend to health should
-also end its outlier ejection (:meth:`failover.outlier.OutlierDetector.uneject`,
+also ends its outlier ejection (:meth:`failover.outlier.OutlierDetector.uneject`,
 Envoy's default).
 """
 

@@ -55,7 +55,7 @@ class Prober:
                 log.warning(
                     "backend %s is now %s", name, "healthy" if state.healthy else "unhealthy"
                 )
-            self._health.probed(name, state.healthy, result.queue_depth)
+            self._health.probed(name, state.healthy, result.queue_depth, passed=result.healthy)
             await asyncio.sleep(state.next_delay())
 
     async def check(self, provider: Provider) -> Probe:
