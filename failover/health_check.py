@@ -16,8 +16,8 @@ never returns. Schedule::
     next_delay = interval_s × (1 + jitter × u),  u ~ uniform(−1, 1)
 
 The jitter spreads the probes of many gateway workers so that they do not hit a
-backend in lockstep. A passing check that returns a backend to health should
-also ends its outlier ejection (:meth:`failover.outlier.OutlierDetector.uneject`,
+backend in lockstep. A passing check on a healthy backend also ends its
+outlier ejection (:meth:`failover.outlier.OutlierDetector.uneject`,
 Envoy's default).
 """
 
