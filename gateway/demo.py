@@ -24,7 +24,6 @@ from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 
 MODEL = "llama-3.1-8b-instruct"
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"
-KEYS = {"sk-demo-global": None, "sk-demo-eu": ["EU"]}
 ADMIN_TOKEN = "demo-admin"
 
 

@@ -31,11 +31,6 @@ class FailureClass(enum.Enum):
         """Another backend may succeed where this one failed."""
         return self is not FailureClass.CLIENT
 
-    @property
-    def is_gateway_failure(self) -> bool:
-        """Failures the gateway observed (Envoy's "gateway errors") rather than statuses."""
-        return self in (FailureClass.CONNECT, FailureClass.TIMEOUT, FailureClass.STREAM_BROKEN)
-
 
 class BackendError(Exception):
     def __init__(

@@ -34,10 +34,6 @@ def b64_to_hex(value: str) -> str:
     return base64.b64decode(value).hex()
 
 
-def hex_to_b64(value: str) -> str:
-    return base64.b64encode(bytes.fromhex(value)).decode()
-
-
 def _crc32c() -> Any | None:
     try:
         module: Any = importlib.import_module("google_crc32c")

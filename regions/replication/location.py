@@ -24,8 +24,6 @@ _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._+=@,/-]*$")
 
-LOCATION_PATTERN = r"^(s3|gs)://[a-z0-9][a-z0-9._-]+[a-z0-9](/[A-Za-z0-9._+=@,/-]*)?$|^file:///.*$"
-
 
 @dataclass(frozen=True, slots=True)
 class Location:
