@@ -135,8 +135,11 @@ def snapshot_from(
 
 def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
     entries: list[tuple[str, Tenant]] = []
+    known = frozenset(frozenset(r.tags) for r in config.regions)  # a narrowing's reach
     for t in config.tenants:
-        residency = UNRESTRICTED if t.residency is None else Residency(frozenset(t.residency))
+        residency = (
+            UNRESTRICTED if t.residency is None else Residency(frozenset(t.residency), known=known)
+        )
         tenant = Tenant(
             t.name,
             residency,

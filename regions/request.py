@@ -57,28 +57,109 @@ class Sampling:
         return out
 
 
-@dataclass(frozen=True, slots=True)
 class Residency:
     """The jurisdictions a request may be served in.
 
-    ``allowed`` is a set of jurisdiction tags (``EU``, ``US``, ``DE``...). A
-    region is admissible when it carries at least one allowed tag. ``None``
-    means unrestricted. Narrowing only ever intersects: there is no operation
-    that widens a constraint.
+    A conjunction of clauses, each a set of jurisdiction tags (``EU``, ``US``,
+    ``DE``...): a region is admissible when it carries at least one tag of
+    *every* clause. No clause means unrestricted. A tenant's policy is one
+    clause; each narrowing (``x-meridian-residency``) adds one, so narrowing
+    selects the regions the policy admits that also carry an asked tag: ``EU``
+    narrowed by ``DE`` admits a region tagged ``[EU, DE]`` and nothing else.
+    Adding a clause can only shrink the admissible regions; there is no
+    operation that widens a constraint.
+
+    ``known``, when given, holds the tag sets of the configured regions: it
+    lets :attr:`allowed` tell that a narrowing leaves no region at all (``EU``
+    narrowed by ``US``) before routing. It is context, not constraint: it is
+    not part of equality and never changes what :meth:`admits` answers.
     """
 
-    allowed: frozenset[str] | None = None
+    __slots__ = ("clauses", "known")
+
+    clauses: tuple[frozenset[str], ...]
+    known: frozenset[frozenset[str]] | None
+
+    def __init__(
+        self,
+        allowed: frozenset[str] | None = None,
+        *,
+        clauses: tuple[frozenset[str], ...] = (),
+        known: frozenset[frozenset[str]] | None = None,
+    ) -> None:
+        """``allowed``: one clause (a tenant's policy; None: unrestricted); ``clauses``: more."""
+        kept: tuple[frozenset[str], ...] = ()
+        for clause in ((allowed,) if allowed is not None else ()) + clauses:
+            kept = _conjoin(kept, frozenset(clause))
+        object.__setattr__(self, "clauses", kept)
+        object.__setattr__(self, "known", known)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Residency is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Residency) and set(self.clauses) == set(other.clauses)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.clauses))
+
+    def __repr__(self) -> str:
+        return f"Residency({self.describe()})"
+
+    @property
+    def allowed(self) -> frozenset[str] | None:
+        """Tags one of which every admissible region carries (None: unrestricted).
+
+        With a single clause these are exactly the admissible tags. After a
+        narrowing they are the narrowest clause's: necessary, not sufficient
+        (``EU`` narrowed by ``DE`` gives ``DE``, yet a region tagged only
+        ``DE`` is not admitted), so decide with :meth:`admits`. Empty when
+        nothing can be admitted (so ``not allowed`` keeps meaning that): a
+        clause without tags, or, with ``known``, no known region admitted.
+        """
+        if not self.clauses:
+            return None
+        if self.empty:
+            return frozenset()
+        if self.known is not None and not any(self.admits(tags) for tags in self.known):
+            return frozenset()
+        return self.clauses[-1]
+
+    @property
+    def empty(self) -> bool:
+        """Whether no region can be admissible (some clause has no tag)."""
+        return any(not clause for clause in self.clauses)
 
     def admits(self, region_tags: frozenset[str]) -> bool:
-        return self.allowed is None or not self.allowed.isdisjoint(region_tags)
+        return all(not clause.isdisjoint(region_tags) for clause in self.clauses)
 
     def narrow(self, tags: frozenset[str]) -> Residency:
-        if self.allowed is None:
-            return Residency(frozenset(tags))
-        return Residency(self.allowed & tags)
+        """The regions admitted here that also carry one of ``tags``."""
+        return Residency(clauses=(*self.clauses, frozenset(tags)), known=self.known)
 
     def describe(self) -> str:
-        return "any" if self.allowed is None else ",".join(sorted(self.allowed)) or "none"
+        """``any``; ``EU,US`` (either); ``EU & DE`` (both); ``none`` when nothing is admitted."""
+        if not self.clauses:
+            return "any"
+        if self.empty:
+            return "none"
+        parts = [",".join(sorted(c)) for c in self.clauses]
+        if len(parts) == 1:
+            return parts[0]
+        return " & ".join(p if "," not in p else f"({p})" for p in parts)
+
+
+def _conjoin(
+    clauses: tuple[frozenset[str], ...], clause: frozenset[str]
+) -> tuple[frozenset[str], ...]:
+    """``clauses`` and ``clause``, without clauses another one implies.
+
+    A clause that is a superset of another is implied by it (any region meeting
+    the smaller one meets the larger), so it adds nothing and is dropped.
+    """
+    if any(kept <= clause for kept in clauses):
+        return clauses
+    return (*(kept for kept in clauses if not clause <= kept), clause)
 
 
 UNRESTRICTED = Residency()

@@ -100,7 +100,7 @@ class Router:
             raise NoBackendAvailable(f"model `{request.model}` has no version {version}")
         live = signals or NoSignals()
         static, static_excluded, in_residency = snapshot.static_filter(
-            route, version, request.residency.allowed
+            route, version, request.residency
         )
         if not in_residency:
             raise ResidencyViolation(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from regions.inventory import BackendSpec, ProviderKind
+from regions.request import Residency
 from routing.affinity import Ring
 
 SELF_HOSTED = frozenset({ProviderKind.VLLM, ProviderKind.TGI})
@@ -43,25 +44,25 @@ class RoutingSnapshot:
     unready: frozenset[ReplicaKey] = frozenset()
     # Memo of the static filters per (model, version, residency): they depend on
     # nothing that changes within a snapshot, so each is computed once.
-    _static: dict[tuple[str, str, frozenset[str] | None], tuple[Eligible, Excluded]] = field(
+    _static: dict[tuple[str, str, Residency], tuple[Eligible, Excluded]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
     def static_filter(
-        self, route: ModelRoute, version: str, allowed: frozenset[str] | None
+        self, route: ModelRoute, version: str, residency: Residency
     ) -> tuple[Eligible, Excluded, bool]:
         """Backends of a version left after residency, dials and readiness.
 
         Returns (eligible with selection weights, exclusions with reasons,
         whether any backend was inside the residency constraint at all).
         """
-        key = (route.name, version, allowed)
+        key = (route.name, version, residency)
         cached = self._static.get(key)
         if cached is None:
             eligible: list[tuple[BackendSpec, float]] = []
             excluded: list[tuple[str, str]] = []
             for b in route.backends.get(version, ()):
-                if allowed is not None and allowed.isdisjoint(b.region.tags):
+                if not residency.admits(b.region.tags):
                     excluded.append((b.name, "outside residency"))
                 elif self.dial(b.region.name) <= 0:
                     excluded.append((b.name, "region drained"))
