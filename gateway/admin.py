@@ -19,8 +19,9 @@ from gateway.admin_replication import register as register_replication
 from gateway.admin_shadow import register as register_shadow
 from gateway.auth import bearer_matches
 from gateway.explain import explain
-from gateway.http.api import RUNTIME
-from gateway.http.errors import error_response
+from gateway.http.api import RUNTIME, openai_errors
+from gateway.http.errors import INVALID_REQUEST, error_response
+from gateway.http.schema import BadRequest
 
 _OPEN_PATHS = frozenset({"/healthz"})
 
@@ -80,14 +81,17 @@ async def route_explain(request: web.Request) -> web.Response:
     q = request.query
     model = q.get("model")
     if not model:
-        return error_response(400, "missing query parameter: model", "invalid_request")
+        return error_response(400, "missing query parameter: model", INVALID_REQUEST)
     try:
         max_tokens = int(q["max_tokens"]) if q.get("max_tokens") else None
+    except ValueError:
+        return error_response(400, "max_tokens must be an integer", INVALID_REQUEST)
+    try:
         body = explain(
             rt, model, q.get("tenant"), q.get("prompt", ""), q.get("residency"), max_tokens
         )
-    except ValueError:
-        return error_response(400, "max_tokens must be an integer", "invalid_request")
+    except BadRequest as exc:
+        return error_response(400, exc.message, INVALID_REQUEST, param=exc.param)
     except LookupError as exc:
         return error_response(404, str(exc), "unknown_tenant")
     return web.Response(body=orjson.dumps(body), content_type="application/json")
@@ -98,7 +102,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def admin_app(runtime_app: web.Application) -> web.Application:
-    app = web.Application(middlewares=[require_admin_token])
+    # openai_errors outermost: unknown routes (404), bodies over the size limit
+    # (413) and faults answer in the same JSON shape as every other admin error.
+    app = web.Application(middlewares=[openai_errors, require_admin_token])
     app[RUNTIME] = runtime_app[RUNTIME]
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/v1/status", status)

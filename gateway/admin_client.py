@@ -36,7 +36,10 @@ class AdminClient:
         return self._call(method, path, body)
 
     def _call(self, method: str, path: str, body: Any) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+        try:
+            data = None if body is None else json.dumps(body, allow_nan=False).encode()
+        except ValueError:  # NaN or infinity: not JSON, and never a sensible setting
+            raise AdminError("refusing to send a value that is not a finite number") from None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("x-meridian-actor", os.environ.get("USER") or "admin")  # audit log
@@ -46,16 +49,20 @@ class AdminClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
-            raise AdminError(f"{exc.code}: {_message(exc.read())}") from None
+            raise AdminError(f"{exc.code}: {_message(exc.code, exc.read())}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise AdminError(f"cannot reach the admin API at {self.url}: {reason}") from None
         return json.loads(payload) if payload else None
 
 
-def _message(payload: bytes) -> str:
+def _message(status: int, payload: bytes) -> str:
+    """The error's one line, without a status the server already put in front of it
+    (aiohttp's plain-text errors read ``404: Not Found``)."""
     try:
         body = json.loads(payload)
-        return str(body["error"]["message"])
+        message = str(body["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        return payload.decode("utf-8", "replace")[:200] or "error"
+        message = payload.decode("utf-8", "replace")[:200]
+    message = " ".join(message.split()).removeprefix(f"{status}: ")
+    return message or "error"

@@ -42,12 +42,13 @@ from gateway.store.state import canary_key, dial_key, drain_key, replica_key, sp
 ACTOR_HEADER = "x-meridian-actor"
 _ACTOR = re.compile(r"[^\x21-\x7e]")
 _STATUS = re.compile(r"^[a-z][a-z_-]{0,31}$")
+DETAIL_CHARS = 500
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str, code: str = "invalid_request") -> None:
+    def __init__(self, status: int, message: str, code: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
 
@@ -393,16 +394,38 @@ async def replicas(request: web.Request, rt: Runtime, control: ControlPlane) -> 
     )
 
 
+def _backend_exists(rt: Runtime, model: str, version: str, region: str) -> None:
+    """Refuse a replica status for a (model, version, region) no backend serves: it
+    would gate nothing and only fill the store and the audit log."""
+    configured = any(
+        (b.model, b.version, b.region) == (model, version, region) for b in rt.config.backends
+    )
+    route = rt.snapshot.models.get(model)
+    found = route is not None and any(
+        b.region.name == region for b in route.backends.get(version, ())
+    )  # discovered backends are in the snapshot only
+    if not (configured or found):
+        raise Refused(
+            404,
+            f"no backend serves {model}@{version} in region '{region}'",
+            "unknown_backend",
+        )
+
+
 @_guard
 async def set_replica(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
     model = _model(rt, request)
     version = _version(rt, model, request.match_info["version"])
     region = _region(rt, request.match_info["region"])
+    _backend_exists(rt, model, version, region)
     body = await _body(request)
     status = body.get("status")
     if not isinstance(status, str) or not _STATUS.match(status):
         raise Refused(400, "status must be a short lowercase word, e.g. copying, verified, failed")
-    detail = str(body.get("detail", ""))[:500]
+    detail = body.get("detail", "")
+    if not isinstance(detail, str):
+        raise Refused(400, "detail must be a string")
+    detail = detail[:DETAIL_CHARS]  # it is stored and written to the audit log
     doc = {"status": status, "detail": detail, "updated": time.time()}
     await control.write(
         {replica_key(model, version, region): doc}, actor=actor(request), action="replica.set"

@@ -64,7 +64,7 @@ _MAX_RUNNING = 8
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str, code: str = "invalid_request") -> None:
+    def __init__(self, status: int, message: str, code: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
 

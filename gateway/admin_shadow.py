@@ -24,7 +24,16 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin_control import Refused, _body, _guard, _json, _model, _version, actor
+from gateway.admin_control import (
+    Refused,
+    _body,
+    _guard,
+    _json,
+    _model,
+    _number,  # finite and of sensible size, as a canary's numbers
+    _version,
+    actor,
+)
 from gateway.control import ControlPlane
 from gateway.runtime import Runtime
 from gateway.shadow.compare import summarise, verdict
@@ -50,13 +59,6 @@ async def view(control: ControlPlane, plan: ShadowPlan) -> dict[str, Any]:
         "verdict": outcome,
         "reasons": reasons,
     }
-
-
-def _number(body: dict[str, Any], name: str, default: float) -> float:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Refused(400, f"{name} must be a number")
-    return float(value)
 
 
 async def shadow_start(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import re
 from typing import Any
 
@@ -22,14 +23,24 @@ from gateway.admin_client import AdminClient, AdminError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION_S = 366 * 86400.0
 
 
 def duration(text: str) -> float:
     """``60s``, ``2m``, ``500ms``, ``0.2`` (seconds) → seconds; AdminError (one line) if bad."""
     match = _DURATION.match(text.strip())
-    if match is None or float(match[1]) <= 0:
-        raise AdminError(f"bad interval {text!r}: use e.g. 60s, 2m, 500ms")
-    return float(match[1]) * _UNIT[match[2] or "s"]
+    seconds = float(match[1]) * _UNIT[match[2] or "s"] if match else math.nan
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise AdminError(f"bad interval {text!r}: use e.g. 60s, 2m, 500ms (at most 1 year)")
+    return seconds
+
+
+def finite(option: str, value: float) -> float:
+    """``value`` of ``option`` when it is a finite number; else AdminError (one line):
+    argparse's ``float`` takes ``nan`` and ``inf``, which no threshold can mean."""
+    if not math.isfinite(value):
+        raise AdminError(f"bad {option} {value}: must be a finite number")
+    return value
 
 
 def steps(text: str) -> list[int]:
@@ -77,8 +88,8 @@ def run_start(args: argparse.Namespace) -> int:
         "from": args.stable,
         "steps": steps(args.steps),
         "interval_s": duration(args.interval),
-        "max_error_delta": args.max_error_delta,
-        "max_ttft_ratio": args.max_ttft_ratio,
+        "max_error_delta": finite("--max-error-delta", args.max_error_delta),
+        "max_ttft_ratio": finite("--max-ttft-ratio", args.max_ttft_ratio),
         "min_requests": args.min_requests,
         "require_shadow": args.require_shadow,
     }

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.admin_client import AdminClient, AdminError
-from gateway.cli_canary import duration
+from gateway.cli_canary import duration, finite
 
 
 def share(text: str) -> float:
@@ -76,6 +76,8 @@ def run_start(args: argparse.Namespace) -> int:
     _positive("--max-concurrent", args.max_concurrent)
     _positive("--max-tokens-per-min", args.max_tokens_per_min)
     _positive("--min-pairs", args.min_pairs)
+    for option in ("--max-error-delta", "--max-ttft-ratio", "--min-agreement"):
+        finite(option, getattr(args, option.removeprefix("--").replace("-", "_")))
     if not 0 <= args.min_agreement <= 1:
         raise AdminError(f"bad --min-agreement {args.min_agreement:g}: must be between 0 and 1")
     plan = {

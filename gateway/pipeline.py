@@ -9,6 +9,8 @@ metrics once, at the end. Front ends only translate wire formats.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,12 +18,15 @@ from dataclasses import dataclass
 
 from failover.executor import Execution
 from gateway.auth import Tenant
+from gateway.http.schema import BadRequest
 from gateway.limits import LimitedExecution
 from gateway.runtime import Runtime
 from regions.request import GenerationRequest, Residency
-from routing.plan import Plan, ResidencyViolation
+from routing.plan import Plan, ResidencyViolation, RoutingError
 
 RESIDENCY_HEADER = "x-meridian-residency"
+_MAX_TAGS = 16
+_MAX_TAG_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,13 @@ class Outcome:
     status: int = 200
 
 
+def log_refusal(logger: logging.Logger, request_id: str, tenant: str, exc: RoutingError) -> None:
+    """Routing's full account of a refusal, for the operator the tenant quotes the id to."""
+    level = logging.WARNING if exc.status >= 500 else logging.INFO
+    logger.log(level, "request %s of tenant %s refused (%s): %s", request_id, tenant, exc.code,
+               exc.message)  # fmt: skip
+
+
 class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -47,17 +59,35 @@ class Pipeline:
 
     @staticmethod
     def residency(caller: Caller, narrowing: str | None) -> Residency:
-        """The tenant's policy, narrowed by the request's header; never widened."""
+        """The tenant's policy, narrowed by the request's header; never widened.
+
+        Raises BadRequest for a header that names no tag (``,``) or too many, and
+        ResidencyViolation when the tags fall outside the policy; its message
+        names only the header's tags and the key's own policy, so the tenant
+        may read it."""
         policy = caller.tenant.residency
         if not narrowing:
             return policy
         asked = frozenset(t.strip() for t in narrowing.split(",") if t.strip())
+        if not asked:
+            raise BadRequest(
+                f"{RESIDENCY_HEADER} names no jurisdiction tag; send e.g. 'EU' or 'EU,DE', "
+                "or leave the header out",
+                RESIDENCY_HEADER,
+            )
+        if len(asked) > _MAX_TAGS or max(len(t) for t in asked) > _MAX_TAG_CHARS:
+            raise BadRequest(
+                f"{RESIDENCY_HEADER}: at most {_MAX_TAGS} tags of at most "
+                f"{_MAX_TAG_CHARS} characters",
+                RESIDENCY_HEADER,
+            )
         narrowed = policy.narrow(asked)
         if not narrowed.allowed:
-            raise ResidencyViolation(
+            message = (
                 f"{RESIDENCY_HEADER} [{','.join(sorted(asked))}] is outside this key's "
                 f"residency policy [{policy.describe()}]; it can only narrow it"
             )
+            raise ResidencyViolation(message, public=message)
         return narrowed
 
     def plan(self, request: GenerationRequest, caller: Caller) -> Plan:
@@ -93,9 +123,13 @@ class Pipeline:
         try:
             with rt.lifecycle.tracking():
                 yield outcome
+        except (asyncio.CancelledError, ConnectionResetError):
+            if outcome.status == 200:
+                outcome.status = 499  # the client went away
+            raise
         except BaseException:
             if outcome.status == 200:
-                outcome.status = 499  # the client went away (cancelled) or a fault
+                outcome.status = 500  # a fault: the edge answers 500 (or INTERNAL)
             raise
         finally:
             in_flight.dec()

@@ -1,7 +1,8 @@
 """Routing's answer for one request: the backends to try, in order, and why.
 
-Routing errors say which constraint removed what, so a client and an operator
-can tell "not allowed here" (403) from "allowed but down" (503).
+Routing errors say which constraint removed what, for the operator (the log,
+``route explain``); the client is told the class only, "not allowed here"
+(403) or "allowed but down" (503), with the request id.
 """
 
 from __future__ import annotations
@@ -56,20 +57,38 @@ class Plan:
 
 
 class RoutingError(Exception):
-    """A request that no backend may serve; carries an HTTP-ish status for front ends."""
+    """A request that no backend may serve; carries an HTTP-ish status for front ends.
+
+    ``message`` says which constraint removed which backend or region: for the
+    log and ``route explain``. Tenants read :meth:`tenant_message`, the reason
+    class only (``public``, or the class's ``reason``), so an error never tells a
+    client which regions exist, which are drained, or which backends are down.
+    """
 
     status = 503
     code = "no_backend_available"
+    reason = "no backend that may serve this request is available now; retry later"
+    disclose = False  # True: ``message`` holds nothing but what the client sent
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, public: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.public = public
+
+    def tenant_message(self, request_id: str) -> str:
+        """What the client is told; quote the request id to an operator for the details."""
+        said = self.message if self.disclose else self.public or self.reason
+        return f"{said} (request id {request_id})"
 
 
 class UnknownModel(RoutingError):
     status = 404
     code = "model_not_found"
+    reason = "the model does not exist or this key may not use it"
+    disclose = True  # the message names only the client's own model
 
 
 class ResidencyViolation(RoutingError):
@@ -77,6 +96,7 @@ class ResidencyViolation(RoutingError):
 
     status = 403
     code = "residency_violation"
+    reason = "no region allowed by this request's residency serves this model"
 
 
 class NoBackendAvailable(RoutingError):

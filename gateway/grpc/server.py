@@ -18,13 +18,18 @@ just cut a moment to flush their status.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.grpc.service import InferenceService
+from gateway.grpc.status import Refusal
+from gateway.http.errors import INVALID_REQUEST
 from gateway.runtime import Runtime
 from meridian_proto.meridian.v1 import inference_pb2
 
@@ -92,11 +97,30 @@ def method_handlers(service: InferenceService) -> dict[str, Any]:
             else grpc.unary_unary_rpc_method_handler
         )
         handlers[method.name] = make(
-            getattr(service, method.name),
-            request_deserializer=request.FromString,
+            _decoding(getattr(service, method.name), request),
+            request_deserializer=None,  # the handler gets the bytes: see _decoding
             response_serializer=response.SerializeToString,
         )
     return handlers
+
+
+def _decoding(handler: Callable[[Any, Any], Awaitable[Any]], message: Any) -> Any:
+    """``handler`` fed the parsed request; bytes that are not a ``message`` end the
+    call with INVALID_ARGUMENT. A deserializer that raises would make grpc answer
+    UNKNOWN with the exception's class name, before any handler code runs."""
+    name: str = message.DESCRIPTOR.full_name
+
+    async def run(raw: bytes, context: Any) -> Any:
+        try:
+            request = message.FromString(raw)
+        except DecodeError:
+            refusal = Refusal(400, f"the request is not a valid {name} message", INVALID_REQUEST)
+            md = refusal.trailing_metadata([("x-request-id", uuid.uuid4().hex)])
+            await context.abort(refusal.grpc_code, refusal.message, md)
+            raise AssertionError("unreachable: abort raises") from None
+        return await handler(request, context)
+
+    return run
 
 
 class GrpcServer:

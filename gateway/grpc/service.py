@@ -52,8 +52,9 @@ from gateway.grpc.convert import (
     usage_message,
 )
 from gateway.grpc.status import Refusal
+from gateway.http.errors import INVALID_REQUEST
 from gateway.http.schema import BadRequest
-from gateway.pipeline import RESIDENCY_HEADER, Pipeline
+from gateway.pipeline import RESIDENCY_HEADER, Pipeline, log_refusal
 from gateway.runtime import Runtime
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, StreamError, TokenDelta
@@ -212,8 +213,10 @@ class InferenceService:
             raise Refusal(401, "Incorrect or missing API key.", "invalid_api_key")
         try:
             residency = pipeline.residency(caller, residency_narrowing(request))
-        except RoutingError as exc:  # said in the HTTP API's terms: say it in ours
+        except (RoutingError, BadRequest) as exc:  # said in the HTTP API's terms: say it in ours
             message = exc.message.replace(RESIDENCY_HEADER, "routing.residency")
+            if isinstance(exc, BadRequest):
+                raise Refusal(400, message, INVALID_REQUEST, param="routing.residency") from None
             raise Refusal(exc.status, message, exc.code) from None
         try:
             gen = generation_request(
@@ -227,9 +230,15 @@ class InferenceService:
             )
             plan = pipeline.plan(gen, caller)
         except BadRequest as exc:
-            raise Refusal(400, exc.message, "invalid_request", param=exc.param) from None
+            raise Refusal(400, exc.message, INVALID_REQUEST, param=exc.param) from None
         except RoutingError as exc:
-            raise Refusal(exc.status, exc.message, exc.code, retry_after=exc.retry_after) from None
+            log_refusal(log, call.request_id, caller.tenant.name, exc)
+            raise Refusal(
+                exc.status,
+                exc.tenant_message(call.request_id),
+                exc.code,
+                retry_after=exc.retry_after,
+            ) from None
         if caller.tenant.explain:
             call.route = plan.explain()[:4000]
         return gen, plan

@@ -11,30 +11,34 @@ error responses.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
 from failover.executor import ExecutionFailed
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
-from gateway.http.errors import error_response
+from gateway.http.errors import INVALID_REQUEST, error_response
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
-from gateway.pipeline import RESIDENCY_HEADER, Pipeline
+from gateway.pipeline import RESIDENCY_HEADER, Caller, Pipeline, log_refusal
 from gateway.runtime import Runtime
 from regions.request import Kind
 from routing.plan import RoutingError
 
 RUNTIME = web.AppKey("runtime", Runtime)
 
+log = logging.getLogger("meridian.http")
+
 
 def routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat_completions, expect_handler=expect_continue)
+    app.router.add_post("/v1/completions", completions, expect_handler=expect_continue)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -48,20 +52,63 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await serve(request, Kind.COMPLETION)
 
 
+def admit(
+    request: web.Request, pipeline: Pipeline, headers: dict[str, str]
+) -> Caller | web.Response:
+    """The checks that need no body: draining (503), one valid API key (400/401)."""
+    if pipeline.rt.lifecycle.draining:
+        return error_response(
+            503, "the gateway is shutting down", "shutting_down", retry_after=1, headers=headers
+        )
+    presented = request.headers.getall(hdrs.AUTHORIZATION, [])
+    if len(presented) > 1:
+        # Two keys: which one a proxy on the way honoured is anyone's guess.
+        return error_response(
+            400, "send exactly one Authorization header", INVALID_REQUEST, headers=headers
+        )
+    caller = pipeline.authenticate(presented[0] if presented else None)
+    if caller is None:
+        return error_response(
+            401, "Incorrect or missing API key.", "invalid_api_key", headers=headers
+        )
+    return caller
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: the client waits for our word before sending the
+    body, so refuse (auth, draining, a declared size over the limit) before it."""
+    rt = request.app[RUNTIME]
+    headers = {"x-request-id": uuid.uuid4().hex}
+    refusal: web.Response | None = None
+    admitted = admit(request, Pipeline(rt), headers)
+    if isinstance(admitted, web.Response):
+        refusal = admitted
+    elif request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no 100 Continue: the body simply follows
+    elif request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        refusal = error_response(
+            417, "the only expectation supported is 100-continue", "expectation_failed",
+            headers=headers,
+        )  # fmt: skip
+    elif (request.content_length or 0) > rt.config.limits.max_body_bytes:
+        big = BodyRejected.too_large(rt.config.limits)
+        refusal = error_response(big.status, big.message, big.code, headers=headers)
+    if refusal is not None:
+        refusal.force_close()  # the body may follow anyway: do not read it as a request
+        return refusal
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not part of the response
+    return None
+
+
 async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     pipeline = Pipeline(rt)
     request_id = uuid.uuid4().hex
     headers = {"x-request-id": request_id}
-    if rt.lifecycle.draining:
-        return error_response(
-            503, "the gateway is shutting down", "shutting_down", retry_after=1, headers=headers
-        )
-    caller = pipeline.authenticate(request.headers.get("Authorization"))
-    if caller is None:
-        return error_response(
-            401, "Incorrect or missing API key.", "invalid_api_key", headers=headers
-        )
+    caller = admit(request, pipeline, headers)
+    if isinstance(caller, web.Response):
+        return caller
     try:
         body = await read_body(request, rt.config.limits)
         gen = parse_request(
@@ -75,12 +122,19 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
         )
         plan = pipeline.plan(gen, caller)
     except BodyRejected as exc:
-        return error_response(exc.status, exc.message, exc.code, headers=headers)
+        rejected = error_response(exc.status, exc.message, exc.code, headers=headers)
+        rejected.force_close()  # the rest of the body may still arrive: never parse it
+        return rejected
     except BadRequest as exc:
-        return error_response(400, exc.message, "invalid_request", param=exc.param, headers=headers)
+        return error_response(400, exc.message, INVALID_REQUEST, param=exc.param, headers=headers)
     except RoutingError as exc:
+        log_refusal(log, request_id, caller.tenant.name, exc)
         return error_response(
-            exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
+            exc.status,
+            exc.tenant_message(request_id),
+            exc.code,
+            retry_after=exc.retry_after,
+            headers=headers,
         )
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution) as outcome:
@@ -128,10 +182,10 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    auth = rt.keyring.authenticate(request.headers.get("Authorization"))
-    if auth is None:
-        return error_response(401, "Incorrect or missing API key.", "invalid_api_key")
-    tenant, _ = auth
+    caller = admit(request, Pipeline(rt), {"x-request-id": uuid.uuid4().hex})
+    if isinstance(caller, web.Response):
+        return caller
+    tenant = caller.tenant
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "meridian"}
         for name in sorted(rt.snapshot.models)
@@ -158,6 +212,11 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(detail, status=200 if ready else 503, dumps=_dumps)
 
 
+def http_code(exc: web.HTTPException) -> str:
+    """The error code for an HTTP-level refusal: its reason phrase, in snake case."""
+    return "_".join(exc.reason.lower().replace("-", " ").split()) or "http_error"
+
+
 def _dumps(obj: object) -> str:
     return orjson.dumps(obj).decode()
 
@@ -170,7 +229,10 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason, None)
+        response = error_response(exc.status, exc.reason, http_code(exc))
+        if exc.status in (408, 413):
+            response.force_close()
+        return response
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:

@@ -16,26 +16,26 @@ class BodyRejected(Exception):
         self.message = message
         self.code = code
 
+    @staticmethod
+    def too_large(limits: Limits) -> BodyRejected:
+        return BodyRejected(
+            413, f"the request body exceeds {limits.max_body_bytes} bytes", "request_too_large"
+        )
+
 
 async def read_body(request: web.Request, limits: Limits) -> bytes:
     """The whole body, or BodyRejected: 413 when too large, 408 when it trickles in too slowly."""
     declared = request.content_length
     if declared is not None and declared > limits.max_body_bytes:
-        raise _too_large(limits)
+        raise BodyRejected.too_large(limits)
     try:
         if request.content.is_eof():
             return await request.read()  # already here (the common case): no timer needed
         async with asyncio.timeout(limits.body_timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _too_large(limits) from None
+        raise BodyRejected.too_large(limits) from None
     except TimeoutError:
         raise BodyRejected(
             408, "the request body was not received in time", "body_timeout"
         ) from None
-
-
-def _too_large(limits: Limits) -> BodyRejected:
-    return BodyRejected(
-        413, f"the request body exceeds {limits.max_body_bytes} bytes", "request_too_large"
-    )

@@ -7,6 +7,10 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+# OpenAI's code for a request the API cannot accept, whoever refuses it: the
+# gateway's validation, or the model (a backend's 400) passed through.
+INVALID_REQUEST = "invalid_request_error"
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

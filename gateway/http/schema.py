@@ -1,7 +1,10 @@
 """Validation of OpenAI request bodies into the internal request.
 
 Types are strict (a string where a number belongs is a 400, not a guess) and
-the first problem is reported with its JSON path, as OpenAI does. Unknown
+the first problem is reported with its JSON path, as OpenAI does. Integers are
+bounded (JSON has none, Python's are unbounded, and every backend and the
+JSON encoder stop at 64 bits), so ``max_tokens: 1e30`` written out in digits is
+a 400 naming the field, not a fault further down. Unknown
 fields are ignored, not forwarded: only what is modelled here ever reaches a
 backend, so no client-supplied URL or internal knob can leak through.
 """
@@ -50,17 +53,21 @@ class StreamOptions(_Body):
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
+# Token counts fit a 32-bit count on every backend; a seed is OpenAI's int64.
+MAX_TOKENS_LIMIT = 2**31 - 1
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
 
 class _Common(_Body):
     model: str = Field(min_length=1, max_length=256)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: Probability | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = Field(None, max_length=256)
@@ -100,9 +107,23 @@ class CompletionBody(_Common):
         return self.prompt[0]
 
 
+def _is_union_member(part: str | int) -> bool:
+    """A location step that names a union member (``str``, ``list[TextPart]``), not a
+    field: pydantic puts one in the path of each alternative it tried. Field names
+    here are all lowercase identifiers."""
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool") or "[" in part or part[:1].isupper()
+    )
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in loc if not _is_union_member(p))
+
+
 def _first_error(exc: ValidationError) -> BadRequest:
-    err = exc.errors(include_url=False)[0]
-    path = ".".join(str(p) for p in err["loc"])
+    errors = exc.errors(include_url=False)
+    err = errors[0]
+    path = _path(err["loc"])
     if err["type"] == "json_invalid":
         return BadRequest(f"the body is not valid JSON: {err['msg']}")
     if not err["loc"] and err["type"] in ("model_type", "model_attributes_type"):
@@ -110,6 +131,17 @@ def _first_error(exc: ValidationError) -> BadRequest:
     if err["type"] == "missing":
         return BadRequest(f"missing required parameter: '{path}'", path)
     msg = err["msg"].removeprefix("Value error, ")
+    if any(_is_union_member(p) for p in err["loc"]):
+        # One value failed every alternative of a union: the alternative that got
+        # deepest matched its shape and says what is wrong inside it; when none
+        # got past the value itself, the message lists what it may be.
+        same = [e for e in errors if _path(e["loc"]).startswith(path)]
+        deepest = max(same, key=lambda e: len(_path(e["loc"])))
+        if _path(deepest["loc"]) != path:
+            path, msg = _path(deepest["loc"]), deepest["msg"]
+        else:
+            wanted = [e["msg"].removeprefix("Input should be ") for e in same]
+            msg = "Input should be " + " or ".join(dict.fromkeys(wanted))
     return BadRequest(f"{path}: {msg}" if path else msg, path or None)
 
 
