@@ -7,13 +7,17 @@ Order of decisions (DESIGN.md §3 step 2):
    key hashes to a point u in [0, 1) and the version whose cumulative-weight
    interval holds u serves it, so a conversation stays on one version while
    the split is unchanged, and growing a version's weight only moves keys to
-   it;
-3. backends outside the residency constraint are dropped — if nothing is
-   left the error (403) names the constraint and the model;
+   it. The split only chooses among versions that can serve *this* request
+   here (steps 3 and 4 leave a backend): a key whose version cannot is
+   placed among the servable ones by where u falls within its version's
+   interval, weighted by their weights, so it too is sticky while the set of
+   servable versions is unchanged, and keys of servable versions never move;
+3. backends outside the residency constraint are dropped — if no version has
+   one left the error (403) names the constraint and the model;
 4. regions without a verified replica of the version, drained regions
    (dial 0), and backends the failover layer reports unavailable (open
-   breaker, ejected, failing health checks) are dropped — if nothing is left
-   the error is 503 with Retry-After;
+   breaker, ejected, failing health checks) are dropped — if no version has
+   one left the error is 503 with Retry-After;
 5. the rest are scored (``routing.score``) and ordered by power of two
    choices; when the winner is a self-hosted server in a pool, prefix
    affinity (``routing.affinity``) picks the pool member that likely holds the
@@ -26,14 +30,22 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from regions.inventory import BackendSpec
 from regions.request import GenerationRequest, Kind
 from routing.affinity import pick_bounded, prefix_key
-from routing.plan import Candidate, NoBackendAvailable, Plan, ResidencyViolation, UnknownModel
+from routing.plan import (
+    Candidate,
+    NoBackendAvailable,
+    Plan,
+    ResidencyViolation,
+    RoutingError,
+    UnknownModel,
+)
 from routing.score import Scored, rank
-from routing.signals import NoSignals, Signals
+from routing.signals import BackendSignal, NoSignals, Signals
 from routing.snapshot import SELF_HOSTED, ModelRoute, RoutingSnapshot
 
 DEFAULT_EXPECTED_TOKENS = 128
@@ -61,6 +73,39 @@ def pick_version(split: Mapping[str, int], point: float) -> str:
         if point < edge:
             return version
     return chosen  # rounding at the top edge
+
+
+def version_interval(split: Mapping[str, int], version: str) -> tuple[float, float]:
+    """The part of [0, 1) whose points :func:`pick_version` gives ``version``."""
+    total = sum(w for w in split.values() if w > 0)
+    weighted = [v for v in sorted(split) if split[v] > 0]
+    edge = 0.0
+    for v in weighted:
+        low, edge = edge, edge + split[v] / total
+        if v == version:
+            return low, 1.0 if v == weighted[-1] else edge
+    raise KeyError(version)
+
+
+def pick_servable(
+    split: Mapping[str, int], point: float, servable: Callable[[str], bool]
+) -> str | None:
+    """The version for ``point`` among those ``servable`` says can serve; None if none.
+
+    The sticky choice when it can serve; otherwise ``point`` is rescaled within
+    its version's interval and placed over the servable versions' weights, so
+    the keys of an unservable version spread over the others by weight, each
+    key to the same one every time.
+    """
+    sticky = pick_version(split, point)
+    if servable(sticky):
+        return sticky
+    rest = {v: w for v, w in split.items() if v != sticky and w > 0 and servable(v)}
+    if not rest:
+        return None
+    low, high = version_interval(split, sticky)
+    inner = (point - low) / (high - low) if high > low else 0.0
+    return pick_version(rest, min(max(inner, 0.0), 1.0))
 
 
 def prompt_chars(request: GenerationRequest) -> int:
@@ -94,35 +139,33 @@ class Router:
         route = snapshot.models.get(request.model)
         if route is None or (allowed_models is not None and request.model not in allowed_models):
             raise UnknownModel(f"The model `{request.model}` does not exist.")
+        live = signals or NoSignals()
+        seen: dict[str, _Filtered] = {}
+
+        def filtered(v: str) -> _Filtered:
+            found = seen.get(v)
+            if found is None:
+                found = seen[v] = _filter(snapshot, route, v, request, live, now)
+            return found
+
         if version is None:
-            version = pick_version(route.split, affinity_point(request.affinity_key, route.name))
+            point = affinity_point(request.affinity_key, route.name)
+            picked = pick_servable(route.split, point, lambda v: bool(filtered(v).eligible))
+            if picked is None:
+                raise _refusal(request, pick_version(route.split, point), seen)
+            version = picked
         elif version not in route.backends:
             raise NoBackendAvailable(f"model `{request.model}` has no version {version}")
-        live = signals or NoSignals()
-        static, static_excluded, in_residency = snapshot.static_filter(
-            route, version, request.residency
-        )
-        if not in_residency:
-            raise ResidencyViolation(
-                f"no region allowed by residency constraint "
-                f"[{request.residency.describe()}] serves model `{request.model}` "
-                f"(version {version})"
-            )
-        excluded = list(static_excluded)
-        eligible = []
-        for backend, weight in static:
-            signal = live.signal(backend.name, now)
-            if signal.available:
-                eligible.append((backend, weight, signal))
-            else:
-                excluded.append((backend.name, signal.why_unavailable or "unavailable"))
-        if not eligible:
-            raise NoBackendAvailable(
-                f"every backend allowed by [{request.residency.describe()}] for "
-                f"`{request.model}` (version {version}) is unavailable: "
-                + ", ".join(f"{n} {why}" for n, why in excluded),
-                retry_after=5.0,
-            )
+        chosen = filtered(version)
+        if not chosen.eligible:
+            raise _refusal(request, version, seen)
+        eligible = chosen.eligible
+        excluded = list(chosen.excluded)
+        for other, skipped in seen.items():
+            if other != version:
+                excluded += [
+                    (n, f"version {other} cannot serve: {why}") for n, why in skipped.excluded
+                ]
         ordered = rank(
             eligible,
             prompt_tokens=max(1, prompt_chars(request) // 4),
@@ -171,6 +214,58 @@ class Router:
         first = pool[chosen]
         reasons[id(first)] = "prefix affinity in pool"
         return [first, *(s for s in ordered if s is not first)]
+
+
+class _Filtered(NamedTuple):
+    """One version's backends for one request: those that may serve, and the rest."""
+
+    eligible: list[tuple[BackendSpec, float, BackendSignal]]
+    excluded: list[tuple[str, str]]
+    in_residency: bool
+
+
+def _filter(
+    snapshot: RoutingSnapshot,
+    route: ModelRoute,
+    version: str,
+    request: GenerationRequest,
+    signals: Signals,
+    now: float,
+) -> _Filtered:
+    """Residency, dials and readiness (memoised per snapshot), then live signals."""
+    static, static_excluded, in_residency = snapshot.static_filter(
+        route, version, request.residency
+    )
+    excluded = list(static_excluded)
+    eligible = []
+    for backend, weight in static:
+        signal = signals.signal(backend.name, now)
+        if signal.available:
+            eligible.append((backend, weight, signal))
+        else:
+            excluded.append((backend.name, signal.why_unavailable or "unavailable"))
+    return _Filtered(eligible, excluded, in_residency)
+
+
+def _refusal(
+    request: GenerationRequest, sticky: str, seen: Mapping[str, _Filtered]
+) -> RoutingError:
+    """Why no version can serve: 403 when none has a region inside the residency,
+    else 503 for a version that has one (the sticky one when it does)."""
+    allowed = [v for v, f in seen.items() if f.in_residency]
+    if not allowed:
+        return ResidencyViolation(
+            f"no region allowed by residency constraint "
+            f"[{request.residency.describe()}] serves model `{request.model}` "
+            f"(version {sticky})"
+        )
+    version = sticky if sticky in allowed else allowed[0]
+    return NoBackendAvailable(
+        f"every backend allowed by [{request.residency.describe()}] for "
+        f"`{request.model}` (version {version}) is unavailable: "
+        + ", ".join(f"{n} {why}" for n, why in seen[version].excluded),
+        retry_after=5.0,
+    )
 
 
 def _same_pool(a: BackendSpec, b: BackendSpec) -> bool:
