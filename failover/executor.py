@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -50,6 +51,8 @@ from regions.inventory import BackendSpec
 from regions.provider import Provider
 from regions.request import GenerationRequest
 from routing.plan import Candidate, Plan
+
+log = logging.getLogger("meridian.failover")
 
 
 @dataclass(slots=True)
@@ -342,6 +345,11 @@ class Execution:
             self._finish(attempt, exc)
             await _close(stream)
             raise
+        except Exception as exc:
+            fault = _adapter_fault(backend, exc)
+            self._finish(attempt, fault)
+            await _close(stream)
+            raise fault from None
         except BaseException:
             attempt.cancelled = True
             self._finish(attempt, None)
@@ -397,6 +405,8 @@ class Execution:
                         watchdog.resume()
             except BackendError as exc:
                 failure = exc
+            except Exception as exc:
+                failure = _adapter_fault(attempt.backend, exc)
             except BaseException:  # the client went away (cancelled, generator closed)
                 await self._abandon(current)
                 raise
@@ -515,6 +525,14 @@ class Execution:
             f"all {len(self.attempts)} attempts failed ({', '.join(kinds)})",
             min(hints) if hints else 1.0,
         )
+
+
+def _adapter_fault(backend: BackendSpec, exc: Exception) -> BackendError:
+    """An adapter that raised something other than BackendError met input it did not
+    expect from its backend: a broken stream of that backend (failover, resume,
+    breaker), never a crashed request. Logged with its traceback, for the adapter's fix."""
+    log.warning("backend %s: adapter raised on its stream", backend.name, exc_info=exc)
+    return BackendError(FailureClass.STREAM_BROKEN, f"unreadable stream ({type(exc).__name__})")
 
 
 def _prompt_estimate(request: GenerationRequest) -> int:

@@ -8,6 +8,12 @@ same API (DESIGN.md §8). A chunk that carries both text and a finish reason is
 yielded as a TokenDelta (with the bytes) and a Finish whose ``raw`` is ``b""``:
 its bytes were already forwarded.
 
+Every byte from the upstream is untrusted: each chunk's shape is checked
+(:func:`parse_chunk`) and anything unexpected is STREAM_BROKEN, counted against
+the backend; after the finish reason only the usage chunk and ``[DONE]`` are
+taken (text and further finishes are dropped) and they must come within
+``_TAIL_S``; bodies read whole are capped (:func:`read_capped`).
+
 Resumption (``request.assistant_prefix``) uses vLLM's continue-final-message:
 the prefix becomes a final assistant message the model continues; for
 completions it is appended to the prompt.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -32,6 +39,10 @@ from regions.sse import SseSplitter, event_data
 
 _DONE = b"[DONE]"
 _DRAIN_S = 1.0
+_TAIL_S = 2.0  # after a finish reason, how long the usage chunk and [DONE] may take
+_MAX_COUNT = 1 << 53  # a token count beyond this is not a count
+MAX_BODY_BYTES = 64 * 1024  # an error body read whole
+_MAX_METRICS_BYTES = 1 << 20  # vLLM's /metrics is a few tens of KiB
 
 
 def classify_status(status: int) -> FailureClass:
@@ -107,13 +118,14 @@ class OpenAICompatProvider:
         """``GET /health``; for vLLM also ``/metrics`` for the waiting-queue depth."""
         try:
             async with self._session.get(self.spec.url + "/health") as resp:
-                await resp.read()
+                await read_capped(resp)
                 if resp.status != 200:
                     return Probe(healthy=False)
             if self.spec.kind is not ProviderKind.VLLM:
                 return Probe(healthy=True)
             async with self._session.get(self.spec.url + "/metrics") as resp:
-                text = await resp.text() if resp.status == 200 else ""
+                page = await read_capped(resp, _MAX_METRICS_BYTES) if resp.status == 200 else b""
+                text = page.decode("utf-8", "replace")
         except (aiohttp.ClientError, OSError):
             return Probe(healthy=False)
         return Probe(healthy=True, queue_depth=waiting_requests(text))
@@ -142,11 +154,10 @@ class OpenAICompatProvider:
 async def _status_error(resp: aiohttp.ClientResponse) -> BackendError:
     failure = classify_status(resp.status)
     try:
-        payload = await resp.read()
-        detail = orjson.loads(payload)
+        detail = orjson.loads(await read_capped(resp))
         err = detail.get("error", detail) if isinstance(detail, dict) else detail
         message = str(err.get("message", "")) if isinstance(err, dict) else str(err)
-    except (ValueError, aiohttp.ClientError):
+    except (ValueError, aiohttp.ClientError, ConnectionError):
         message = ""
     return BackendError(
         failure,
@@ -156,10 +167,118 @@ async def _status_error(resp: aiohttp.ClientResponse) -> BackendError:
     )
 
 
+async def read_capped(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:
+    """At most ``limit`` bytes of a body the gateway reads whole (an error body,
+    ``/metrics``): a peer cannot make the gateway buffer more than that."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        piece = await resp.content.read(limit - size)
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)
+
+
+def broken(why: str) -> BackendError:
+    return BackendError(FailureClass.STREAM_BROKEN, f"malformed upstream chunk: {why}")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """What one OpenAI stream chunk says, its shape checked.
+
+    ``choice`` is whether it carried a choice (a content chunk) rather than
+    none (the usage chunk). ``usage`` is (prompt, completion) when present.
+    """
+
+    text: str
+    reason: str | None
+    usage: tuple[int, int] | None
+    choice: bool
+
+
+def parse_chunk(obj: object, chat: bool) -> Chunk:
+    """An OpenAI ``chat.completion.chunk`` / ``text_completion`` object, checked.
+
+    Any JSON value can arrive here; every member the gateway reads must have
+    the type the API gives it, or the stream is broken (STREAM_BROKEN, counted
+    against the backend). Members the gateway does not read are not checked.
+    """
+    if not isinstance(obj, dict):
+        raise broken("not a JSON object")
+    error = obj.get("error")
+    if error is not None:
+        message = error.get("message", "") if isinstance(error, dict) else error
+        raise BackendError(FailureClass.STREAM_BROKEN, f"upstream error: {str(message)[:300]}")
+    text, reason, choice = "", None, False
+    choices = obj.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise broken("choices is not a list")
+    if choices:
+        first = choices[0]
+        if not isinstance(first, dict):
+            raise broken("a choice is not an object")
+        if chat:
+            delta = first.get("delta")
+            if delta is not None and not isinstance(delta, dict):
+                raise broken("delta is not an object")
+            content = delta.get("content") if delta else None
+        else:
+            content = first.get("text")
+        if content is not None:
+            if not isinstance(content, str):
+                raise broken("the text is not a string")
+            text = content
+        finish = first.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            raise broken("finish_reason is not a string")
+        reason = finish or None
+        choice = True
+    usage = obj.get("usage")
+    counts = None
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise broken("usage is not an object")
+        if usage:
+            counts = (
+                count_member(usage, "prompt_tokens"),
+                count_member(usage, "completion_tokens"),
+            )
+    return Chunk(text, reason, counts, choice)
+
+
+def count_member(obj: dict[str, Any], name: str) -> int:
+    """A token count member: absent or null is 0, anything but a count is a broken stream."""
+    value = obj.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_COUNT:
+        raise broken(f"{name} is not a token count")
+    return value
+
+
 async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Event]:
     splitter = SseSplitter()
-    finished = False
-    async for piece in resp.content.iter_any():
+    finished = usage_seen = False
+    reads = resp.content.iter_any().__aiter__()
+    while True:
+        try:
+            if finished:
+                # The usage chunk and [DONE] follow the finish reason at once;
+                # a backend that stalls here only delays the end of an answer
+                # that is already complete.
+                async with asyncio.timeout(_TAIL_S):
+                    piece = await anext(reads)
+            else:
+                piece = await anext(reads)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BackendError(
+                FailureClass.TIMEOUT, f"no [DONE] within {_TAIL_S} s of the finish reason"
+            ) from None
         events = splitter.feed(piece)
         last = len(events) - 1
         for index, event in enumerate(events):
@@ -176,37 +295,38 @@ async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Eve
                 if not resp.content.at_eof():
                     with contextlib.suppress(TimeoutError):  # then the connection just closes
                         async with asyncio.timeout(_DRAIN_S):
-                            await resp.content.read()
+                            while await resp.content.readany():
+                                pass
                 return
             try:
-                chunk = orjson.loads(data)
+                chunk = parse_chunk(orjson.loads(data), chat)
             except orjson.JSONDecodeError:
-                raise BackendError(FailureClass.STREAM_BROKEN, "malformed SSE chunk") from None
-            raw = event + b"\n\n"
-            error = chunk.get("error")
-            if error is not None:
-                message = error.get("message", "") if isinstance(error, dict) else str(error)
-                raise BackendError(FailureClass.STREAM_BROKEN, f"upstream error: {message[:300]}")
-            choices = chunk.get("choices")
-            if choices:
-                choice = choices[0]
-                if chat:
-                    text = (choice.get("delta") or {}).get("content") or ""
-                else:
-                    text = choice.get("text") or ""
-                reason = choice.get("finish_reason")
-                yield TokenDelta(text, raw, index < last and not reason)
-                if reason:
+                raise broken("not JSON") from None
+            if chunk.choice:
+                if finished:
+                    continue  # text or a second finish after the finish reason: not the answer
+                yield TokenDelta(
+                    chunk.text, _forwardable(event, data), index < last and not chunk.reason
+                )
+                if chunk.reason:
                     finished = True
-                    yield Finish(reason, b"")
-            else:
-                usage = chunk.get("usage")
-                if usage:
-                    yield Usage(
-                        int(usage.get("prompt_tokens", 0)),
-                        int(usage.get("completion_tokens", 0)),
-                        raw,
-                    )
+                    yield Finish(chunk.reason, b"")
+            elif chunk.usage is not None and not usage_seen:
+                usage_seen = True
+                yield Usage(*chunk.usage, _forwardable(event, data))
     if finished:
         return  # some servers end without [DONE]; a finish reason is the real end
     raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before a finish reason")
+
+
+def _forwardable(event: bytes, data: bytes) -> bytes:
+    """The event as the client may see it: its data and nothing else.
+
+    An upstream's ``event:``, ``id:`` and ``retry:`` lines would steer the
+    client's SSE parser (event type, ``Last-Event-ID``, reconnect delay), so
+    an event that is anything but one ``data: `` line is rebuilt from its data;
+    newlines in parsed JSON can only be whitespace between tokens.
+    """
+    if event.startswith(b"data: ") and b"\n" not in event:
+        return event + b"\n\n"
+    return b"data: " + data.replace(b"\n", b" ") + b"\n\n"

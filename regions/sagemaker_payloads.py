@@ -41,6 +41,7 @@ import orjson
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import Container
+from regions.openai_compat import broken, count_member, parse_chunk
 from regions.openai_compat import build_body as openai_body
 from regions.request import GenerationRequest, Kind
 
@@ -114,12 +115,13 @@ class PayloadDecoder:
     role chunk) are dropped.
     """
 
-    __slots__ = ("_chat", "_passthrough", "_tail", "done", "finished")
+    __slots__ = ("_chat", "_passthrough", "_tail", "_usage_seen", "done", "finished")
 
     def __init__(self, chat: bool, passthrough: bool = False) -> None:
         self._chat = chat
         self._passthrough = passthrough
         self._tail = b""
+        self._usage_seen = False
         self.finished = False
         self.done = False
 
@@ -178,40 +180,49 @@ class PayloadDecoder:
             raise BackendError(FailureClass.STREAM_BROKEN, f"container error: {message[:300]}")
 
     def _openai(self, chunk: dict[str, Any], raw: bytes | None, out: list[Event]) -> None:
-        choices = chunk["choices"]
-        if choices:
-            choice = choices[0]
-            if self._chat:
-                text = (choice.get("delta") or {}).get("content") or ""
+        parsed = parse_chunk(chunk, self._chat)
+        skipped = False
+        if parsed.choice:
+            if self.finished:
+                skipped = True  # text or a second finish after the finish reason: not the answer
             else:
-                text = choice.get("text") or ""
-            if text or raw is not None:
-                out.append(TokenDelta(text, raw))
-            reason = choice.get("finish_reason")
-            if reason:
-                self.finished = True
-                out.append(Finish(reason, b"" if raw is not None else None))
-        usage = chunk.get("usage")
-        if usage:
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
+                if parsed.text or raw is not None:
+                    out.append(TokenDelta(parsed.text, raw))
+                if parsed.reason:
+                    self.finished = True
+                    out.append(Finish(parsed.reason, b"" if raw is not None else None))
+        if parsed.usage is not None and not self._usage_seen:
+            self._usage_seen = True
             # A usage-only chunk forwards its bytes; usage riding on a content
-            # chunk (TGI) was already forwarded with that chunk.
-            usage_raw = None if raw is None else (b"" if choices else raw)
-            out.append(Usage(prompt, completion, usage_raw))
+            # chunk (TGI) was already forwarded with that chunk, unless that
+            # chunk came after the finish and was dropped: then it is re-encoded.
+            usage_raw = None if raw is None or skipped else (b"" if parsed.choice else raw)
+            out.append(Usage(*parsed.usage, usage_raw))
 
     def _token(self, obj: dict[str, Any], out: list[Event]) -> None:
-        token = obj["token"] or {}
+        token = obj["token"]
+        if token is None:
+            token = {}
         details = obj.get("details")
-        reason = details.get("finish_reason") if isinstance(details, dict) else None
+        if not isinstance(token, dict) or not isinstance(details, dict | None):
+            raise broken("token or details is not an object")
+        reason = details.get("finish_reason") if details else None
+        if reason is not None and not isinstance(reason, str):
+            raise broken("finish_reason is not a string")
         if reason == "error" or (token.get("id") == -1 and reason is not None):
             raise BackendError(FailureClass.STREAM_BROKEN, "container reported a generation error")
-        text = token.get("text") or ""
+        text = token.get("text")
+        if text is not None and not isinstance(text, str):
+            raise broken("the token text is not a string")
+        if self.finished:
+            return  # tokens after the finish reason are not the answer
         if text and not token.get("special"):
             out.append(TokenDelta(text))
-        if reason is not None and isinstance(details, dict):
+        if reason is not None and details:
             self.finished = True
-            out.append(Finish(_FINISH.get(str(reason), str(reason))))
+            out.append(Finish(_FINISH.get(reason, reason)))
             prefill = details.get("prefill")
             prompt = len(prefill) if isinstance(prefill, list) else 0
-            out.append(Usage(prompt, int(details.get("generated_tokens") or 0)))
+            if not self._usage_seen:
+                self._usage_seen = True
+                out.append(Usage(prompt, count_member(details, "generated_tokens")))

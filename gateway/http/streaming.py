@@ -85,6 +85,8 @@ class _Encoder:
             first = orjson.loads(raw.removeprefix(b"data: "))
         except orjson.JSONDecodeError:
             return
+        if not isinstance(first, dict):
+            return
         if isinstance(first.get("id"), str):
             self.writer.id = first["id"]
         if isinstance(first.get("created"), int):
