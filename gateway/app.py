@@ -27,6 +27,12 @@ from gateway.runtime import Runtime, build_runtime
 
 log = logging.getLogger("meridian")
 
+# After a response to a request whose body was not read (401, 408, 413...),
+# aiohttp reads and drops what the client still sends for this long before it
+# closes, so the client reads the error instead of a reset. Its default, 10 s,
+# kept a connection per refused slow or oversized upload open that long.
+_LINGERING_S = 0.5
+
 
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
@@ -100,7 +106,13 @@ class Gateway:
     async def _listen(
         self, app: web.Application, address: str, *, reuse_port: bool = False, **kwargs: Any
     ) -> str:
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, **kwargs)
+        runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            lingering_time=_LINGERING_S,
+            **kwargs,
+        )
         await runner.setup()
         self._runners.append(runner)
         host, port = _split(address)
