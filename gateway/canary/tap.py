@@ -13,29 +13,25 @@ of the version refused by breakers) counts as one failure.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import Counter
 from collections.abc import Mapping
 
 from failover.executor import Execution
 from gateway.canary.plan import Canary, Phase
 from gateway.canary.window import fields
-from gateway.store import Store, StoreUnavailable
+from gateway.counts import PendingCounts
+from gateway.store import Store
 from regions.errors import FailureClass
 
 log = logging.getLogger("meridian.canary")
 
 _NOT_THE_BACKENDS_FAULT = (FailureClass.CLIENT, FailureClass.OVERLOADED)
-_MAX_PENDING_WINDOWS = 64  # while the store is away, keep a bounded backlog
 
 
 class CanaryTap:
     def __init__(self, store: Store, flush_s: float = 1.0) -> None:
-        self._store = store
-        self.flush_s = flush_s
+        self._counts = PendingCounts(store, "canary", flush_s=flush_s)
         self._windows: dict[str, tuple[str, frozenset[str]]] = {}
-        self._pending: dict[str, Counter[str]] = {}
 
     def watch(self, canaries: Mapping[str, Canary]) -> None:
         """Called with every applied state: which models count into which window."""
@@ -53,7 +49,7 @@ class CanaryTap:
         version = execution.plan.version
         if version not in versions:
             return
-        counts = self._pending.setdefault(window, Counter())
+        counts = self._counts.window(window)
         if not execution.attempts and status >= 500:
             counts.update(fields(version, True, None))
         for attempt in execution.attempts:
@@ -65,18 +61,7 @@ class CanaryTap:
             counts.update(fields(version, failed, ttft))
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for window, counts in pending.items():
-            try:
-                await self._store.add_counts(window, counts)
-            except StoreUnavailable:
-                if len(self._pending) < _MAX_PENDING_WINDOWS:
-                    self._pending.setdefault(window, Counter()).update(counts)
+        await self._counts.flush()
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_s)
-            try:
-                await self.flush()
-            except Exception:  # keep counting: a lost flush costs a window's sample
-                log.exception("canary counters: flush failed")
+        await self._counts.run()

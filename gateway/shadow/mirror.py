@@ -34,7 +34,6 @@ replica's sums meet (``Store.add_counts``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -44,6 +43,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from failover.executor import Budgets, Execution
+from gateway.counts import PendingCounts
 from gateway.shadow.compare import Side, compare, fields
 from gateway.shadow.plan import ShadowPlan, from_doc
 from gateway.shadow.tap import run_copy, side_of
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 log = logging.getLogger("meridian.shadow")
-
-_MAX_PENDING_WINDOWS = 64
 
 
 @dataclass(slots=True)
@@ -79,8 +77,6 @@ class ShadowMirror:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rt = runtime
-        self._store = store
-        self.flush_s = flush_s
         self.max_pending = max_pending
         self._clock = clock
         self.plans: dict[str, ShadowPlan] = {}
@@ -88,7 +84,7 @@ class ShadowMirror:
         self._in_flight: Counter[str] = Counter()  # model → copies running
         self._minute: dict[str, tuple[int, int]] = {}  # model → (minute, tokens used)
         self._tasks = BackgroundTasks()
-        self._pending: dict[str, Counter[str]] = {}
+        self._counts = PendingCounts(store, "shadow", flush_s=flush_s)
         self._policy = replace(runtime.policy, hedge=False, resume=False, rounds=1)
         self._budgets = Budgets()
         self._opt_out: tuple[object, frozenset[str]] = (None, frozenset())
@@ -206,32 +202,24 @@ class ShadowMirror:
         if pair.primary is None or pair.candidate is None:
             return
         result = compare(pair.primary, pair.candidate)
-        self._pending.setdefault(pair.plan.window, Counter()).update(fields(result))
+        self._counts.window(pair.plan.window).update(fields(result))
         metrics = self.rt.metrics
         metrics.shadow_compared.labels(pair.plan.model).inc()
         if result.disagrees:
             metrics.shadow_disagreeing.labels(pair.plan.model).inc()
 
     def _count(self, plan: ShadowPlan, name: str) -> None:
-        self._pending.setdefault(plan.window, Counter())[name] += 1
+        self._counts.window(plan.window)[name] += 1
 
     # -- publishing ----------------------------------------------------------
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for window, counts in pending.items():
-            try:
-                await self._store.add_counts(window, counts)
-            except StoreUnavailable:
-                if len(self._pending) < _MAX_PENDING_WINDOWS:
-                    self._pending.setdefault(window, Counter()).update(counts)
+        await self._counts.flush()
 
     async def run(self) -> None:
         try:
-            while True:
-                await asyncio.sleep(self.flush_s)
-                await self.flush()
+            await self._counts.run()
         finally:
             await self._tasks.stop()
             with contextlib.suppress(StoreUnavailable):
-                await self.flush()  # what this replica compared still counts
+                await self.flush()  # copies that ended while stopping still count

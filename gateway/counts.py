@@ -1,0 +1,68 @@
+"""Counters per store window, summed in memory and added to the store in the background.
+
+The canary tap and the shadow mirror both count per request (requests, errors,
+TTFT buckets, agreements) into windows the store sums across the fleet. The
+request path only bumps a ``Counter``; :meth:`PendingCounts.run` adds the sums
+every ``flush_s``. While the store is away a bounded backlog of windows is kept
+and retried (``max_windows``): a longer outage costs samples, never memory. Any
+other failure of a flush is logged and counting goes on: a lost flush costs a
+window's sample, not the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from gateway.store import Store, StoreUnavailable
+
+log = logging.getLogger("meridian.counts")
+
+
+class PendingCounts:
+    __slots__ = ("_pending", "_sleep", "_store", "flush_s", "max_windows", "name")
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        flush_s: float = 1.0,
+        max_windows: int = 64,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self.name = name  # for the log: "canary", "shadow"
+        self.flush_s = flush_s
+        self.max_windows = max_windows
+        self._sleep = sleep
+        self._pending: dict[str, Counter[str]] = {}
+
+    def window(self, name: str) -> Counter[str]:
+        """The in-memory counters of window ``name``, to update in place."""
+        return self._pending.setdefault(name, Counter())
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for window, counts in pending.items():
+            try:
+                await self._store.add_counts(window, counts)
+            except StoreUnavailable:
+                if len(self._pending) < self.max_windows:
+                    self.window(window).update(counts)
+
+    async def run(self) -> None:
+        """Flush every ``flush_s`` until cancelled, then once more if the store answers."""
+        try:
+            while True:
+                await self._sleep(self.flush_s)
+                try:
+                    await self.flush()
+                except Exception:
+                    log.exception("%s counters: flush failed", self.name)
+        finally:
+            with contextlib.suppress(StoreUnavailable):
+                await self.flush()  # what this replica counted still counts
