@@ -26,6 +26,7 @@ from gateway.http.chunks import ChunkWriter
 from gateway.http.errors import INVALID_REQUEST, error_response
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
+from gateway.lifecycle import Lifecycle
 from gateway.pipeline import RESIDENCY_HEADER, Caller, Pipeline, log_refusal
 from gateway.runtime import Runtime
 from regions.request import Kind
@@ -57,9 +58,7 @@ def admit(
 ) -> Caller | web.Response:
     """The checks that need no body: draining (503), one valid API key (400/401)."""
     if pipeline.rt.lifecycle.draining:
-        return error_response(
-            503, "the gateway is shutting down", "shutting_down", retry_after=1, headers=headers
-        )
+        return shutting_down(headers)
     presented = request.headers.getall(hdrs.AUTHORIZATION, [])
     if len(presented) > 1:
         # Two keys: which one a proxy on the way honoured is anyone's guess.
@@ -147,6 +146,11 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
             return error_response(
                 exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
             )
+        except asyncio.CancelledError:
+            if not cut_by_drain(rt.lifecycle):
+                raise
+            outcome.status = 503
+            return shutting_down(headers)
         pipeline.first_token(execution, time.monotonic() - started)
         serving = execution.serving
         assert serving is not None  # start() returned: an attempt is serving
@@ -175,9 +179,35 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
                 buffer_bytes=rt.config.limits.stream_buffer_bytes,
             )
         else:
-            result = await collect(execution, head, writer, headers)
+            try:
+                result = await collect(execution, head, writer, headers)
+            except asyncio.CancelledError:
+                if not cut_by_drain(rt.lifecycle):
+                    raise
+                outcome.status = 503
+                return shutting_down(headers)
         outcome.status = result.status
         return result.response
+
+
+def cut_by_drain(lifecycle: Lifecycle) -> bool:
+    """Whether the cancellation being handled is the drain's cut at the end of the
+    grace period (then it is taken back, so the handler can still answer)."""
+    task = asyncio.current_task()
+    if not lifecycle.cutting or task is None:
+        return False
+    task.uncancel()
+    return True
+
+
+def shutting_down(headers: dict[str, str]) -> web.Response:
+    """The answer of a request cut by the drain before its response started: no
+    first token yet, or a non-stream answer still being generated."""
+    response = error_response(
+        503, "the gateway is shutting down", "shutting_down", retry_after=1, headers=headers
+    )
+    response.force_close()
+    return response
 
 
 async def list_models(request: web.Request) -> web.Response:
