@@ -29,7 +29,10 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 _PRELUDE = struct.Struct(">II")
 _CRC = struct.Struct(">I")
 _STRING = 7
-_MAX_FRAME = 16 + 128 * 1024 + 24 * 1024 * 1024  # botocore's header and payload limits
+MAX_FRAME_BYTES = 2 << 20
+"""Default cap on one frame: a ``PayloadPart`` carries what the container flushed
+(a few hundred bytes); botocore's own limits (128 KiB of headers, 24 MiB of
+payload) would let one peer make the gateway buffer 24 MiB per stream."""
 
 
 def encode_message(headers: Iterable[tuple[str, str]], payload: bytes) -> bytes:
@@ -109,7 +112,8 @@ class FrameDecoder:
     """Bytes of any size in, complete frames out.
 
     Frame boundaries come from each prelude's ``total_length`` (its CRC is
-    checked first, so garbage cannot make us wait for gigabytes); a whole
+    checked first, so garbage cannot make us wait for gigabytes, and a length
+    over ``max_frame_bytes`` is refused before any of it is buffered); a whole
     frame then goes through botocore's ``EventStreamBuffer``, which checks
     both CRCs and parses the headers. Handing botocore one frame at a time
     keeps its buffer tiny: fed a large read holding hundreds of frames, it
@@ -121,12 +125,13 @@ class FrameDecoder:
     that parse; its message CRC is still checked, here, with ``binascii``.
     """
 
-    __slots__ = ("_buffer", "_last", "_pending")
+    __slots__ = ("_buffer", "_last", "_limit", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._buffer = EventStreamBuffer()
         self._pending = bytearray()
         self._last: tuple[bytes, dict[str, object]] = (b"", {})
+        self._limit = max_frame_bytes
 
     def feed(self, data: bytes) -> list[Frame]:
         pending = self._pending
@@ -136,7 +141,8 @@ class FrameDecoder:
             total, headers_length = _PRELUDE.unpack_from(pending)
             if _CRC.unpack_from(pending, 8)[0] != binascii.crc32(pending[:8]):
                 raise FrameError("invalid event stream: prelude checksum mismatch")
-            if total < 16 + headers_length or total > _MAX_FRAME:
+            if total < 16 + headers_length or total > self._limit:
+                self._pending.clear()
                 raise FrameError(f"invalid event stream: frame length {total}")
             if len(pending) < total:
                 break

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -259,26 +259,59 @@ def count_member(obj: dict[str, Any], name: str) -> int:
     return value
 
 
-async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Event]:
-    splitter = SseSplitter()
-    finished = usage_seen = False
+class Progress(Protocol):
+    finished: bool  # a finish reason has arrived
+
+
+class _Progress:
+    __slots__ = ("finished",)
+
+    def __init__(self) -> None:
+        self.finished = False
+
+
+async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> AsyncIterator[bytes]:
+    """The body's reads; once ``progress.finished`` (a finish reason arrived), each must come
+    within ``_TAIL_S``: the usage chunk and the end follow the finish at once, and a
+    backend that stalls there only delays the end of an answer already complete."""
     reads = resp.content.iter_any().__aiter__()
     while True:
         try:
-            if finished:
-                # The usage chunk and [DONE] follow the finish reason at once;
-                # a backend that stalls here only delays the end of an answer
-                # that is already complete.
+            if progress.finished:
                 async with asyncio.timeout(_TAIL_S):
                     piece = await anext(reads)
             else:
                 piece = await anext(reads)
         except StopAsyncIteration:
-            break
+            return
         except TimeoutError:
             raise BackendError(
-                FailureClass.TIMEOUT, f"no [DONE] within {_TAIL_S} s of the finish reason"
+                FailureClass.TIMEOUT, f"no end of stream within {_TAIL_S} s of the finish reason"
             ) from None
+        yield piece
+
+
+async def drain(resp: aiohttp.ClientResponse) -> None:
+    """Read to the end of the body, discarding it, for at most ``_DRAIN_S``.
+
+    After ``[DONE]`` the chunked terminator follows at once: a response left
+    unread closes its connection instead of returning it to the keep-alive
+    pool, and a new TCP connection per request costs more than everything else
+    the gateway does. A peer that keeps sending only gets its connection closed.
+    """
+    if resp.content.at_eof():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DRAIN_S):
+            while await resp.content.readany():
+                pass
+
+
+async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Event]:
+    splitter = SseSplitter()
+    progress = _Progress()
+    usage_seen = False
+    async for piece in body_pieces(resp, progress):
         events = splitter.feed(piece)
         last = len(events) - 1
         for index, event in enumerate(events):
@@ -286,35 +319,26 @@ async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Eve
             if data is None:
                 continue
             if data == _DONE:
-                if not finished:
+                if not progress.finished:
                     raise BackendError(FailureClass.STREAM_BROKEN, "[DONE] before a finish reason")
-                # Read to the end of the body (the chunked terminator follows at
-                # once): a response left unread closes its connection instead of
-                # returning it to the keep-alive pool, and a new TCP connection
-                # per request costs more than everything else the gateway does.
-                if not resp.content.at_eof():
-                    with contextlib.suppress(TimeoutError):  # then the connection just closes
-                        async with asyncio.timeout(_DRAIN_S):
-                            while await resp.content.readany():
-                                pass
+                await drain(resp)
                 return
             try:
                 chunk = parse_chunk(orjson.loads(data), chat)
             except orjson.JSONDecodeError:
                 raise broken("not JSON") from None
             if chunk.choice:
-                if finished:
+                if progress.finished:
                     continue  # text or a second finish after the finish reason: not the answer
-                yield TokenDelta(
-                    chunk.text, _forwardable(event, data), index < last and not chunk.reason
-                )
+                more = index < last and not chunk.reason
+                yield TokenDelta(chunk.text, _forwardable(event, data), more)
                 if chunk.reason:
-                    finished = True
+                    progress.finished = True
                     yield Finish(chunk.reason, b"")
             elif chunk.usage is not None and not usage_seen:
                 usage_seen = True
                 yield Usage(*chunk.usage, _forwardable(event, data))
-    if finished:
+    if progress.finished:
         return  # some servers end without [DONE]; a finish reason is the real end
     raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before a finish reason")
 

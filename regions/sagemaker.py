@@ -36,6 +36,7 @@ from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.eventstream import FrameDecoder, FrameError
 from regions.inventory import BackendSpec, SageMakerOptions
+from regions.openai_compat import body_pieces, drain, read_capped
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sagemaker_auth import AwsCredentials, sign
@@ -130,16 +131,16 @@ def _static_headers(options: SageMakerOptions) -> dict[str, str]:
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:
     try:
-        return await resp.read()
+        return await read_capped(resp)
     except (aiohttp.ClientError, ConnectionError):
         return b""
 
 
 async def _events(resp: aiohttp.ClientResponse, decoder: PayloadDecoder) -> AsyncIterator[Event]:
-    """Frames → payload bytes → events; reads the body to its end so the
-    connection can be reused, ignoring anything after ``[DONE]``."""
+    """Frames → payload bytes → events; after ``[DONE]`` the rest of the body is
+    drained (bounded) so the connection can be reused, and ignored."""
     frames = FrameDecoder()
-    async for piece in resp.content.iter_any():
+    async for piece in body_pieces(resp, decoder):
         try:
             decoded = frames.feed(piece)
         except FrameError as exc:
@@ -150,6 +151,9 @@ async def _events(resp: aiohttp.ClientResponse, decoder: PayloadDecoder) -> Asyn
             if frame.name == "PayloadPart":
                 for event in decoder.feed(frame.payload):
                     yield event
+                if decoder.done:
+                    await drain(resp)
+                    return
     if frames.pending:
         raise BackendError(FailureClass.STREAM_BROKEN, "stream cut inside an event-stream frame")
     for event in decoder.close():

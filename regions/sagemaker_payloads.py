@@ -3,7 +3,8 @@
 SageMaker passes the body to the container and wraps the container's streamed
 bytes in ``PayloadPart`` events whose boundaries are arbitrary: a JSON object or
 an SSE line may be split across parts (reference/protocols.md §1.4). So the
-decoder buffers bytes and works on complete lines, and accepts every framing
+decoder buffers bytes (at most one line, ``max_line_bytes``: a longer one is a
+broken stream) and works on complete lines, and accepts every framing
 the three containers use:
 
 - ``vllm``: OpenAI SSE (``data: {chunk}`` ... ``data: [DONE]``), chat or
@@ -44,6 +45,7 @@ from regions.inventory import Container
 from regions.openai_compat import broken, count_member, parse_chunk
 from regions.openai_compat import build_body as openai_body
 from regions.request import GenerationRequest, Kind
+from regions.sse import MAX_EVENT_BYTES, Delimited
 
 ACCEPT: dict[Container, str] = {
     "vllm": "text/event-stream",
@@ -115,22 +117,24 @@ class PayloadDecoder:
     role chunk) are dropped.
     """
 
-    __slots__ = ("_chat", "_passthrough", "_tail", "_usage_seen", "done", "finished")
+    __slots__ = ("_chat", "_lines", "_passthrough", "_usage_seen", "done", "finished")
 
-    def __init__(self, chat: bool, passthrough: bool = False) -> None:
+    def __init__(
+        self, chat: bool, passthrough: bool = False, max_line_bytes: int = MAX_EVENT_BYTES
+    ) -> None:
         self._chat = chat
         self._passthrough = passthrough
-        self._tail = b""
+        self._lines = Delimited(b"\n", max_line_bytes, "a payload line")
         self._usage_seen = False
         self.finished = False
         self.done = False
 
     def feed(self, data: bytes) -> list[Event]:
-        buf = self._tail + data if self._tail else data
-        lines = buf.split(b"\n")
-        self._tail = lines.pop()
+        """Events of the complete lines so far; a line over the limit is STREAM_BROKEN."""
         events: list[Event] = []
-        for line in lines:
+        if self.done:
+            return events  # after [DONE]: nothing more is read, nor buffered
+        for line in self._lines.feed(data):
             if not self.done:
                 self._line(line.rstrip(b"\r"), events)
         return events
@@ -138,7 +142,7 @@ class PayloadDecoder:
     def close(self) -> list[Event]:
         """The stream's bytes ended: flush an unterminated last line, check it finished."""
         events: list[Event] = []
-        tail, self._tail = self._tail.rstrip(b"\r"), b""
+        tail = self._lines.take_rest().rstrip(b"\r")
         if tail and not self.done:
             try:
                 self._line(tail, events)

@@ -1,18 +1,92 @@
 """Incremental Server-Sent Events framing over arbitrary byte boundaries.
 
 Upstreams deliver SSE in TCP-sized pieces that split events anywhere. The
-splitter buffers only the unfinished tail, so memory per stream is bounded by
-one event. It keeps each event's bytes intact so they can be forwarded as-is.
+splitter buffers only the unfinished tail, and that tail is capped: an event
+longer than ``max_event_bytes`` (1 MiB by default; a real chunk is a few
+hundred bytes) is a broken stream (STREAM_BROKEN), so memory per stream is
+bounded by one event whatever the upstream sends. Each byte is searched for a
+terminator once, however the event is split. It keeps each event's bytes
+intact so they can be forwarded as-is.
 """
 
 from __future__ import annotations
 
+from regions.errors import BackendError, FailureClass
+
+MAX_EVENT_BYTES = 1 << 20
+
+
+class Delimited:
+    """Records separated by ``sep``, fed in pieces; at most ``limit`` bytes per record.
+
+    The unfinished record is kept in a bytearray and only its new bytes are
+    searched for the separator, so an upstream that never sends one costs
+    linear time and at most ``limit`` bytes before it is refused.
+    """
+
+    __slots__ = ("_buf", "_limit", "_sep", "_what")
+
+    def __init__(self, sep: bytes, limit: int, what: str) -> None:
+        if limit <= 0:
+            raise ValueError("the record limit must be positive")
+        self._sep = sep
+        self._limit = limit
+        self._what = what
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        sep = self._sep
+        buf = self._buf
+        if buf:
+            # A separator may straddle the old end: search from just before it.
+            start = max(len(buf) - len(sep) + 1, 0)
+            buf += data
+            end = buf.find(sep, start)
+            if end < 0:
+                self._check(len(buf))
+                return []
+            first = bytes(buf[:end])
+            data = bytes(buf[end + len(sep) :])
+            buf.clear()
+            self._check(len(first))
+            records = [first]
+        else:
+            records = []
+        parts = data.split(sep)
+        self._keep(parts.pop())
+        for part in parts:
+            if len(part) > self._limit:
+                self._check(len(part))
+        records.extend(parts)
+        return records
+
+    def _keep(self, tail: bytes) -> None:
+        self._check(len(tail))
+        self._buf += tail
+
+    def _check(self, size: int) -> None:
+        if size > self._limit:
+            self._buf.clear()
+            raise BackendError(
+                FailureClass.STREAM_BROKEN, f"{self._what} longer than {self._limit} bytes"
+            )
+
+    @property
+    def pending(self) -> bytes:
+        return bytes(self._buf)
+
+    def take_rest(self) -> bytes:
+        """The unfinished record, which the buffer then forgets (the input ended)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
 
 class SseSplitter:
-    __slots__ = ("_cr", "_tail")
+    __slots__ = ("_cr", "_records")
 
-    def __init__(self) -> None:
-        self._tail = b""
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._records = Delimited(b"\n\n", max_event_bytes, "an SSE event")
         self._cr = False
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -20,6 +94,7 @@ class SseSplitter:
 
         Line ends may be LF, CRLF or CR (the SSE spec allows all three); a CR
         at the end of a read is held back in case its LF is in the next one.
+        Raises BackendError (STREAM_BROKEN) for an event over the size limit.
         """
         if self._cr:
             data = b"\r" + data
@@ -29,14 +104,11 @@ class SseSplitter:
                 data = data[:-1]
                 self._cr = True
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._tail + data if self._tail else data
-        parts = buf.split(b"\n\n")
-        self._tail = parts.pop()
-        return parts
+        return self._records.feed(data)
 
     @property
     def pending(self) -> bytes:
-        return self._tail
+        return self._records.pending
 
 
 def event_data(event: bytes) -> bytes | None:

@@ -38,7 +38,14 @@ import orjson
 from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.inventory import BackendSpec, VertexOptions
-from regions.openai_compat import build_body, classify_status, parse_retry_after
+from regions.openai_compat import (
+    body_pieces,
+    build_body,
+    classify_status,
+    drain,
+    parse_retry_after,
+    read_capped,
+)
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sagemaker_payloads import PayloadDecoder
@@ -115,9 +122,12 @@ class VertexProvider:
             async with self._session.post(self._url, data=body, headers=headers) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
-                async for piece in resp.content.iter_any():
+                async for piece in body_pieces(resp, decoder):
                     for event in decoder.feed(piece):
                         yield event
+                    if decoder.done:
+                        await drain(resp)
+                        return
                 for event in decoder.close():
                     yield event
         except BackendError:
@@ -164,6 +174,6 @@ def response_error(status: int, headers: Mapping[str, str], payload: bytes) -> B
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:
     try:
-        return await resp.read()
+        return await read_capped(resp)
     except (aiohttp.ClientError, ConnectionError):
         return b""

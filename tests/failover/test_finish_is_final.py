@@ -26,8 +26,17 @@ from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind, Region
 from regions.request import GenerationRequest, Kind
 from routing.plan import Candidate, Plan
-from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, wait_for
+from tests.conftest import (
+    GLOBAL_KEY,
+    MODEL,
+    EmulatorFactory,
+    GatewayFactory,
+    gateway_config,
+    wait_for,
+)
 from tests.gateway.test_grpc_helpers import auth, chat, grpc_config, stub
+from tests.hostile_backend import STALL, HostileBackend, answer
+from tests.hostile_backend import Script as ByteScript
 
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
 PROMPT = "Tell me about the sea"
@@ -245,3 +254,35 @@ async def test_a_failure_after_the_finish_counts_against_the_backend_but_ends_cl
     assert providers["b"].calls == 0
     usage = [e for e in events if isinstance(e, Usage)]
     assert len(usage) == 1 and usage[0].completion_tokens == 1  # what is known
+
+
+async def test_a_stall_after_the_finish_ends_the_answer_soon_not_at_the_idle_timeout(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    """The usage chunk and [DONE] follow a finish at once; waiting the 30 s idle
+    timeout for them would hold a complete answer back."""
+    words = expected_text(CONTEXT, 3).split(" ")[1:]
+    events = answer([" " + w for w in words], usage=False)[:-1]  # no [DONE]
+    hostile = HostileBackend(ByteScript([*events, STALL]))
+    await hostile.start()
+    try:
+        gw = await gateways(
+            gateway_config(
+                [("hostile", "aws:eu-west-1", "v1", hostile.url)],
+                failover={"health_checks": {"enabled": False}, "hedge": False},
+            )
+        )
+        body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True}
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
+            s.post(gw.http_url + "/v1/chat/completions", json=body, headers=AUTH) as resp,
+        ):
+            raw = (await resp.read()).decode()
+        assert raw.endswith("data: [DONE]\n\n") and '"error"' not in raw
+        assert "".join(
+            (c.get("delta") or {}).get("content") or ""
+            for e in sse_events(raw)
+            for c in e.get("choices") or []
+        ) == expected_text(CONTEXT, 3)
+    finally:
+        await hostile.stop()
