@@ -17,7 +17,7 @@ internal service would; the HTTP clients use one connection per stream.
 
 "Added" is a difference of percentiles of independent runs (``bench.stats``),
 and includes the difference between the two client libraries (aiohttp vs
-grpcio). The target is DESIGN.md §8's: p50 ≤ 1 ms, p99 ≤ 5 ms at 10 streams.
+grpcio). The target is docs/design.md §8's: p50 ≤ 1 ms, p99 ≤ 5 ms at 10 streams.
 """
 
 from __future__ import annotations

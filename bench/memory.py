@@ -1,4 +1,4 @@
-"""Gateway memory per idle open stream (DESIGN.md §8).
+"""Gateway memory per idle open stream (docs/design.md §8).
 
 An idle stream is one the gateway has accepted and forwarded while the
 upstream has not yet produced a token: the case of a slow model under a

@@ -93,7 +93,7 @@ def _comparison_table(comparisons: list[Comparison]) -> Table:
         table.add_column(name, justify="left" if name != "c" else "right")
     for name in ("added TTFT\np50 ms", "added TTFT\np99 ms", "chunks/s\n% of direct"):
         table.add_column(name, justify="right")
-    table.add_column("targets (DESIGN.md §8)", no_wrap=True)
+    table.add_column("targets (docs/design.md §8)", no_wrap=True)
     for c in comparisons:
         table.add_row(
             c.scenario,

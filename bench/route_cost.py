@@ -1,4 +1,4 @@
-"""Cost of one routing decision, in microseconds (DESIGN.md §8, issue 3).
+"""Cost of one routing decision, in microseconds (docs/design.md §8, issue 3).
 
 Runs the real router over a snapshot of N backends in several regions, with
 live signals (warm estimates, in-flight counts, some unavailable), for a mix

@@ -1,4 +1,4 @@
-"""The default workloads and the targets of DESIGN.md §8 they check.
+"""The default workloads and the targets of docs/design.md §8 they check.
 
 - **latency**: a realistic upstream (TTFT 20 ms, 5 ms between tokens) at low
   concurrency; what matters is how much the gateway adds to the first token.

@@ -1,7 +1,7 @@
 """Executing a plan: attempts until a first token, then a stream that survives failures.
 
 An :class:`Execution` has two phases, which is what lets the HTTP front end
-hold the response headers back until a first token exists (DESIGN.md §3):
+hold the response headers back until a first token exists (docs/design.md §3):
 
 * :meth:`Execution.start` tries the plan's backends in order. Any retryable
   failure before the first token moves on to the next backend, as long as the

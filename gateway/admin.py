@@ -1,4 +1,4 @@
-"""The admin API: its own listener, its own bearer token (DESIGN.md §4).
+"""The admin API: its own listener, its own bearer token (docs/design.md §4).
 
 ``/metrics``, the status summary and route explanations live here; the
 control plane's endpoints (weights, drains, dials, canaries, replicas,

@@ -8,7 +8,7 @@ stream that could not be completed.
 
 ``raw`` carries the upstream's own SSE event bytes when the upstream speaks the
 same OpenAI format the client asked for, so a front end can forward them
-without re-serialising (DESIGN.md §8).
+without re-serialising (docs/design.md §8).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ SageMaker's ``InvokeEndpointWithResponseStream`` answers with binary frames
 Decoding uses botocore's own low-level :class:`botocore.eventstream.EventStreamBuffer`
 so the adapter parses exactly what boto3 parses. We stop at that layer on
 purpose: boto3's response parser keeps only ``Code`` and ``Message`` of an
-in-stream exception and drops the ``ErrorCode`` detail (DESIGN.md §10), which
+in-stream exception and drops the ``ErrorCode`` detail (docs/design.md §10), which
 we want in our failure messages.
 
 Encoding exists for the emulators (botocore has no encoder). It writes string

@@ -4,7 +4,7 @@ Speaks ``/v1/chat/completions`` and ``/v1/completions`` with ``stream: true``
 and always asks for the usage chunk, so cost and token accounting never depend
 on the client's options. Every parsed chunk keeps its original SSE bytes in
 ``raw``: the HTTP front end forwards them unchanged when the client called the
-same API (DESIGN.md §8). A chunk that carries both text and a finish reason is
+same API (docs/design.md §8). A chunk that carries both text and a finish reason is
 yielded as a TokenDelta (with the bytes) and a Finish whose ``raw`` is ``b""``:
 its bytes were already forwarded.
 

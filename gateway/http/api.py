@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API: the edge stage of the pipeline.
 
-``serve`` is the whole request path in order (DESIGN.md §3): authenticate,
+``serve`` is the whole request path in order (docs/design.md §3): authenticate,
 read and validate, narrow residency, route, execute until a first token, then
 stream (or collect). Response headers wait for the first token, so a request
 that no backend could serve gets a real error status. Each stage lives in its

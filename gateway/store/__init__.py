@@ -1,4 +1,4 @@
-"""The control-plane store (DESIGN.md §5): interface, implementations, state model.
+"""The control-plane store (docs/design.md §5): interface, implementations, state model.
 
 ``open_store`` picks the implementation from the ``store:`` config section.
 """

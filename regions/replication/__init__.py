@@ -1,4 +1,4 @@
-"""Model-weight replication between regions (DESIGN.md §7, docs/replication.md).
+"""Model-weight replication between regions (docs/design.md §7, docs/replication.md).
 
 A manifest per model version (``manifest``), object stores behind one small
 async interface (``base``; ``s3``, ``gcs``, ``local``), a resumable, verified,

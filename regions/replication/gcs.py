@@ -4,7 +4,7 @@ GCS→GCS copies are server-side rewrites (``rewriteTo``): each call copies
 some bytes and returns a token until ``done``; copies across locations or
 storage classes take several calls (protocols.md §6). The call is a
 constructor seam (``rewrite``), because the PyPI emulator always finishes
-in one call (DESIGN.md §10), so the tests inject a short first answer to
+in one call (docs/design.md §10), so the tests inject a short first answer to
 drive the loop.
 
 Streams from elsewhere use a resumable upload (``BlobWriter``) in chunks of

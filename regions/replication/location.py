@@ -2,7 +2,7 @@
 
 Locations come only from the operator's config (``regions[].weights``,
 ``replication.origin``), never from a request, so no client-supplied URL
-reaches an outbound call (DESIGN.md §9). :class:`StoreFactory` shares the SDK
+reaches an outbound call (docs/design.md §9). :class:`StoreFactory` shares the SDK
 clients between every store it opens: one :class:`~regions.replication.s3.S3Clients`
 (one client per AWS region) and one GCS client, created on first use in a
 worker thread (credential discovery may touch the disk or the network).

@@ -13,7 +13,7 @@ it only moves to ``copying`` once a file there needs a repair. Only
 replica in its ``unready`` set).
 
 The job reports through :class:`ReplicaStatusSink`, a narrow interface so
-``regions`` stays below ``gateway`` (DESIGN.md §1):
+``regions`` stays below ``gateway`` (docs/design.md §1):
 ``gateway.replication_store`` implements it on the control-plane store.
 """
 

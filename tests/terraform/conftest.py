@@ -9,7 +9,7 @@ the repository. Where a tool or the mirror is missing, the checks skip and
 say what is missing.
 
 checkov pins an old ``packaging`` that breaks pytest in one environment
-(DESIGN.md §10), so it runs from its own virtual environment,
+(docs/design.md §10), so it runs from its own virtual environment,
 ``.venv-checkov`` at the repository root (``MERIDIAN_CHECKOV_VENV``), created
 on first use (``make terraform-check`` creates it too).
 """
