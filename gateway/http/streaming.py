@@ -2,8 +2,11 @@
 
 Pass-through: when the serving backend speaks the client's OpenAI format, each
 chunk's upstream bytes are written unchanged except for the model name, which
-is rewritten to the logical name the client asked for (a bytes replace of one
-JSON member, only when the names differ).
+is rewritten to the logical name the client asked for: every ``"model"``
+member, however the upstream spaced it and whatever name it wrote, so a
+backend can never show a client its served name. (The adapters have already
+reduced each event to its ``data:`` line and dropped anything after the
+finish reason.)
 
 Backpressure: the transport's write buffer is capped at ``buffer_bytes``;
 ``write`` waits for the client to drain, and while it waits the upstream is
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -32,6 +36,10 @@ from gateway.lifecycle import Lifecycle
 from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.request import Kind
 
+_MODEL_MEMBER = re.compile(rb'"model"[ \t\r\n]*:[ \t\r\n]*"(?:[^"\\]|\\.)*"')
+"""A ``"model": "…"`` member with any JSON whitespace and any (escaped) string value.
+Inside a JSON string every quote is escaped, so this cannot match string content."""
+
 
 @dataclass(slots=True)
 class Result:
@@ -42,7 +50,7 @@ class Result:
 class _Encoder:
     """Turns events into the bytes this client gets."""
 
-    __slots__ = ("adopted", "include_usage", "passthrough", "rewrite", "writer")
+    __slots__ = ("adopted", "include_usage", "member", "passthrough", "writer")
 
     def __init__(
         self, writer: ChunkWriter, passthrough: bool, include_usage: bool, served_model: str
@@ -51,12 +59,7 @@ class _Encoder:
         self.passthrough = passthrough
         self.include_usage = include_usage
         self.adopted = False
-        self.rewrite: tuple[bytes, bytes] | None = None
-        if served_model != writer.model:
-            self.rewrite = (
-                b'"model":' + orjson.dumps(served_model),
-                b'"model":' + orjson.dumps(writer.model),
-            )
+        self.member = b'"model":' + orjson.dumps(writer.model)
 
     def encode(self, event: Event) -> bytes:
         raw = event.raw if self.passthrough and not isinstance(event, StreamError) else None
@@ -65,8 +68,9 @@ class _Encoder:
                 self._adopt_id(raw)
             if isinstance(event, Usage) and not self.include_usage:
                 return b""
-            if self.rewrite is not None and raw:
-                return raw.replace(*self.rewrite)
+            if b'"model"' in raw:
+                member = self.member
+                return _MODEL_MEMBER.sub(lambda _: member, raw)
             return raw
         if isinstance(event, TokenDelta):
             return self.writer.chunk(event.text)
