@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.admin import admin_app
 from gateway.config import Config
@@ -32,6 +33,24 @@ log = logging.getLogger("meridian")
 # closes, so the client reads the error instead of a reset. Its default, 10 s,
 # kept a connection per refused slow or oversized upload open that long.
 _LINGERING_S = 0.5
+
+
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, with a malformed request (a bad header, a line too long,
+    a duplicate Content-Type: the client's fault) as one DEBUG line instead of an
+    ERROR with a traceback per request, which any client could fill the log with.
+    Faults of the gateway itself keep their traceback."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            kwargs["exc_info"] = None
+            msg = f"{msg}: malformed request: {exc.code} {exc.message.strip()}"
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
+_SERVER_LOG = _ServerLog(logging.getLogger("aiohttp.server"))
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -111,6 +130,7 @@ class Gateway:
             handler_cancellation=True,
             access_log=None,
             lingering_time=_LINGERING_S,
+            logger=_SERVER_LOG,
             **kwargs,
         )
         await runner.setup()

@@ -36,6 +36,8 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 log = logging.getLogger("meridian.http")
 
+SESSION_HEADER = "x-meridian-session"
+
 
 def routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions, expect_handler=expect_continue)
@@ -51,6 +53,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     return await serve(request, Kind.COMPLETION)
+
+
+def text_header(request: web.Request, name: str) -> str | None:
+    """A header the gateway reads as text: at most one, and UTF-8. aiohttp hands
+    other bytes over as lone surrogates, which nothing downstream can encode; two
+    residency headers would leave one narrowing silently ignored."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"send at most one {name} header", name)
+    if not values:
+        return None
+    try:
+        values[0].encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"the {name} header is not valid UTF-8", name) from None
+    return values[0]
 
 
 def admit(
@@ -115,8 +133,8 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
             body,
             request_id=request_id,
             tenant=caller.tenant.name,
-            residency=pipeline.residency(caller, request.headers.get(RESIDENCY_HEADER)),
-            session=request.headers.get("x-meridian-session"),
+            residency=pipeline.residency(caller, text_header(request, RESIDENCY_HEADER)),
+            session=text_header(request, SESSION_HEADER),
             key_digest=caller.key_digest,
         )
         plan = pipeline.plan(gen, caller)

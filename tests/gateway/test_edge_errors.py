@@ -37,6 +37,7 @@ from tests.gateway.test_grpc_helpers import chat as grpc_chat
 from tests.gateway.test_grpc_helpers import stub, trailers
 
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
+RESIDENCY = "x-meridian-residency"
 
 
 def chat_body(extra: str = "") -> bytes:
@@ -443,3 +444,56 @@ async def test_the_gateways_400_and_the_models_400_share_one_code(
     assert status == 400
     assert ours["code"] == theirs["code"] == "invalid_request_error"
     assert ours["type"] == theirs["type"] == "invalid_request_error"
+
+
+# -- found by tests/gateway/test_hostile_clients.py ---------------------------------
+
+
+@pytest.mark.parametrize("key", [GLOBAL_KEY, EU_KEY])
+@pytest.mark.parametrize("name", ["x-meridian-residency", "x-meridian-session"])
+async def test_headers_that_are_not_utf8_are_400(
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    key: str,
+) -> None:
+    em, gw = await one_backend(emulators, gateways)
+    reader, writer = await _raw(gw)
+    body = chat_body()
+    lines = [f"Authorization: Bearer {key}", f"Content-Length: {len(body)}", "Connection: close"]
+    writer.write(_head(lines)[:-2] + f"{name}: \xe9t\xe9\r\n\r\n".encode("latin-1") + body)
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert f"the {name} header is not valid UTF-8".encode() in answer
+    assert em.stats.requests == 0
+    assert not tracebacks(caplog)
+
+
+async def test_two_residency_headers_are_refused(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em, gw = await one_backend(emulators, gateways)
+    headers = CIMultiDict([*AUTH.items(), (RESIDENCY, "EU"), (RESIDENCY, "US")])
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.http_url + "/v1/chat/completions", data=chat_body(), headers=headers) as r,
+    ):
+        err = (await r.json())["error"]
+    assert r.status == 400 and err["param"] == RESIDENCY
+    assert em.stats.requests == 0
+
+
+async def test_a_malformed_request_head_logs_no_traceback(
+    emulators: EmulatorFactory, gateways: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, gw = await one_backend(emulators, gateways)
+    for bad in ("Content-Type: a\r\nContent-Type: b", "X-Bad\x01: 1", "Content-Length: -1"):
+        reader, writer = await _raw(gw)
+        writer.write(_head([bad]))
+        async with asyncio.timeout(5):
+            assert (await reader.read()).split(b" ", 2)[1] == b"400"
+        writer.close()
+    assert not [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
