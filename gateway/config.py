@@ -319,6 +319,10 @@ class StoreConfig(Strict):
     counts_flush_s: float = Field(1.0, gt=0)
     lease_ttl_s: float = Field(5.0, gt=0)
     limits_timeout_s: float = Field(0.05, gt=0)
+    # the health probe: a PING every probe_s that must answer within
+    # probe_timeout_s, or the control plane is degraded until one does
+    probe_s: float = Field(1.0, gt=0)
+    probe_timeout_s: float = Field(0.5, gt=0)
     # a local file with the last applied state, served by a replica that starts
     # while the store is unreachable (gateway.store.cache); unset = none
     snapshot_path: str | None = Field(None, min_length=1)

@@ -13,6 +13,12 @@ States (``status``)::
 * **ok**: subscribed; a notice (Redis pub/sub, or in-process) triggers a full
   load of ``(revision, documents)``; with no notice for ``store.resync_s`` a
   one-key revision check catches anything a notice missed.
+* **probe**: every ``store.probe_s`` a PING must answer within
+  ``store.probe_timeout_s``. One that does not marks the control plane
+  degraded at once and makes the follower reconnect; a store that accepts
+  connections but answers nothing (a frozen Redis) is noticed so, not only
+  when a call happens to time out. The first PING answered again wakes the
+  follower, whose resync (resubscribe, full load) clears the state.
 * **degraded** (fail-static): the last snapshot keeps serving;
   ``meridian_control_plane_degraded`` is 1 and ``/readyz`` says
   ``"control_plane": "degraded"`` while staying 200; writes fail (the admin
@@ -106,12 +112,20 @@ class ControlPlane:
         replica: str | None = None,
         resync_s: float = 5.0,
         cache: str | None = None,
+        probe_s: float = 1.0,
+        probe_timeout_s: float = 0.5,
     ) -> None:
         self.rt = runtime
         self.store = store
         self.cache = cache  # store.snapshot_path (gateway.store.cache)
         self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.resync_s = resync_s
+        self.probe_s = probe_s
+        self.probe_timeout_s = probe_timeout_s
+        # set by the probe: the store stopped answering (the follower reconnects),
+        # and it answers again (the follower retries now, not after its backoff)
+        self._lost = asyncio.Event()
+        self._answered = asyncio.Event()
         self.base = runtime.snapshot  # the config's defaults, under every overlay
         self.state = ControlState(revision=runtime.snapshot.revision)
         self._syncs_started = self._sync_applied = 0
@@ -165,6 +179,7 @@ class ControlPlane:
                 log.warning("serving cached revision %d until the store answers", cached.revision)
                 self._install(cached)
         self._loop_task = asyncio.ensure_future(self._follow_forever(sub))
+        self.spawn(self._probe_forever())
 
     async def stop(self) -> None:
         await stop_tasks(t for t in (self._loop_task, *self._workers) if t is not None)
@@ -212,9 +227,12 @@ class ControlPlane:
             listener(state)
 
     async def _resync(self) -> Subscription:
+        self._lost.clear()  # a probe that fails from here on sends this attempt back
         sub = await self.store.subscribe()  # first, so the load below misses nothing
         try:
             await self.sync()
+            if self._lost.is_set():
+                raise StoreUnavailable(self.last_error or f"{self.store.where} stopped answering")
         except BaseException:
             await sub.close()
             raise
@@ -240,25 +258,49 @@ class ControlPlane:
                 await self._follow(sub)
             except StoreUnavailable as exc:
                 self._degrade(exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._back_off(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
             except Exception as exc:  # a bug or bad data must not end following for good
                 log.exception("control plane: following the store failed")
                 self._degrade(StoreUnavailable(f"following the store failed: {exc}"))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._back_off(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
             finally:
                 if sub is not None:
                     await sub.close()
                     sub = None
 
+    async def _back_off(self, delay: float) -> None:
+        """The jittered backoff before a reconnect; cut short by the probe's first answer."""
+        self._answered.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
+                await self._answered.wait()
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_s)
+            try:
+                await self.store.ping(self.probe_timeout_s)
+            except StoreUnavailable as exc:
+                self._degrade(exc)
+                self._lost.set()
+            else:
+                self._answered.set()
+
     async def _follow(self, sub: Subscription) -> None:
         # The revision is checked every resync_s whatever arrives meanwhile: a
         # steady flow of health holds must not postpone it forever.
         check_at = time.monotonic() + self.resync_s
         while True:
-            notice = await sub.next(max(0.0, check_at - time.monotonic()))
-            if notice is None or time.monotonic() >= check_at:
+            # A subscription to a frozen server waits quietly: the probe's verdict
+            # is read at least every probe_s (a wait, not a cancellation, which a
+            # redis-py retry could swallow and read on for the rest of the wait).
+            if self._lost.is_set():
+                raise StoreUnavailable(self.last_error or f"{self.store.where} stopped answering")
+            wait = min(self.probe_s, max(0.0, check_at - time.monotonic()))
+            notice = await sub.next(wait)
+            if time.monotonic() >= check_at:
                 check_at = time.monotonic() + self.resync_s
                 if await self.store.revision() != self.state.revision:
                     await self.sync()
@@ -315,7 +357,12 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     config = runtime.config
     store = open_store(config.store, environ)
     control = ControlPlane(
-        runtime, store, resync_s=config.store.resync_s, cache=config.store.snapshot_path
+        runtime,
+        store,
+        resync_s=config.store.resync_s,
+        cache=config.store.snapshot_path,
+        probe_s=config.store.probe_s,
+        probe_timeout_s=config.store.probe_timeout_s,
     )
     runtime.control = control
     if runtime.health.events is not None:

@@ -158,6 +158,12 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self, timeout_s: float) -> None:
+        """Raises StoreUnavailable unless the store answers within ``timeout_s``
+        (the control plane's health probe: a store that accepts connections but
+        answers nothing, such as a frozen Redis, fails it too)."""
+        ...
+
     async def subscribe(self) -> Subscription:
         """Subscribed before it returns, so a load after it misses no change."""
         ...

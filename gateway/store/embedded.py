@@ -136,6 +136,9 @@ class EmbeddedStore:
             with self._lock:
                 conn.close()
 
+    async def ping(self, timeout_s: float) -> None:
+        """In process: nothing to probe; a failing file shows in the calls themselves."""
+
     async def subscribe(self) -> _LocalSubscription:
         sub = _LocalSubscription(self, await self.revision())
         self._subscribers.add(sub)

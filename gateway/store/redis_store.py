@@ -161,6 +161,20 @@ class RedisStore:
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
 
+    async def ping(self, timeout_s: float) -> None:
+        # The deadline is the probe's own, shorter than the socket timeout and
+        # its retry: a server that accepts and then answers nothing (stopped,
+        # swapping, stuck in a slow command) is what this catches.
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._client.ping()
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"redis at {self.where} did not answer a PING within {timeout_s:g} s"
+            ) from None
+        except (RedisError, OSError) as exc:
+            raise self.unavailable(exc) from None
+
     async def subscribe(self) -> _RedisSubscription:
         pubsub = self._client.pubsub()
         try:
