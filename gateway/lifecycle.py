@@ -2,10 +2,12 @@
 
 States: starting → ready → draining → stopped. On SIGTERM the gateway goes to
 draining: ``/readyz`` answers 503 and new requests are refused with 503, while
-streams in flight may finish for up to the grace period. Streams still
+streams in flight may finish for up to the grace period. Requests still
 running then are cut: their handler task is cancelled with ``cutting`` set, and
-the handler ends the stream with an explicit error event instead of just
-closing the connection.
+the handler answers instead of just closing the connection: a stream that has
+started ends with an error event, a request whose response has not (still
+waiting for its first token, or a non-stream answer being generated) gets 503
+``shutting_down``, and a gRPC call ends UNAVAILABLE.
 """
 
 from __future__ import annotations

@@ -497,3 +497,23 @@ async def test_a_malformed_request_head_logs_no_traceback(
             assert (await reader.read()).split(b" ", 2)[1] == b"400"
         writer.close()
     assert not [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
+
+
+async def test_http_level_refusals_are_json_with_a_code(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    _, gw = await one_backend(emulators, gateways)
+    async with aiohttp.ClientSession() as s:
+        for method, path, status, code in (
+            ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+            ("POST", "/v1/nothing", 404, "not_found"),
+        ):
+            async with s.request(method, gw.http_url + path, headers=AUTH) as r:
+                err = (await r.json())["error"]
+            assert (r.status, err["code"], err["type"]) == (status, code, "invalid_request_error")
+    reader, writer = await _raw(gw)
+    writer.write(_head([f"Authorization: Bearer {GLOBAL_KEY}", "Expect: x", "Content-Length: 2"]))
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 417") and b'"code":"expectation_failed"' in answer
