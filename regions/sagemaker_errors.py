@@ -15,6 +15,9 @@ ModelError 424, OriginalStatusCode 400/413/422 CLIENT           the container re
 ModelError 424, other                          SERVER           the container failed
 ValidationError 400                            CLIENT           the request is invalid
 ValidationError "... not found"                SERVER           wrong endpoint/component: config
+ValidationError, ErrorCode                     SERVER           the endpoint hosts inference
+INFERENCE_COMPONENT_NAME_MISSING                                components and the backend names
+                                                                none: config, not the client
 auth errors (AccessDenied, signature, token)   SERVER           gateway misconfigured, not client
 ServiceUnavailable 503, InternalFailure 500,   SERVER           the service failed
 InternalDependencyException 530
@@ -57,6 +60,11 @@ _AUTH = frozenset(
     }
 )
 _SERVER = frozenset({"ServiceUnavailable", "InternalFailure", "InternalDependencyException"})
+_MISCONFIGURED = frozenset({"INFERENCE_COMPONENT_NAME_MISSING"})
+"""ValidationError ``ErrorCode`` values that blame the backend's configuration:
+AWS answers a request without an inference-component header to an endpoint
+hosting components with this code (raw body quoted in BerriAI/litellm PR
+#37766; the message in langchain-ai/langchain#14344)."""
 
 
 def error_code(headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
@@ -78,7 +86,7 @@ def classify(status: int, code: str, body: Mapping[str, Any]) -> tuple[FailureCl
         detail = f"container status {original}: {message}" if original is not None else message
         return _classify_original(original), detail
     if code == "ValidationError":
-        if "not found" in message.lower():
+        if body.get("ErrorCode") in _MISCONFIGURED or "not found" in message.lower():
             return FailureClass.SERVER, message
         return FailureClass.CLIENT, message
     if code in _AUTH or code in _SERVER:

@@ -33,6 +33,20 @@ Tag schema (documented for operators in ``docs/deploy.md``)::
 Without per-variant tags an endpoint is one backend and SageMaker splits its
 traffic between the variants by their weights; it is routable when some
 variant has instances and a weight above zero.
+
+Inference components: each matching ``InService`` endpoint is asked for its
+components (``ListInferenceComponents``, ``EndpointNameEquals``, paged). An
+endpoint that hosts any is not a backend itself — AWS refuses a request
+without the component header (400 ``INFERENCE_COMPONENT_NAME_MISSING``) — so
+each ``InService`` component becomes one backend,
+``sagemaker/<region>/<endpoint>/ic/<component>``, invoked with
+``InferenceComponentName``. Its tags are the endpoint's overlaid with the
+component's own (``ListTags`` on the component's ARN), so one endpoint can
+host several models or versions: tag each component with ``meridian:model``
+and ``meridian:version`` (per-variant tags do not apply). A component in any
+other status is refused with it. A role without
+``sagemaker:ListInferenceComponents`` (policies written before components
+existed) discovers the endpoint as before, the denial noted in its detail.
 """
 
 from __future__ import annotations
@@ -201,10 +215,72 @@ class SageMakerSource:
         if described.get("EndpointStatus") != "InService":
             refused.append(Refused(where, f"status {described.get('EndpointStatus')}"))
             return
+        note = ""
         try:
-            self._backends(described, tags, found, refused)
+            components = self._components(client, name)
+        except ClientError as exc:
+            if _code(exc) not in _DENIED:
+                raise
+            components, note = [], f" (ListInferenceComponents denied: {_code(exc)})"
+        if components:
+            for component in components:
+                self._component(client, name, component, tags, found, refused)
+            return
+        try:
+            self._backends(described, tags, found, refused, note)
         except ValueError as exc:
             refused.append(Refused(where, f"bad tag: {exc}"))
+
+    def _components(self, client: Any, endpoint: str) -> list[Mapping[str, Any]]:
+        paginator = client.get_paginator("list_inference_components")
+        return [
+            summary
+            for page in paginator.paginate(EndpointNameEquals=endpoint)
+            for summary in page.get("InferenceComponents", ())
+        ]
+
+    def _component(
+        self,
+        client: Any,
+        endpoint: str,
+        summary: Mapping[str, Any],
+        endpoint_tags: Mapping[str, str],
+        found: list[Found],
+        refused: list[Refused],
+    ) -> None:
+        from botocore.exceptions import ClientError
+
+        component = str(summary["InferenceComponentName"])
+        where = self._name(endpoint, component=component)
+        status = summary.get("InferenceComponentStatus")
+        if status != "InService":
+            refused.append(Refused(where, f"inference component status {status}"))
+            return
+        try:
+            own = self._tags(client, str(summary["InferenceComponentArn"]))
+        except ClientError as exc:
+            if _code(exc) in ("ValidationException", "ResourceNotFound"):
+                return  # deleted since the listing
+            if _code(exc) in _DENIED:
+                refused.append(Refused(where, f"{exc.operation_name} denied: {_code(exc)}"))
+                return
+            raise
+        tags = {**endpoint_tags, **own}
+        region = self.catalog.region(f"aws:{self.settings.region}")
+        if region is None:
+            refused.append(Refused(where, f"region aws:{self.settings.region} not configured"))
+            return
+        for required in (TAG_MODEL, TAG_VERSION):
+            if not tags.get(required):
+                refused.append(Refused(where, f"no {required} tag"))
+                return
+        try:
+            spec = self._spec(endpoint, None, tags[TAG_VERSION], tags, region, component)
+        except ValueError as exc:
+            refused.append(Refused(where, f"bad tag: {exc}"))
+            return
+        detail = f"inference component on variant {summary.get('VariantName')}"
+        found.append(Found(spec, detail=detail))
 
     def _tags(self, client: Any, arn: str) -> dict[str, str]:
         tags: dict[str, str] = {}
@@ -219,8 +295,10 @@ class SageMakerSource:
             for key, want in self.settings.tags.items()
         )
 
-    def _name(self, endpoint: str, variant: str | None = None) -> str:
+    def _name(self, endpoint: str, variant: str | None = None, component: str | None = None) -> str:
         base = f"sagemaker/{self.settings.region}/{endpoint}"
+        if component is not None:
+            return f"{base}/ic/{component}"
         return base if variant is None else f"{base}/{variant}"
 
     def _backends(
@@ -229,6 +307,7 @@ class SageMakerSource:
         tags: Mapping[str, str],
         found: list[Found],
         refused: list[Refused],
+        note: str = "",
     ) -> None:
         endpoint = str(described["EndpointName"])
         region = self.catalog.region(f"aws:{self.settings.region}")
@@ -253,7 +332,7 @@ class SageMakerSource:
             else:
                 detail = ", ".join(_describe(v) for v in variants.values())
                 spec = self._spec(endpoint, None, tags[TAG_VERSION], tags, region)
-                found.append(Found(spec, detail=f"variants {detail}"))
+                found.append(Found(spec, detail=f"variants {detail}{note}"))
             return
         for variant, version in sorted(per_variant.items()):
             where = self._name(endpoint, variant)
@@ -266,7 +345,7 @@ class SageMakerSource:
                 refused.append(Refused(where, f"empty {TAG_VARIANT}{variant} tag"))
             else:
                 spec = self._spec(endpoint, variant, version, tags, region)
-                found.append(Found(spec, detail=f"variant {_describe(summary)}"))
+                found.append(Found(spec, detail=f"variant {_describe(summary)}{note}"))
 
     def _spec(
         self,
@@ -275,13 +354,14 @@ class SageMakerSource:
         version: str,
         tags: Mapping[str, str],
         region: Region,
+        component: str | None = None,
     ) -> BackendSpec:
         container = tags.get(TAG_CONTAINER, "vllm")
         if container not in _CONTAINERS:
             raise ValueError(f"{TAG_CONTAINER}={container!r} is not one of {_CONTAINERS}")
         s = self.settings
         return BackendSpec(
-            name=self._name(endpoint, variant),
+            name=self._name(endpoint, variant, component),
             model=tags[TAG_MODEL],
             version=version,
             region=region,
@@ -299,6 +379,7 @@ class SageMakerSource:
                 region=s.region,
                 container=container,
                 target_variant=variant,
+                inference_component=component,
                 profile=s.profile,
                 emulator_credentials=s.emulator_credentials,
             ),

@@ -165,9 +165,12 @@ def aws_error(
     message: str,
     status: int | None = None,
     retry_after: float | None = None,
+    lowercase: bool = True,
     **extra: Any,
 ) -> web.Response:
-    """A rest-json error: botocore reads the code from ``x-amzn-ErrorType``."""
+    """A rest-json error: botocore reads the code from ``x-amzn-ErrorType``.
+    ``lowercase=False`` leaves out the ``message`` member (for bodies AWS sends
+    with ``Message`` only)."""
     headers = {
         "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.sagemaker/",
         "x-amzn-RequestId": str(uuid.uuid4()),
@@ -178,9 +181,34 @@ def aws_error(
         )
     return web.Response(
         status=status or _ERROR_STATUS.get(code, 400),
-        body=orjson.dumps({"message": message, **extra}),
+        body=orjson.dumps({"message": message, **extra} if lowercase else extra),
         content_type="application/json",
         headers=headers,
+    )
+
+
+COMPONENT_NAME_MISSING = (
+    "Inference Component Name header is required for endpoints to which you plan to "
+    "deploy inference components. Please include Inference Component Name header or "
+    "consider using SageMaker models."
+)
+"""AWS's text, as botocore reports it from real endpoints for both InvokeEndpoint
+and InvokeEndpointWithResponseStream (github.com/langchain-ai/langchain issues
+#14344 and #16150, aws-samples/amazon-kendra-langchain-extensions#64)."""
+
+
+def component_name_missing() -> web.Response:
+    """A request without ``X-Amzn-SageMaker-Inference-Component`` to an endpoint
+    hosting inference components: 400 ``ValidationError`` whose body carries
+    ``ErrorCode``/``Message`` (the raw body quoted in BerriAI/litellm PR #37766:
+    ``{"ErrorCode":"INFERENCE_COMPONENT_NAME_MISSING","Message":...}``)."""
+    return aws_error(
+        "ValidationError",
+        COMPONENT_NAME_MISSING,
+        400,
+        lowercase=False,
+        ErrorCode="INFERENCE_COMPONENT_NAME_MISSING",
+        Message=COMPONENT_NAME_MISSING,
     )
 
 
@@ -309,6 +337,7 @@ class SageMakerEmulator:
         self.stats.last_headers = {**headers, "signing-region": auth.group(1)}
         container = self.config.endpoints.get(name)
         if container is None:
+            # AWS's text (aws/amazon-sagemaker-examples issues #293 and #559)
             message = f"Endpoint {name} of account {_ACCOUNT} not found."
             raise _Reject(aws_error("ValidationError", message))
         variant = request.headers.get("X-Amzn-SageMaker-Target-Variant")
@@ -316,7 +345,11 @@ class SageMakerEmulator:
             message = f'The variant(s) "[{variant}]" are not present in the endpoint {name}.'
             raise _Reject(aws_error("ValidationError", message))
         component = request.headers.get("X-Amzn-SageMaker-Inference-Component")
+        if self.config.inference_components and component is None:
+            raise _Reject(component_name_missing())
         if self.config.inference_components and component not in self.config.inference_components:
+            # No AWS text found for a component name the endpoint does not host:
+            # this message is the emulator's own (see component_name_missing).
             message = f"Inference Component {component} not found for endpoint {name}."
             raise _Reject(aws_error("ValidationError", message))
         raw = await request.read()

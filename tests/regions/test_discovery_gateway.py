@@ -37,6 +37,7 @@ from tests.conftest import (
     gateway_config,
     wait_for,
 )
+from tests.regions import fidelity_sagemaker_control
 
 US = Region("gcp:us-central1", frozenset({"US"}))
 REGIONS = {"onprem:fra1": ["EU", "DE"], "gcp:us-central1": ["US"], "aws:us-east-1": ["US"]}
@@ -229,13 +230,14 @@ async def test_discovered_backends_keep_the_control_planes_overlay(
 def moto_sagemaker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(var, raising=False)
-    with mock_aws():
+    with mock_aws(), fidelity_sagemaker_control.everywhere():
         yield boto3.client("sagemaker", region_name="us-east-1")
 
 
 @pytest.fixture
-async def sagemaker_runtime() -> AsyncIterator[SageMakerEmulator]:
-    emulator = SageMakerEmulator(SageMakerEmulatorConfig())
+async def sagemaker_runtime(request: pytest.FixtureRequest) -> AsyncIterator[SageMakerEmulator]:
+    components = getattr(request, "param", ())
+    emulator = SageMakerEmulator(SageMakerEmulatorConfig(inference_components=components))
     await emulator.start()
     yield emulator
     await emulator.stop()
@@ -298,3 +300,33 @@ async def test_sagemaker_discovery_from_the_config(
         assert name not in routable(gw)
         status, _ = await chat(http, gw)
         assert status != 200
+
+
+@pytest.mark.parametrize("sagemaker_runtime", [("llama-ic",)], indirect=True)
+async def test_sagemaker_discovery_invokes_inference_components(
+    moto_sagemaker: Any,
+    sagemaker_runtime: SageMakerEmulator,
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+) -> None:
+    """An endpoint hosting components answers 400 INFERENCE_COMPONENT_NAME_MISSING
+    to a request without one: discovery finds the component, and the backend
+    names it."""
+    sagemaker_endpoint(moto_sagemaker, "llm-vllm")
+    fidelity_sagemaker_control.component("llm-vllm", "llama-ic", {})
+    static = await emulators()
+    discovery = {
+        "refresh_s": 3600,
+        "sagemaker": {
+            "regions": ["us-east-1"],
+            "runtime_url": sagemaker_runtime.url,
+            "credentials": "emulator",
+        },
+    }
+    gw = await gateways(config(static.url, discovery=discovery))
+    name = "sagemaker/us-east-1/llm-vllm/ic/llama-ic"
+    async with aiohttp.ClientSession() as http:
+        assert await chat(http, gw) == (200, name)
+    assert sagemaker_runtime.stats.last_headers["X-Amzn-SageMaker-Inference-Component"] == (
+        "llama-ic"
+    )

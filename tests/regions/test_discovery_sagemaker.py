@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from regions.discovery import Catalog, DiscoveryError, SageMakerSettings, SageMakerSource
 from regions.inventory import ProviderKind, Region
+from tests.regions import fidelity_sagemaker_control
 
 REGION = "us-east-1"
 US = Region("aws:us-east-1", frozenset({"US"}))
@@ -38,7 +39,9 @@ def session() -> Iterator[boto3.session.Session]:
         for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
             mp.delenv(var, raising=False)
         with mock_aws():
-            yield boto3.session.Session()
+            session = boto3.session.Session()
+            fidelity_sagemaker_control.install(session.events)
+            yield session
 
 
 @pytest.fixture
@@ -46,6 +49,7 @@ def aws(session: boto3.session.Session) -> Iterator[Any]:
     from moto.sagemaker.models import sagemaker_backends
 
     sagemaker_backends.reset()
+    fidelity_sagemaker_control.COMPONENTS.clear()
     yield session.client("sagemaker", region_name=REGION)
 
 
@@ -99,6 +103,16 @@ def set_variant(name: str, **fields: Any) -> None:
 
     sagemaker_backends[ACCOUNT][REGION].endpoints[name].production_variants[0].update(fields)
 
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.data
+
+
+# -- inference components: see tests/regions/fidelity_sagemaker_control.py
 
 TAGS = {
     "meridian:discover": "true",
@@ -217,14 +231,6 @@ async def test_runtime_url_override_and_emulator_credentials(aws: Any, source: A
     assert spec.sagemaker is not None and spec.sagemaker.emulator_credentials
 
 
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.data
-
-
 def deny(client: Any, operation: str, code: str, field: str, value: str, arn: str) -> None:
     """Make AWS answer ``operation`` on one resource with IAM's refusal: a real
     moto client whose request for that resource gets, instead of moto's answer,
@@ -340,3 +346,73 @@ async def test_boto3_runs_off_the_event_loop_and_errors_are_discovery_errors(
         await s.discover()
     clients[0].fail = False
     await s.close()
+
+
+async def test_inference_components_become_one_backend_each(aws: Any, source: Any) -> None:
+    """An endpoint hosting components is never invoked without one (AWS answers
+    400 INFERENCE_COMPONENT_NAME_MISSING): each InService component is a backend
+    named for it, its tags over the endpoint's."""
+    endpoint(aws, "shared", {**TAGS, "meridian:variant:AllTraffic": "v9"})
+    fidelity_sagemaker_control.component("shared", "llama-v1", {})
+    fidelity_sagemaker_control.component(
+        "shared", "llama-v2", {"meridian:version": "v2", "meridian:container": "lmi"}
+    )
+    fidelity_sagemaker_control.component(
+        "shared", "llama-v3", {"meridian:version": "v3"}, status="Creating"
+    )
+    fidelity_sagemaker_control.component("shared", "bad", {"meridian:container": "triton"})
+    endpoint(aws, "plain", TAGS)
+    listing = await source().discover()
+    got = {f.spec.name: f.spec for f in listing.found}
+    assert set(got) == {
+        "sagemaker/us-east-1/shared/ic/llama-v1",
+        "sagemaker/us-east-1/shared/ic/llama-v2",
+        "sagemaker/us-east-1/plain",
+    }
+    v1, v2 = (
+        got["sagemaker/us-east-1/shared/ic/llama-v1"],
+        got["sagemaker/us-east-1/shared/ic/llama-v2"],
+    )
+    assert v1.sagemaker is not None and v2.sagemaker is not None
+    assert (v1.version, v1.sagemaker.container, v1.sagemaker.inference_component) == (
+        "v1",
+        "tgi",
+        "llama-v1",
+    )
+    assert (v2.version, v2.sagemaker.container, v2.sagemaker.inference_component) == (
+        "v2",
+        "lmi",
+        "llama-v2",
+    )
+    assert v1.sagemaker.endpoint_name == "shared" and v1.sagemaker.target_variant is None
+    plain = got["sagemaker/us-east-1/plain"]
+    assert plain.sagemaker is not None and plain.sagemaker.inference_component is None
+    reasons = {r.name: r.reason for r in listing.refused}
+    assert (
+        reasons["sagemaker/us-east-1/shared/ic/llama-v3"] == "inference component status Creating"
+    )
+    assert "triton" in reasons["sagemaker/us-east-1/shared/ic/bad"]
+
+
+async def test_a_role_without_list_inference_components_discovers_as_before(
+    aws: Any, session: Any
+) -> None:
+    endpoint(aws, "llama-a", TAGS)
+
+    def refuse(model: Any, **_: Any) -> Any:
+        denied = {"__type": "AccessDeniedException", "Message": "not authorized"}
+        return fidelity_sagemaker_control.answer(model, denied, 400)
+
+    def old_policy(settings: SageMakerSettings) -> Any:
+        client = session.client("sagemaker", region_name=settings.region)
+        event = "before-call.sagemaker.ListInferenceComponents"
+        client.meta.events.unregister(event, fidelity_sagemaker_control.list_components)
+        client.meta.events.register_first(event, refuse)
+        return client
+
+    listing = await SageMakerSource(
+        SageMakerSettings(region=REGION), CATALOG, old_policy
+    ).discover()
+    (item,) = listing.found
+    assert item.spec.name == "sagemaker/us-east-1/llama-a"
+    assert "ListInferenceComponents denied: AccessDeniedException" in item.detail

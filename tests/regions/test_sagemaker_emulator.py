@@ -20,7 +20,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
 
 from regions.emulators import text
-from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
+from regions.emulators.sagemaker import (
+    COMPONENT_NAME_MISSING,
+    SageMakerEmulator,
+    SageMakerEmulatorConfig,
+)
 from regions.events import Finish, TokenDelta
 from regions.sagemaker_payloads import PayloadDecoder
 
@@ -191,7 +195,8 @@ async def test_validation_errors_for_endpoint_variant_and_component(make: Factor
     cases = [
         ({"EndpointName": "nope"}, "Endpoint nope of account"),
         ({"EndpointName": "llm-vllm", "TargetVariant": "Blue"}, "variant"),
-        ({"EndpointName": "llm-vllm"}, "Inference Component None"),
+        ({"EndpointName": "llm-vllm"}, COMPONENT_NAME_MISSING),
+        ({"EndpointName": "llm-vllm", "InferenceComponentName": "ic-other"}, "ic-other"),
     ]
     for params, message in cases:
 
