@@ -20,6 +20,10 @@ SELF_HOSTED = frozenset({ProviderKind.VLLM, ProviderKind.TGI})
 
 ReplicaKey = tuple[str, str, str]  # (model, version, region)
 
+# Residency constraints come from clients (x-meridian-residency), so the memo of
+# static filters is kept to this many entries: past it, it starts over.
+MEMO_ENTRIES = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class ModelRoute:
@@ -70,6 +74,8 @@ class RoutingSnapshot:
                     excluded.append((b.name, "replica not verified"))
                 else:
                     eligible.append((b, b.weight * self.dial(b.region.name) / 100.0))
+            if len(self._static) >= MEMO_ENTRIES:
+                self._static.clear()
             cached = self._static[key] = (tuple(eligible), tuple(excluded))
         eligible_t, excluded_t = cached
         in_residency = bool(eligible_t) or any(w != "outside residency" for _, w in excluded_t)

@@ -18,7 +18,7 @@ from regions.inventory import BackendSpec, ProviderKind, Region
 from regions.request import GenerationRequest, Kind, Residency
 from routing.plan import ResidencyViolation
 from routing.router import Router
-from routing.snapshot import RoutingSnapshot
+from routing.snapshot import MEMO_ENTRIES, RoutingSnapshot
 from tests.conftest import (
     EU_KEY,
     GLOBAL_KEY,
@@ -122,6 +122,15 @@ def test_router_refuses_a_narrowing_outside_the_policy_with_403() -> None:
     with pytest.raises(ResidencyViolation) as info:
         Router().plan(SNAP, request(EU.narrow(US)))
     assert info.value.status == 403 and "[EU & US]" in info.value.message
+
+
+def test_the_static_filter_memo_stays_bounded_whatever_clients_narrow_to() -> None:
+    snapshot = RoutingSnapshot.build(1, {"m": {"v1": 100}}, SNAP.models["m"].backends["v1"])
+    router = Router(random.Random(4))
+    for i in range(MEMO_ENTRIES + 500):  # a header with a new tag every time
+        plan = router.plan(snapshot, request(EU.narrow(frozenset({"DE", f"X{i}"}))))
+        assert [b.name for b in plan.backends] == ["fra"]
+    assert len(snapshot._static) <= MEMO_ENTRIES
 
 
 async def test_eu_key_narrowed_to_de_is_served_in_fra1_through_the_gateway(
