@@ -25,6 +25,7 @@ from pydantic import (
 
 from gateway.config_base import AWS_REGION, GCP_LOCATION, Strict, location
 from gateway.config_cloud import DiscoveryConfig, ReplicationConfig
+from gateway.config_lease import LeaseConfig
 from regions.inventory import ProviderKind
 
 _REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
@@ -314,6 +315,8 @@ class StoreConfig(Strict):
     kind: Literal["embedded", "redis"] = "embedded"
     path: str | None = None  # embedded: SQLite file in WAL mode; unset = in memory
     url: str | None = None  # redis: redis[s]://[:password@]host:port[/db], or env:VARIABLE
+    # redis: a nearby replica (same forms) for loads and change notices; writes go to url
+    read_url: str | None = None
     prefix: str = Field("meridian", pattern=r"^[A-Za-z0-9_.:-]+$")
     resync_s: float = Field(5.0, gt=0)
     counts_flush_s: float = Field(1.0, gt=0)
@@ -326,11 +329,14 @@ class StoreConfig(Strict):
     # a local file with the last applied state, served by a replica that starts
     # while the store is unreachable (gateway.store.cache); unset = none
     snapshot_path: str | None = Field(None, min_length=1)
+    leases: LeaseConfig = LeaseConfig()  # tenant limits (gateway.store.lease)
 
     @model_validator(mode="after")
     def _url(self) -> StoreConfig:
         if self.kind == "redis" and not self.url:
             raise ValueError("store kind redis needs a url")
+        if self.read_url and self.kind != "redis":
+            raise ValueError("store read_url needs kind redis")
         return self
 
 

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -153,6 +153,16 @@ class RedisStore:
             return await coro
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from None
+
+    def script(self, source: str) -> Callable[[list[str], list[Arg]], Awaitable[Any]]:
+        """Another module's server-side script (``gateway.store.lease``), run with this
+        store's timeouts and errors."""
+        registered = self._client.register_script(source)
+
+        async def run(keys: list[str], args: list[Arg]) -> Any:
+            return await self._call(registered(keys=keys, args=args))
+
+        return run
 
     async def open(self) -> None:
         await self._call(self._client.ping())
