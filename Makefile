@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: demo test test-random lint bench bench-smoke proto clean terraform-check
+.PHONY: demo test test-random lint bench bench-smoke geo proto clean terraform-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --concurrency 4 --duration 2
+
+# The geo lab (docs/geo-lab.md): three simulated regions, every scenario (~6 min).
+geo: $(STAMP)
+	$(BIN)/python -m bench.geo $(ARGS)
 
 # Regenerate the committed stubs (+ .pyi) in meridian_proto/ from proto/**/*.proto;
 # tests/gateway/test_grpc_stubs.py fails when they are stale.
