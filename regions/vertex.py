@@ -119,7 +119,7 @@ class VertexProvider:
         headers["Accept"] = "text/event-stream"
         decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
         try:
-            async with self._session.post(self._url, data=body, headers=headers) as resp:
+            async with await self._post(body, headers) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
                 async for piece in body_pieces(resp, decoder):
@@ -138,6 +138,17 @@ class VertexProvider:
             raise BackendError(FailureClass.TIMEOUT, "connect timeout") from None
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise BackendError(FailureClass.STREAM_BROKEN, f"stream broken: {exc!r}") from None
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """The response; a 401 refreshes the token and sends once more
+        (``regions.vertex_auth``: as google-auth's AuthorizedSession)."""
+        resp = await self._session.post(self._url, data=body, headers=headers)
+        if resp.status != 401 or not self._credentials.refreshable:
+            return resp
+        await _read(resp)  # bounded; frees the connection for the retry
+        resp.release()
+        retry = await self._credentials.refreshed(headers) or {}
+        return await self._session.post(self._url, data=body, headers={**headers, **retry})
 
 
 def classify(status: int, rpc_status: str) -> FailureClass:

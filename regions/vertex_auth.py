@@ -10,7 +10,13 @@
     FRESH                               -> the current token
 
 so there is at most one refresh in flight per credentials object, and under
-steady traffic no request ever waits for one. ``AnonymousCredentials`` add no
+steady traffic no request ever waits for one. A token the server refuses
+(401: revoked, or a clock skewed against Google's) is refreshed at once by
+:meth:`GoogleCredentials.refreshed` and the request sent again, as
+google-auth's own ``AuthorizedSession`` does (``DEFAULT_REFRESH_STATUS_CODES``
+is ``(401,)``); the adapter retries once, not AuthorizedSession's two
+times, since a token refused right after its refresh will not be fixed by
+another. ``AnonymousCredentials`` add no
 header (for emulators that do not check); ``static`` credentials carry a fixed
 token and never refresh.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import google.auth
 from google.auth.credentials import AnonymousCredentials, Credentials, TokenState
@@ -61,6 +67,8 @@ class GoogleCredentials:
         self._load = load
         self._refresh_blocking = refresh
         self._task: asyncio.Task[None] | None = None
+        self.refreshable = not isinstance(credentials, AnonymousCredentials)
+        """False for anonymous and :meth:`static` credentials: a 401 is final."""
 
     @classmethod
     def application_default(cls) -> GoogleCredentials:
@@ -71,7 +79,9 @@ class GoogleCredentials:
         """A fixed token that never expires (emulators, tests)."""
         from google.oauth2.credentials import Credentials as OAuth2Credentials
 
-        return cls(OAuth2Credentials(token=token))  # type: ignore[no-untyped-call]
+        credentials = cls(OAuth2Credentials(token=token))  # type: ignore[no-untyped-call]
+        credentials.refreshable = False
+        return credentials
 
     async def headers(self) -> dict[str, str]:
         """``Authorization`` (and ``x-goog-user-project`` when set) for one request."""
@@ -86,6 +96,22 @@ class GoogleCredentials:
         if credentials is not None:
             credentials.apply(headers)  # type: ignore[no-untyped-call]
         return headers
+
+    async def refreshed(self, rejected: Mapping[str, str]) -> dict[str, str] | None:
+        """Headers to send again with after the server answered 401 to ``rejected``.
+
+        The token is refreshed now, whatever its local expiry says, once for
+        all the requests it failed: when another caller's refresh already
+        replaced it, that token is used. None when nothing can be refreshed.
+        Raises :class:`BackendError` (SERVER) when the refresh fails."""
+        if not self.refreshable:
+            return None
+        current: dict[str, str] = {}
+        if self._credentials is not None:
+            self._credentials.apply(current)  # type: ignore[no-untyped-call]
+        if current.get("authorization") == _authorization(rejected):
+            await asyncio.shield(self._start())
+        return await self.headers()
 
     async def close(self) -> None:
         task = self._task
@@ -113,6 +139,13 @@ class GoogleCredentials:
             raise BackendError(
                 FailureClass.SERVER, f"cannot get Google credentials: {type(exc).__name__}: {exc}"
             ) from None
+
+
+def _authorization(headers: Mapping[str, str]) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == "authorization":
+            return value
+    return None
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

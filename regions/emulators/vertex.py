@@ -57,6 +57,17 @@ _RPC_STATUS = {
     504: "DEADLINE_EXCEEDED",
 }
 _DEPLOYED_MODEL_ID = "4242424242424242424"
+_SEE = " See https://developers.google.com/identity/sign-in/web/devconsole-project."
+_MISSING_CREDENTIAL = (
+    "Request is missing required authentication credential. Expected OAuth 2 access "
+    "token, login cookie or other valid authentication credential." + _SEE
+)
+"""Google's 401 text for no token (GoogleCloudPlatform/generative-ai#454, from aiplatform)."""
+_INVALID_CREDENTIAL = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+    "login cookie or other valid authentication credential." + _SEE
+)
+"""Google's 401 text for a refused token (googleapis/java-aiplatform#1056, PredictionService)."""
 
 
 @dataclass
@@ -228,21 +239,9 @@ class VertexEmulator:
         stats.last_path = request.path
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise _Reject(
-                google_error(
-                    401,
-                    "Request is missing required authentication credential. Expected OAuth 2 "
-                    "access token, login cookie or other valid authentication credential.",
-                )
-            )
+            raise _Reject(google_error(401, _MISSING_CREDENTIAL))
         if config.tokens is not None and token not in config.tokens:
-            raise _Reject(
-                google_error(
-                    401,
-                    "Request had invalid authentication credentials. Expected OAuth 2 access "
-                    "token, login cookie or other valid authentication credential.",
-                )
-            )
+            raise _Reject(google_error(401, _INVALID_CREDENTIAL))
         stats.last_token = token
         resource = f"projects/{info['project']}/locations/{info['location']}/endpoints/{endpoint}"
         if config.project is not None and info["project"] != config.project:

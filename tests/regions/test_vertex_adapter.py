@@ -315,3 +315,58 @@ async def test_failed_credentials_are_a_server_side_failure() -> None:
     with pytest.raises(BackendError, match="no ADC here") as info:
         await GoogleCredentials(load=load).headers()
     assert info.value.failure is FailureClass.SERVER
+
+
+async def test_a_refused_token_is_refreshed_once_and_the_request_sent_again(
+    make: Make, http: aiohttp.ClientSession
+) -> None:
+    """A token revoked (or judged expired by a skewed clock) before its local
+    expiry: the 401 refreshes it at once and the same request succeeds."""
+    fake = FakeCredentials()
+    fake.gate.set()
+    creds = GoogleCredentials(fake, refresh=lambda c: c.refresh(None))
+    emu = await make(tokens=("tok-2",))  # tok-1, still fresh here, was revoked
+    provider = VertexProvider(spec(emu.url, emulator_credentials=False), http, creds)
+    assert joined(await collect(provider, request())) == text.expected_text(CHAT_CONTEXT, 6)
+    assert fake.refreshes == 2 and emu.stats.requests == 2 and emu.stats.last_token == "tok-2"
+
+
+async def test_a_token_refused_again_after_its_refresh_is_a_server_failure(
+    make: Make, http: aiohttp.ClientSession
+) -> None:
+    fake = FakeCredentials()
+    fake.gate.set()
+    creds = GoogleCredentials(fake, refresh=lambda c: c.refresh(None))
+    emu = await make(tokens=("never",))
+    provider = VertexProvider(spec(emu.url, emulator_credentials=False), http, creds)
+    with pytest.raises(BackendError, match="UNAUTHENTICATED") as info:
+        await collect(provider, request())
+    assert info.value.failure is FailureClass.SERVER and info.value.status == 401
+    assert fake.refreshes == 2 and emu.stats.requests == 2  # one refresh, one retry
+
+
+async def test_concurrent_401s_share_one_refresh(make: Make, http: aiohttp.ClientSession) -> None:
+    fake = FakeCredentials()
+    fake.gate.set()
+    creds = GoogleCredentials(fake, refresh=lambda c: c.refresh(None))
+    await creds.headers()  # tok-1
+    fake.gate.clear()
+    fake.entered.clear()
+    emu = await make(tokens=("tok-2",))
+    provider = VertexProvider(spec(emu.url, emulator_credentials=False), http, creds)
+    streams = [asyncio.ensure_future(collect(provider, request())) for _ in range(5)]
+    await wait_for(lambda: emu.stats.requests == 5 and fake.entered.is_set())
+    fake.gate.set()
+    for events in await asyncio.gather(*streams):
+        assert joined(events) == text.expected_text(CHAT_CONTEXT, 6)
+    assert fake.refreshes == 2 and emu.stats.requests == 10
+
+
+async def test_static_credentials_are_not_refreshed(
+    make: Make, http: aiohttp.ClientSession
+) -> None:
+    emu = await make(tokens=("other",))
+    provider = VertexProvider(spec(emu.url), http)  # the emulator's static token
+    with pytest.raises(BackendError, match="UNAUTHENTICATED"):
+        await collect(provider, request())
+    assert emu.stats.requests == 1
