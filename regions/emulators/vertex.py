@@ -79,6 +79,8 @@ class VertexEmulatorConfig:
     """When set, requests for other locations get 400 INVALID_ARGUMENT."""
     tokens: tuple[str, ...] | None = None
     """Accepted bearer tokens; None accepts any non-empty token."""
+    undeployed: tuple[str, ...] = ()
+    """Endpoints that exist with no model deployed: 400 FAILED_PRECONDITION."""
     served_model: str = "meta-llama/Llama-3.1-8B-Instruct"
     ttft_s: float = 0.0
     itl_s: float = 0.0
@@ -98,9 +100,12 @@ class VertexEmulatorStats:
     last_token: str = ""
 
 
-def google_error(status: int, message: str, retry_after: float | None = None) -> web.Response:
-    """A google.rpc.Status error body, as Google's JSON APIs send it."""
-    body = {"error": {"code": status, "message": message, "status": _rpc_status(status)}}
+def google_error(
+    status: int, message: str, retry_after: float | None = None, rpc: str | None = None
+) -> web.Response:
+    """A google.rpc.Status error body, as Google's JSON APIs send it; ``rpc``
+    overrides the canonical code the HTTP status implies."""
+    body = {"error": {"code": status, "message": message, "status": rpc or _rpc_status(status)}}
     headers = {}
     if retry_after is not None:
         headers["Retry-After"] = (
@@ -250,6 +255,12 @@ class VertexEmulator:
         if config.location is not None and info["location"] != config.location:
             message = f"Location {info['location']} does not match this host ({config.location})."
             raise _Reject(google_error(400, message))
+        if endpoint in config.undeployed:
+            # The code is Google's (400 FAILED_PRECONDITION, "Generative AI on Vertex AI
+            # inference API errors" table); no source was found for the message text,
+            # so this one is the emulator's own.
+            message = f"Endpoint `{resource}` has no deployed model to serve the request."
+            raise _Reject(google_error(400, message, rpc="FAILED_PRECONDITION"))
         if endpoint not in config.endpoints:
             raise _Reject(google_error(404, f"Endpoint `{resource}` not found."))
         raw = await request.read()

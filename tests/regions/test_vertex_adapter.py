@@ -370,3 +370,16 @@ async def test_static_credentials_are_not_refreshed(
     with pytest.raises(BackendError, match="UNAUTHENTICATED"):
         await collect(provider, request())
     assert emu.stats.requests == 1
+
+
+async def test_nothing_deployed_is_failed_precondition_and_fails_over(
+    make: Make, http: aiohttp.ClientSession
+) -> None:
+    """400 is usually the client's fault (INVALID_ARGUMENT), but 400
+    FAILED_PRECONDITION on an endpoint with no model deployed is the backend's:
+    another backend may serve the same request."""
+    emu = await make(undeployed=("1234567890",))
+    provider = VertexProvider(spec(emu.url), http)
+    with pytest.raises(BackendError, match="FAILED_PRECONDITION") as info:
+        await collect(provider, request())
+    assert info.value.status == 400 and info.value.failure is FailureClass.SERVER
