@@ -2,7 +2,11 @@
 
 GCS→GCS copies are server-side rewrites (``rewriteTo``): each call copies
 some bytes and returns a token until ``done``; copies across locations or
-storage classes take several calls (protocols.md §6). The call is a
+storage classes take several calls (protocols.md §6). Every call pins the
+source generation the job checked (``ifSourceGenerationMatch``, as the S3
+path pins the ETag with ``CopySourceIfMatch``): a source object replaced
+meanwhile fails the copy with 412 instead of landing bytes nobody verified
+against the manifest. The call is a
 constructor seam (``rewrite``), because the PyPI emulator always finishes
 in one call (docs/design.md §10), so the tests inject a short first answer to
 drive the loop.
@@ -41,15 +45,24 @@ from regions.replication.base import (
     join,
 )
 
-# (destination blob, source blob, token) -> (token or None when done, bytes so far, total)
-Rewrite = Callable[[Any, Any, str | None], tuple[str | None, int, int]]
+# (destination blob, source blob, token, source generation to pin)
+#   -> (token or None when done, bytes so far, total)
+Rewrite = Callable[[Any, Any, str | None, int | None], tuple[str | None, int, int]]
 
 _QUANTUM = 256 * 1024
 
 
-def default_rewrite(dst: Any, src: Any, token: str | None) -> tuple[str | None, int, int]:
-    token, done, total = dst.rewrite(src, token=token)
+def default_rewrite(
+    dst: Any, src: Any, token: str | None, generation: int | None
+) -> tuple[str | None, int, int]:
+    token, done, total = dst.rewrite(src, token=token, if_source_generation_match=generation)
     return token, int(done), int(total)
+
+
+def _is_precondition(exc: Exception) -> bool:
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.PreconditionFailed)
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -211,13 +224,14 @@ class GcsStore:
             return False
         where = f"{self.url}/{key}"
         dst, src = self._blob(key), source._blob(info.key)
+        generation = int(info.tag) if info.tag.isdigit() else None
         token: str | None = None
         reported = 0
         while True:
             try:
                 token, done, _total = await self._call(
                     where,
-                    lambda t=token: self.rewrite(dst, src, t),  # type: ignore[misc]
+                    lambda t=token: self._rewrite(dst, src, t, generation),  # type: ignore[misc]
                 )
             except FileNotFoundError:
                 raise StoreError(f"{source.url}/{info.key}: not found (source vanished)") from None
@@ -229,6 +243,19 @@ class GcsStore:
         if reported < info.size:
             on_bytes(info.size - reported)
         return True
+
+    def _rewrite(
+        self, dst: Any, src: Any, token: str | None, generation: int | None
+    ) -> tuple[str | None, int, int]:
+        try:
+            return self.rewrite(dst, src, token, generation)
+        except self._errors as exc:
+            if _is_precondition(exc):
+                raise StoreError(
+                    f"gs://{src.bucket.name}/{src.name}: changed since it was checked "
+                    f"(generation {generation} no longer current)"
+                ) from None
+            raise
 
     async def close(self) -> None:
         return None

@@ -372,11 +372,13 @@ async def test_gcs_rewrite_loop_follows_tokens(servers: Servers) -> None:
     await publish(source, MODEL, v, FILES)
     dst = await open_at(factory, "gs://weights-euw4/replicas", v)
     calls: list[str | None] = []
+    pinned: list[int | None] = []
 
     def rewrite(
-        dst_blob: object, src_blob: object, token: str | None
+        dst_blob: object, src_blob: object, token: str | None, generation: int | None
     ) -> tuple[str | None, int, int]:
         calls.append(token)
+        pinned.append(generation)
         if token is None:
             return "token-1", 1 * MiB, 0  # the service did 1 MiB; call again with the token
         result: tuple[str | None, int, int] = dst_blob.rewrite(src_blob, token=None)  # type: ignore[attr-defined]
@@ -389,6 +391,7 @@ async def test_gcs_rewrite_loop_follows_tokens(servers: Servers) -> None:
     report = await j.run()
     assert report.ok, report.regions["eu"].reason
     assert calls.count(None) == 4 and calls.count("token-1") == 4
+    assert all(isinstance(g, int) for g in pinned)  # every call, continuations too
     assert 1 * MiB in seen  # progress after the first, partial call
     assert await contents(dst) == FILES
 
