@@ -80,10 +80,12 @@ class _Call:
         self.route: str | None = None  # the plan, for tenants allowed to see it
 
     def header(self, name: str) -> str | None:
-        for key, value in self.context.invocation_metadata() or ():
-            if key == name:
-                return str(value)
-        return None
+        """The one value of metadata ``name``; a Refusal (400) when sent twice, as
+        the HTTP API refuses a second ``Authorization``."""
+        values = [v for k, v in self.context.invocation_metadata() or () if k == name]
+        if len(values) > 1:
+            raise Refusal(400, f"send exactly one {name} metadata entry", INVALID_REQUEST)
+        return str(values[0]) if values else None
 
     def remaining(self) -> float | None:
         """Seconds left before the client's deadline; None when it set none."""

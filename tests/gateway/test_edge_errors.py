@@ -517,3 +517,19 @@ async def test_http_level_refusals_are_json_with_a_code(
         answer = await reader.read()
     writer.close()
     assert answer.startswith(b"HTTP/1.1 417") and b'"code":"expectation_failed"' in answer
+
+
+async def test_grpc_duplicate_authorization_is_invalid_argument(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em = await emulators()
+    gw = await gateways(
+        gateway_config([("fra", "onprem:fra1", "v1", em.url)], listen={"grpc": "127.0.0.1:0"})
+    )
+    twice = (*grpc_auth(), ("authorization", "Bearer sk-other"))
+    async with stub(gw) as s:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await s.Chat(grpc_chat(), metadata=twice)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "exactly one authorization" in (caught.value.details() or "")
+    assert em.stats.requests == 0
