@@ -1,10 +1,12 @@
 """A backend that plays any byte script: the hostile upstream of the issue-20 tests.
 
 It answers the vLLM routes (``/v1/chat/completions``, ``/v1/completions``,
-``/health``, ``/metrics``) and SageMaker's ``invocations-response-stream``
+``/health``, ``/metrics``), Vertex's ``streamRawPredict`` (the script as it
+is) and SageMaker's ``invocations-response-stream``
 (each piece of the script wrapped in a ``PayloadPart`` frame, or sent as raw
 frame bytes with :class:`Raw`), so the same script exercises the gateway's
-SSE splitter, its OpenAI chunk parser and the event-stream decoder.
+SSE splitter, its OpenAI chunk parser, the payload decoder and the
+event-stream decoder.
 
 A script is a sequence of steps, played in order on one response:
 
@@ -90,6 +92,10 @@ class HostileBackend:
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/completions", self._generate)
         app.router.add_post("/endpoints/{name}/invocations-response-stream", self._sagemaker)
+        # Vertex's streamRawPredict (``…/endpoints/{id}:streamRawPredict``): plain SSE.
+        app.router.add_post(
+            "/v1/projects/{project}/locations/{location}/endpoints/{endpoint}", self._generate
+        )
         app.router.add_get("/health", self._ok)
         app.router.add_get("/metrics", self._ok)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
