@@ -21,7 +21,7 @@ from gateway.auth import bearer_matches
 from gateway.explain import explain
 from gateway.http.api import RUNTIME, openai_errors
 from gateway.http.errors import INVALID_REQUEST, error_response
-from gateway.http.schema import BadRequest
+from gateway.http.schema import MAX_TOKENS_LIMIT, BadRequest
 
 _OPEN_PATHS = frozenset({"/healthz"})
 
@@ -85,7 +85,13 @@ async def route_explain(request: web.Request) -> web.Response:
     try:
         max_tokens = int(q["max_tokens"]) if q.get("max_tokens") else None
     except ValueError:
-        return error_response(400, "max_tokens must be an integer", INVALID_REQUEST)
+        max_tokens = 0
+    if max_tokens is not None and not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        # the API's own bounds: anything else is a request routing never sees
+        return error_response(
+            400, f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}", INVALID_REQUEST,
+            param="max_tokens",
+        )  # fmt: skip
     try:
         body = explain(
             rt, model, q.get("tenant"), q.get("prompt", ""), q.get("residency"), max_tokens

@@ -533,3 +533,18 @@ async def test_grpc_duplicate_authorization_is_invalid_argument(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "exactly one authorization" in (caught.value.details() or "")
     assert em.stats.requests == 0
+
+
+async def test_route_explain_bounds_max_tokens_as_the_api_does(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    _, gw = await one_backend(emulators, gateways)
+    async with aiohttp.ClientSession() as s:
+        for value in ("0", "-5", "9" * 30, "x"):
+            path = f"/admin/v1/route/explain?model={MODEL}&max_tokens={value}"
+            status, body = await admin(s, gw, "GET", path)
+            assert status == 400 and body["error"]["param"] == "max_tokens", (value, body)
+        status, body = await admin(
+            s, gw, "GET", f"/admin/v1/route/explain?model={MODEL}&max_tokens=5"
+        )
+        assert status == 200 and body["candidates"]
