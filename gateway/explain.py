@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway.auth import Tenant
 from gateway.pipeline import Caller, Pipeline
 from gateway.runtime import Runtime
-from regions.request import UNRESTRICTED, GenerationRequest, Kind, Message, Sampling
+from regions.request import GenerationRequest, Kind, Message, Sampling
 from routing.plan import RoutingError
 
 
@@ -24,14 +25,14 @@ def explain(
     residency: str | None = None,
     max_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able account of the plan; raises LookupError for an unknown tenant."""
+    """A JSON-able account of the plan; raises LookupError for an unknown tenant and
+    BadRequest for a residency the API would refuse (``,``)."""
     caller = _caller(rt, tenant)
     pipeline = Pipeline(rt)
     out: dict[str, Any] = {"model": model, "tenant": caller.tenant.name if caller else None}
     try:
-        narrowed = pipeline.residency(caller, residency) if caller else UNRESTRICTED
-        if caller is None and residency:
-            narrowed = narrowed.narrow(frozenset(t.strip() for t in residency.split(",")))
+        # Without a tenant, the header narrows an unrestricted policy, parsed as the API does.
+        narrowed = pipeline.residency(caller or _ANYONE, residency)
         request = GenerationRequest(
             Kind.CHAT,
             model,
@@ -66,6 +67,9 @@ def explain(
     ]
     out["excluded"] = [{"backend": name, "why": why} for name, why in plan.excluded]
     return out
+
+
+_ANYONE = Caller(Tenant("(no tenant)"), "")
 
 
 def _caller(rt: Runtime, tenant: str | None) -> Caller | None:

@@ -548,3 +548,15 @@ async def test_route_explain_bounds_max_tokens_as_the_api_does(
             s, gw, "GET", f"/admin/v1/route/explain?model={MODEL}&max_tokens=5"
         )
         assert status == 200 and body["candidates"]
+
+
+async def test_route_explain_parses_residency_as_the_api_does(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    _, gw = await one_backend(emulators, gateways)
+    base = f"/admin/v1/route/explain?model={MODEL}&residency="
+    async with aiohttp.ClientSession() as s:
+        status, body = await admin(s, gw, "GET", base + "%2C")
+        assert status == 400 and body["error"]["param"] == "x-meridian-residency", body
+        status, body = await admin(s, gw, "GET", base + "DE,%20")
+        assert status == 200 and body["residency"] == "DE", body
