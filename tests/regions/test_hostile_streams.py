@@ -7,7 +7,8 @@ lines; JSON spread over several ``data:`` lines; spaced JSON; no ``[DONE]``;
 no usage chunk; a slow drip) and then, often, broken the way a hostile one
 would (wrong-shape JSON, malformed JSON, truncated UTF-8, an event over the
 size cap, a cut event, a reset, a stall, ``[DONE]`` before the finish, an
-error object, garbage event-stream frames), before or after the finish.
+error object, a drip of one byte per 20 ms, garbage event-stream frames),
+before or after the finish.
 
 The stream is played by :class:`tests.hostile_backend.HostileBackend` through
 a real gateway, on the vLLM route (the SSE splitter and chunk parser), the
@@ -19,8 +20,8 @@ reason, and the text an uninterrupted correct backend gives; each request
 ends within a deadline well under the client's patience (no hang), nothing
 crashes (no 5xx, no traceback), and the gateway's memory stays bounded.
 
-Examples: ``PER_COMBO`` (4) for each of the 53 (route, fault) pairs, 212 in
-all, streaming and not; the run takes about 12 s. Breakers, ejection and the
+Examples: ``PER_COMBO`` (4) for each of the 56 (route, fault) pairs, 224 in
+all, streaming and not; the run takes about 13 s. Breakers, ejection and the
 retry budget are set so they never take the hostile backend out, so every
 example reaches it.
 """
@@ -94,6 +95,14 @@ def _event(obj: Any, *, spaced: bool, decorate: int, multiline: bool, newline: b
     return newline.join(lines) + newline + newline
 
 
+def _drip(data: bytes) -> list[Step]:
+    """One byte every 20 ms: bytes keep coming, but no event within the idle timeout."""
+    steps: list[Step] = []
+    for i in range(len(data)):
+        steps += [data[i : i + 1], Sleep(0.02)]
+    return steps
+
+
 FAULTS: dict[str, Callable[[bytes], list[Step]]] = {
     "wrong-shape": lambda nl: [],  # filled per draw
     "malformed-json": lambda nl: [b'data: {"choices":[{"delta":{"content":"x' + nl + nl],
@@ -104,6 +113,9 @@ FAULTS: dict[str, Callable[[bytes], list[Step]]] = {
     "stall": lambda nl: [STALL],
     "done-early": lambda nl: [b"data: [DONE]" + nl + nl],
     "error-object": lambda nl: [b'data: {"error":{"message":"boom"}}' + nl + nl],
+    "slow-drip": lambda nl: _drip(
+        b'data: {"choices":[{"index":0,"delta":{"content":" x"}}]}' + nl + nl
+    ),
     "bad-frame": lambda nl: [Raw(b"\x00\x00\x00\x20\x00\x00\x00\x00garbage-prelude-bytes...")],
     "frame-exception": lambda nl: [
         Raw(encode_message([(":message-type", "exception"), (":exception-type", "X")], b"{}"))
