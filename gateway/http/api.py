@@ -261,7 +261,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def http_code(exc: web.HTTPException) -> str:
-    """The error code for an HTTP-level refusal: its reason phrase, in snake case."""
+    """The error code for an HTTP-level refusal: its reason phrase in snake case, or
+    the API's own code for the same refusal (a body over the size limit)."""
+    if exc.status == 413:
+        return BodyRejected.too_large_code
     return "_".join(exc.reason.lower().replace("-", " ").split()) or "http_error"
 
 

@@ -16,10 +16,14 @@ class BodyRejected(Exception):
         self.message = message
         self.code = code
 
+    too_large_code = "request_too_large"
+
     @staticmethod
     def too_large(limits: Limits) -> BodyRejected:
         return BodyRejected(
-            413, f"the request body exceeds {limits.max_body_bytes} bytes", "request_too_large"
+            413,
+            f"the request body exceeds {limits.max_body_bytes} bytes",
+            BodyRejected.too_large_code,
         )
 
 

@@ -260,7 +260,7 @@ async def test_admin_404_and_413_are_json_and_the_cli_says_them_once(
         big = b'{"split": "' + b"x" * (2 * 1024 * 1024) + b'"}'
         async with s.put(gw.admin_url + f"/admin/v1/weights/{MODEL}", data=big, headers=auth) as r:
             assert r.status == 413 and r.content_type == "application/json"
-            assert (await r.json())["error"]["code"] == "request_entity_too_large"
+            assert (await r.json())["error"]["code"] == "request_too_large"
     client = AdminClient(gw.admin_url, ADMIN_TOKEN)
     with pytest.raises(AdminError) as caught:
         await asyncio.to_thread(client.get, "/admin/v1/nothing")
