@@ -102,3 +102,93 @@ redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], 130)
 return {1}
 """
+
+# Tenant-limit leases (gateway.store.lease): one replica settles its last lease
+# and is granted its next one, atomically. KEYS: requests this minute, requests
+# last minute, tokens this minute, tokens last minute, slots held (hash replica
+# → n), slot lease expiries (zset replica → expiry), replicas waiting for a slot
+# (zset replica → expiry). ARGV: now (s), elapsed
+# share of the minute, rpm, tpm, streams (0 = unlimited), replica, lease ttl (s),
+# settle requests, settle tokens, want requests, want tokens, want slots, slots
+# in use, refusing streams (1/0). A positive settle gives unused credits back to this minute (never
+# below zero), a negative one counts what was used beyond the lease. Rates are
+# granted from the sliding-window room left (``quota`` rule: estimate + n ≤
+# limit), counted at once; slots are granted from the limit minus what the
+# other replicas hold, never fewer than those in use, and no spare one while
+# another replica waits for a slot. Returns {requests granted, tokens granted,
+# slots held, requests retry-after s, tokens retry-after s, other replicas
+# waiting for a slot} (the retry-afters as strings).
+GRANT = """
+local now, f, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
+local function wait(cur, prev, limit)
+  if cur + 1 > limit then
+    local need = 0
+    if cur > 0 then need = math.max(0, 1 - (limit - 1) / cur) end
+    return (1 - f) * 60 + need * 60
+  end
+  if prev <= 0 then return 0 end
+  return math.max(0, 1 - (limit - cur - 1) / prev - f) * 60
+end
+local rates = {{tonumber(ARGV[3]), KEYS[1], KEYS[2], tonumber(ARGV[8]), tonumber(ARGV[10])},
+               {tonumber(ARGV[4]), KEYS[3], KEYS[4], tonumber(ARGV[9]), tonumber(ARGV[11])}}
+local out = {0, 0, 0, '0', '0', 0}
+for i, r in ipairs(rates) do
+  local limit, curk, prevk, settle, want = r[1], r[2], r[3], r[4], r[5]
+  if limit > 0 then
+    local cur = tonumber(redis.call('GET', curk) or '0')
+    if settle > 0 then
+      settle = math.min(settle, cur)
+    end
+    if settle ~= 0 then
+      cur = cur - settle
+      redis.call('SET', curk, cur, 'EX', 130)
+    end
+    local prev = tonumber(redis.call('GET', prevk) or '0')
+    local room = math.floor(limit - prev * (1 - f) - cur)
+    local granted = math.max(0, math.min(want, room))
+    if granted > 0 then
+      cur = cur + granted
+      redis.call('SET', curk, cur, 'EX', 130)
+    end
+    out[i] = granted
+    if granted < want then out[i + 3] = tostring(wait(cur, prev, limit)) end
+  end
+end
+local streams = tonumber(ARGV[5])
+if streams > 0 then
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)) do
+    redis.call('HDEL', KEYS[5], gone)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+  local others = 0
+  local all = redis.call('HGETALL', KEYS[5])
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[6] then others = others + tonumber(all[i + 1]) end
+  end
+  local want, inuse, refusing = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14] == '1'
+  local waiting = redis.call('ZCARD', KEYS[7])
+  if redis.call('ZSCORE', KEYS[7], ARGV[6]) then waiting = waiting - 1 end
+  -- a spare slot goes to a replica that is refusing streams, not one that might need it
+  if waiting > 0 and not refusing then want = inuse end
+  local held = math.max(inuse, math.min(want, streams - others))
+  if refusing and held <= inuse then
+    redis.call('ZADD', KEYS[7], now + ttl, ARGV[6])
+    redis.call('EXPIRE', KEYS[7], math.ceil(ttl) + 1)
+  else
+    redis.call('ZREM', KEYS[7], ARGV[6])
+  end
+  if held > 0 then
+    redis.call('HSET', KEYS[5], ARGV[6], held)
+    redis.call('ZADD', KEYS[6], now + ttl, ARGV[6])
+    redis.call('EXPIRE', KEYS[5], math.ceil(ttl) + 1)
+    redis.call('EXPIRE', KEYS[6], math.ceil(ttl) + 1)
+  else
+    redis.call('HDEL', KEYS[5], ARGV[6])
+    redis.call('ZREM', KEYS[6], ARGV[6])
+  end
+  out[3] = held
+  out[6] = waiting
+end
+return out
+"""

@@ -15,9 +15,10 @@ again: that is the ``Retry-After`` a refused client gets.
 Concurrent streams are leases (member → expiry) so a replica that dies while
 holding some cannot leak them for longer than a lease.
 
-:class:`LocalQuotas` is the in-process implementation (embedded mode, and the
-fail-static fallback while Redis is unreachable); ``gateway.store.lua`` holds
-the same rules for Redis, where one script makes them atomic across replicas.
+:class:`LocalQuotas` is the in-process implementation (embedded mode, and a
+replica's own count, which its safe share is checked against while it holds
+no lease); ``gateway.store.lua`` holds the same rules for Redis, where the
+``GRANT`` script hands them out as leases (``gateway.store.lease``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,31 @@ class LocalQuotas:
             t.streams[stream_id] = now + quota.lease_s
         t.requests[index] = t.requests.get(index, 0) + 1
         return ALLOWED
+
+    def check(self, tenant: str, quota: Quota, now: float) -> Verdict:
+        """The rate rules alone, counting nothing (streams are not looked at)."""
+        t = self._tenants.setdefault(tenant, _Tenant())
+        index, elapsed = minute(now)
+        checks = (
+            ("requests_per_min", quota.requests_per_min, t.requests),
+            ("tokens_per_min", quota.tokens_per_min, t.tokens),
+        )
+        for reason, limit, counts in checks:
+            if limit is None:
+                continue
+            cur, prev = counts.get(index, 0), counts.get(index - 1, 0)
+            if prev * (1 - elapsed) + cur + 1 > limit:
+                return Verdict(False, reason, limit, wait_s(cur, prev, elapsed, limit))
+        return ALLOWED
+
+    def count(self, tenant: str, now: float) -> None:
+        """One request admitted (by whatever rule): counted in its minute."""
+        t = self._tenants.setdefault(tenant, _Tenant())
+        index, _ = minute(now)
+        for counts in (t.requests, t.tokens):
+            for old in [m for m in counts if m < index - 1]:
+                del counts[old]
+        t.requests[index] = t.requests.get(index, 0) + 1
 
     def release(self, tenant: str, stream_id: str, tokens: int, now: float) -> None:
         t = self._tenants.get(tenant)

@@ -1,21 +1,17 @@
-"""Tenant limits: one limit across two gateways (real Redis), local in embedded mode."""
+"""Tenant limits: one limit across two gateways (real Redis), local in embedded mode.
+
+The leases underneath (bound, fail-static, give-back): test_limits_lease.py."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from typing import Any
 
 import aiohttp
 import grpc
 import orjson
-import pytest
 
-from gateway.limits import TenantLimiter
-from gateway.metrics import Metrics
-from gateway.store import Quota
-from gateway.store.redis_store import RedisStore
 from tests.conftest import (
     GLOBAL_KEY,
     MODEL,
@@ -43,16 +39,24 @@ async def test_requests_per_minute_hold_across_two_gateways(
     )
     gws = [await gateways(config), await gateways(config)]
     async with aiohttp.ClientSession() as s:
-        answers = [await chat(s, gws[i % 2]) for i in range(8)]
-        assert [a[0] for a in answers] == [200] * 5 + [429] * 3
-        _, headers, body = answers[-1]
+        # Each gateway admits from its lease on the budget, so which of them gets
+        # the last units depends on where the credits are: the total is exact.
+        # Alternate until both have refused twice in a row (their leases are spent).
+        answers: list[tuple[int, int, dict[str, str], bytes]] = []
+        while [a[1] for a in answers[-4:]] != [429] * 4:
+            assert len(answers) < 40
+            i = len(answers) % 2
+            answers.append((i, *await chat(s, gws[i])))
+        assert sum(1 for a in answers if a[1] == 200) == 5
+        refused_by, _, headers, body = answers[-1]
         error = orjson.loads(body)["error"]
         assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
         assert "requests per minute (limit 5) for tenant 'global'" in error["message"]
         assert int(headers["Retry-After"]) >= 1
         _, _, body = await chat(s, gws[0], key="sk-test-eu")  # another tenant: unlimited
         async with s.get(
-            gws[1].admin_url + "/metrics", headers={"Authorization": "Bearer test-admin-token"}
+            gws[refused_by].admin_url + "/metrics",
+            headers={"Authorization": "Bearer test-admin-token"},
         ) as r:
             text = await r.text()
     assert 'meridian_rate_limited_total{reason="requests_per_min",tenant="global"}' in text
@@ -136,65 +140,3 @@ async def test_limits_fail_open_to_local_counting_when_redis_dies(
         start = load.total
         await wait_for(lambda: load.total >= start + 30, timeout=5)
     assert load.failures == [] and set(load.statuses) == {200}
-
-
-@pytest.mark.parametrize("interruption", ["timeout", "cancel"])
-async def test_an_interrupted_admission_gives_its_stream_slot_back(
-    redis_server: RedisServer, interruption: str
-) -> None:
-    """Redis may run the admission script although its answer never arrives (the
-    limiter's deadline passed, or the client left); the slot must not stay taken
-    for a whole lease."""
-    store = RedisStore(redis_server.url, prefix="intr")
-    await store.open()
-    quota = Quota(concurrent_streams=1)
-    deadline = 0.05 if interruption == "timeout" else 30.0
-    limiter = TenantLimiter({"t": quota}, store, Metrics(), timeout_s=deadline)
-    # load the script first, so the interrupted call is the EVALSHA that runs
-    await store.release("t", "warm", 0, time.time())
-    assert (await store.admit("t", quota, "warm", time.time())).allowed
-    await store.release("t", "warm", 0, time.time())
-    assert redis_server.process is not None
-    redis_server.process.send_signal(signal.SIGSTOP)  # answers nothing, still accepts
-    try:
-        admitting = asyncio.ensure_future(limiter.admit("t"))
-        if interruption == "timeout":
-            ticket = await admitting  # the deadline passed: admitted by local counting
-            assert ticket is not None and not ticket.shared
-        else:
-            await wait_for(lambda: _waiting_on_redis(store))
-            admitting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await admitting
-    finally:
-        redis_server.process.send_signal(signal.SIGCONT)
-    await limiter.close()  # the give-back has been sent
-    verdict = await store.admit("t", quota, "next", time.time())
-    assert verdict.allowed, verdict  # the one slot is free again
-    await store.close()
-
-
-def _waiting_on_redis(store: RedisStore) -> bool:
-    """The admission holds a pooled connection: its script is sent (the server is
-    stopped, so no answer comes back)."""
-    return any(True for _ in store._client.connection_pool._get_in_use_connections())
-
-
-async def test_slots_released_while_redis_was_away_are_given_back_when_it_returns(
-    redis_server: RedisServer,
-) -> None:
-    store = RedisStore(redis_server.url, prefix="blip")
-    await store.open()
-    quota = Quota(concurrent_streams=2)
-    limiter = TenantLimiter({"t": quota}, store, Metrics(), timeout_s=5.0)
-    tickets = [await limiter.admit("t") for _ in range(2)]
-    assert all(t is not None and t.shared for t in tickets)
-    redis_server.kill()
-    for ticket in tickets:  # the streams end while Redis is away
-        assert ticket is not None
-        await limiter._release(ticket, 0, time.time())
-    redis_server.start()  # the same data: both slots still taken there
-    # Redis answers again: the give-back goes first, so this is admitted
-    assert await limiter.admit("t") is not None
-    assert (await store.admit("t", quota, "one-more", time.time())).allowed  # and one more
-    await store.close()
