@@ -280,12 +280,19 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(exc.status, exc.reason, http_code(exc))
+        headers = {"x-request-id": uuid.uuid4().hex}
+        response = error_response(exc.status, exc.reason, http_code(exc), headers=headers)
         if exc.status in (408, 413):
             response.force_close()
         return response
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
-        request.app.logger.exception("unhandled error")
-        return error_response(500, "internal error", "internal_error")
+        request_id = uuid.uuid4().hex
+        request.app.logger.exception("unhandled error (request %s)", request_id)
+        return error_response(
+            500,
+            f"internal error (request id {request_id})",
+            "internal_error",
+            headers={"x-request-id": request_id},
+        )

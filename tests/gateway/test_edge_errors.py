@@ -511,6 +511,7 @@ async def test_http_level_refusals_are_json_with_a_code(
             async with s.request(method, gw.http_url + path, headers=AUTH) as r:
                 err = (await r.json())["error"]
             assert (r.status, err["code"], err["type"]) == (status, code, "invalid_request_error")
+            assert len(r.headers["x-request-id"]) == 32
     reader, writer = await _raw(gw)
     writer.write(_head([f"Authorization: Bearer {GLOBAL_KEY}", "Expect: x", "Content-Length: 2"]))
     async with asyncio.timeout(5):
