@@ -41,6 +41,9 @@ _MODEL_MEMBER = re.compile(rb'"model"[ \t\r\n]*:[ \t\r\n]*"(?:[^"\\]|\\.)*"')
 Inside a JSON string every quote is escaped, so this cannot match string content."""
 
 
+_MAX_ID = 256  # an upstream id longer than this is not adopted (it would repeat in every chunk)
+
+
 @dataclass(slots=True)
 class Result:
     response: web.StreamResponse
@@ -91,8 +94,9 @@ class _Encoder:
             return
         if not isinstance(first, dict):
             return
-        if isinstance(first.get("id"), str):
-            self.writer.id = first["id"]
+        upstream_id = first.get("id")
+        if isinstance(upstream_id, str) and 0 < len(upstream_id) <= _MAX_ID:
+            self.writer.id = upstream_id
         if isinstance(first.get("created"), int):
             self.writer.created = first["created"]
 

@@ -197,3 +197,25 @@ async def test_wrong_shape_under_50_concurrent_streams_costs_nothing_and_trips_t
     breaker = gw.runtime.health.status(time.monotonic())["hostile"]["breaker"]
     assert breaker in ("open", "half_open")
     assert hostile.stats.requests >= 5
+
+
+async def test_wrong_shape_mid_stream_with_no_other_backend_ends_with_an_error_event(
+    gateways: GatewayFactory, hostiles: list[HostileBackend]
+) -> None:
+    """Nothing can continue: the stream says so (an error event, no [DONE]) rather than
+    being cut, and a non-streaming client gets a JSON 502, not a 500."""
+    hostile = HostileBackend(partial_answer(2, b'{"choices":[{"index":0,"delta":{"content":1}}]}'))
+    hostiles.append(hostile)
+    await hostile.start()
+    gw = await gateways(
+        gateway_config(
+            [("hostile", "aws:eu-west-1", "v1", hostile.url)],
+            failover={"health_checks": {"enabled": False}, "hedge": False},
+        )
+    )
+    status, raw = await post(gw, stream=True)
+    assert status == 200
+    last = orjson.loads(raw.split(b"\n\n")[-2][6:])
+    assert last["error"]["code"] == "stream_failed" and b"[DONE]" not in raw
+    status, raw = await post(gw, stream=False)
+    assert status == 502 and orjson.loads(raw)["error"]["code"] == "stream_failed"
