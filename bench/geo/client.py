@@ -29,6 +29,7 @@ import orjson
 from bench.stream import StreamMeter
 
 REQUEST_TIMEOUT_S = 15.0
+LOST_BACKOFF_S = 0.05
 _MAX_BODY = 1 << 20
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,21 @@ class RunOptions:
         return 90 + sum(per[s] for s in self.scenarios)
 
 
+def _checkout() -> str:
+    """The commit the gateways run, and whether the work tree differs from it."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 async def run_lab(
     workdir: Path, opts: RunOptions, console: Console | None = None
 ) -> dict[str, Any]:
@@ -71,6 +87,7 @@ async def run_lab(
             "read_field": lab.read_field,
             "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
             "workdir": str(workdir),
+            "code": _checkout(),
         },
         "scenarios": {},
     }

@@ -212,6 +212,7 @@ async def limit_accuracy(lab: Lab, warmup_s: float, window_s: float) -> Result:
     await asyncio.gather(*(run(lab.http(), load, tally, stop, total_s + 5) for load in loads))
     since, until = t0 + warmup_s, t0 + total_s
     allowed = limit * window_s / 60
+    ideal = _ideal_admitted(tally, limit, since, until)
     rows: list[dict[str, Any]] = []
     total_ok = 0
     for r in REGIONS:
@@ -237,22 +238,47 @@ async def limit_accuracy(lab: Lab, warmup_s: float, window_s: float) -> Result:
             "lost": sum(x["lost"] for x in rows),
             "limit_in_window": round(allowed, 1),
             "admitted_pct_of_limit": round(share, 1),
+            "one_exact_counter_admits": ideal,
         }
     )
+    judged = warmup_s >= 60 and window_s >= 60
     return {
         "rows": rows,
         "notes": [
             f"limit {limit}/min; offered 2× from {len(REGIONS)} regions; counted over"
-            f" {window_s:g} s after {warmup_s:g} s of the same load"
+            f" {window_s:g} s after {warmup_s:g} s of the same load",
+            "one exact counter = what a single sliding-window counter (the documented"
+            " estimate, wall-clock minutes) would admit from the same arrivals: the"
+            " reference when the run is shorter than two minutes and the window's"
+            " first-minute budget still shows",
         ],
         "targets": [
             _target(
                 "admitted within 95–105% of the limit (2× offered from every region)",
-                95.0 <= share <= 105.0,
-                f"{share:.1f}% over {window_s:g} s",
+                (95.0 <= share <= 105.0) if judged else None,
+                f"{share:.1f}% over {window_s:g} s"
+                + ("" if judged else " (not judged: warm-up and window must be ≥ 60 s)"),
             )
         ],
     }
+
+
+def _ideal_admitted(tally: Tally, limit: int, since: float, until: float) -> int:
+    """Admissions of one exact, global sliding-window counter fed the same arrivals."""
+    wall = time.time() - time.monotonic()
+    counts: dict[int, int] = {}
+    admitted = 0
+    for s in sorted(tally.samples, key=lambda x: x.sent):
+        if s.outcome not in ("ok", "limited"):
+            continue
+        t = s.sent + wall
+        minute = int(t // 60)
+        f = t / 60 - minute
+        estimate = counts.get(minute - 1, 0) * (1 - f) + counts.get(minute, 0)
+        if estimate + 1 <= limit:
+            counts[minute] = counts.get(minute, 0) + 1
+            admitted += since <= s.sent < until
+    return admitted
 
 
 # -- propagation -------------------------------------------------------------------
@@ -339,6 +365,13 @@ async def propagation(lab: Lab, changes: int) -> Result:
     return {"rows": rows, "notes": notes, "targets": targets}
 
 
+async def _fail_until_open(
+    lab: Lab, url: str, headers: dict[str, str], payload: bytes, limit: int
+) -> None:
+    for _ in range(limit):
+        await one(lab.http(), url, headers, payload, lab.primary_region.name, "open", 5.0)
+
+
 async def _breaker_cycles(
     lab: Lab, changes: int
 ) -> tuple[dict[str, list[float]], dict[str, int], list[str]]:
@@ -359,10 +392,6 @@ async def _breaker_cycles(
             return None
         return next((b for b in status.get("backends", []) if b.get("name") == "probe"), None)
 
-    async def is_open(gw: Gateway) -> bool:
-        st = await probe_state(gw)
-        return st is not None and st.get("breaker") == "open"
-
     async def unavailable(gw: Gateway) -> bool:
         st = await probe_state(gw)
         return st is not None and st.get("available") is False
@@ -375,16 +404,19 @@ async def _breaker_cycles(
     await lab.set_faults("emu-probe", {"status": 500})
     try:
         for _ in range(changes):
+            # the origin's breaker is watched while failing requests are sent (a
+            # request can span several attempts and open it half-way through)
             t_open = None
-            for _attempt in range(40):
-                s = await one(
-                    lab.http(), url, headers, payload, lab.primary_region.name, "open", 5.0
-                )
-                if await is_open(origin):
-                    t_open = s.ended
-                    break
-            if t_open is None:
+            sender = asyncio.ensure_future(_fail_until_open(lab, url, headers, payload, 40))
+            # open = the origin stops taking it (its status keeps saying "open" after
+            # the open time has passed, until a request moves it to half-open)
+            d = await wait_until(functools.partial(unavailable, origin), 30.0, 0.01)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            if d is None:
                 break
+            t_open = time.monotonic()
             opened += 1
 
             async def watch(gw: Gateway, t_open: float = t_open) -> None:
@@ -406,8 +438,10 @@ async def _breaker_cycles(
         await lab.set_faults("emu-probe", None)
     notes = [
         f"breaker: the probe backend answers 500 and {origin.name} alone sends to it; {opened} of"
-        f" {changes} openings; time from the reply after which its breaker showed open until each"
-        " other replica's GET /admin/v1/status shows it unavailable (a shared hold);"
+        f" {changes} openings; time from the moment its status showed the backend unavailable"
+        " (open) until each"
+        " other replica's GET /admin/v1/status shows it unavailable (a shared hold); both"
+        f" polled (origin every 10 ms, peers every {_POLL_S * 1000:g} ms);"
         f" missed = not seen within the hold ({hold_s:g} s)",
     ]
     return seen, missed, notes
@@ -451,6 +485,20 @@ def _first(
     return next(
         (e["t"] - since for e in log if e["gateway"] == gw and e["t"] >= since and pred(e)), None
     )
+
+
+def _recovered(log: Sequence[dict[str, Any]], gw: str, since: float) -> float | str | None:
+    """Seconds from ``since`` until ``gw`` was ok again after not being ok;
+    "never degraded" if it was ok throughout, None if it did not recover."""
+    went_bad = None
+    for e in log:
+        if e["gateway"] != gw or e["t"] < since:
+            continue
+        if e["status"] != "ok" and went_bad is None:
+            went_bad = e["t"]
+        elif e["status"] == "ok" and went_bad is not None:
+            return round(float(e["t"]) - since, 1)
+    return "never degraded" if went_bad is None else None
 
 
 async def partition(lab: Lab, cut_s: float, heal_wait_s: float = 15.0) -> Result:
@@ -642,7 +690,6 @@ async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0
     await asyncio.sleep(detect_s)
     node = lab.redis[new.name]
     promoted = await redis_command(new.host, node.port, "REPLICAOF", "NO", "ONE")
-    t_promoted = time.monotonic()
     target = Target(new.host, node.port, new.name)
     for r in REGIONS:
         lab.write_links[r.name].retarget(target, rtt_ms(r.name, new.name) / 2000)
@@ -675,7 +722,17 @@ async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0
             and e.get("new") == before.get("split")
             for e in entries
         )
-    await asyncio.sleep(2.0)
+    t_write = time.monotonic()
+
+    async def all_ok() -> bool:
+        n = len(lab.gateways)
+        return (
+            len(log) >= n
+            and log[-1]["t"] > t_write + 1
+            and all(e["status"] == "ok" for e in log[-n:])
+        )
+
+    await wait_until(all_ok, 15.0, 0.2)
     stop.set()
     await running
     observe_stop.set()
@@ -690,12 +747,14 @@ async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0
                 "sent_after_kill": sum(c.values()),
                 "lost": c["lost"],
                 "cut_streams": c["cut"],
-                "control_plane_ok_again_s": [
-                    None
-                    if (x := _first(log, g.name, t_promoted, lambda e: e["status"] == "ok")) is None
-                    else round(x + t_promoted - t_kill, 1)
-                    for g in gws
-                ],
+                "status_seen": sorted(
+                    {
+                        str(e["status"])
+                        for e in log
+                        if e["t"] >= t_kill and e["gateway"] in {g.name for g in gws}
+                    }
+                ),
+                "ok_again_after_kill_s": [_recovered(log, g.name, t_kill) for g in gws],
                 "errors": tally.errors(r.name),
             }
         )
