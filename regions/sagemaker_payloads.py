@@ -56,7 +56,14 @@ ACCEPT: dict[Container, str] = {
 
 _DONE = b"[DONE]"
 _FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
-"""TGI/LMI ``details.finish_reason`` → OpenAI ``finish_reason``."""
+"""TGI/LMI finish reasons → OpenAI's. TGI's ``FinishReason`` is length,
+eos_token, stop_sequence (router/src/lib.rs; its Messages API turns only
+eos_token into "stop"); LMI's are length, eos_token, stop_sequence
+(djl_python/rolling_batch/rolling_batch.py), also on its chat chunks."""
+_BROKEN = frozenset({"error", "abort"})
+"""LMI's finish reasons for a generation that did not end: ``error`` (the
+rolling batch raised, djl_python/rolling_batch/rolling_batch.py) and ``abort``
+(vLLM aborted the request, rolling_batch_vllm_utils.py)."""
 
 
 def build_body(request: GenerationRequest, container: Container, served_model: str) -> bytes:
@@ -192,9 +199,15 @@ class PayloadDecoder:
             else:
                 if parsed.text or raw is not None:
                     out.append(TokenDelta(parsed.text, raw))
+                if parsed.reason in _BROKEN:
+                    raise BackendError(
+                        FailureClass.STREAM_BROKEN,
+                        f"container reported a generation error (finish_reason {parsed.reason})",
+                    )
                 if parsed.reason:
                     self.finished = True
-                    out.append(Finish(parsed.reason, b"" if raw is not None else None))
+                    reason = _FINISH.get(parsed.reason, parsed.reason)
+                    out.append(Finish(reason, b"" if raw is not None else None))
         if parsed.usage is not None and not self._usage_seen:
             self._usage_seen = True
             # A usage-only chunk forwards its bytes; usage riding on a content
@@ -213,20 +226,30 @@ class PayloadDecoder:
         reason = details.get("finish_reason") if details else None
         if reason is not None and not isinstance(reason, str):
             raise broken("finish_reason is not a string")
-        if reason == "error" or (token.get("id") == -1 and reason is not None):
-            raise BackendError(FailureClass.STREAM_BROKEN, "container reported a generation error")
+        if reason in _BROKEN:
+            # LMI's error token carries the exception text as ``error_msg``
+            message = token.get("error_msg")
+            detail = f": {message[:300]}" if isinstance(message, str) and message else ""
+            raise BackendError(
+                FailureClass.STREAM_BROKEN,
+                f"container reported a generation error (finish_reason {reason}){detail}",
+            )
         text = token.get("text")
         if text is not None and not isinstance(text, str):
             raise broken("the token text is not a string")
         if self.finished:
             return  # tokens after the finish reason are not the answer
-        if text and not token.get("special"):
+        # TGI marks special tokens ``special``, LMI ``special_token`` (djl_python/request_io.py)
+        if text and not (token.get("special") or token.get("special_token")):
             out.append(TokenDelta(text))
         if reason is not None and details:
             self.finished = True
             out.append(Finish(_FINISH.get(reason, reason)))
+            # TGI's StreamDetails carries input_length; LMI only a prefill list
+            # (with decoder_input_details), else the prompt size is unknown: 0
             prefill = details.get("prefill")
-            prompt = len(prefill) if isinstance(prefill, list) else 0
+            prompt = count_member(details, "input_length")
+            prompt = prompt or (len(prefill) if isinstance(prefill, list) else 0)
             if not self._usage_seen:
                 self._usage_seen = True
                 out.append(Usage(prompt, count_member(details, "generated_tokens")))
