@@ -20,8 +20,9 @@ reason, and the text an uninterrupted correct backend gives; each request
 ends within a deadline well under the client's patience (no hang), nothing
 crashes (no 5xx, no traceback), and the gateway's memory stays bounded.
 
-Examples: ``PER_COMBO`` (4) for each of the 56 (route, fault) pairs, 224 in
-all, streaming and not; the run takes about 13 s. Breakers, ejection and the
+Examples: ``PER_COMBO`` (4) for each of the 56 (route, fault) pairs, 2 for the
+9 pairs whose fault costs an idle timeout: 206 in all, over HTTP and gRPC,
+streaming and not; the run takes about 10 s. Breakers, ejection and the
 retry budget are set so they never take the hostile backend out, so every
 example reaches it.
 """
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import grpc
 import orjson
 import pytest
 import uvloop
@@ -43,6 +45,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import Gateway
+from meridian_proto.meridian.v1 import inference_pb2 as pb
+from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 from regions.emulators.text import expected_text, generate, render_chat
 from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 from regions.eventstream import encode_message
@@ -63,9 +67,12 @@ from tests.hostile_backend import (
 from tests.regions.test_hostile_shapes import WRONG_SHAPES
 
 PER_COMBO = 4
+PER_SLOW_COMBO = 2  # faults that cost an idle timeout each
+SLOW = frozenset({"stall", "slow-drip", "after-finish:stall"})
 IDLE_S = 0.3
 PATIENCE_S = 5.0  # a request that takes longer than this hangs
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
+GRPC_AUTH = (("authorization", f"Bearer {GLOBAL_KEY}"),)
 PROMPT = "Tell me about the sea"
 CONTEXT = render_chat([("user", PROMPT)], False)
 FINGERPRINT = "fp-ü€😀"  # multibyte UTF-8 for the read boundaries to split
@@ -73,7 +80,8 @@ FINGERPRINT = "fp-ü€😀"  # multibyte UTF-8 for the read boundaries to split
 
 @dataclass(frozen=True)
 class Case:
-    route: str  # "vllm" | "sagemaker"
+    route: str  # "vllm" | "sagemaker" | "vertex"
+    front: str  # "http" | "grpc"
     stream: bool
     max_tokens: int
     steps: tuple[Step, ...]
@@ -191,7 +199,8 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
             if "done" in ending:
                 tail.append(b"data: [DONE]" + newline + newline)
     steps = _split(draw, [*body, *tail])
-    return Case(route, draw(st.booleans()), m, tuple(steps), fault)
+    front = draw(st.sampled_from(["http", "http", "grpc"]))
+    return Case(route, front, draw(st.booleans()), m, tuple(steps), fault)
 
 
 def _split(draw: st.DrawFn, steps: list[Step]) -> list[Step]:
@@ -219,14 +228,15 @@ def _split(draw: st.DrawFn, steps: list[Step]) -> list[Step]:
 
 
 class Env:
-    """Two gateways (hostile vLLM-route / SageMaker-route backend + a healthy
-    emulator each), one hostile server playing the current case."""
+    """One gateway per route (the hostile backend on that route + a healthy
+    emulator), HTTP and gRPC on each; one hostile server plays the current case."""
 
     def __init__(self) -> None:
         self.case: Case | None = None
         self.hostile = HostileBackend(self._script)
         self.good = VllmEmulator(EmulatorConfig(served_models=(SERVED,)))
         self.gateways: dict[str, Gateway] = {}
+        self.channels: dict[str, grpc.aio.Channel] = {}
         self.session: aiohttp.ClientSession | None = None
         self.checks = 0
 
@@ -286,6 +296,7 @@ class Env:
                     "gcp:europe-west4": ["EU"],
                     "onprem:fra1": ["EU"],
                 },
+                listen={"grpc": "127.0.0.1:0"},
                 timeouts={"first_token_s": IDLE_S, "idle_s": IDLE_S},
                 failover=failover,
             )
@@ -293,11 +304,14 @@ class Env:
             gateway = Gateway(config.model_copy(update={"models": [model]}))
             await gateway.start()
             self.gateways[route] = gateway
+            self.channels[route] = grpc.aio.insecure_channel(gateway.grpc_address)
         self.session = aiohttp.ClientSession()
 
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
+        for channel in self.channels.values():
+            await channel.close()
         for gateway in self.gateways.values():
             await gateway.stop(grace=0.5)
         await self.hostile.stop()
@@ -307,6 +321,19 @@ class Env:
         self.checks += 1
         self.case = case
         gw = self.gateways[case.route]
+        async with asyncio.timeout(PATIENCE_S):
+            if case.front == "grpc":
+                text, finishes, why = await self._grpc(gw, case)
+            else:
+                text, finishes, why = await self._http(gw, case)
+        assert finishes == ["length"], why
+        assert text == expected_text(CONTEXT, case.max_tokens), why
+        runtime = gw.runtime
+        assert runtime is not None
+        await wait_for(lambda: runtime.lifecycle.in_flight == 0, timeout=PATIENCE_S)
+        await wait_for(lambda: self.hostile.stats.running == 0, timeout=PATIENCE_S)
+
+    async def _http(self, gw: Gateway, case: Case) -> tuple[str, list[str], str]:
         assert self.session is not None
         body = {
             "model": MODEL,
@@ -314,12 +341,10 @@ class Env:
             "stream": case.stream,
             "max_tokens": case.max_tokens,
         }
-        async with asyncio.timeout(PATIENCE_S):
-            async with self.session.post(
-                gw.http_url + "/v1/chat/completions", json=body, headers=AUTH
-            ) as resp:
-                status, raw = resp.status, await resp.read()
-        expected = expected_text(CONTEXT, case.max_tokens)
+        async with self.session.post(
+            gw.http_url + "/v1/chat/completions", json=body, headers=AUTH
+        ) as resp:
+            status, raw = resp.status, await resp.read()
         why = f"{case.fault} on {case.route}: {raw[-400:]!r}"
         assert status == 200, why
         if case.stream:
@@ -329,12 +354,22 @@ class Env:
             text = answer["choices"][0]["message"]["content"]
             finishes = [answer["choices"][0]["finish_reason"]]
             assert answer["model"] == MODEL
-        assert finishes == ["length"], why
-        assert text == expected, why
-        runtime = gw.runtime
-        assert runtime is not None
-        await wait_for(lambda: runtime.lifecycle.in_flight == 0, timeout=PATIENCE_S)
-        await wait_for(lambda: self.hostile.stats.running == 0, timeout=PATIENCE_S)
+        return text, finishes, why
+
+    async def _grpc(self, gw: Gateway, case: Case) -> tuple[str, list[str], str]:
+        request = pb.ChatRequest(
+            model=MODEL,
+            messages=[pb.Message(role="user", content=PROMPT)],
+            sampling=pb.Sampling(max_tokens=case.max_tokens),
+        )
+        why = f"{case.fault} on {case.route} over gRPC"
+        stub = pb_grpc.InferenceStub(self.channels[case.route])
+        if case.stream:
+            chunks = [c async for c in stub.StreamChat(request, metadata=GRPC_AUTH)]
+            text = "".join(c.text for c in chunks)
+            return text, [c.finish_reason for c in chunks if c.finish_reason], why
+        response = await stub.Chat(request, metadata=GRPC_AUTH)
+        return response.text, [response.finish_reason], why
 
 
 def _client_stream(raw: bytes, why: str) -> tuple[str, list[str]]:
@@ -365,7 +400,7 @@ def test_every_hostile_stream_gives_the_client_one_correct_answer(
             for route, fault in COMBOS:
 
                 @settings(
-                    max_examples=PER_COMBO,
+                    max_examples=PER_SLOW_COMBO if fault in SLOW else PER_COMBO,
                     deadline=None,
                     database=None,
                     suppress_health_check=list(HealthCheck),
@@ -378,7 +413,8 @@ def test_every_hostile_stream_gives_the_client_one_correct_answer(
         finally:
             runner.run(env.stop())
     # Each example reached the hostile backend (it was the first pick every time).
-    assert env.checks >= len(COMBOS) * PER_COMBO * 0.9  # hypothesis may stop a space early
+    planned = sum(PER_SLOW_COMBO if f in SLOW else PER_COMBO for _, f in COMBOS)
+    assert env.checks >= planned * 0.9  # hypothesis may stop a space early
     assert env.hostile.stats.requests >= env.checks
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert grown_mb < 200, f"memory grew {grown_mb:.0f} MB"
