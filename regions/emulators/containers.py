@@ -47,9 +47,11 @@ class BadRequest(Exception):
 
 @dataclass(slots=True)
 class Job(CompletionJob):
-    """One generation: ``openai`` selects the OpenAI schema over TGI/LMI generate."""
+    """One generation: ``openai`` selects the OpenAI schema over TGI/LMI generate;
+    ``details``: the generate request asked for them (``parameters.details``)."""
 
     openai: bool
+    details: bool = False
 
 
 def _limit(payload: Mapping[str, Any], key: str) -> int | None:
@@ -134,7 +136,19 @@ def parse_request(
     max_tokens, reason = _budget(limit, default_max_tokens)
     stream = payload.get("stream") is True
     prompt_tokens = text.count_tokens(inputs)
-    return Job(False, served_model, inputs, max_tokens, reason, stream, False, prompt_tokens, False)
+    details = params.get("details") is True
+    return Job(
+        False,
+        served_model,
+        inputs,
+        max_tokens,
+        reason,
+        stream,
+        False,
+        prompt_tokens,
+        False,
+        details,
+    )
 
 
 _TOKEN_IDS = {" " + word: i + 3 for i, word in enumerate(text.VOCABULARY)}
@@ -144,23 +158,45 @@ class ContainerStream:
     """One request's bytes as its container writes them: ``first()``, each
     ``token(i)``, then ``end(sent)``; or ``complete()`` when not streaming.
 
-    OpenAI schema (vLLM, TGI Messages, LMI chat): vLLM's chunk shapes, as SSE
-    with ``[DONE]`` except LMI's JSON lines. TGI generate: ``data:{json}``
-    events, the last with ``generated_text`` and ``details``; a natural stop
-    ends with the EOS token marked ``special``. LMI: one JSON object per line,
-    the last with ``details``.
+    The shapes follow each container's own source:
+
+    - ``vllm`` (and TGI's Messages API): vLLM's chunk shapes as SSE, usage and
+      ``[DONE]`` (:mod:`regions.emulators.openai_wire`).
+    - TGI generate (text-generation-inference ``router/src/server.rs``
+      ``generate_stream``, ``router/src/lib.rs`` ``StreamResponse``): ``data:{json}``
+      events whose ``index`` counts from 1, ``token`` ``{id, text, logprob,
+      special}``, the last with ``generated_text`` and, when the request asked
+      for ``details``, ``StreamDetails`` ``{finish_reason, generated_tokens,
+      seed, input_length}``; a natural stop ends with the EOS token, ``special``.
+    - LMI generate (djl-serving ``djl_python/output_formatter.py``
+      ``_jsonlines_output_formatter``, ``request_io.py`` ``Token.as_dict``): one
+      ``{"token": {id, text, log_prob}}`` per line, the last with
+      ``generated_text`` and, when asked, ``details`` ``{finish_reason,
+      generated_tokens, inputs}``; LMI's finish reasons (``eos_token``,
+      ``length``), an EOS token with no text (vLLM's, ``rolling_batch_vllm_utils.py``).
+    - LMI chat (``_jsonlines_chat_output_formatter``): one ``chat.completion.chunk``
+      per line without ``model`` or usage, no role-only chunk (the first token's
+      delta carries the role), LMI's own finish reasons.
     """
 
     def __init__(self, container: Container, job: Job) -> None:
         self.job = job
         self.tokens = text.generate(job.context, job.max_tokens)
-        self.style: str = "openai" if job.openai else container
+        if job.openai:
+            self.style: str = "lmi_chat" if container == "lmi" and job.chat else "openai"
+        else:
+            self.style = container
         self.sse = container != "lmi"
         self._envelope = chunk_envelope(job.chat, job.model)
 
     @property
     def content_type(self) -> str:
         return "text/event-stream" if self.sse else "application/jsonlines"
+
+    @property
+    def _native_reason(self) -> str:
+        """TGI's and LMI's name for this job's finish: eos_token or length."""
+        return "eos_token" if self.job.finish_reason == "stop" else "length"
 
     def _frame(self, obj: Any) -> bytes:
         data = orjson.dumps(obj)
@@ -179,12 +215,32 @@ class ContainerStream:
         choice.update(logprobs=None, finish_reason=reason)
         return self._frame({**self._envelope, "choices": [choice]})
 
-    def _details(self, generated: int) -> dict[str, Any]:
-        reason = "eos_token" if self.job.finish_reason == "stop" else "length"
-        return {
-            "generated_text": "".join(self.tokens),
-            "details": {"finish_reason": reason, "generated_tokens": generated, "seed": None},
+    def _lmi_chat(self, text_: str, reason: str | None, first: bool) -> bytes:
+        delta = {"content": text_, **({"role": "assistant"} if first else {})}
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        return self._frame(
+            {
+                "id": self._envelope["id"],
+                "object": "chat.completion.chunk",
+                "created": self._envelope["created"],
+                "choices": [choice],
+            }
+        )
+
+    def _final(self, generated: int) -> dict[str, Any]:
+        """The last event's ``generated_text`` and (when asked) ``details``."""
+        final: dict[str, Any] = {"generated_text": "".join(self.tokens)}
+        if not self.job.details:
+            return final
+        details: dict[str, Any] = {
+            "finish_reason": self._native_reason,
+            "generated_tokens": generated,
         }
+        if self.style == "tgi":
+            details.update(seed=None, input_length=self.job.prompt_tokens)
+        else:
+            details["inputs"] = self.job.context
+        return {**final, "details": details}
 
     def first(self) -> bytes:
         return self._chunk("", None, role=True) if self.style == "openai" and self.job.chat else b""
@@ -194,10 +250,12 @@ class ContainerStream:
         eos = self.job.finish_reason == "stop"
         if self.style == "openai":
             return self._chunk(tok, self.job.finish_reason if last else None)
-        final = self._details(len(self.tokens)) if last and not eos else {}
+        if self.style == "lmi_chat":
+            return self._lmi_chat(tok, self._native_reason if last and not eos else None, i == 0)
+        final = self._final(len(self.tokens)) if last and not eos else {}
         if self.style == "tgi":
             token = {"id": _TOKEN_IDS[tok], "text": tok, "logprob": -0.5, "special": False}
-            body = {"index": i, "token": token, "generated_text": None, "details": None}
+            body = {"index": i + 1, "token": token, "generated_text": None, "details": None}
             return self._frame({**body, **final})
         return self._frame(
             {"token": {"id": _TOKEN_IDS[tok], "text": tok, "log_prob": -0.5}, **final}
@@ -212,10 +270,12 @@ class ContainerStream:
             return out + (SSE_DONE if self.sse else b"")
         if self.job.finish_reason != "stop":
             return b""
-        final = self._details(sent + 1)
+        if self.style == "lmi_chat":
+            return self._lmi_chat("", "eos_token", sent == 0)
+        final = self._final(sent + 1)
         if self.style == "tgi":
             eos = {"id": 2, "text": "</s>", "logprob": -0.1, "special": True}
-            return self._frame({"index": sent, "token": eos, **final})
+            return self._frame({"index": sent + 1, "token": eos, **final})
         return self._frame({"token": {"id": 2, "text": "", "log_prob": -0.1}, **final})
 
     def complete(self) -> bytes:
@@ -231,10 +291,14 @@ class ContainerStream:
             choice["message"] = {"role": "assistant", "content": generated}
         else:
             choice["text"] = generated
-        choice.update(logprobs=None, finish_reason=job.finish_reason)
+        reason = self._native_reason if self.style == "lmi_chat" else job.finish_reason
+        choice.update(logprobs=None, finish_reason=reason)
         used = usage(job.prompt_tokens, n)
         obj = "chat.completion" if job.chat else "text_completion"
-        return orjson.dumps({**self._envelope, "object": obj, "choices": [choice], "usage": used})
+        envelope = {**self._envelope, "object": obj}
+        if self.style == "lmi_chat":
+            del envelope["model"]  # _json_chat_output_formatter sends none
+        return orjson.dumps({**envelope, "choices": [choice], "usage": used})
 
 
 def fault_timing(ttft: float, itl: float, fault: Faults | None) -> tuple[float, float]:

@@ -30,7 +30,11 @@ from regions.sagemaker_payloads import PayloadDecoder
 
 PROMPT = text.render_chat([("user", "hello")], False)
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 6, "stream": True}
-GENERATE = {"inputs": "Once upon", "parameters": {"max_new_tokens": 6}, "stream": True}
+GENERATE = {
+    "inputs": "Once upon",
+    "parameters": {"max_new_tokens": 6, "details": True},  # as the adapter asks
+    "stream": True,
+}
 
 Factory = Callable[..., Awaitable[SageMakerEmulator]]
 
@@ -104,6 +108,54 @@ async def test_boto3_parses_every_container_stream(
     assert decoded(resp["parts"], "messages" in body) == (text.expected_text(context, 6), "length")
     assert emu.stats.last_headers["X-Amzn-SageMaker-Accept"] == content_type
     assert emu.stats.last_headers["signing-region"] == "us-east-1"
+
+
+def _lines(parts: list[bytes], sse_prefix: bytes = b"") -> list[dict[str, Any]]:
+    joined = b"".join(parts)
+    sep = b"\n\n" if sse_prefix else b"\n"
+    out = []
+    for line in joined.split(sep):
+        line = line.strip()
+        if line and line != sse_prefix + b"[DONE]":
+            out.append(orjson.loads(line.removeprefix(sse_prefix)))
+    return out
+
+
+async def test_container_payloads_follow_their_output_formatters(make: Factory) -> None:
+    """Shapes from the containers' own source (cited in regions.emulators.containers):
+    TGI's StreamResponse (index from 1, StreamDetails with input_length); LMI's
+    jsonlines (log_prob, details with inputs, its finish reasons) and LMI chat
+    chunks (no model, no role-only chunk, finish_reason eos_token/length)."""
+    emu = await make(default_max_tokens=3)
+    tgi = _lines((await asyncio.to_thread(stream, emu.url, "llm-tgi", GENERATE))["parts"], b"data:")
+    assert [e["index"] for e in tgi] == list(range(1, 7))
+    assert tgi[-1]["details"] == {
+        "finish_reason": "length",
+        "generated_tokens": 6,
+        "seed": None,
+        "input_length": text.count_tokens("Once upon"),
+    }
+    lmi = _lines((await asyncio.to_thread(stream, emu.url, "llm-lmi", GENERATE))["parts"])
+    assert set(lmi[0]["token"]) == {"id", "text", "log_prob"} and "details" not in lmi[0]
+    assert lmi[-1]["details"] == {
+        "finish_reason": "length",
+        "generated_tokens": 6,
+        "inputs": "Once upon",
+    }
+    bare = {**GENERATE, "parameters": {"max_new_tokens": 2}}  # no details asked: none sent
+    last = _lines((await asyncio.to_thread(stream, emu.url, "llm-lmi", bare))["parts"])[-1]
+    assert "details" not in last and last["generated_text"] == text.expected_text("Once upon", 2)
+    chat = {"messages": [{"role": "user", "content": "hello"}], "stream": True}  # natural stop
+    chunks = _lines((await asyncio.to_thread(stream, emu.url, "llm-lmi", chat))["parts"])
+    assert all("model" not in c and "usage" not in c for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {
+        "content": text.generate(PROMPT, 3)[0],
+        "role": "assistant",
+    }
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, "eos_token"]
+    assert decoded(
+        (await asyncio.to_thread(stream, emu.url, "llm-lmi", chat))["parts"], chat=True
+    ) == (text.expected_text(PROMPT, 3), "stop")
 
 
 async def test_natural_stop_ends_with_tgi_special_eos(make: Factory) -> None:
