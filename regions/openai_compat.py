@@ -132,13 +132,18 @@ class OpenAICompatProvider:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
         body = orjson.dumps(build_body(request, self.spec.served_model))
-        headers = {"content-type": "application/json", "x-request-id": request.request_id}
+        headers = {
+            "content-type": "application/json",
+            "x-request-id": request.request_id,
+            **IDENTITY,
+        }
         try:
             async with self._session.post(
-                self._urls[request.kind], data=body, headers=headers
+                self._urls[request.kind], data=body, headers=headers, auto_decompress=False
             ) as resp:
                 if resp.status != 200:
                     raise await _status_error(resp)
+                check_identity(resp)
                 async for event in _events(resp, request.kind is Kind.CHAT):
                     yield event
         except BackendError:
@@ -165,6 +170,20 @@ async def _status_error(resp: aiohttp.ClientResponse) -> BackendError:
         status=resp.status,
         retry_after=parse_retry_after(resp.headers.get("retry-after")),
     )
+
+
+IDENTITY = {"Accept-Encoding": "identity"}
+"""Asked of every backend, with ``auto_decompress=False``: a compressed body would
+let a few KiB from a peer inflate to megabytes in one read (a decompression bomb)."""
+
+
+def check_identity(resp: aiohttp.ClientResponse) -> None:
+    """A stream must come as it is: one compressed anyway is a broken stream."""
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise BackendError(
+            FailureClass.STREAM_BROKEN, f"a {encoding[:32]!r}-encoded stream, not asked for"
+        )
 
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:

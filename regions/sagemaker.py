@@ -36,7 +36,7 @@ from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.eventstream import FrameDecoder, FrameError
 from regions.inventory import BackendSpec, SageMakerOptions
-from regions.openai_compat import body_pieces, drain, read_capped
+from regions.openai_compat import IDENTITY, body_pieces, check_identity, drain, read_capped
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sagemaker_auth import AwsCredentials, sign
@@ -99,9 +99,13 @@ class SageMakerProvider:
         )
         decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
         try:
-            async with self._session.post(self._yarl, data=body, headers=headers) as resp:
+            # Accept-Encoding is sent unsigned, as aiohttp's own default is.
+            async with self._session.post(
+                self._yarl, data=body, headers={**headers, **IDENTITY}, auto_decompress=False
+            ) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
+                check_identity(resp)
                 async for event in _events(resp, decoder):
                     yield event
         except BackendError:

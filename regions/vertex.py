@@ -39,8 +39,10 @@ from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.inventory import BackendSpec, VertexOptions
 from regions.openai_compat import (
+    IDENTITY,
     body_pieces,
     build_body,
+    check_identity,
     classify_status,
     drain,
     parse_retry_after,
@@ -117,11 +119,13 @@ class VertexProvider:
         headers = await self._credentials.headers()
         headers["Content-Type"] = "application/json"
         headers["Accept"] = "text/event-stream"
+        headers.update(IDENTITY)
         decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
         try:
             async with await self._post(body, headers) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
+                check_identity(resp)
                 async for piece in body_pieces(resp, decoder):
                     for event in decoder.feed(piece):
                         yield event
@@ -142,13 +146,17 @@ class VertexProvider:
     async def _post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """The response; a 401 refreshes the token and sends once more
         (``regions.vertex_auth``: as google-auth's AuthorizedSession)."""
-        resp = await self._session.post(self._url, data=body, headers=headers)
+        resp = await self._session.post(
+            self._url, data=body, headers=headers, auto_decompress=False
+        )
         if resp.status != 401 or not self._credentials.refreshable:
             return resp
         await _read(resp)  # bounded; frees the connection for the retry
         resp.release()
         retry = await self._credentials.refreshed(headers) or {}
-        return await self._session.post(self._url, data=body, headers={**headers, **retry})
+        return await self._session.post(
+            self._url, data=body, headers={**headers, **retry}, auto_decompress=False
+        )
 
 
 def classify(status: int, rpc_status: str) -> FailureClass:

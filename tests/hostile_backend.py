@@ -67,6 +67,7 @@ class Script:
     steps: Sequence[Step]
     status: int = 200
     content_type: str = "text/event-stream"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class HostileStats:
     requests: int = 0
     running: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
 
 class HostileBackend:
@@ -131,11 +133,14 @@ class HostileBackend:
         self, request: web.Request, wrap: Callable[[bytes], bytes] | None
     ) -> web.StreamResponse:
         body = orjson.loads(await request.read())
+        self.stats.headers.append(dict(request.headers))
         script = self._take(body if isinstance(body, dict) else {})
         content_type = (
             "application/vnd.amazon.eventstream" if wrap is not None else script.content_type
         )
-        response = web.StreamResponse(status=script.status, headers={"Content-Type": content_type})
+        response = web.StreamResponse(
+            status=script.status, headers={"Content-Type": content_type, **script.headers}
+        )
         transport = request.transport
         if transport is not None:
             self._transports.add(transport)

@@ -9,6 +9,7 @@ buffer did the same, and an event-stream frame could claim 24 MiB.
 from __future__ import annotations
 
 import binascii
+import gzip
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from regions.eventstream import FrameDecoder, FrameError, payload_part
 from regions.sagemaker_payloads import PayloadDecoder
 from regions.sse import MAX_EVENT_BYTES, SseSplitter
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
-from tests.hostile_backend import STALL, HostileBackend, Repeat, Script, chunk, sse
+from tests.hostile_backend import STALL, HostileBackend, Raw, Repeat, Script, chunk, sse
 
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
 PROMPT = "Tell me about the sea"
@@ -158,3 +159,45 @@ async def test_an_endless_event_moves_the_stream_to_a_healthy_backend(
             for choice in orjson.loads(event[6:]).get("choices") or []:
                 text += (choice.get("delta") or {}).get("content") or ""
     assert text == expected_text(CONTEXT, 8)
+
+
+@pytest.mark.parametrize("route", ["vllm", "sagemaker"])
+async def test_a_compressed_stream_is_not_inflated(
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+    hostiles: list[HostileBackend],
+    route: str,
+) -> None:
+    """64 MiB of zeros in 64 KiB of gzip, sent although the gateway asked for
+    ``identity``: refused unread (a broken stream), not inflated in one read."""
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    hostile = HostileBackend(Script([Raw(bomb), STALL], headers={"Content-Encoding": "gzip"}))
+    hostiles.append(hostile)
+    extra: dict[str, Any] = (
+        {}
+        if route == "vllm"
+        else {
+            "provider": "sagemaker",
+            "sagemaker": {"endpoint_name": "e", "container": "vllm", "credentials": "emulator"},
+        }
+    )
+    good = await emulators()
+    await hostile.start()
+    gw = await gateways(
+        gateway_config(
+            [
+                ("hostile", "aws:eu-west-1", "v1", hostile.url, {"weight": 1e6, **extra}),
+                ("good", "onprem:fra1", "v1", good.url, {"weight": 1e-6}),
+            ],
+            failover={"health_checks": {"enabled": False}, "hedge": False},
+        )
+    )
+    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
+        s.post(gw.http_url + "/v1/chat/completions", json=body, headers=AUTH) as resp,
+    ):
+        assert resp.status == 200
+        answer = await resp.json()
+    assert answer["choices"][0]["message"]["content"] == expected_text(CONTEXT, 8)
+    assert hostile.stats.headers[0]["Accept-Encoding"] == "identity"
