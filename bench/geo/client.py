@@ -154,9 +154,12 @@ async def run(
     sent = 0
 
     async def send() -> None:
-        tally.add(
-            await one(session, next(urls), load.headers, load.payload, load.region, load.tenant)
+        sample = await one(
+            session, next(urls), load.headers, load.payload, load.region, load.tenant
         )
+        tally.add(sample)
+        if sample.outcome in ("lost", "cut"):
+            await asyncio.sleep(LOST_BACKOFF_S)  # as a client would: no tight loop on a dead port
 
     if load.rate_per_s is None:
 

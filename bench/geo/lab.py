@@ -22,7 +22,8 @@ elsewhere. Promoting a replica retargets these links (as a DNS or Global
 Datastore endpoint failover would); gateways are not restarted or told.
 
 If the config (``gateway.config.StoreConfig``) has a regional read-endpoint
-field (item 2 of issue 15), it is pointed at the region's own replica.
+field (item 2 of issue 15), it is pointed at the region's own replica; if it
+has ``leases`` (item 1), ``leases.expected_replicas`` is the fleet's size.
 
 Everything the lab starts is stopped when :meth:`Lab.close` runs.
 """
@@ -135,6 +136,12 @@ def read_url_field() -> str | None:
     return next((f for f in READ_URL_FIELDS if f in StoreConfig.model_fields), None)
 
 
+def _store_has(name: str) -> bool:
+    from gateway.config import StoreConfig
+
+    return name in StoreConfig.model_fields
+
+
 def _digest(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
@@ -154,6 +161,7 @@ class Lab:
         self.replica_of: dict[str, Link] = {}  # replica's region -> link it pulls through
         self.backend_urls: dict[tuple[str, str], str] = {}
         self.read_field = read_url_field()
+        self.leases = _store_has("leases")
         self.tenants = {
             "open": Tenant("open", "sk-geo-open-" + secrets.token_urlsafe(9), None),
             # limits so high they never refuse: every request pays the check
@@ -312,6 +320,10 @@ class Lab:
         if self.read_field is not None:
             replica = self.redis[r.name]
             store[self.read_field] = f"redis://{r.host}:{replica.port}/0"
+        if self.leases:
+            # what this fleet's operator would set: a replica whose lease expired
+            # admits on its share of the fleet, not on the whole limit
+            store["leases"] = {"expected_replicas": len(REGIONS) * o.replicas}
         store.update(o.store_options)
         backends = [
             {

@@ -85,6 +85,7 @@ async def run_lab(
             "replicas": opts.replicas,
             "primary": lab.primary_region.name,
             "read_field": lab.read_field,
+            "leases_expected_replicas": len(REGIONS) * opts.replicas if lab.leases else None,
             "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
             "workdir": str(workdir),
             "code": _checkout(),
