@@ -24,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import orjson
@@ -204,8 +203,7 @@ def broken(why: str) -> BackendError:
     return BackendError(FailureClass.STREAM_BROKEN, f"malformed upstream chunk: {why}")
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
+class Chunk(NamedTuple):
     """What one OpenAI stream chunk says, its shape checked.
 
     ``choice`` is whether it carried a choice (a content chunk) rather than

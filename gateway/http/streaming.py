@@ -53,7 +53,7 @@ class Result:
 class _Encoder:
     """Turns events into the bytes this client gets."""
 
-    __slots__ = ("adopted", "include_usage", "member", "passthrough", "writer")
+    __slots__ = ("adopted", "compact", "include_usage", "member", "passthrough", "writer")
 
     def __init__(
         self, writer: ChunkWriter, passthrough: bool, include_usage: bool, served_model: str
@@ -63,6 +63,10 @@ class _Encoder:
         self.include_usage = include_usage
         self.adopted = False
         self.member = b'"model":' + orjson.dumps(writer.model)
+        # The usual upstream writes the served name compactly: a plain replace
+        # covers it; the regex is only for anything else.
+        served = b'"model":' + orjson.dumps(served_model)
+        self.compact = served if served != self.member else None
 
     def encode(self, event: Event) -> bytes:
         raw = event.raw if self.passthrough and not isinstance(event, StreamError) else None
@@ -73,7 +77,10 @@ class _Encoder:
                 return b""
             if b'"model"' in raw:
                 member = self.member
-                return _MODEL_MEMBER.sub(lambda _: member, raw)
+                if self.compact is not None:
+                    raw = raw.replace(self.compact, member)
+                if raw.count(b'"model"') != raw.count(member):
+                    raw = _MODEL_MEMBER.sub(lambda _: member, raw)
             return raw
         if isinstance(event, TokenDelta):
             return self.writer.chunk(event.text)
