@@ -199,15 +199,34 @@ class SageMakerBackendOptions(Strict):
 
 
 class VertexBackendOptions(Strict):
-    """``provider: vertex`` (regions.vertex). ``location`` defaults to the
-    backend's region name after ``gcp:``; credentials are application-default,
-    or a fixed static token for emulators."""
+    """``provider: vertex`` (regions.vertex, docs/providers.md). ``location``
+    defaults to the backend's region name after ``gcp:``; credentials are
+    application-default, or a fixed static token for emulators.
+
+    Streaming needs a dedicated endpoint (or Private Service Connect): its
+    host is ``dedicated_dns`` (the endpoint's ``dedicatedEndpointDns``), or
+    ``{endpoint_id}.{location}-{project_number}.prediction.vertexai.goog``
+    from ``project_number``, or read from the endpoint resource at first use
+    (``discover_dns``). ``endpoint: psc`` takes the PSC address as ``url``."""
 
     project: str = Field(min_length=1)
     location: str = Field(pattern=GCP_LOCATION.pattern)
     endpoint_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
     route: Literal["chat_completions", "stream_raw_predict"] = "chat_completions"
     credentials: Literal["adc", "emulator"] = "adc"
+    endpoint: Literal["dedicated", "psc"] = "dedicated"
+    project_number: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+    dedicated_dns: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    discover_dns: bool = False
+
+    def dns(self) -> str | None:
+        """The dedicated endpoint's host name, when the config determines it."""
+        if self.dedicated_dns:
+            return self.dedicated_dns
+        if self.project_number and self.location != "global":
+            host = f"{self.endpoint_id}.{self.location}-{self.project_number}"
+            return host + ".prediction.vertexai.goog"
+        return None
 
 
 def _cloud_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +252,12 @@ def _cloud_defaults(data: dict[str, Any]) -> dict[str, Any]:
         options = {**options, key: suffix}
         data = {**data, str(provider): options}
     place = options.get(key)
+    if provider == "vertex" and options.get("endpoint") == "psc" and "url" not in data:
+        raise ValueError("vertex endpoint: psc needs url, the Private Service Connect address")
+    if provider == "vertex" and "url" not in data and isinstance(place, str):
+        dns = _vertex_dns(options, place)
+        if dns is not None:
+            data = {**data, "url": f"https://{dns}"}
     if "url" not in data and isinstance(place, str) and pattern.match(place):
         if provider == "sagemaker":
             url = f"https://runtime.sagemaker.{place}.amazonaws.com"
@@ -242,6 +267,23 @@ def _cloud_defaults(data: dict[str, Any]) -> dict[str, Any]:
             url = f"https://{place}-aiplatform.googleapis.com"
         data = {**data, "url": url}
     return data
+
+
+def _vertex_dns(options: dict[str, Any], location: str) -> str | None:
+    try:
+        return VertexBackendOptions.model_validate({**options, "location": location}).dns()
+    except ValueError:
+        return None  # reported when the options block itself is validated
+
+
+_SHARED_VERTEX = (
+    "is Vertex AI's shared regional endpoint, which does not stream: Google's 'Choose an "
+    "endpoint type' lists no streaming support for shared public endpoints, and a dedicated "
+    "endpoint is refused there (400 FAILED_PRECONDITION, 'Dedicated Endpoint cannot be "
+    "accessed through the shared Vertex AI domain'). Set vertex.project_number or "
+    "vertex.dedicated_dns (the endpoint's dedicatedEndpointDns), or vertex.discover_dns: "
+    "true; for Private Service Connect, vertex.endpoint: psc with its url"
+)
 
 
 class BackendConfig(Strict):
@@ -282,6 +324,9 @@ class BackendConfig(Strict):
         regional = host.endswith("-aiplatform.googleapis.com")
         if self.vertex is not None and regional and not host.startswith(self.vertex.location + "-"):
             raise ValueError(f"url {host} is not the host of location {self.vertex.location}")
+        shared = regional or host == "aiplatform.googleapis.com"
+        if self.vertex is not None and shared and not self.vertex.discover_dns:
+            raise ValueError(f"url {host} {_SHARED_VERTEX}")
         return self
 
 

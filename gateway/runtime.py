@@ -93,6 +93,8 @@ def _vertex_options(o: VertexBackendOptions | None) -> VertexOptions | None:
         endpoint_id=o.endpoint_id,
         route=o.route,
         emulator_credentials=o.credentials == "emulator",
+        dedicated_dns=o.dns(),
+        discover_dns=o.discover_dns,
     )
 
 

@@ -77,6 +77,8 @@ class VertexOptions:
     endpoint_id: str
     route: VertexRoute = "chat_completions"
     emulator_credentials: bool = False
+    dedicated_dns: str | None = None  # the Host of a dedicated endpoint (url may connect elsewhere)
+    discover_dns: bool = False  # read dedicatedEndpointDns from the endpoint resource at first use
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,14 @@ SageMaker emulator runs too. Google's half is this module:
 - a bearer-token check (401 UNAUTHENTICATED without one, or with a token not
   in ``tokens`` when that is set), the project and location in the path
   checked against the config, 404 for unknown endpoints;
+- dedicated endpoints, the default (Model Garden deployments are dedicated):
+  they answer on their own host,
+  ``{endpoint}.{location}-{project_number}.prediction.vertexai.goog``, read
+  from the ``Host`` header; a prediction sent through the shared domain
+  (``{location}-aiplatform.googleapis.com``) gets Google's 400
+  FAILED_PRECONDITION. A request to the emulator's bare address (an IP, as a
+  Private Service Connect forwarding rule is reached) is served. ``GET`` on
+  the endpoint resource returns its ``dedicatedEndpointDns``;
 - errors as google.rpc.Status bodies ``{"error": {"code", "message", "status"}}``,
   including the overload message custom endpoints really send.
 
@@ -81,6 +89,9 @@ class VertexEmulatorConfig:
     """Accepted bearer tokens; None accepts any non-empty token."""
     undeployed: tuple[str, ...] = ()
     """Endpoints that exist with no model deployed: 400 FAILED_PRECONDITION."""
+    project_number: str = "123456789012"
+    shared: tuple[str, ...] = ()
+    """Endpoints that are not dedicated: served on the shared domain too."""
     served_model: str = "meta-llama/Llama-3.1-8B-Instruct"
     ttft_s: float = 0.0
     itl_s: float = 0.0
@@ -154,6 +165,7 @@ class VertexEmulator:
         base = "/{version:v1|v1beta1}/projects/{project}/locations/{location}/endpoints"
         app.router.add_post(base + "/{endpoint}/chat/completions", self._chat_route)
         app.router.add_post(base + "/{endpoint_method}", self._method_route)
+        app.router.add_get(base + "/{endpoint}", self._get_endpoint)
         app.router.add_get("/_emulator/faults", self._get_faults)
         app.router.add_post("/_emulator/faults", self._set_faults)
         app.router.add_delete("/_emulator/faults", self._clear_faults)
@@ -195,6 +207,33 @@ class VertexEmulator:
             self.stats.requests += 1
             return google_error(404, f"Method {method or '(none)'} not found on endpoints.")
         return await self._serve(request, endpoint, chat_only=False, raw=method == "rawPredict")
+
+    def dedicated_dns(self, endpoint: str, location: str) -> str:
+        """The endpoint's ``dedicatedEndpointDns``, in the form Google's own
+        FAILED_PRECONDITION message quotes (no scheme)."""
+        return f"{endpoint}.{location}-{self.config.project_number}.prediction.vertexai.goog"
+
+    async def _get_endpoint(self, request: web.Request) -> web.Response:
+        """The endpoint resource (REST ``projects.locations.endpoints.get``), with the
+        fields google-cloud-aiplatform reads: ``dedicatedEndpointEnabled`` and
+        ``dedicatedEndpointDns`` (aiplatform_v1/types/endpoint.py)."""
+        self.stats.requests += 1
+        info = request.match_info
+        if not _bearer(request):
+            return google_error(401, _MISSING_CREDENTIAL)
+        endpoint, location = info["endpoint"], info["location"]
+        resource = f"projects/{info['project']}/locations/{location}/endpoints/{endpoint}"
+        if endpoint not in self.config.endpoints:
+            return google_error(404, f"Endpoint `{resource}` not found.")
+        body: dict[str, Any] = {
+            "name": f"projects/{self.config.project_number}/locations/{location}"
+            f"/endpoints/{endpoint}",
+            "displayName": endpoint,
+        }
+        if endpoint not in self.config.shared:
+            body["dedicatedEndpointEnabled"] = True
+            body["dedicatedEndpointDns"] = self.dedicated_dns(endpoint, location)
+        return web.json_response(body)
 
     async def _serve(
         self, request: web.Request, endpoint: str, *, chat_only: bool, raw: bool = False
@@ -242,8 +281,8 @@ class VertexEmulator:
         stats, config, info = self.stats, self.config, request.match_info
         stats.requests += 1
         stats.last_path = request.path
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = _bearer(request)
+        if not token:
             raise _Reject(google_error(401, _MISSING_CREDENTIAL))
         if config.tokens is not None and token not in config.tokens:
             raise _Reject(google_error(401, _INVALID_CREDENTIAL))
@@ -263,6 +302,7 @@ class VertexEmulator:
             raise _Reject(google_error(400, message, rpc="FAILED_PRECONDITION"))
         if endpoint not in config.endpoints:
             raise _Reject(google_error(404, f"Endpoint `{resource}` not found."))
+        self._check_host(request, endpoint, info["location"], resource)
         raw = await request.read()
         fault = self.faults.take()
         if fault is not None and fault.status is not None:
@@ -301,6 +341,29 @@ class VertexEmulator:
         self.stats.generation_tokens += len(stream.tokens)
         return web.Response(body=stream.complete(), content_type="application/json")
 
+    def _check_host(
+        self, request: web.Request, endpoint: str, location: str, resource: str
+    ) -> None:
+        """Dedicated endpoints answer on their own host only; see the module docstring."""
+        host = (request.host or "").rsplit(":", 1)[0].lower()
+        if endpoint in self.config.shared:
+            return
+        dns = self.dedicated_dns(endpoint, location)
+        if host.endswith("aiplatform.googleapis.com"):
+            # Google's text and code, as its API returns them (gRPC FailedPrecondition,
+            # quoted in github.com/yanolja/ogem issue #110); the field doc in
+            # aiplatform_v1/types/endpoint.py: "you won't be able to send request to
+            # the shared DNS {region}-aiplatform.googleapis.com".
+            message = (
+                "Dedicated Endpoint cannot be accessed through the shared Vertex AI domain "
+                f"aiplatform.googleapis.com. Please access the endpoint using its dedicated "
+                f"domain name '{dns}'"
+            )
+            raise _Reject(google_error(400, message, rpc="FAILED_PRECONDITION"))
+        if host.endswith(".prediction.vertexai.goog") and host != dns:
+            # No Google text found for a dedicated host that names another endpoint.
+            raise _Reject(google_error(404, f"Endpoint `{resource}` not found."))
+
     # -- control -------------------------------------------------------------------
 
     async def _get_faults(self, request: web.Request) -> web.Response:
@@ -330,6 +393,11 @@ def _fault_message(status: int, endpoint: str) -> str:
     if status == 503:
         return "The service is currently unavailable."
     return f"emulated fault: HTTP {status}"
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else ""
 
 
 def _identity(data: bytes) -> bytes:

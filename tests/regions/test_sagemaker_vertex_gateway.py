@@ -256,7 +256,7 @@ backends:
     region: "gcp:us-central1"
     provider: vertex
     served_model: llama
-    vertex: {project: my-proj, endpoint_id: "4242", route: stream_raw_predict}
+    vertex: {project: my-proj, endpoint_id: "4242", route: stream_raw_predict, project_number: "12"}
 """ % ("0" * 64)
 
 
@@ -270,9 +270,14 @@ def test_config_fills_regional_hosts_and_regions() -> None:
         container="tgi",
         inference_component="llama-ic",
     )
-    assert vx.url == "https://us-central1-aiplatform.googleapis.com"
+    dns = "4242.us-central1-12.prediction.vertexai.goog"  # dedicated: the shared host won't stream
+    assert vx.url == f"https://{dns}"
     assert vx.vertex == VertexOptions(
-        project="my-proj", location="us-central1", endpoint_id="4242", route="stream_raw_predict"
+        project="my-proj",
+        location="us-central1",
+        endpoint_id="4242",
+        route="stream_raw_predict",
+        dedicated_dns=dns,
     )
 
 
