@@ -37,13 +37,19 @@ _LINGERING_S = 0.5
 
 class _ServerLog(logging.LoggerAdapter[logging.Logger]):
     """aiohttp's server log, with a malformed request (a bad header, a line too long,
-    a duplicate Content-Type: the client's fault) as one DEBUG line instead of an
+    a duplicate Content-Type, a body that does not decode: the client's fault, also
+    when aiohttp meets it draining an unread body) as one DEBUG line instead of an
     ERROR with a traceback per request, which any client could fill the log with.
     Faults of the gateway itself keep their traceback."""
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info")
-        if isinstance(exc, HttpProcessingError):
+        if isinstance(exc, web.RequestPayloadError):  # a body that does not decode
+            exc = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc
+            kwargs["exc_info"] = None
+            msg = f"{msg}: malformed request body: {exc}"
+            level = logging.DEBUG
+        elif isinstance(exc, HttpProcessingError):
             kwargs["exc_info"] = None
             msg = f"{msg}: malformed request: {exc.code} {exc.message.strip()}"
             level = logging.DEBUG

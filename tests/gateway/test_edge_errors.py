@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from typing import Any
@@ -561,3 +562,37 @@ async def test_route_explain_parses_residency_as_the_api_does(
         assert status == 400 and body["error"]["param"] == "x-meridian-residency", body
         status, body = await admin(s, gw, "GET", base + "DE,%20")
         assert status == 200 and body["residency"] == "DE", body
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decode_is_400(
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+    encoding: str,
+) -> None:
+    em, gw = await one_backend(emulators, gateways)
+    status, err = await post(gw, b"\x1f\x8bnot compressed", {"Content-Encoding": encoding})
+    assert status == 400, err
+    assert err["code"] == "invalid_request_error"
+    assert str(err["message"]).startswith("the request body could not be read")
+    good = gzip.compress(chat_body(', "max_tokens": 2'))
+    status, _ = await post(gw, good, {"Content-Encoding": "gzip"})
+    assert status == 200
+    assert em.stats.requests == 1
+    assert not tracebacks(caplog)
+
+
+async def test_broken_chunked_framing_is_400(
+    emulators: EmulatorFactory, gateways: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    em, gw = await one_backend(emulators, gateways)
+    reader, writer = await _raw(gw)
+    head = [f"Authorization: Bearer {GLOBAL_KEY}", "Transfer-Encoding: chunked"]
+    writer.write(_head(head) + b'5\r\n{"mod\r\nzz\r\nmore\r\n0\r\n\r\n')
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    assert answer.split(b" ", 2)[1] == b"400", answer
+    assert em.stats.requests == 0
+    assert not tracebacks(caplog)
