@@ -384,8 +384,11 @@ class Execution:
                                 if not event.text:
                                     continue
                                 event.raw = None
-                            self._texts.append(event.text)
-                            attempt.tokens += 1
+                            if event.text:
+                                # A content-free chunk is no token, and a resumption's
+                                # max_tokens is computed from these counts.
+                                self._texts.append(event.text)
+                                attempt.tokens += 1
                         elif isinstance(event, Usage):
                             if attempt.usage is not None:
                                 continue  # one usage per attempt

@@ -3,7 +3,8 @@
 Hypothesis generates upstream streams: a correct vLLM answer, reshaped in
 ways a legal upstream may use (any read boundaries, including inside UTF-8
 sequences; LF, CRLF or CR line ends; comments; ``event:``/``id:``/``retry:``
-lines; JSON spread over several ``data:`` lines; spaced JSON; no ``[DONE]``;
+lines; JSON spread over several ``data:`` lines; spaced JSON; chunks with
+empty content between the tokens; no ``[DONE]``;
 no usage chunk; a slow drip) and then, often, broken the way a hostile one
 would (wrong-shape JSON, malformed JSON, truncated UTF-8, an event over the
 size cap, a cut event, a reset, a stall, ``[DONE]`` before the finish, an
@@ -168,7 +169,10 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
         body.append(b": keep-alive" + newline + newline)
     kind = "none" if fault == "none" else "after-finish" if ":" in fault else "before-finish"
     cut_at = draw(st.integers(0, m - 1)) if kind == "before-finish" else m
+    empties = draw(st.booleans())  # content-free chunks between tokens (some servers send them)
     for i, word in enumerate(words[:cut_at]):
+        if empties:
+            body.append(ev(chunk(""), 50 + i))
         body.append(ev(chunk(word, "length" if i == m - 1 else None), i + 2))
     tail: list[Step]
     if kind == "before-finish":
