@@ -13,10 +13,12 @@ Two routes (reference/protocols.md §3.1), chosen per backend:
 
 Both stream the container's OpenAI SSE back unchanged, so both are
 pass-through for the APIs they serve, and they share the SageMaker vLLM
-decoder (:class:`regions.sagemaker_payloads.PayloadDecoder`). The host is the
-backend's ``url``: ``https://{location}-aiplatform.googleapis.com`` by default
-(the config fills it in), overridable for emulators and Private Service
-Connect. Tokens come from google-auth, refreshed off the loop
+decoder (:class:`regions.sagemaker_payloads.PayloadDecoder`). The host is a
+dedicated endpoint's (``options.dedicated_dns``; the shared regional host does
+not stream, gateway/config.py refuses it): the backend's ``url`` is
+``https://{dns}``, or an emulator, proxy or Private Service Connect address
+sent ``Host: {dns}``; with ``discover_dns`` the name is read from the endpoint
+resource at first use. Tokens come from google-auth, refreshed off the loop
 (``regions.vertex_auth``). Resumption is vLLM's ``continue_final_message``.
 
 Errors are google.rpc.Status bodies ``{"error": {"code", "message", "status"}}``
@@ -28,12 +30,14 @@ as a misconfigured backend; 500/503 → SERVER.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from regions.errors import BackendError, FailureClass
 from regions.events import Event
@@ -88,6 +92,9 @@ class VertexProvider:
         self.options: VertexOptions = spec.vertex
         self._session = session
         self._url = route_url(spec.url, self.options)
+        self._host = _host_override(spec.url, self.options.dedicated_dns)
+        self._resolved = not self.options.discover_dns or self.options.dedicated_dns is not None
+        self._resolving: asyncio.Lock | None = None
         if credentials is None:
             credentials = (
                 GoogleCredentials.static(EMULATOR_TOKEN)
@@ -116,7 +123,11 @@ class VertexProvider:
                 f"backend {self.spec.name} serves chat only (route chat_completions)",
             )
         body = orjson.dumps(build_body(request, self.spec.served_model))
+        if not self._resolved:
+            await self._discover_dns()
         headers = await self._credentials.headers()
+        if self._host is not None:
+            headers["Host"] = self._host
         headers["Content-Type"] = "application/json"
         headers["Accept"] = "text/event-stream"
         headers.update(IDENTITY)
@@ -143,6 +154,49 @@ class VertexProvider:
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise BackendError(FailureClass.STREAM_BROKEN, f"stream broken: {exc!r}") from None
 
+    async def _discover_dns(self) -> None:
+        """Read the endpoint resource's ``dedicatedEndpointDns`` once (the lookup goes
+        to the backend's url, the regional management host), then send predictions
+        there: to ``https://{dns}``, or, when the url is an emulator or proxy, to the
+        url with ``Host: {dns}``. The format may carry a scheme
+        (aiplatform_v1/types/endpoint.py documents ``https://{endpoint_id}.{region}-{uid}
+        .prediction.vertexai.goog``); the SDK prepends ``https://`` to the value."""
+        if self._resolving is None:
+            self._resolving = asyncio.Lock()
+        async with self._resolving:
+            if self._resolved:
+                return
+            o = self.options
+            url = (
+                f"{self.spec.url}/v1/projects/{quote(o.project, safe='')}/locations/"
+                f"{quote(o.location, safe='')}/endpoints/{quote(o.endpoint_id, safe='')}"
+            )
+            headers = {**await self._credentials.headers(), **IDENTITY}
+            try:
+                async with self._session.get(url, headers=headers) as resp:
+                    payload = await _read(resp)
+                    if resp.status != 200:
+                        raise response_error(resp.status, resp.headers, payload)
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise BackendError(FailureClass.CONNECT, f"endpoint lookup: {exc!r}") from None
+            try:
+                resource: Any = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                resource = None
+            dns = resource.get("dedicatedEndpointDns") if isinstance(resource, dict) else None
+            if not isinstance(dns, str) or not dns:
+                raise BackendError(
+                    FailureClass.SERVER,
+                    f"endpoint {o.endpoint_id} has no dedicatedEndpointDns: not a dedicated "
+                    "endpoint, and the shared regional host does not stream",
+                )
+            dns = dns.removeprefix("https://").strip("/")
+            if _shared(self.spec.url):
+                self._url = route_url(f"https://{dns}", o)
+            else:
+                self._host = _host_override(self.spec.url, dns)
+            self._resolved = True
+
     async def _post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """The response; a 401 refreshes the token and sends once more
         (``regions.vertex_auth``: as google-auth's AuthorizedSession)."""
@@ -157,6 +211,19 @@ class VertexProvider:
         return await self._session.post(
             self._url, data=body, headers={**headers, **retry}, auto_decompress=False
         )
+
+
+def _host_override(url: str, dns: str | None) -> str | None:
+    """The ``Host`` a dedicated endpoint needs when ``url`` connects elsewhere
+    (an emulator, a proxy, a Private Service Connect address)."""
+    if dns is None or URL(url).host == dns:
+        return None
+    return dns
+
+
+def _shared(url: str) -> bool:
+    host = URL(url).host or ""
+    return host == "aiplatform.googleapis.com" or host.endswith("-aiplatform.googleapis.com")
 
 
 def classify(status: int, rpc_status: str) -> FailureClass:

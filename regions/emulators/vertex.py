@@ -109,6 +109,7 @@ class VertexEmulatorStats:
     last_request: dict[str, Any] | None = None
     last_path: str = ""
     last_token: str = ""
+    last_host: str = ""
 
 
 def google_error(
@@ -281,6 +282,7 @@ class VertexEmulator:
         stats, config, info = self.stats, self.config, request.match_info
         stats.requests += 1
         stats.last_path = request.path
+        stats.last_host = request.host
         token = _bearer(request)
         if not token:
             raise _Reject(google_error(401, _MISSING_CREDENTIAL))

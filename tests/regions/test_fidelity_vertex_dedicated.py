@@ -22,7 +22,14 @@ import pytest
 
 from gateway.config import ConfigError, parse
 from gateway.runtime import backend_specs
+from regions.emulators import text
 from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from regions.errors import BackendError, FailureClass
+from regions.events import TokenDelta
+from regions.inventory import BackendSpec, ProviderKind, Region, VertexOptions
+from regions.request import GenerationRequest, Kind, Sampling
+from regions.vertex import VertexProvider
+from tests.conftest import GLOBAL_KEY, SERVED, GatewayFactory, gateway_config
 
 DNS = "1234567890.europe-west4-123456789012.prediction.vertexai.goog"
 PATH = "/v1/projects/proj/locations/europe-west4/endpoints/1234567890:streamRawPredict"
@@ -148,3 +155,100 @@ async def test_the_endpoint_resource_names_its_dedicated_dns(emulator: VertexEmu
         resource = await resp.json()
     assert resource["dedicatedEndpointEnabled"] is True
     assert resource["dedicatedEndpointDns"] == DNS
+
+
+# -- the adapter on the dedicated host -------------------------------------------------
+
+
+def spec(url: str, **options: Any) -> BackendSpec:
+    vertex = VertexOptions(
+        project="proj",
+        location="europe-west4",
+        endpoint_id="1234567890",
+        route="stream_raw_predict",
+        emulator_credentials=True,
+        **options,
+    )
+    region = Region("gcp:europe-west4", frozenset({"EU"}))
+    return BackendSpec("vx", "m", "v1", region, ProviderKind.VERTEX, url, SERVED, vertex=vertex)
+
+
+REQUEST = GenerationRequest(
+    kind=Kind.COMPLETION, model="m", request_id="r1", prompt="Once upon", sampling=Sampling(3)
+)
+
+
+async def run(provider: VertexProvider) -> str:
+    return "".join([e.text async for e in provider.stream(REQUEST) if isinstance(e, TokenDelta)])
+
+
+async def test_the_adapter_sends_the_dedicated_host(emulator: VertexEmulator) -> None:
+    async with aiohttp.ClientSession() as http:
+        provider = VertexProvider(spec(emulator.url, dedicated_dns=DNS), http)
+        assert await run(provider) == text.expected_text("Once upon", 3)
+    assert emulator.stats.last_host == DNS
+
+
+async def test_the_adapter_discovers_the_dedicated_dns_once(emulator: VertexEmulator) -> None:
+    async with aiohttp.ClientSession() as http:
+        provider = VertexProvider(spec(emulator.url, discover_dns=True), http)
+        assert await run(provider) == text.expected_text("Once upon", 3)
+        assert await run(provider) == text.expected_text("Once upon", 3)
+    assert emulator.stats.requests == 3  # one lookup, two predictions
+    assert emulator.stats.last_host == DNS
+
+
+async def test_discovery_of_a_shared_endpoint_is_a_server_failure() -> None:
+    emu = VertexEmulator(
+        VertexEmulatorConfig(project="proj", location="europe-west4", shared=("1234567890",))
+    )
+    await emu.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            provider = VertexProvider(spec(emu.url, discover_dns=True), http)
+            with pytest.raises(BackendError, match="no dedicatedEndpointDns") as info:
+                await run(provider)
+    finally:
+        await emu.stop()
+    assert info.value.failure is FailureClass.SERVER
+
+
+async def test_the_shared_domains_refusal_is_a_misconfigured_backend(
+    emulator: VertexEmulator,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        shared = "europe-west4-aiplatform.googleapis.com"
+        provider = VertexProvider(spec(emulator.url, dedicated_dns=shared), http)
+        with pytest.raises(BackendError, match="FAILED_PRECONDITION") as info:
+            await run(provider)
+    assert info.value.failure is FailureClass.SERVER and info.value.status == 400
+    assert "dedicated domain name" in info.value.message
+
+
+async def test_the_docs_example_streams_through_the_gateway_on_the_dedicated_host(
+    emulator: VertexEmulator, gateways: GatewayFactory
+) -> None:
+    """docs/providers.md's example, pointed at the emulator (url) with the
+    emulator's token: the gateway streams through the dedicated host."""
+    options = {
+        "project": "proj",
+        "project_number": "123456789012",
+        "endpoint_id": "1234567890",
+        "route": "stream_raw_predict",
+        "credentials": "emulator",
+    }
+    row = {"provider": "vertex", "vertex": options}
+    cfg = gateway_config(
+        [("vx", "gcp:europe-west4", "v1", emulator.url, row)],
+        regions={"gcp:europe-west4": ["EU"]},
+    )
+    gw = await gateways(cfg)
+    body = {"model": "test-model", "prompt": "Once upon", "max_tokens": 4, "stream": True}
+    headers = {"Authorization": f"Bearer {GLOBAL_KEY}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gw.http_url + "/v1/completions", json=body, headers=headers) as resp,
+    ):
+        raw = await resp.read()
+    assert resp.status == 200 and b"[DONE]" in raw
+    assert emulator.stats.last_host == DNS
