@@ -259,11 +259,13 @@ _header = st.tuples(
             "x-request-id",
             "x-meridian-actor",
             "Content-Encoding",
+            "Connection",
+            "Upgrade",
         ]
     )
     | st.from_regex(r"\Ax-[a-z0-9-]{1,20}\Z"),
     st.sampled_from(["", ",", " , ", "EU", "US,EU", "DE", "100-continue", f"Bearer {GLOBAL_KEY}"])
-    | st.sampled_from(["gzip", "deflate", "br", "identity"])
+    | st.sampled_from(["gzip", "deflate", "br", "identity", "Upgrade", "websocket", "close"])
     | _header_value,
 )
 
