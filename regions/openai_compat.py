@@ -348,6 +348,15 @@ async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Eve
                 if progress.finished:
                     continue  # text or a second finish after the finish reason: not the answer
                 more = index < last and not chunk.reason
+                if chunk.reason and chunk.usage is not None:
+                    # Usage on the finish chunk (TGI's Messages API): re-encoded, so
+                    # a client that did not ask for usage does not get it. Usage on
+                    # earlier content chunks would be a running count: ignored.
+                    progress.finished = usage_seen = True
+                    yield TokenDelta(chunk.text, None, more)
+                    yield Finish(chunk.reason, None)
+                    yield Usage(*chunk.usage, None)
+                    continue
                 yield TokenDelta(chunk.text, _forwardable(event, data), more)
                 if chunk.reason:
                     progress.finished = True

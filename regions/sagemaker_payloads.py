@@ -192,6 +192,8 @@ class PayloadDecoder:
 
     def _openai(self, chunk: dict[str, Any], raw: bytes | None, out: list[Event]) -> None:
         parsed = parse_chunk(chunk, self._chat)
+        if parsed.choice and parsed.usage is not None:
+            raw = None  # re-encoded, so a client that did not ask for usage does not get it
         skipped = False
         if parsed.choice:
             if self.finished:
@@ -211,9 +213,8 @@ class PayloadDecoder:
         if parsed.usage is not None and not self._usage_seen:
             self._usage_seen = True
             # A usage-only chunk forwards its bytes; usage riding on a content
-            # chunk (TGI) was already forwarded with that chunk, unless that
-            # chunk came after the finish and was dropped: then it is re-encoded.
-            usage_raw = None if raw is None or skipped else (b"" if parsed.choice else raw)
+            # chunk (TGI) is re-encoded, as that chunk was.
+            usage_raw = None if raw is None or skipped or parsed.choice else raw
             out.append(Usage(*parsed.usage, usage_raw))
 
     def _token(self, obj: dict[str, Any], out: list[Event]) -> None:

@@ -84,6 +84,7 @@ class Case:
     route: str  # "vllm" | "sagemaker" | "vertex"
     front: str  # "http" | "grpc"
     stream: bool
+    usage: bool  # a streaming client asked for the usage chunk
     max_tokens: int
     steps: tuple[Step, ...]
     fault: str  # for the failure message
@@ -170,10 +171,14 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
     kind = "none" if fault == "none" else "after-finish" if ":" in fault else "before-finish"
     cut_at = draw(st.integers(0, m - 1)) if kind == "before-finish" else m
     empties = draw(st.booleans())  # content-free chunks between tokens (some servers send them)
+    usage_on_finish = draw(st.booleans())  # TGI puts the usage on the finish chunk
     for i, word in enumerate(words[:cut_at]):
         if empties:
             body.append(ev(chunk(""), 50 + i))
-        body.append(ev(chunk(word, "length" if i == m - 1 else None), i + 2))
+        token = chunk(word, "length" if i == m - 1 else None)
+        if usage_on_finish and i == m - 1:
+            token["usage"] = usage_chunk(3, m)["usage"]
+        body.append(ev(token, i + 2))
     tail: list[Step]
     if kind == "before-finish":
         if fault == "wrong-shape":
@@ -198,13 +203,13 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
                 tail.append(b"\x00\xff garbage" + newline + newline)
         ending = draw(st.sampled_from(["usage+done", "usage+done", "done", "usage", "nothing"]))
         if not any(s in (RESET, STALL) for s in tail):
-            if "usage" in ending:
+            if "usage" in ending and not usage_on_finish:
                 tail.append(ev(usage_chunk(3, m), 99))
             if "done" in ending:
                 tail.append(b"data: [DONE]" + newline + newline)
     steps = _split(draw, [*body, *tail])
     front = draw(st.sampled_from(["http", "http", "grpc"]))
-    return Case(route, front, draw(st.booleans()), m, tuple(steps), fault)
+    return Case(route, front, draw(st.booleans()), draw(st.booleans()), m, tuple(steps), fault)
 
 
 def _split(draw: st.DrawFn, steps: list[Step]) -> list[Step]:
@@ -327,24 +332,28 @@ class Env:
         gw = self.gateways[case.route]
         async with asyncio.timeout(PATIENCE_S):
             if case.front == "grpc":
-                text, finishes, why = await self._grpc(gw, case)
+                text, finishes, usages, why = await self._grpc(gw, case)
             else:
-                text, finishes, why = await self._http(gw, case)
+                text, finishes, usages, why = await self._http(gw, case)
         assert finishes == ["length"], why
         assert text == expected_text(CONTEXT, case.max_tokens), why
+        # One usage, counting each token once, whoever reported it (or an estimate).
+        assert usages == ([case.max_tokens] if case.usage or not case.stream else []), why
         runtime = gw.runtime
         assert runtime is not None
         await wait_for(lambda: runtime.lifecycle.in_flight == 0, timeout=PATIENCE_S)
         await wait_for(lambda: self.hostile.stats.running == 0, timeout=PATIENCE_S)
 
-    async def _http(self, gw: Gateway, case: Case) -> tuple[str, list[str], str]:
+    async def _http(self, gw: Gateway, case: Case) -> tuple[str, list[str], list[int], str]:
         assert self.session is not None
-        body = {
+        body: dict[str, Any] = {
             "model": MODEL,
             "messages": [{"role": "user", "content": PROMPT}],
             "stream": case.stream,
             "max_tokens": case.max_tokens,
         }
+        if case.stream and case.usage:
+            body["stream_options"] = {"include_usage": True}
         async with self.session.post(
             gw.http_url + "/v1/chat/completions", json=body, headers=AUTH
         ) as resp:
@@ -352,33 +361,38 @@ class Env:
         why = f"{case.fault} on {case.route}: {raw[-400:]!r}"
         assert status == 200, why
         if case.stream:
-            text, finishes = _client_stream(raw, why)
-        else:
-            answer = orjson.loads(raw)
-            text = answer["choices"][0]["message"]["content"]
-            finishes = [answer["choices"][0]["finish_reason"]]
-            assert answer["model"] == MODEL
-        return text, finishes, why
+            return (*_client_stream(raw, why), why)
+        answer = orjson.loads(raw)
+        assert answer["model"] == MODEL
+        choice = answer["choices"][0]
+        usage = answer["usage"]["completion_tokens"]
+        return choice["message"]["content"], [choice["finish_reason"]], [usage], why
 
-    async def _grpc(self, gw: Gateway, case: Case) -> tuple[str, list[str], str]:
+    async def _grpc(self, gw: Gateway, case: Case) -> tuple[str, list[str], list[int], str]:
         request = pb.ChatRequest(
             model=MODEL,
             messages=[pb.Message(role="user", content=PROMPT)],
             sampling=pb.Sampling(max_tokens=case.max_tokens),
+            include_usage=case.usage,
         )
         why = f"{case.fault} on {case.route} over gRPC"
         stub = pb_grpc.InferenceStub(self.channels[case.route])
         if case.stream:
             chunks = [c async for c in stub.StreamChat(request, metadata=GRPC_AUTH)]
-            text = "".join(c.text for c in chunks)
-            return text, [c.finish_reason for c in chunks if c.finish_reason], why
+            return (
+                "".join(c.text for c in chunks),
+                [c.finish_reason for c in chunks if c.finish_reason],
+                [c.usage.completion_tokens for c in chunks if c.HasField("usage")],
+                why,
+            )
         response = await stub.Chat(request, metadata=GRPC_AUTH)
-        return response.text, [response.finish_reason], why
+        usages = [response.usage.completion_tokens] if response.HasField("usage") else []
+        return response.text, [response.finish_reason], usages, why
 
 
-def _client_stream(raw: bytes, why: str) -> tuple[str, list[str]]:
+def _client_stream(raw: bytes, why: str) -> tuple[str, list[str], list[int]]:
     assert raw.endswith(DONE), why
-    text, finishes = "", []
+    text, finishes, usages = "", [], []
     for event in raw.split(b"\n\n")[:-2]:
         assert event.startswith(b"data: {"), why  # only data lines reach the client
         obj = orjson.loads(event[6:])
@@ -387,7 +401,9 @@ def _client_stream(raw: bytes, why: str) -> tuple[str, list[str]]:
             text += (choice.get("delta") or {}).get("content") or ""
             if choice.get("finish_reason"):
                 finishes.append(choice["finish_reason"])
-    return text, finishes
+        if obj.get("usage"):
+            usages.append(obj["usage"]["completion_tokens"])
+    return text, finishes, usages
 
 
 def test_every_hostile_stream_gives_the_client_one_correct_answer(
