@@ -40,7 +40,7 @@ SHARED_TEXT = (
     f"'{DNS}'"
 )
 
-# The example in docs/providers.md (keep the two in step).
+# The shape of docs/providers.md's example (the page's own block: test_fidelity_docs.py).
 DOCS_EXAMPLE = """
 regions: [{name: "gcp:europe-west4", tags: [EU]}]
 models: [{name: llama, versions: {v1: 100}}]
