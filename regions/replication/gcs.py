@@ -193,15 +193,20 @@ class GcsStore:
     async def write(self, key: str, chunks: AsyncIterator[bytes], size: int) -> None:
         where = f"{self.url}/{key}"
         blob = self._blob(key)
-        writer = await self._must(
-            where, lambda: blob.open("wb", chunk_size=self.upload_chunk, checksum="crc32c")
-        )
+        # Opening sends nothing (the upload starts with the first full chunk), so it
+        # happens here rather than in a thread whose result a cancel could drop: a
+        # BlobWriter left to the garbage collector *uploads* in IOBase.__del__, with
+        # retries that time.sleep on whichever thread collects it, an event loop too.
+        writer = blob.open("wb", chunk_size=self.upload_chunk, checksum="crc32c")
         try:
             async for chunk in chunks:
                 await self._must(where, lambda c=chunk: writer.write(c), settle=True)  # type: ignore[misc]
             await self._must(where, writer.close, settle=True)
         except BaseException:
-            await self._abandon(where, writer)
+            try:
+                await self._abandon(where, writer)
+            finally:
+                writer._buffer.close()  # even if abandoning was cut short: no upload at GC
             raise
 
     async def _abandon(self, where: str, writer: Any) -> None:

@@ -15,6 +15,7 @@ model version and a store wrapper that counts copies.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import importlib
 import logging
@@ -121,6 +122,24 @@ def gcs_emulator() -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_gcs_writer_left_open() -> Iterator[None]:
+    """Fail the test that leaves a BlobWriter with an open buffer, rather than a later
+    one: at garbage collection such a writer *uploads* (IOBase.__del__ → close), with
+    retries that time.sleep on the collecting thread — an event loop, for a minute."""
+    yield
+    fileio: Any = importlib.import_module("google.cloud.storage.fileio")
+    left = [
+        # type(), not isinstance(): the heap holds dead weak proxies too
+        o
+        for o in gc.get_objects()
+        if type(o) is fileio.BlobWriter and not o._buffer.closed
+    ]
+    for writer in left:
+        writer._buffer.close()  # defused: nothing uploads at collection
+    assert not left, f"{len(left)} GCS upload(s) left open: {[w._blob.name for w in left]}"
 
 
 @pytest.fixture

@@ -16,9 +16,12 @@ from google.api_core import exceptions as gexc
 
 from regions.replication.base import ObjectInfo, StoreError
 from regions.replication.gcs import GcsStore
-from tests.regions.replication_servers import GCS_BUCKETS, gcs_emulator
+from tests.regions.replication_servers import GCS_BUCKETS, gcs_emulator, no_gcs_writer_left_open
 
-FIXTURES = (gcs_emulator,)
+FIXTURES = (
+    no_gcs_writer_left_open,
+    gcs_emulator,
+)
 
 
 def client(endpoint: str) -> Any:

@@ -41,12 +41,18 @@ from tests.regions.replication_servers import (
     Servers,
     gcs_emulator,
     moto_s3,
+    no_gcs_writer_left_open,
     pattern,
     publish,
     servers,
 )
 
-FIXTURES = (gcs_emulator, moto_s3, servers)  # used by name: pytest finds them here
+FIXTURES = (
+    no_gcs_writer_left_open,
+    gcs_emulator,
+    moto_s3,
+    servers,
+)  # used by name: pytest finds them here
 
 MODEL = "llama-test"
 _n = itertools.count()

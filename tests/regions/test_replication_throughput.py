@@ -28,9 +28,20 @@ from regions.replication import (
 )
 from regions.replication.base import MiB
 from regions.replication.location import StoreFactory
-from tests.regions.replication_servers import Servers, gcs_emulator, moto_s3, servers
+from tests.regions.replication_servers import (
+    Servers,
+    gcs_emulator,
+    moto_s3,
+    no_gcs_writer_left_open,
+    servers,
+)
 
-FIXTURES = (gcs_emulator, moto_s3, servers)  # used by name: pytest finds them here
+FIXTURES = (
+    no_gcs_writer_left_open,
+    gcs_emulator,
+    moto_s3,
+    servers,
+)  # used by name: pytest finds them here
 
 GiB = 1 << 30
 
