@@ -45,8 +45,8 @@ class Outcome:
 def log_refusal(logger: logging.Logger, request_id: str, tenant: str, exc: RoutingError) -> None:
     """Routing's full account of a refusal, for the operator the tenant quotes the id to."""
     level = logging.WARNING if exc.status >= 500 else logging.INFO
-    logger.log(level, "request %s of tenant %s refused (%s): %s", request_id, tenant, exc.code,
-               exc.message)  # fmt: skip
+    what = "request %s of tenant %s refused (%s): %s"
+    logger.log(level, what, request_id, tenant, exc.code, exc.message)
 
 
 class Pipeline:

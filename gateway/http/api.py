@@ -103,10 +103,8 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     elif request.version != HttpVersion11:
         return None  # HTTP/1.0 has no 100 Continue: the body simply follows
     elif request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-        refusal = error_response(
-            417, "the only expectation supported is 100-continue", "expectation_failed",
-            headers=headers,
-        )  # fmt: skip
+        expectation = "the only expectation supported is 100-continue"
+        refusal = error_response(417, expectation, "expectation_failed", headers=headers)
     elif (request.content_length or 0) > rt.config.limits.max_body_bytes:
         big = BodyRejected.too_large(rt.config.limits)
         refusal = error_response(big.status, big.message, big.code, headers=headers)
