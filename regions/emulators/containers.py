@@ -152,6 +152,8 @@ def parse_request(
 
 
 _TOKEN_IDS = {" " + word: i + 3 for i, word in enumerate(text.VOCABULARY)}
+LMI_ERROR = "exception occurred during rolling batch inference"
+"""LMI's own ``error_msg`` (djl_python/rolling_batch/rolling_batch.py)."""
 
 
 class ContainerStream:
@@ -181,6 +183,7 @@ class ContainerStream:
 
     def __init__(self, container: Container, job: Job) -> None:
         self.job = job
+        self.container = container
         self.tokens = text.generate(job.context, job.max_tokens)
         if job.openai:
             self.style: str = "lmi_chat" if container == "lmi" and job.chat else "openai"
@@ -277,6 +280,40 @@ class ContainerStream:
             eos = {"id": 2, "text": "</s>", "logprob": -0.1, "special": True}
             return self._frame({"index": sent + 1, "token": eos, **final})
         return self._frame({"token": {"id": 2, "text": "", "log_prob": -0.1}, **final})
+
+    def error(self, sent: int) -> bytes:
+        """The container's own report of a generation that failed after ``sent`` tokens.
+
+        LMI: ``stop_on_any_exception`` (djl_python/rolling_batch/rolling_batch.py)
+        ends the request with ``Token(-1, "", log_prob=-1, special_token=True,
+        error_msg=...)`` and finish reason ``error``, which the jsonlines formatters
+        write as the last line (``details`` holds the reason even when not asked
+        for, ``get_details_dict``). TGI: ``ErrorResponse`` ``{error, error_type}``
+        as an SSE event (router/src/lib.rs, infer ``error_type`` "generation").
+        vLLM: its error body ``{"error": {...}}`` as an SSE event."""
+        if self.style == "lmi_chat":
+            return self._lmi_chat("", "error", sent == 0)
+        if self.style == "lmi":
+            token = {
+                "id": -1,
+                "text": "",
+                "log_prob": -1,
+                "special_token": True,
+                "error_msg": LMI_ERROR,
+            }
+            details: dict[str, Any] = {"finish_reason": "error"}
+            if self.job.details:
+                details.update(generated_tokens=sent + 1, inputs=self.job.context)
+            final = {"generated_text": "".join(self.tokens[:sent]), "details": details}
+            return self._frame({"token": token, **final})
+        if self.container == "tgi":
+            event = {
+                "error": "Request failed during generation: emulated",
+                "error_type": "generation",
+            }
+            return b"data:" + orjson.dumps(event) + b"\n\n"
+        body = {"message": "emulated", "type": "InternalServerError", "param": None, "code": 500}
+        return b"data: " + orjson.dumps({"error": body}) + b"\n\n"
 
     def complete(self) -> bytes:
         """The non-streaming answer: OpenAI objects, TGI's ``[{generated_text}]``, LMI's object."""

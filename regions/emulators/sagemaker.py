@@ -65,7 +65,7 @@ _ERROR_STATUS = {
     "InternalDependencyException": 530,
 }
 _CODE_FOR_STATUS = {v: k for k, v in _ERROR_STATUS.items() if k != "ThrottlingException"}
-_STREAM_ERRORS = ("ModelStreamError", "InternalStreamFailure", "error")
+_STREAM_ERRORS = ("ModelStreamError", "InternalStreamFailure", "error", "container")
 _ACCOUNT = "123456789012"
 
 
@@ -97,8 +97,10 @@ class SageMakerFaults(Faults):
       InternalDependencyException); any other status is a ModelError whose
       container answered with that status.
     - ``original_status``: ModelError's ``OriginalStatusCode``.
-    - ``stream_error``: ``ModelStreamError``, ``InternalStreamFailure`` or
-      ``error`` (an unmodeled error frame), after ``stream_error_after_tokens``.
+    - ``stream_error``: ``ModelStreamError``, ``InternalStreamFailure``,
+      ``error`` (an unmodeled error frame) or ``container`` (the container's
+      own in-stream error in a PayloadPart: LMI's ``finish_reason: error``
+      token, TGI's error event), after ``stream_error_after_tokens``.
     - ``stream_error_code``: the ModelStreamError ``ErrorCode`` (default
       ``ModelInvocationTimeExceeded``).
     """
@@ -412,7 +414,10 @@ class SageMakerEmulator:
         playback = Playback.of(ttft, itl, work.fault)
         if work.fault is not None and work.fault.stream_error is not None:
             playback.error_at = work.fault.stream_error_after_tokens or 0
-            playback.error = _stream_error(work.fault)
+            if work.fault.stream_error == "container":
+                playback.error = self._parts(work.stream.error(playback.error_at))
+            else:
+                playback.error = _stream_error(work.fault)
         try:
             await response.prepare(request)
             if await play(request, response, work.stream, playback, self._parts):

@@ -258,6 +258,29 @@ async def test_in_stream_exceptions_break_the_stream_after_tokens(
     assert joined(got) == text.expected_text(CHAT_CONTEXT, 2)
 
 
+@pytest.mark.parametrize("container", ["vllm", "tgi", "lmi"])
+@pytest.mark.parametrize("kind", [Kind.CHAT, Kind.COMPLETION])
+async def test_the_containers_own_error_is_a_broken_stream(
+    make: Make, http: aiohttp.ClientSession, container: str, kind: Kind
+) -> None:
+    """The container reports the failure inside a PayloadPart (LMI: a last token
+    with finish_reason error; TGI and vLLM: an error event): not a normal end,
+    so the executor fails over or resumes."""
+    emu = await make()
+    emu.faults.update({"stream_error": "container", "stream_error_after_tokens": 2})
+    provider = SageMakerProvider(spec(emu.url, container), http)
+    got: list[Event] = []
+    with pytest.raises(BackendError) as info:
+        async for event in provider.stream(request(kind)):
+            got.append(event)
+    assert info.value.failure is FailureClass.STREAM_BROKEN
+    assert not [e for e in got if isinstance(e, Finish)]
+    context = CHAT_CONTEXT if kind is Kind.CHAT else "Once upon a time"
+    assert joined(got) == text.expected_text(context, 2)
+    if container == "lmi" and kind is Kind.COMPLETION:
+        assert "exception occurred during rolling batch inference" in info.value.message
+
+
 async def test_reset_mid_stream_is_stream_broken(make: Make, http: aiohttp.ClientSession) -> None:
     emu = await make()
     emu.faults.update({"reset_after_tokens": 3})
