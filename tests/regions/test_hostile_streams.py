@@ -83,6 +83,7 @@ FINGERPRINT = "fp-ü€😀"  # multibyte UTF-8 for the read boundaries to split
 class Case:
     route: str  # "vllm" | "sagemaker" | "vertex"
     front: str  # "http" | "grpc"
+    chat: bool
     stream: bool
     usage: bool  # a streaming client asked for the usage chunk
     max_tokens: int
@@ -149,7 +150,8 @@ COMBOS = [(route, fault) for route in ROUTES for fault in faults(route)]
 @st.composite
 def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
     m = draw(st.integers(1, 6))
-    words = generate(CONTEXT, m)
+    chat = draw(st.booleans())  # /v1/chat/completions or /v1/completions
+    words = generate(CONTEXT if chat else PROMPT, m)
     # The payload decoder (SageMaker, Vertex) splits lines at LF, as vLLM writes them.
     newline = draw(
         st.sampled_from([b"\n", b"\r\n", b"\r"] if route == "vllm" else [b"\n", b"\r\n"])
@@ -163,7 +165,7 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
             obj, spaced=spaced, decorate=n if decorated else 0, multiline=multiline, newline=newline
         )
 
-    role = chunk("", role=True)
+    role = chunk("", role=chat, chat=chat)
     role["system_fingerprint"] = FINGERPRINT
     body: list[Step] = [ev(role, 1)]
     if draw(st.booleans()):
@@ -174,8 +176,8 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
     usage_on_finish = draw(st.booleans())  # TGI puts the usage on the finish chunk
     for i, word in enumerate(words[:cut_at]):
         if empties:
-            body.append(ev(chunk(""), 50 + i))
-        token = chunk(word, "length" if i == m - 1 else None)
+            body.append(ev(chunk("", chat=chat), 50 + i))
+        token = chunk(word, "length" if i == m - 1 else None, chat=chat)
         if usage_on_finish and i == m - 1:
             token["usage"] = usage_chunk(3, m)["usage"]
         body.append(ev(token, i + 2))
@@ -190,9 +192,9 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
         if kind == "after-finish":
             extra = fault.split(":")[1]
             if extra == "text":
-                tail.append(ev(chunk(" INJECTED"), 90))
+                tail.append(ev(chunk(" INJECTED", chat=chat), 90))
             elif extra == "finish":
-                tail.append(ev(chunk(" INJECTED", "stop"), 91))
+                tail.append(ev(chunk(" INJECTED", "stop", chat=chat), 91))
             elif extra == "wrong-shape":
                 tail.append(b"data: " + draw(st.sampled_from(WRONG_SHAPES)) + newline + newline)
             elif extra == "huge-event":
@@ -209,7 +211,8 @@ def cases(draw: st.DrawFn, route: str, fault: str) -> Case:
                 tail.append(b"data: [DONE]" + newline + newline)
     steps = _split(draw, [*body, *tail])
     front = draw(st.sampled_from(["http", "http", "grpc"]))
-    return Case(route, front, draw(st.booleans()), draw(st.booleans()), m, tuple(steps), fault)
+    stream, usage = draw(st.booleans()), draw(st.booleans())
+    return Case(route, front, chat, stream, usage, m, tuple(steps), fault)
 
 
 def _split(draw: st.DrawFn, steps: list[Step]) -> list[Step]:
@@ -336,9 +339,10 @@ class Env:
             else:
                 text, finishes, usages, why = await self._http(gw, case)
         assert finishes == ["length"], why
-        assert text == expected_text(CONTEXT, case.max_tokens), why
+        assert text == expected_text(CONTEXT if case.chat else PROMPT, case.max_tokens), why
         # One usage, counting each token once, whoever reported it (or an estimate).
-        assert usages == ([case.max_tokens] if case.usage or not case.stream else []), why
+        streamed = case.stream or (case.front == "grpc" and not case.chat)  # Complete streams
+        assert usages == ([case.max_tokens] if case.usage or not streamed else []), why
         runtime = gw.runtime
         assert runtime is not None
         await wait_for(lambda: runtime.lifecycle.in_flight == 0, timeout=PATIENCE_S)
@@ -348,15 +352,17 @@ class Env:
         assert self.session is not None
         body: dict[str, Any] = {
             "model": MODEL,
-            "messages": [{"role": "user", "content": PROMPT}],
             "stream": case.stream,
             "max_tokens": case.max_tokens,
         }
+        if case.chat:
+            body["messages"] = [{"role": "user", "content": PROMPT}]
+        else:
+            body["prompt"] = PROMPT
         if case.stream and case.usage:
             body["stream_options"] = {"include_usage": True}
-        async with self.session.post(
-            gw.http_url + "/v1/chat/completions", json=body, headers=AUTH
-        ) as resp:
+        path = "/v1/chat/completions" if case.chat else "/v1/completions"
+        async with self.session.post(gw.http_url + path, json=body, headers=AUTH) as resp:
             status, raw = resp.status, await resp.read()
         why = f"{case.fault} on {case.route}: {raw[-400:]!r}"
         assert status == 200, why
@@ -366,28 +372,37 @@ class Env:
         assert answer["model"] == MODEL
         choice = answer["choices"][0]
         usage = answer["usage"]["completion_tokens"]
-        return choice["message"]["content"], [choice["finish_reason"]], [usage], why
+        text = choice["message"]["content"] if case.chat else choice["text"]
+        return text, [choice["finish_reason"]], [usage], why
 
     async def _grpc(self, gw: Gateway, case: Case) -> tuple[str, list[str], list[int], str]:
-        request = pb.ChatRequest(
-            model=MODEL,
-            messages=[pb.Message(role="user", content=PROMPT)],
-            sampling=pb.Sampling(max_tokens=case.max_tokens),
-            include_usage=case.usage,
-        )
+        sampling = pb.Sampling(max_tokens=case.max_tokens)
         why = f"{case.fault} on {case.route} over gRPC"
         stub = pb_grpc.InferenceStub(self.channels[case.route])
-        if case.stream:
-            chunks = [c async for c in stub.StreamChat(request, metadata=GRPC_AUTH)]
-            return (
-                "".join(c.text for c in chunks),
-                [c.finish_reason for c in chunks if c.finish_reason],
-                [c.usage.completion_tokens for c in chunks if c.HasField("usage")],
-                why,
+        chat = pb.ChatRequest(
+            model=MODEL,
+            messages=[pb.Message(role="user", content=PROMPT)],
+            sampling=sampling,
+            include_usage=case.usage,
+        )
+        chunks: list[Any]
+        if not case.chat:  # Complete is a streaming call only
+            completion = pb.CompletionRequest(
+                model=MODEL, prompt=PROMPT, sampling=sampling, include_usage=case.usage
             )
-        response = await stub.Chat(request, metadata=GRPC_AUTH)
-        usages = [response.usage.completion_tokens] if response.HasField("usage") else []
-        return response.text, [response.finish_reason], usages, why
+            chunks = [c async for c in stub.Complete(completion, metadata=GRPC_AUTH)]
+        elif case.stream:
+            chunks = [c async for c in stub.StreamChat(chat, metadata=GRPC_AUTH)]
+        else:
+            response = await stub.Chat(chat, metadata=GRPC_AUTH)
+            usages = [response.usage.completion_tokens] if response.HasField("usage") else []
+            return response.text, [response.finish_reason], usages, why
+        return (
+            "".join(c.text for c in chunks),
+            [c.finish_reason for c in chunks if c.finish_reason],
+            [c.usage.completion_tokens for c in chunks if c.HasField("usage")],
+            why,
+        )
 
 
 def _client_stream(raw: bytes, why: str) -> tuple[str, list[str], list[int]]:
@@ -398,7 +413,7 @@ def _client_stream(raw: bytes, why: str) -> tuple[str, list[str], list[int]]:
         obj = orjson.loads(event[6:])
         assert "error" not in obj and obj["model"] == MODEL, why
         for choice in obj["choices"]:
-            text += (choice.get("delta") or {}).get("content") or ""
+            text += (choice.get("delta") or {}).get("content") or choice.get("text") or ""
             if choice.get("finish_reason"):
                 finishes.append(choice["finish_reason"])
         if obj.get("usage"):
