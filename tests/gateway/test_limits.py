@@ -18,6 +18,7 @@ from tests.conftest import (
     EmulatorFactory,
     GatewayFactory,
     gateway_config,
+    runtime_of,
     wait_for,
 )
 from tests.gateway.control_kit import Load, chat, redis_config
@@ -41,12 +42,15 @@ async def test_requests_per_minute_hold_across_two_gateways(
     async with aiohttp.ClientSession() as s:
         # Each gateway admits from its lease on the budget, so which of them gets
         # the last units depends on where the credits are: the total is exact.
-        # Alternate until both have refused twice in a row (their leases are spent).
+        # Alternate until both have refused twice in a row (their leases are spent),
+        # each request once the renewals it started have answered.
+        shares = [runtime_of(g).limiter._shares["global"] for g in gws]  # type: ignore[union-attr]
         answers: list[tuple[int, int, dict[str, str], bytes]] = []
         while [a[1] for a in answers[-4:]] != [429] * 4:
             assert len(answers) < 40
             i = len(answers) % 2
             answers.append((i, *await chat(s, gws[i])))
+            await wait_for(lambda: not any(share.asking for share in shares))
         assert sum(1 for a in answers if a[1] == 200) == 5
         refused_by, _, headers, body = answers[-1]
         error = orjson.loads(body)["error"]
