@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 from gateway.admin_control import register as register_control
 from gateway.admin_replication import register as register_replication
 from gateway.admin_shadow import register as register_shadow
+from gateway.admin_store import register as register_store
 from gateway.auth import bearer_matches
 from gateway.explain import explain
 from gateway.http.api import RUNTIME, openai_errors
@@ -119,4 +120,5 @@ def admin_app(runtime_app: web.Application) -> web.Application:
     register_control(app)
     register_replication(app)
     register_shadow(app)
+    register_store(app)
     return app

@@ -6,6 +6,10 @@ It listens on a free loopback port with AOF persistence (``appendfsync
 always``), so :meth:`RedisServer.kill` (SIGKILL, no goodbye) followed by
 :meth:`RedisServer.restart` on the same port looks like a production Redis
 crashing and coming back with its data.
+
+``RedisServer(…, replica_of=primary)`` (fixture ``redis_replica``) starts a
+real replica (``--replicaof``) of another one; :meth:`RedisServer.command`
+sends it any command (``REPLICAOF NO ONE`` promotes it).
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, replica_of: RedisServer | None = None
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
+        self.replica_of = replica_of
         self.binary = server_binary()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -62,8 +69,11 @@ class RedisServer:
             "--protected-mode": "no",
             "--loglevel": "warning",
         }
+        argv = [self.binary, *(part for pair in args.items() for part in pair)]
+        if self.replica_of is not None:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
         self.process = subprocess.Popen(
-            [self.binary, *(part for pair in args.items() for part in pair)],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -83,6 +93,22 @@ class RedisServer:
                 return c.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def command(self, *args: str, timeout: float = 5.0) -> bytes:
+        """One command in RESP; the raw reply (enough for status replies and INFO)."""
+        request = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as c:
+            c.sendall(request.encode())
+            reply = c.recv(1 << 16)
+            if reply.startswith(b"$"):  # a bulk reply: read all of it
+                size = int(reply[1 : reply.index(b"\r\n")])
+                while len(reply) < size + len(str(size)) + 5:
+                    reply += c.recv(1 << 16)
+            return reply
+
+    def synced(self) -> bool:
+        """A replica whose link to its primary is up (it has the primary's data)."""
+        return b"master_link_status:up" in self.command("INFO", "replication")
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes mid-conversation, as in a crash."""
@@ -109,5 +135,19 @@ class RedisServer:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
     server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_replica(tmp_path: Path, redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A real replica of ``redis_server``, synced before the test starts."""
+    redis_server.command("CONFIG", "SET", "repl-diskless-sync-delay", "0")  # sync at once
+    server = RedisServer(tmp_path / "replica", replica_of=redis_server)
+    server.start()
+    deadline = time.monotonic() + 10
+    while not server.synced():
+        assert time.monotonic() < deadline, "the replica did not sync"
+        time.sleep(0.01)
     yield server
     server.stop()

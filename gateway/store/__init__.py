@@ -25,6 +25,7 @@ from gateway.store.base import (
 from gateway.store.embedded import EmbeddedStore
 from gateway.store.quota import Quota, Verdict
 from gateway.store.redis_store import RedisStore
+from gateway.store.replicated import ReplicatedStore
 
 __all__ = [
     "AuditEntry",
@@ -37,6 +38,7 @@ __all__ = [
     "Notice",
     "Quota",
     "RedisStore",
+    "ReplicatedStore",
     "Store",
     "StoreConflict",
     "StoreUnavailable",
@@ -50,10 +52,17 @@ def open_store(config: StoreConfig, environ: Mapping[str, str] | None = None) ->
     """The configured store, not yet opened; ``env:NAME`` URLs are read from the environment."""
     if config.kind == "embedded":
         return EmbeddedStore(config.path)
-    url = config.url or ""
-    if url.startswith("env:"):
-        env = os.environ if environ is None else environ
-        url = env.get(url[4:], "")
-        if not url:
-            raise ConfigError(f"environment variable {config.url[4:]} is not set")  # type: ignore[index]
+    env = os.environ if environ is None else environ
+    url = _resolve(config.url or "", env)
+    if config.read_url:  # reads near, writes far (gateway.store.replicated)
+        return ReplicatedStore(url, _resolve(config.read_url, env), prefix=config.prefix)
     return RedisStore(url, prefix=config.prefix)
+
+
+def _resolve(url: str, env: Mapping[str, str]) -> str:
+    if url.startswith("env:"):
+        value = env.get(url[4:], "")
+        if not value:
+            raise ConfigError(f"environment variable {url[4:]} is not set")
+        return value
+    return url
