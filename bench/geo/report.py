@@ -28,6 +28,7 @@ def render(results: dict[str, Any], console: Console) -> None:
         f"[bold]geo lab[/bold]: {meta.get('regions')} · {meta.get('replicas')} gateway replica(s)"
         f" per region · primary {meta.get('primary')} · read endpoint field:"
         f" {meta.get('read_field') or 'none in this config (every replica reads the primary)'}"
+        f" · leases.expected_replicas {meta.get('leases_expected_replicas') or '–'}"
         f" · code {meta.get('code')}"
     )
     for name, res in results.get("scenarios", {}).items():
