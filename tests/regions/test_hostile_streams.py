@@ -246,7 +246,9 @@ class Env:
     def __init__(self) -> None:
         self.case: Case | None = None
         self.hostile = HostileBackend(self._script)
-        self.good = VllmEmulator(EmulatorConfig(served_models=(SERVED,)))
+        # Two healthy ones: a machine pause longer than the (short) idle timeout on
+        # the first still has somewhere to resume, so the test does not flake.
+        self.good = [VllmEmulator(EmulatorConfig(served_models=(SERVED,))) for _ in range(2)]
         self.gateways: dict[str, Gateway] = {}
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.session: aiohttp.ClientSession | None = None
@@ -258,7 +260,8 @@ class Env:
 
     async def start(self) -> None:
         await self.hostile.start()
-        await self.good.start("127.0.0.1", 0)
+        for emulator in self.good:
+            await emulator.start("127.0.0.1", 0)
         failover = {
             "health_checks": {"enabled": False},
             "hedge": False,
@@ -292,16 +295,17 @@ class Env:
             "sagemaker": "aws:eu-west-1",
             "vertex": "gcp:europe-west4",
         }
-        # The hostile backend is a millionth of the price and price dominates the
-        # score, so it is always the first pick however slow its stalls make it
-        # look, and the healthy one the fallback.
-        cheap = {"price": {"input_per_m": 0.001, "output_per_m": 0.001}}
+        # The hostile backend is always one of the power-of-two draws (its weight)
+        # and wins it (a millionth of the price, and price dominates the score)
+        # however slow its stalls make it look; the healthy ones are the fallbacks.
+        cheap = {"price": {"input_per_m": 0.001, "output_per_m": 0.001}, "weight": 1e6}
         dear = {"price": {"input_per_m": 1000.0, "output_per_m": 1000.0}}
         for route, extra in routes.items():
             config = gateway_config(
                 [
                     ("hostile", region[route], "v1", self.hostile.url, {**cheap, **extra}),
-                    ("good", "onprem:fra1", "v1", self.good.url, dear),
+                    ("good", "onprem:fra1", "v1", self.good[0].url, dear),
+                    ("good2", "onprem:fra1", "v1", self.good[1].url, dear),
                 ],
                 regions={
                     "aws:eu-west-1": ["EU"],
@@ -327,7 +331,8 @@ class Env:
         for gateway in self.gateways.values():
             await gateway.stop(grace=0.5)
         await self.hostile.stop()
-        await self.good.stop()
+        for emulator in self.good:
+            await emulator.stop()
 
     async def check(self, case: Case) -> None:
         self.checks += 1
