@@ -193,7 +193,9 @@ class TenantLimiter:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.gather(*(self._renew(s) for s in self._shares.values() if not s.asking))
+            now = self._clock()
+            due = [s for s in self._shares.values() if not s.asking and s.due(now)]
+            await asyncio.gather(*(self._renew(s) for s in due))
             # jittered, so replicas started together do not renew in step
             await asyncio.sleep(self.settings.renew_s * random.uniform(0.9, 1.1))
 

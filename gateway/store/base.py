@@ -14,8 +14,8 @@ consistent view. Subscribers get :class:`Changed` notices (and peers'
 truth, so a lost notice only delays a replica until its next revision check.
 
 Every method raises :class:`StoreUnavailable` when the store cannot be
-reached; nothing in the request path calls the store except tenant-limit
-admission, which has its own short deadline and a local fallback.
+reached; nothing in the request path calls the store (tenant limits are
+admitted from leases renewed in the background, ``gateway.store.lease``).
 """
 
 from __future__ import annotations

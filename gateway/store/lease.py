@@ -289,6 +289,26 @@ class TenantShare:
 
     # -- renewal (beside the path) -------------------------------------------------
 
+    def due(self, now: float) -> bool:
+        """Whether the periodic renewal has work: demand, something to settle or give
+        back, a slot to move, or a lease half gone. An idle tenant is renewed every
+        ``ttl_s / 2`` instead of every ``renew_s``."""
+        q = self.quota
+        if self.demand or self.refusing or self.others_waiting:
+            return True
+        if self.expires - now < self.settings.ttl_s / 2:
+            return True
+        if self.requests < 0 or self.tokens < 0:
+            return True
+        if q.requests_per_min is not None and self.requests > self._want(q.requests_per_min):
+            return True
+        if q.tokens_per_min is not None and self.tokens > self._want(q.tokens_per_min):
+            return True
+        if q.concurrent_streams is not None:
+            spare = 1 if now - self.stream_demand_at < 2 * self.settings.renew_s else 0
+            return self.slots != len(self.streams) + spare
+        return False
+
     def _want(self, limit: int) -> int:
         return self.settings.chunk(limit) if self.demand else 1
 

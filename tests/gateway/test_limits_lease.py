@@ -7,6 +7,7 @@ one's clock is the test's, so a run stays inside chosen calendar minutes.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import statistics
 import time
@@ -209,6 +210,7 @@ async def test_a_frozen_redis_does_not_delay_admission(
 ) -> None:
     """The old admission waited up to store.limits_timeout_s (50 ms) for Redis on every
     request until the control plane noticed; a lease admits from memory."""
+    assert not inspect.iscoroutinefunction(TenantLimiter.admit)  # nothing to await at all
     em = await emulators()
     config = redis_config(
         [("fra", "onprem:fra1", "v1", em.url)],
