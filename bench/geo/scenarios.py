@@ -556,7 +556,20 @@ async def partition(lab: Lab, cut_s: float, heal_wait_s: float = 15.0) -> Result
     t_cut = time.monotonic()
     for link in cut_links:
         link.set_cut(True)
-    await asyncio.sleep(cut_s)
+    # an operator in the cut region tries a change half-way through the cut
+    await asyncio.sleep(cut_s / 2)
+    cut_gw = lab.in_region(cut_region)[0]
+    t_write = time.monotonic()
+    code, said = await asyncio.to_thread(
+        cli, ["weights", "set", MODEL, "v1=100", "v2=0", *_admin_args(cut_gw)]
+    )
+    write = {
+        "gateway": cut_gw.name,
+        "exit": code,
+        "seconds": round(time.monotonic() - t_write, 2),
+        "said": said.strip()[:200],
+    }
+    await asyncio.sleep(max(0.0, t_cut + cut_s - time.monotonic()))
     t_heal = time.monotonic()
     for link in cut_links:
         link.set_cut(False)
@@ -621,6 +634,7 @@ async def partition(lab: Lab, cut_s: float, heal_wait_s: float = 15.0) -> Result
             "held": held_all <= 1.05 * allowance,
         },
         "recovered_s": None if recovered is None else round(recovered, 1),
+        "write_while_cut": write,
         "notes": [
             f"{cut_region} cut from every other region for {cut_s:g} s (black hole: dropped, not"
             f" refused), {len(cut_links)} links; its gateways keep their local backend",
@@ -628,6 +642,8 @@ async def partition(lab: Lab, cut_s: float, heal_wait_s: float = 15.0) -> Result
             f" then asked 5/s in {cut_region}: {held_all} admitted in all over {elapsed:.1f} s"
             f" (a sliding window allows ≤ {allowance:.0f}), {held_cut} in the cut region while cut",
             *(f"status said: {m}" for m in degraded_msgs),
+            f"`meridian weights set` on {cut_gw.name} while cut: exit {code} after"
+            f" {write['seconds']:g} s: {write['said'] or '(nothing)'}",
         ],
         "targets": [
             _target(
