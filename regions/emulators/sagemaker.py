@@ -214,19 +214,47 @@ def component_name_missing() -> web.Response:
     )
 
 
+_TIMED_OUT = (
+    "Your invocation timed out while waiting for a response from container primary. Review "
+    "the latency metrics for each container in Amazon CloudWatch, resolve the issue, and try "
+    "again."
+)
+"""AWS's OriginalMessage for a container that did not answer (OriginalStatusCode 0), as
+botocore reported it (aws-samples/host-yolov8-on-sagemaker-endpoint#21,
+RamVegiraju/SageMaker-Deployment#3)."""
+
+
 def model_error(original: int, original_message: str, endpoint: str) -> web.Response:
-    """A container failure as SageMaker reports it: 424 with the container's status."""
+    """A container failure as SageMaker reports it: 424 with the container's status.
+
+    The body's members are botocore's ``ModelError`` shape plus ``ErrorCode``,
+    as a real body quoted in opensearch-project/ml-commons' connector tests
+    shows (``{"ErrorCode":"CLIENT_ERROR_FROM_MODEL","LogStreamArn":...,
+    "Message":"Received client error (404) from primary with message ...``);
+    the message ends with the CloudWatch pointer AWS appends ("See https://...
+    in account ... for more information.", aws/amazon-sagemaker-examples#1407)."""
     kind = "client" if 400 <= original < 500 else "server"
-    message = f'Received {kind} error ({original}) from primary with message "{original_message}".'
+    if original == 0 and original_message == "emulated fault":
+        original_message = _TIMED_OUT
+    region = "us-east-1"
+    logs = (
+        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+        f"#logEventViewer:group=/aws/sagemaker/Endpoints/{endpoint}"
+    )
+    message = (
+        f'Received {kind} error ({original}) from primary with message "{original_message}". '
+        f"See {logs} in account {_ACCOUNT} for more information."
+    )
     return aws_error(
         "ModelError",
         message,
         424,
+        lowercase=False,
         Message=message,
         OriginalStatusCode=original,
         OriginalMessage=original_message,
         ErrorCode=f"{kind.upper()}_ERROR_FROM_MODEL",
-        LogStreamArn=f"arn:aws:logs:us-east-1:{_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint}",
+        LogStreamArn=f"arn:aws:logs:{region}:{_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint}",
     )
 
 

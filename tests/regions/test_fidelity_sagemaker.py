@@ -117,3 +117,29 @@ async def test_adapter_without_component_fails_over(emulator: SageMakerEmulator)
     assert info.value.failure is FailureClass.SERVER
     assert info.value.status == 400
     assert "Inference Component Name header is required" in info.value.message
+
+
+async def test_model_errors_read_as_aws_writes_them() -> None:
+    """ModelError's message ends with AWS's CloudWatch pointer; a container that
+    never answered (OriginalStatusCode 0) carries AWS's timeout text."""
+    emu = SageMakerEmulator(SageMakerEmulatorConfig())
+    await emu.start()
+    try:
+        emu.faults.update({"error_code": "ModelError", "original_status": 0})
+        with pytest.raises(ClientError) as info:
+            await asyncio.to_thread(_boto3_stream, emu.url)
+    finally:
+        await emu.stop()
+    response = info.value.response
+    assert response["Error"]["Code"] == "ModelError" and response["OriginalStatusCode"] == 0
+    assert response["OriginalMessage"].startswith(
+        "Your invocation timed out while waiting for a response from container primary."
+    )
+    message = response["Error"]["Message"]
+    assert message.startswith("Received server error (0) from primary with message")
+    assert "#logEventViewer:group=/aws/sagemaker/Endpoints/llm-vllm in account" in message
+    assert message.endswith("for more information.")
+    assert response["LogStreamArn"].endswith(":log-group:/aws/sagemaker/Endpoints/llm-vllm")
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    failure = response_error(424, {"x-amzn-ErrorType": "ModelError"}, orjson.dumps(response))
+    assert failure.failure is FailureClass.TIMEOUT
