@@ -291,7 +291,12 @@ class VertexEmulator:
         stats.last_token = token
         resource = f"projects/{info['project']}/locations/{info['location']}/endpoints/{endpoint}"
         if config.project is not None and info["project"] != config.project:
-            message = f"Permission 'aiplatform.endpoints.predict' denied on resource '{resource}'."
+            # Google's form, as its API answers a project the caller may not use
+            # (quoted in songquanpeng/one-api PR #1621)
+            message = (
+                f"Permission 'aiplatform.endpoints.predict' denied on resource "
+                f"'//aiplatform.googleapis.com/{resource}' (or it may not exist)."
+            )
             raise _Reject(google_error(403, message))
         if config.location is not None and info["location"] != config.location:
             message = f"Location {info['location']} does not match this host ({config.location})."
