@@ -237,6 +237,10 @@ def parse_chunk(obj: object, chat: bool) -> Chunk:
         first = choices[0]
         if not isinstance(first, dict):
             raise broken("a choice is not an object")
+        if len(choices) > 1 or first.get("index", 0) != 0:
+            # The gateway never asks for n > 1: another choice is not this answer,
+            # and forwarded as it is it would reach the client.
+            raise broken("more than one choice")
         if chat:
             delta = first.get("delta")
             if delta is not None and not isinstance(delta, dict):

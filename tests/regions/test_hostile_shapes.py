@@ -46,6 +46,8 @@ WRONG_SHAPES: list[bytes] = [
     b'{"choices":[],"usage":[1,2]}',
     b'{"error":5}',
     b'{"error":{"message":["x"]}}',
+    b'{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"}}]}',
+    b'{"choices":[{"index":1,"delta":{"content":"b"},"finish_reason":null}]}',
 ]
 
 
