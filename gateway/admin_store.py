@@ -1,6 +1,7 @@
 """Admin API: point this replica's store writes at a promoted primary, without a restart.
 
-    GET  /admin/v1/store           where writes and reads go, tenant-limit leases
+    GET  /admin/v1/store           where writes and reads go, whether the primary
+                                   answers, tenant-limit leases
     POST /admin/v1/store/primary   {"url": "redis://…", "read_url"?: "redis://…"}
 
 After a Global Datastore failover (``docs/deploy.md`` §7) or ``REPLICAOF NO
@@ -36,8 +37,14 @@ async def get_store(request: web.Request) -> web.Response:
         return error_response(503, "the control plane is not running", "control_plane_off")
     store = control.store
     body: dict[str, Any] = {"kind": store.kind, "where": store.where}
+    primary = store.primary if isinstance(store, ReplicatedStore) else store
     if isinstance(store, ReplicatedStore):
         body["primary"], body["reads"] = store.primary.where, store.replica.where
+    try:  # the follower may be fine on its copy while writes have nowhere to go
+        await primary.ping(rt.config.store.probe_timeout_s)
+        body["primary_answers"] = True
+    except StoreUnavailable as exc:
+        body["primary_answers"], body["primary_error"] = False, str(exc)
     if rt.limiter is not None:
         body["limits"] = rt.limiter.status()
     return _json(body)

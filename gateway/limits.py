@@ -248,7 +248,7 @@ class TenantLimiter:
                             s.tenant, s.quota, s.giving_back(), self.settings.ttl_s, now
                         )
                         for s in self._shares.values()
-                        if s.leased(now)
+                        if s.expires or s.requests or s.tokens  # held a lease, or owes
                     )
                 )
 

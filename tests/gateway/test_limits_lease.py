@@ -92,6 +92,45 @@ async def test_replicas_driven_past_the_limit_admit_within_the_bound(
         await store.close()
 
 
+async def test_tokens_are_charged_to_the_lease_and_settled_in_the_store(
+    redis_server: RedisServer,
+) -> None:
+    """Tokens are known when a request ends: charged to the lease (beyond it, owed)
+    and counted in the store at the next renewal; refused once the minute is spent."""
+    limit, n, per_request = 1000, 2, 40
+    settings = LeaseSettings(renew_s=0.05, share=0.05)  # C = 50 tokens
+    clock = Clock()
+    stores = await _stores(redis_server, n, "tok")
+    quota = Quota(tokens_per_min=limit)
+    limiters = [
+        TenantLimiter({"t": quota}, s, Metrics(), settings=settings, clock=clock) for s in stores
+    ]
+    await wait_for(lambda: _leased(limiters))
+    used = 0
+    refused: list[TenantLimiter] = []
+    for _ in range(200):
+        for lim in limiters:
+            ticket = _try(lim)
+            if ticket is None:
+                refused.append(lim)
+                continue
+            lim._shares["t"].finished(ticket.stream_id, per_request, clock.now)
+            used += per_request
+            clock.now += 0.01
+        await wait_for(lambda: not any(lim._shares["t"].asking for lim in limiters))
+        if len(refused) > 10:
+            break
+    assert refused, "the minute's tokens were never spent"
+    # one request may start on the last token of a lease: at most N requests' worth over
+    assert limit - n * settings.chunk(limit) <= used <= limit + n * per_request, used
+    for lim in limiters:
+        await lim.close()  # settles what is still owed
+    key = f"tok:limit:t:tok:{int(clock.now // WINDOW_S)}"
+    assert int(await stores[0]._client.get(key) or 0) == used
+    for store in stores:
+        await store.close()
+
+
 async def test_a_cut_off_replica_keeps_its_lease_then_its_safe_share(
     redis_server: RedisServer,
 ) -> None:

@@ -140,6 +140,8 @@ async def test_promoting_the_replica_needs_no_restart(
         redis_server.kill()  # the primary is lost
         status, body = await admin(s, gw, "PUT", path, {"split": {"v1": 10, "v2": 90}})
         assert status == 503 and body["error"]["code"] == "store_unavailable"
+        status, body = await admin(s, gw, "GET", "/admin/v1/store")
+        assert status == 200 and body["primary_answers"] is False
         assert (await chat(s, gw))[0] == 200  # serving (and admitting) goes on
         redis_replica.command("REPLICAOF", "NO", "ONE")  # promoted
         status, body = await admin(
@@ -161,6 +163,7 @@ async def test_promoting_the_replica_needs_no_restart(
         await wait_for(lambda: limiter._shares["global"].expires > renewed)
         status, body = await admin(s, gw, "GET", "/admin/v1/store")
         assert status == 200 and body["limits"]["global"]["mode"] == "lease"
+        assert body["primary_answers"] is True
 
 
 async def test_a_store_without_read_url_cannot_be_repointed(
