@@ -156,6 +156,10 @@ for i, r in ipairs(rates) do
 end
 local streams = tonumber(ARGV[5])
 if streams > 0 then
+  -- slot leases expire on the server's clock: replicas' clocks disagree, and one
+  -- running ahead would otherwise expire the others' slots early
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) + tonumber(time[2]) / 1e6
   for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)) do
     redis.call('HDEL', KEYS[5], gone)
   end

@@ -23,6 +23,7 @@ from gateway.store import Quota
 from gateway.store.lease import LeaseSettings
 from gateway.store.quota import WINDOW_S
 from gateway.store.redis_store import RedisStore
+from regions.tasks import stop_tasks
 from tests.conftest import EmulatorFactory, GatewayFactory, runtime_of, wait_for
 from tests.gateway.control_kit import chat, redis_config
 from tests.redis_server import RedisServer
@@ -275,3 +276,25 @@ async def test_a_frozen_redis_does_not_delay_admission(
         finally:
             redis_server.process.send_signal(signal.SIGCONT)
     assert statistics.median(took) < 0.03, took
+
+
+async def test_slots_of_a_replica_that_died_expire_with_its_lease(
+    redis_server: RedisServer,
+) -> None:
+    settings = LeaseSettings(renew_s=0.05, ttl_s=1.0)
+    a_store, b_store = await _stores(redis_server, 2, "dead")
+    quota = Quota(concurrent_streams=1)
+    a = TenantLimiter({"t": quota}, a_store, Metrics(), settings=settings)
+    await wait_for(lambda: a._shares["t"].slots == 1)
+    assert a.admit("t") is not None  # in flight when the replica dies
+    assert a._runner is not None
+    await stop_tasks([a._runner])  # dead: no renewal, no give-back
+    await a._tasks.stop()
+    b = TenantLimiter({"t": quota}, b_store, Metrics(), settings=settings)
+    await wait_for(lambda: _leased([b]))
+    with pytest.raises(ExecutionFailed):
+        b.admit("t")
+    await wait_for(lambda: _try(b) is not None, timeout=5)  # once a's lease ran out
+    await b.close()
+    await a_store.close()
+    await b_store.close()
