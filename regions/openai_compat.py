@@ -365,7 +365,9 @@ async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Eve
                 if chunk.reason:
                     progress.finished = True
                     yield Finish(chunk.reason, b"")
-            elif chunk.usage is not None and not usage_seen:
+            elif chunk.usage is not None and progress.finished and not usage_seen:
+                # Usage describes a finished answer: one reported before the finish
+                # (a stream that then breaks) would be counted beside the resumption's.
                 usage_seen = True
                 yield Usage(*chunk.usage, _forwardable(event, data))
     if progress.finished:

@@ -210,7 +210,8 @@ class PayloadDecoder:
                     self.finished = True
                     reason = _FINISH.get(parsed.reason, parsed.reason)
                     out.append(Finish(reason, b"" if raw is not None else None))
-        if parsed.usage is not None and not self._usage_seen:
+        if parsed.usage is not None and self.finished and not self._usage_seen:
+            # Usage describes a finished answer: one before the finish is not taken.
             self._usage_seen = True
             # A usage-only chunk forwards its bytes; usage riding on a content
             # chunk (TGI) is re-encoded, as that chunk was.

@@ -8,7 +8,7 @@ empty content between the tokens; no ``[DONE]``;
 no usage chunk; a slow drip) and then, often, broken the way a hostile one
 would (wrong-shape JSON, malformed JSON, truncated UTF-8, an event over the
 size cap, a cut event, a reset, a stall, ``[DONE]`` before the finish, an
-error object, a drip of one byte per 20 ms, garbage event-stream frames),
+error object, a usage chunk before the finish and then a reset, a drip of one byte per 20 ms, garbage event-stream frames),
 before or after the finish.
 
 The stream is played by :class:`tests.hostile_backend.HostileBackend` through
@@ -21,8 +21,8 @@ reason, and the text an uninterrupted correct backend gives; each request
 ends within a deadline well under the client's patience (no hang), nothing
 crashes (no 5xx, no traceback), and the gateway's memory stays bounded.
 
-Examples: ``PER_COMBO`` (4) for each of the 56 (route, fault) pairs, 2 for the
-9 pairs whose fault costs an idle timeout: 206 in all, over HTTP and gRPC,
+Examples: ``PER_COMBO`` (4) for each of the 59 (route, fault) pairs, 2 for the
+9 pairs whose fault costs an idle timeout: 218 in all, over HTTP and gRPC,
 streaming and not; the run takes about 10 s. Breakers, ejection and the
 retry budget are set so they never take the hostile backend out, so every
 example reaches it.
@@ -124,6 +124,10 @@ FAULTS: dict[str, Callable[[bytes], list[Step]]] = {
     "stall": lambda nl: [STALL],
     "done-early": lambda nl: [b"data: [DONE]" + nl + nl],
     "error-object": lambda nl: [b'data: {"error":{"message":"boom"}}' + nl + nl],
+    "bogus-usage": lambda nl: [
+        b'data: {"choices":[],"usage":{"prompt_tokens":900,"completion_tokens":999}}' + nl + nl,
+        RESET,
+    ],
     "slow-drip": lambda nl: _drip(
         b'data: {"choices":[{"index":0,"delta":{"content":" x"}}]}' + nl + nl
     ),
