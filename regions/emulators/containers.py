@@ -152,6 +152,7 @@ def parse_request(
 
 
 _TOKEN_IDS = {" " + word: i + 3 for i, word in enumerate(text.VOCABULARY)}
+_TGI_FINGERPRINT = "3.3.6-native"  # TGI's "{version}-{docker_label or native}"
 LMI_ERROR = "exception occurred during rolling batch inference"
 """LMI's own ``error_msg`` (djl_python/rolling_batch/rolling_batch.py)."""
 
@@ -162,8 +163,13 @@ class ContainerStream:
 
     The shapes follow each container's own source:
 
-    - ``vllm`` (and TGI's Messages API): vLLM's chunk shapes as SSE, usage and
-      ``[DONE]`` (:mod:`regions.emulators.openai_wire`).
+    - ``vllm``: vLLM's chunk shapes as SSE, usage and ``[DONE]``
+      (:mod:`regions.emulators.openai_wire`).
+    - TGI chat (the Messages API, text-generation-inference ``router/src/chat.rs``
+      ``create_event_from_stream_token``, ``router/src/lib.rs`` ``ChatCompletionChunk``):
+      ``id`` empty, ``system_fingerprint``, the role on every delta, the EOS token
+      (special) as an empty delta with ``finish_reason`` "stop", usage (when asked)
+      on its own chunk with no choices, then ``[DONE]``.
     - TGI generate (text-generation-inference ``router/src/server.rs``
       ``generate_stream``, ``router/src/lib.rs`` ``StreamResponse``): ``data:{json}``
       events whose ``index`` counts from 1, ``token`` ``{id, text, logprob,
@@ -186,7 +192,8 @@ class ContainerStream:
         self.container = container
         self.tokens = text.generate(job.context, job.max_tokens)
         if job.openai:
-            self.style: str = "lmi_chat" if container == "lmi" and job.chat else "openai"
+            native = container != "vllm" and job.chat
+            self.style: str = f"{container}_chat" if native else "openai"
         else:
             self.style = container
         self.sse = container != "lmi"
@@ -205,7 +212,7 @@ class ContainerStream:
         data = orjson.dumps(obj)
         if not self.sse:
             return data + b"\n"
-        return (b"data:" if self.style == "tgi" else b"data: ") + data + b"\n\n"
+        return (b"data:" if self.style.startswith("tgi") else b"data: ") + data + b"\n\n"
 
     def _chunk(self, text_: str | None, reason: str | None, role: bool = False) -> bytes:
         if self.job.chat:
@@ -229,6 +236,26 @@ class ContainerStream:
                 "choices": [choice],
             }
         )
+
+    def _tgi_chat(self, text_: str | None, reason: str | None, used: int | None = None) -> bytes:
+        """TGI's ``ChatCompletionChunk`` (``object`` from its ``CompletionType`` tag): the
+        role on every delta, ``usage`` null but on its own final chunk."""
+        chunk: dict[str, Any] = {
+            "object": "chat.completion.chunk",
+            "id": "",
+            "created": self._envelope["created"],
+            "model": self.job.model,
+            "system_fingerprint": _TGI_FINGERPRINT,
+            "choices": [],
+            "usage": None,
+        }
+        if used is not None:
+            chunk["usage"] = usage(self.job.prompt_tokens, used)
+        else:
+            delta = {"role": "assistant", "content": text_}
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            chunk["choices"] = [choice]
+        return self._frame(chunk)
 
     def _final(self, generated: int) -> dict[str, Any]:
         """The last event's ``generated_text`` and (when asked) ``details``."""
@@ -255,6 +282,8 @@ class ContainerStream:
             return self._chunk(tok, self.job.finish_reason if last else None)
         if self.style == "lmi_chat":
             return self._lmi_chat(tok, self._native_reason if last and not eos else None, i == 0)
+        if self.style == "tgi_chat":
+            return self._tgi_chat(tok, "length" if last and not eos else None)
         final = self._final(len(self.tokens)) if last and not eos else {}
         if self.style == "tgi":
             token = {"id": _TOKEN_IDS[tok], "text": tok, "logprob": -0.5, "special": False}
@@ -271,6 +300,13 @@ class ContainerStream:
                 used = usage(self.job.prompt_tokens, sent)
                 out = self._frame({**self._envelope, "choices": [], "usage": used})
             return out + (SSE_DONE if self.sse else b"")
+        if self.style == "tgi_chat":
+            # the EOS token is special: no content, finish_reason eos_token formatted "stop"
+            stopped = self.job.finish_reason == "stop"
+            out = self._tgi_chat("", "stop") if stopped else b""
+            if self.job.include_usage:
+                out += self._tgi_chat(None, None, used=sent + (1 if stopped else 0))
+            return out + b"data:[DONE]\n\n"
         if self.job.finish_reason != "stop":
             return b""
         if self.style == "lmi_chat":

@@ -156,6 +156,15 @@ async def test_container_payloads_follow_their_output_formatters(make: Factory) 
     assert decoded(
         (await asyncio.to_thread(stream, emu.url, "llm-lmi", chat))["parts"], chat=True
     ) == (text.expected_text(PROMPT, 3), "stop")
+    tgi_chat = {**chat, "stream_options": {"include_usage": True}}
+    parts = (await asyncio.to_thread(stream, emu.url, "llm-tgi", tgi_chat))["parts"]
+    events = _lines(parts, b"data:")
+    assert all(e["object"] == "chat.completion.chunk" and e["id"] == "" for e in events)
+    assert all(c["delta"]["role"] == "assistant" for e in events for c in e["choices"])
+    assert [c["finish_reason"] for e in events for c in e["choices"]] == [None] * 3 + ["stop"]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 4
+    assert b"".join(parts).endswith(b"data:[DONE]\n\n")
+    assert decoded(parts, chat=True) == (text.expected_text(PROMPT, 3), "stop")
 
 
 async def test_natural_stop_ends_with_tgi_special_eos(make: Factory) -> None:
