@@ -23,16 +23,24 @@ show the change at once. Other replicas see it when their copy does.
 **Promotion.** When the primary is lost (``docs/deploy.md`` §7: fail the
 Global Datastore over to a secondary, or ``REPLICAOF NO ONE`` on a replica),
 :meth:`promote` points writes at the new primary without a restart
-(``POST /admin/v1/store/primary``, ``gateway.admin_store``). Until then
-writes fail (503, fail-static) and reads keep coming from the local copy.
+(``POST /admin/v1/store/primary``, ``gateway.admin_store``). A replica
+whose own read endpoint was promoted finds out by itself: when a write to the
+primary fails, it tries a harmless write on its copy (a replica refuses it,
+``READONLY``; a promoted one takes it), at most once a second, and sends
+writes there from then on. Until then writes fail (503, fail-static) and
+reads keep coming from the local copy.
 If the read endpoint itself is gone, reads fall back to the primary.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from gateway.store.base import (
     AuditEntry,
@@ -49,6 +57,9 @@ from gateway.store.redis_store import RedisStore
 
 log = logging.getLogger("meridian.store")
 
+T = TypeVar("T")
+_DISCOVER_EVERY_S = 1.0  # how often a failing primary makes us test the copy for promotion
+
 
 class ReplicatedStore:
     kind = "redis"
@@ -59,6 +70,8 @@ class ReplicatedStore:
         self.replica = RedisStore(read_url, prefix=prefix)
         self._written = 0  # the newest revision this replica committed (read your writes)
         self._scripts: dict[str, tuple[RedisStore, ScriptCall]] = {}
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._next_check = 0.0  # monotonic: when the copy may next be tested for promotion
         self.where = self._where()
 
     def _where(self) -> str:
@@ -142,6 +155,38 @@ class ReplicatedStore:
 
     # -- writes far (and the reads that must be current) -----------------------------
 
+    async def _on_primary(self, call: Callable[[RedisStore], Awaitable[T]]) -> T:
+        """``call`` on the primary; when that fails and the read endpoint has been
+        promoted meanwhile (it takes a write), writes move there and ``call`` is
+        tried once more: a failover to this region's copy needs no admin call."""
+        primary = self.primary
+        try:
+            return await call(primary)
+        except StoreUnavailable:
+            if not await self._discover(primary):
+                raise
+        return await call(self.primary)
+
+    async def _discover(self, failed: RedisStore) -> bool:
+        if self.primary is not failed:
+            return True  # switched meanwhile: try the new one
+        copy = self.replica
+        now = time.monotonic()
+        if copy is failed or now < self._next_check:
+            return False
+        self._next_check = now + _DISCOVER_EVERY_S
+        try:  # a replica refuses the write (READONLY); a promoted one takes it
+            await copy.lease("primary-check", self._holder, 1.0)
+        except StoreUnavailable:
+            return False
+        self.primary = copy
+        self._written = 0  # revisions now follow the new primary
+        self._scripts.clear()
+        self.where = self._where()
+        log.warning("store: %s takes writes now (promoted); was %s", copy.where, failed.where)
+        await failed.close()
+        return True
+
     async def commit(
         self,
         changes: Mapping[str, Doc | None],
@@ -151,45 +196,49 @@ class ReplicatedStore:
         note: str = "",
         expect: Mapping[str, Doc | None] | None = None,
     ) -> Commit:
-        done = await self.primary.commit(
-            changes, actor=actor, action=action, note=note, expect=expect
+        # Tried again on a promoted copy: a commit that did reach the lost primary and
+        # was replicated changes nothing the second time (no revision, no audit entry).
+        done = await self._on_primary(
+            lambda p: p.commit(changes, actor=actor, action=action, note=note, expect=expect)
         )
         self._written = max(self._written, done.revision)
         return done
 
     async def audit(self, limit: int = 50) -> list[AuditEntry]:
-        return await self.primary.audit(limit)
+        return await self._on_primary(lambda p: p.audit(limit))
 
     async def publish(self, hold: HealthHold) -> None:
-        await self.primary.publish(hold)
+        await self._on_primary(lambda p: p.publish(hold))
 
     async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
-        await self.primary.add_counts(name, counts)
+        await self._on_primary(lambda p: p.add_counts(name, counts))
 
     async def read_counts(self, name: str) -> dict[str, int]:
-        return await self.primary.read_counts(name)
+        return await self._on_primary(lambda p: p.read_counts(name))
 
     async def lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        return await self.primary.lease(name, holder, ttl_s)
+        return await self._on_primary(lambda p: p.lease(name, holder, ttl_s))
 
     async def release_lease(self, name: str, holder: str) -> None:
-        await self.primary.release_lease(name, holder)
+        await self._on_primary(lambda p: p.release_lease(name, holder))
 
     async def admit(self, tenant: str, quota: Quota, stream_id: str, now: float) -> Verdict:
-        return await self.primary.admit(tenant, quota, stream_id, now)
+        return await self._on_primary(lambda p: p.admit(tenant, quota, stream_id, now))
 
     async def release(self, tenant: str, stream_id: str, tokens: int, now: float) -> None:
-        await self.primary.release(tenant, stream_id, tokens, now)
+        await self._on_primary(lambda p: p.release(tenant, stream_id, tokens, now))
 
     def script(self, source: str) -> ScriptCall:
         """Runs on whichever server is the primary when it is called."""
 
-        async def run(keys: list[str], args: list[Arg]) -> Any:
-            primary = self.primary
+        def on(primary: RedisStore) -> ScriptCall:
             cached = self._scripts.get(source)
             if cached is None or cached[0] is not primary:
                 cached = (primary, primary.script(source))
                 self._scripts[source] = cached
-            return await cached[1](keys, args)
+            return cached[1]
+
+        async def run(keys: list[str], args: list[Arg]) -> Any:
+            return await self._on_primary(lambda p: on(p)(keys, args))
 
         return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from typing import Any
@@ -181,3 +182,35 @@ async def test_a_store_without_read_url_cannot_be_repointed(
         headers = {"Authorization": "Bearer wrong"}
         async with s.post(gw.admin_url + "/admin/v1/store/primary", headers=headers) as r:
             assert r.status == 401
+
+
+async def test_writes_find_their_promoted_copy_by_themselves(
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+    redis_server: RedisServer,
+    redis_replica: RedisServer,  # noqa: F811
+) -> None:
+    em = await emulators()
+    gw = await gateways(_config(em.url, redis_server, redis_replica))
+    path = f"/admin/v1/weights/{MODEL}"
+    async with aiohttp.ClientSession() as s:
+        status, before = await admin(s, gw, "PUT", path, {"split": {"v1": 60, "v2": 40}})
+        assert status == 200
+        await wait_for(lambda: b"t:revision" in redis_replica.command("KEYS", "t:revision"))
+        await wait_for(redis_replica.synced)
+        redis_server.kill()
+        status, _ = await admin(s, gw, "PUT", path, {"split": {"v1": 10, "v2": 90}})
+        assert status == 503  # the copy is still a replica: it refuses the write
+        assert redis_replica.command("GET", "t:revision").endswith(
+            f"\r\n{before['revision']}\r\n".encode()
+        )
+        redis_replica.command("REPLICAOF", "NO", "ONE")  # promoted; nobody tells the gateway
+        deadline = time.monotonic() + 5
+        while (answer := await admin(s, gw, "PUT", path, {"split": {"v1": 10, "v2": 90}}))[
+            0
+        ] != 200:
+            assert answer[0] == 503 and time.monotonic() < deadline, answer
+            await asyncio.sleep(0.05)
+        assert answer[1]["revision"] == before["revision"] + 1
+        status, body = await admin(s, gw, "GET", "/admin/v1/store")
+        assert body["primary"] == redis_replica.url and body["primary_answers"] is True
