@@ -181,7 +181,8 @@ class SageMakerSource:
                     self._endpoint(client, summary, found, refused)
         except (BotoCoreError, ClientError) as exc:
             raise DiscoveryError(f"{self.name}: {exc}") from None
-        denied = [r for r in refused if " denied: " in r.reason]
+        # endpoints denied (a component's denial is no evidence about the role)
+        denied = [r for r in refused if " denied: " in r.reason and "/ic/" not in r.name]
         if listed and len(denied) == listed:
             # every endpoint denied: the role lost a permission, not one endpoint;
             # keep the last good inventory rather than drop the region's backends
