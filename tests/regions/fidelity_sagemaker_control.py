@@ -24,6 +24,8 @@ ACCOUNT = "123456789012"
 
 COMPONENTS: dict[str, list[dict[str, Any]]] = {}
 """Endpoint name → its components (``InferenceComponentSummary`` plus ``Tags``)."""
+DENIED: set[str] = set()
+"""Component ARNs whose ``ListTags`` the role may not call (IAM's AccessDeniedException)."""
 
 
 class _Body:
@@ -75,6 +77,8 @@ def component_tags(model: Any, params: dict[str, Any], **_: Any) -> Any:
     arn = json.loads(params["body"] or b"{}").get("ResourceArn", "")
     if ":inference-component/" not in arn:
         return None  # moto answers for endpoints
+    if arn in DENIED:
+        return answer(model, {"__type": "AccessDeniedException", "Message": "not authorized"}, 400)
     tags = next(
         (c["Tags"] for cs in COMPONENTS.values() for c in cs if c["InferenceComponentArn"] == arn),
         [],
@@ -107,3 +111,4 @@ def everywhere() -> Iterator[None]:
         for item in added:
             handlers.BUILTIN_HANDLERS.remove(item)
         COMPONENTS.clear()
+        DENIED.clear()

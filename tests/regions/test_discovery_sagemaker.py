@@ -50,6 +50,7 @@ def aws(session: boto3.session.Session) -> Iterator[Any]:
 
     sagemaker_backends.reset()
     fidelity_sagemaker_control.COMPONENTS.clear()
+    fidelity_sagemaker_control.DENIED.clear()
     yield session.client("sagemaker", region_name=REGION)
 
 
@@ -416,3 +417,34 @@ async def test_a_role_without_list_inference_components_discovers_as_before(
     (item,) = listing.found
     assert item.spec.name == "sagemaker/us-east-1/llama-a"
     assert "ListInferenceComponents denied: AccessDeniedException" in item.detail
+
+
+async def test_a_denied_component_is_refused_without_failing_the_region(
+    aws: Any, session: Any
+) -> None:
+    """One endpoint the role may not tag-read and one component it may not: the
+    region still lists (only endpoints count toward "every endpoint denied")."""
+    endpoint(aws, "llama-secret", TAGS)
+    endpoint(aws, "shared", TAGS)
+    fidelity_sagemaker_control.component("shared", "ic-a", {})
+    fidelity_sagemaker_control.component("shared", "ic-b", {})
+    (secret_c,) = [
+        c
+        for c in fidelity_sagemaker_control.COMPONENTS["shared"]
+        if c["InferenceComponentName"] == "ic-b"
+    ]
+    fidelity_sagemaker_control.DENIED.add(secret_c["InferenceComponentArn"])
+    arn = aws.describe_endpoint(EndpointName="llama-secret")["EndpointArn"]
+
+    def partial(settings: SageMakerSettings) -> Any:
+        client = session.client("sagemaker", region_name=settings.region)
+        deny(client, "ListTags", "AccessDeniedException", "ResourceArn", arn, arn)
+        return client
+
+    source = SageMakerSource(SageMakerSettings(region=REGION), CATALOG, partial)
+    listing = await source.discover()
+    assert [f.spec.name for f in listing.found] == ["sagemaker/us-east-1/shared/ic/ic-a"]
+    assert sorted(r.name for r in listing.refused) == [
+        "sagemaker/us-east-1/llama-secret",
+        "sagemaker/us-east-1/shared/ic/ic-b",
+    ]
