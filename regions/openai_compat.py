@@ -14,6 +14,10 @@ the backend; after the finish reason only the usage chunk and ``[DONE]`` are
 taken (text and further finishes are dropped) and they must come within
 ``_TAIL_S``; bodies read whole are capped (:func:`read_capped`).
 
+The body is the client's own (``request.body``), with only :data:`OWNED`
+rewritten: tools, ``response_format``, logprobs, ``n``, content parts and
+vLLM's extras reach the server as the client sent them.
+
 Resumption (``request.assistant_prefix``) uses vLLM's continue-final-message:
 the prefix becomes a final assistant message the model continues; for
 completions it is appended to the prompt.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Protocol
 
@@ -40,6 +45,7 @@ _DONE = b"[DONE]"
 _DRAIN_S = 1.0
 _TAIL_S = 2.0  # after a finish reason, how long the usage chunk and [DONE] may take
 _MAX_COUNT = 1 << 53  # a token count beyond this is not a count
+_MAX_RETRY_AFTER_S = 86400.0
 MAX_BODY_BYTES = 64 * 1024  # an error body read whole
 _MAX_METRICS_BYTES = 1 << 20  # vLLM's /metrics is a few tens of KiB
 
@@ -58,13 +64,17 @@ def classify_status(status: int) -> FailureClass:
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """A backend's ``Retry-After`` in seconds, at most a day; None when absent or
+    not a finite, non-negative number (``inf`` once became a 500 in the error headers)."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
         return None  # HTTP-date form: treat as unknown rather than guess clocks
-    return seconds if seconds >= 0 else None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, _MAX_RETRY_AFTER_S)
 
 
 def waiting_requests(metrics_text: str) -> int | None:
@@ -80,8 +90,34 @@ def waiting_requests(metrics_text: str) -> int | None:
     return int(total) if seen else None
 
 
+OWNED = ("model", "stream", "stream_options", "continue_final_message", "add_generation_prompt")
+"""The body members the gateway writes itself; every other member of the client's
+body is sent as the client wrote it."""
+
+
 def build_body(request: GenerationRequest, served_model: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": served_model, **request.sampling.as_openai()}
+    """The client's body (``request.body``) with only the gateway's members rewritten:
+    the served model, streaming with usage, and resumption. A request built by
+    the gateway itself (no body) is built from its modelled fields."""
+    if request.body is not None:
+        body = {k: v for k, v in request.body.items() if k not in OWNED}
+        body["model"] = served_model
+        if request.kind is Kind.CHAT and request.assistant_prefix:
+            body["messages"] = [
+                *body["messages"],
+                {"role": "assistant", "content": request.assistant_prefix},
+            ]
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        elif request.assistant_prefix:
+            body["prompt"] = request.prompt + request.assistant_prefix
+        if request.assistant_prefix and request.sampling.max_tokens is not None:
+            body.pop("max_completion_tokens", None)
+            body["max_tokens"] = request.sampling.max_tokens  # what is left of the limit
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        return body
+    body = {"model": served_model, **request.sampling.as_openai()}
     if request.kind is Kind.CHAT:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         if request.assistant_prefix:
@@ -143,7 +179,7 @@ class OpenAICompatProvider:
                 if resp.status != 200:
                     raise await _status_error(resp)
                 check_identity(resp)
-                async for event in _events(resp, request.kind is Kind.CHAT):
+                async for event in _events(resp, request.kind is Kind.CHAT, request.choices):
                     yield event
         except BackendError:
             raise
@@ -214,14 +250,17 @@ class Chunk(NamedTuple):
     reason: str | None
     usage: tuple[int, int] | None
     choice: bool
+    at: int = 0  # the choice's index
 
 
-def parse_chunk(obj: object, chat: bool) -> Chunk:
+def parse_chunk(obj: object, chat: bool, allowed: int = 1) -> Chunk:
     """An OpenAI ``chat.completion.chunk`` / ``text_completion`` object, checked.
 
     Any JSON value can arrive here; every member the gateway reads must have
     the type the API gives it, or the stream is broken (STREAM_BROKEN, counted
     against the backend). Members the gateway does not read are not checked.
+    ``allowed`` is how many choices the request asked for: a chunk carries one
+    choice, whose index must be below it.
     """
     if not isinstance(obj, dict):
         raise broken("not a JSON object")
@@ -233,14 +272,16 @@ def parse_chunk(obj: object, chat: bool) -> Chunk:
     choices = obj.get("choices")
     if choices is not None and not isinstance(choices, list):
         raise broken("choices is not a list")
+    index = 0
     if choices:
         first = choices[0]
         if not isinstance(first, dict):
             raise broken("a choice is not an object")
-        if len(choices) > 1 or first.get("index", 0) != 0:
-            # The gateway never asks for n > 1: another choice is not this answer,
-            # and forwarded as it is it would reach the client.
-            raise broken("more than one choice")
+        index = first.get("index", 0)
+        if len(choices) > 1 or not isinstance(index, int) or not 0 <= index < allowed:
+            # A choice the client did not ask for is not this answer, and
+            # forwarded as it is it would reach the client.
+            raise broken("more than one choice" if allowed == 1 else "a choice not asked for")
         if chat:
             delta = first.get("delta")
             if delta is not None and not isinstance(delta, dict):
@@ -267,7 +308,7 @@ def parse_chunk(obj: object, chat: bool) -> Chunk:
                 count_member(usage, "prompt_tokens"),
                 count_member(usage, "completion_tokens"),
             )
-    return Chunk(text, reason, counts, choice)
+    return Chunk(text, reason, counts, choice, index)
 
 
 def count_member(obj: dict[str, Any], name: str) -> int:
@@ -328,10 +369,15 @@ async def drain(resp: aiohttp.ClientResponse) -> None:
                 pass
 
 
-async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Event]:
+async def _events(
+    resp: aiohttp.ClientResponse, chat: bool, choices: int = 1
+) -> AsyncIterator[Event]:
+    """With several choices the stream is finished when each has its finish reason:
+    the earlier ones are forwarded as content, and one Finish ends the answer."""
     splitter = SseSplitter()
     progress = _Progress()
     usage_seen = False
+    unfinished = set(range(choices))
     async for piece in body_pieces(resp, progress):
         events = splitter.feed(piece)
         last = len(events) - 1
@@ -345,12 +391,16 @@ async def _events(resp: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Eve
                 await drain(resp)
                 return
             try:
-                chunk = parse_chunk(orjson.loads(data), chat)
+                chunk = parse_chunk(orjson.loads(data), chat, choices)
             except orjson.JSONDecodeError:
                 raise broken("not JSON") from None
             if chunk.choice:
-                if progress.finished:
+                if progress.finished or chunk.at not in unfinished:
                     continue  # text or a second finish after the finish reason: not the answer
+                if chunk.reason and len(unfinished) > 1:
+                    unfinished.discard(chunk.at)
+                    yield TokenDelta(chunk.text, _forwardable(event, data), index < last)
+                    continue
                 more = index < last and not chunk.reason
                 if chunk.reason and chunk.usage is not None:
                     # Usage on the finish chunk (TGI's Messages API): re-encoded, so

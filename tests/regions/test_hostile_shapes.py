@@ -221,3 +221,31 @@ async def test_wrong_shape_mid_stream_with_no_other_backend_ends_with_an_error_e
     assert last["error"]["code"] == "stream_failed" and b"[DONE]" not in raw
     status, raw = await post(gw, stream=False)
     assert status == 502 and orjson.loads(raw)["error"]["code"] == "stream_failed"
+
+
+@pytest.mark.parametrize("value", ["inf", "1e999", "nan", "-5", "1e308"])
+async def test_a_hostile_retry_after_is_no_500(
+    gateways: GatewayFactory, hostiles: list[HostileBackend], value: str
+) -> None:
+    """429s whose Retry-After is infinite, NaN or absurd: the client gets a 503 with
+    a sane Retry-After (was a 500 and a traceback: round(inf) in the error headers)."""
+    hostile = HostileBackend(
+        Script([b'{"error":{"message":"slow down"}}'], status=429, headers={"Retry-After": value})
+    )
+    hostiles.append(hostile)
+    await hostile.start()
+    gw = await gateways(
+        gateway_config(
+            [("hostile", "aws:eu-west-1", "v1", hostile.url)],
+            failover={"health_checks": {"enabled": False}, "hedge": False},
+        )
+    )
+    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.http_url + "/v1/chat/completions", json=body, headers=AUTH) as resp,
+    ):
+        assert resp.status == 503
+        retry_after = resp.headers.get("Retry-After")
+        await resp.read()
+    assert retry_after is None or 1 <= int(retry_after) <= 86400
