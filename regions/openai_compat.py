@@ -174,7 +174,11 @@ class OpenAICompatProvider:
         }
         try:
             async with self._session.post(
-                self._urls[request.kind], data=body, headers=headers, auto_decompress=False
+                self._urls[request.kind],
+                data=body,
+                headers=headers,
+                auto_decompress=False,
+                allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
                     raise await _status_error(resp)
@@ -209,7 +213,10 @@ async def _status_error(resp: aiohttp.ClientResponse) -> BackendError:
 
 IDENTITY = {"Accept-Encoding": "identity"}
 """Asked of every backend, with ``auto_decompress=False``: a compressed body would
-let a few KiB from a peer inflate to megabytes in one read (a decompression bomb)."""
+let a few KiB from a peer inflate to megabytes in one read (a decompression bomb).
+Requests also go with ``allow_redirects=False``: a redirect is a misconfigured
+backend (SERVER by its status), not a host to send the request and its
+credentials to."""
 
 
 def check_identity(resp: aiohttp.ClientResponse) -> None:

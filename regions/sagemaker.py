@@ -101,7 +101,11 @@ class SageMakerProvider:
         try:
             # Accept-Encoding is sent unsigned, as aiohttp's own default is.
             async with self._session.post(
-                self._yarl, data=body, headers={**headers, **IDENTITY}, auto_decompress=False
+                self._yarl,
+                data=body,
+                headers={**headers, **IDENTITY},
+                auto_decompress=False,
+                allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))

@@ -201,7 +201,7 @@ class VertexProvider:
         """The response; a 401 refreshes the token and sends once more
         (``regions.vertex_auth``: as google-auth's AuthorizedSession)."""
         resp = await self._session.post(
-            self._url, data=body, headers=headers, auto_decompress=False
+            self._url, data=body, headers=headers, auto_decompress=False, allow_redirects=False
         )
         if resp.status != 401 or not self._credentials.refreshable:
             return resp
@@ -209,7 +209,11 @@ class VertexProvider:
         resp.release()
         retry = await self._credentials.refreshed(headers) or {}
         return await self._session.post(
-            self._url, data=body, headers={**headers, **retry}, auto_decompress=False
+            self._url,
+            data=body,
+            headers={**headers, **retry},
+            auto_decompress=False,
+            allow_redirects=False,
         )
 
 

@@ -249,3 +249,23 @@ async def test_a_hostile_retry_after_is_no_500(
         retry_after = resp.headers.get("Retry-After")
         await resp.read()
     assert retry_after is None or 1 <= int(retry_after) <= 86400
+
+
+async def test_a_redirect_from_a_backend_is_not_followed(
+    emulators: EmulatorFactory, gateways: GatewayFactory, hostiles: list[HostileBackend]
+) -> None:
+    """A backend answering 307 elsewhere is a misconfigured backend (SERVER), not a
+    reason to send the request, and its credentials, to whatever host it names."""
+    elsewhere = HostileBackend(partial_answer(0, b"[1]"))
+    hostiles.append(elsewhere)
+    await elsewhere.start()
+    hostile = HostileBackend(
+        Script([], status=307, headers={"Location": elsewhere.url + "/v1/chat/completions"})
+    )
+    hostiles.append(hostile)
+    gw = await hostile_and_healthy(emulators, gateways, hostile)
+    status, raw = await post(gw, stream=False)
+    assert status == 200, raw
+    assert orjson.loads(raw)["choices"][0]["message"]["content"] == expected_text(CONTEXT, 8)
+    assert hostile.stats.requests == 1 and elsewhere.stats.requests == 0
+    assert attempts(gw, "hostile", "server") == 1
