@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -44,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+async def _run(workdir: Path, opts: RunOptions, console: Console) -> dict[str, Any]:
+    # SIGTERM stops the run the way Ctrl-C does: every child is stopped on the way out
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_lab(workdir, opts, console)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
@@ -76,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="geo-lab-") as tmp:
         workdir = args.workdir or Path(tmp)
         try:
-            results = asyncio.run(run_lab(workdir, opts, console))
+            results = asyncio.run(_run(workdir, opts, console))
         except StartError as exc:
             console.print(f"[red]the lab could not start[/red]: {exc}")
             return 3
-        except KeyboardInterrupt:
+        except TimeoutError:
+            console.print(f"[red]the run passed its deadline ({opts.budget_s():.0f} s)[/red]")
+            return 1
+        except (KeyboardInterrupt, asyncio.CancelledError):
             return 130
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -489,8 +489,7 @@ class Lab:
     async def close(self) -> None:
         for link in self.links:
             await link.stop()
-        for child in reversed(self.children):
-            await asyncio.to_thread(child.stop, 3.0)
+        await asyncio.gather(*(asyncio.to_thread(c.stop, 3.0) for c in self.children))
         if self.session is not None:
             await self.session.close()
 

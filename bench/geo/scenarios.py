@@ -239,9 +239,16 @@ async def limit_accuracy(lab: Lab, warmup_s: float, window_s: float) -> Result:
             "limit_in_window": round(allowed, 1),
             "admitted_pct_of_limit": round(share, 1),
             "one_exact_counter_admits": ideal,
+            "admitted_pct_of_exact": round(total_ok / ideal * 100, 1) if ideal else None,
         }
     )
     judged = warmup_s >= 60 and window_s >= 60
+    # Over a minute that is not the window's own, even an exact sliding-window
+    # counter can admit less than the limit (the previous minute's weight is
+    # still decaying), so the floor is judged against what it would admit.
+    floor = min(allowed, ideal)
+    vs_exact = total_ok / ideal * 100 if ideal else 0.0
+    holds = total_ok <= 1.05 * allowed and total_ok >= 0.95 * floor
     return {
         "rows": rows,
         "notes": [
@@ -254,9 +261,11 @@ async def limit_accuracy(lab: Lab, warmup_s: float, window_s: float) -> Result:
         ],
         "targets": [
             _target(
-                "admitted within 95–105% of the limit (2× offered from every region)",
-                (95.0 <= share <= 105.0) if judged else None,
-                f"{share:.1f}% over {window_s:g} s"
+                "admitted ≤ 105% of the limit and ≥ 95% of what an exact counter admits"
+                " (2× offered from every region)",
+                holds if judged else None,
+                f"{share:.1f}% of the limit, {vs_exact:.1f}% of one exact counter, over"
+                f" {window_s:g} s"
                 + ("" if judged else " (not judged: warm-up and window must be ≥ 60 s)"),
             )
         ],
