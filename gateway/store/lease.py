@@ -252,11 +252,13 @@ class TenantShare:
         own count of the minute, which includes what it admitted under its lease."""
         safe = Quota(self._safe.requests_per_min, self._safe.tokens_per_min, None)
         verdict = self._window.check(self.tenant, safe, now)
-        if not verdict.allowed:
-            return verdict
+        if not verdict.allowed:  # the client is told the tenant's limit, not this share
+            configured = getattr(self.quota, verdict.reason, None) or verdict.limit
+            return Verdict(False, verdict.reason, configured, verdict.retry_after)
         streams = self._safe.concurrent_streams
         if streams is not None and len(self.streams) >= streams:
-            return Verdict(False, "concurrent_streams", streams, 1.0)
+            limit = self.quota.concurrent_streams or streams
+            return Verdict(False, "concurrent_streams", limit, 1.0)
         return ALLOWED
 
     def _refused(self, reason: str, limit: int, now: float) -> Verdict:

@@ -160,6 +160,9 @@ async def test_a_cut_off_replica_keeps_its_lease_then_its_safe_share(
         # the safe share (25) on this replica's count of the minute, which has the lease's
         assert safe == 25 - on_lease, (safe, on_lease)
         assert lim.status()["t"]["mode"] == "safe"
+        with pytest.raises(ExecutionFailed) as refused:
+            lim.admit("t")
+        assert "(limit 100)" in refused.value.message  # the tenant's limit, not the share
     finally:
         redis_server.process.send_signal(signal.SIGCONT)
     counted = f"cut:limit:t:req:{int(clock.now // WINDOW_S)}"
