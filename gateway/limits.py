@@ -189,7 +189,7 @@ class TenantLimiter:
     def _renew_soon(self, share: TenantShare) -> None:
         if not share.asking and not self._degraded():
             share.asking = True  # claimed now: one renewal in flight per tenant
-            self._tasks.spawn(self._renew(share, claimed=True))
+            self._tasks.spawn(self._renew(share))
 
     async def _renew_forever(self) -> None:
         while True:
@@ -199,10 +199,8 @@ class TenantLimiter:
             # jittered, so replicas started together do not renew in step
             await asyncio.sleep(self.settings.renew_s * random.uniform(0.9, 1.1))
 
-    async def _renew(self, share: TenantShare, *, claimed: bool = False) -> None:
+    async def _renew(self, share: TenantShare) -> None:
         assert self._leases is not None
-        if claimed:
-            share.asking = False
         now = self._clock()
         ask = share.ask(now)
         try:
