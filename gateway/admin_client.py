@@ -21,9 +21,24 @@ class AdminError(Exception):
     """One line for the terminal."""
 
 
+def checked_url(url: str) -> str:
+    """``url`` without a trailing ``/`` when it is an http(s) URL with a host and
+    a valid port; else AdminError naming what is wrong (urllib's own error,
+    "unknown url type", does not say what a URL should look like)."""
+    parsed = urllib.parse.urlsplit(url.strip())
+    hint = f"bad admin URL {url!r}: expected http://HOST:PORT, e.g. {DEFAULT_URL}"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise AdminError(hint)
+    try:
+        parsed.port  # noqa: B018 - raises ValueError when the port is not a number 0-65535
+    except ValueError:
+        raise AdminError(hint) from None
+    return url.strip().rstrip("/")
+
+
 class AdminClient:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0):
-        self.url = (url or os.environ.get("MERIDIAN_ADMIN_URL") or DEFAULT_URL).rstrip("/")
+        self.url = checked_url(url or os.environ.get("MERIDIAN_ADMIN_URL") or DEFAULT_URL)
         self.token = token or os.environ.get("MERIDIAN_ADMIN_TOKEN") or ""
         self.timeout = timeout
 
@@ -50,7 +65,7 @@ class AdminClient:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
             raise AdminError(f"{exc.code}: {_message(exc.code, exc.read())}") from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: bad URL
             reason = getattr(exc, "reason", exc)
             raise AdminError(f"cannot reach the admin API at {self.url}: {reason}") from None
         return json.loads(payload) if payload else None

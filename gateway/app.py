@@ -92,6 +92,15 @@ class Gateway:
         return app
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # A listener that cannot bind (a busy port): close what was opened, so the
+            # process exits on the one error line, without "Unclosed client session".
+            await self.stop(grace=0.0)
+            raise
+
+    async def _start(self) -> None:
         runtime = await build_runtime(self.config, self._environ)
         self.runtime = runtime
         await attach(runtime, self._environ)  # the control plane: store, canary, limits
@@ -117,7 +126,12 @@ class Gateway:
         )
         if self.config.listen.grpc is not None:
             self._grpc = GrpcServer(runtime, reuse_port=self._reuse_port)
-            self.grpc_address = await self._grpc.start(self.config.listen.grpc)
+            try:
+                self.grpc_address = await self._grpc.start(self.config.listen.grpc)
+            except RuntimeError:  # grpcio's "Failed to bind to address": a busy port
+                raise OSError(
+                    f"cannot bind the gRPC listener to {self.config.listen.grpc}"
+                ) from None
         runtime.lifecycle.ready = True
         if self._grpc is not None:
             await self._grpc.ready()

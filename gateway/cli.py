@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway import (
     cli_canary,
@@ -107,6 +108,42 @@ def _emulate_vertex(args: argparse.Namespace) -> int:
     return 0
 
 
+def address(text: str) -> str:
+    """An argparse type: ``HOST:PORT`` with a port 0-65535 (0 = any free port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:8080, got {text!r}")
+    return text
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0-65535."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def optional_address(text: str) -> str:
+    """:func:`address`, or ``''`` (the listener is off)."""
+    return text if text == "" else address(text)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meridian-gateway")
+    except PackageNotFoundError:  # pragma: no cover - run from a tree that is not installed
+        return "unknown"
+
+
 def admin_options() -> argparse.ArgumentParser:
     """Options shared by every command that talks to the admin API."""
     common = argparse.ArgumentParser(add_help=False)
@@ -116,9 +153,17 @@ def admin_options() -> argparse.ArgumentParser:
     return common
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line too (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meridian", description="Global inference gateway")
+    p = _Parser(prog="meridian", description="Global inference gateway")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"meridian {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = admin_options()
     cli_route.add(sub, common)
@@ -135,20 +180,22 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", required=True, help="YAML config file")
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the ports")
+    serve.add_argument("--workers", type=positive, default=1, help="processes sharing the ports")
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="gateway + emulated backends in five regions")
-    demo.add_argument("--http", default="127.0.0.1:8080", help="HTTP API address")
-    demo.add_argument("--admin", default="127.0.0.1:9090", help="admin API address")
-    demo.add_argument("--grpc", default="127.0.0.1:50051", help="gRPC address ('' = off)")
+    demo.add_argument("--http", type=address, default="127.0.0.1:8080", help="HTTP API address")
+    demo.add_argument("--admin", type=address, default="127.0.0.1:9090", help="admin API address")
+    demo.add_argument(
+        "--grpc", type=optional_address, default="127.0.0.1:50051", help="gRPC address ('' = off)"
+    )
     demo.add_argument("--redis", help="control-plane store in Redis (redis://HOST:PORT/DB)")
     demo.set_defaults(func=_demo)
 
     emulate = sub.add_parser("emulate", help="run a backend emulator")
     emulate.add_argument("kind", choices=["vllm", "sagemaker", "vertex"])
     emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--port", type=int, required=True)
+    emulate.add_argument("--port", type=port, required=True)
     emulate.add_argument("--ttft-ms", type=float, default=0.0)
     emulate.add_argument("--itl-ms", type=float, default=0.0)
     emulate.add_argument("--max-tokens", type=int, default=32, help="tokens when unasked")
@@ -170,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # gRPC's C core logs its own copy of a bind failure before the one line below.
+    os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if args.verbose else "NONE")
     if getattr(args, "model", "") is None:
         args.model = ["meta-llama/Llama-3.1-8B-Instruct"]
     logging.basicConfig(
@@ -189,6 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, not the user's fault: still one line (-v: the traceback)
+        if args.verbose:
+            raise
+        print(
+            f"meridian: internal error: {type(exc).__name__}: {exc} (-v shows more)",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 

@@ -70,8 +70,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     start.set_defaults(func=run_start)
     for verb, text in (
         ("status", "phase, step, sample and history"),
-        ("promote", "send 100% to the candidate now"),
-        ("abort", "send 0% to the candidate now"),
+        ("promote", "send 100%% to the candidate now"),
+        ("abort", "send 0%% to the candidate now"),
     ):
         p = verbs.add_parser(verb, parents=[common], help=text)
         p.add_argument("model")

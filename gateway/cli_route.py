@@ -27,6 +27,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise AdminError(f"bad --max-tokens {args.max_tokens}: must be a whole number >= 1")
     client = AdminClient(args.admin_url, args.token)
     body = client.get(
         "/admin/v1/route/explain",
@@ -42,7 +44,7 @@ def run_explain(args: argparse.Namespace) -> int:
     console = Console()
     if "error" in body:
         err = body["error"]
-        raise AdminError(f"{err['status']} {err['code']}: {err['message']}")
+        raise AdminError(f"{err['status']}: {err['message']}")  # as every other refusal
     console.print(
         f"[bold]{body['model']}[/] → version [bold]{body['version']}[/]  "
         f"tenant {body['tenant'] or '(none)'}  residency {body['residency']}"

@@ -10,7 +10,6 @@ plane's state. ``top`` redraws it every ``--interval`` seconds with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import time
@@ -21,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from gateway.admin_client import AdminClient
+from gateway.admin_client import AdminClient, AdminError
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -90,15 +89,19 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_top(args: argparse.Namespace) -> int:
+    if not 0.1 <= args.interval <= 3600:  # also refuses nan and inf
+        raise AdminError(f"bad --interval {args.interval:g}: seconds from 0.1 to 3600")
     client = AdminClient(args.admin_url, args.token)
     if args.once or args.json:  # a script wants one answer, not a redrawn screen
         return run_status(args)
     first = render(client.get("/admin/v1/status"))
-    with Live(first, auto_refresh=False) as live, contextlib.suppress(KeyboardInterrupt):
-        while True:
-            time.sleep(max(0.1, args.interval))
-            live.update(render(client.get("/admin/v1/status")), refresh=True)
-    return 0
+    try:
+        with Live(first, auto_refresh=False) as live:
+            while True:
+                time.sleep(max(0.1, args.interval))
+                live.update(render(client.get("/admin/v1/status")), refresh=True)
+    except KeyboardInterrupt:
+        return 130  # docs/cli.md: Ctrl-C is 130, as for every command
 
 
 def _when(at: float) -> str:
@@ -110,6 +113,8 @@ def _brief(value: Any) -> str:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise AdminError(f"bad --limit {args.limit}: a whole number from 1 to 1000")
     body = AdminClient(args.admin_url, args.token).get("/admin/v1/audit", limit=args.limit)
     if args.json:
         print(json.dumps(body, indent=2))

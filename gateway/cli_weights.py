@@ -60,10 +60,15 @@ def print_split(body: dict[str, Any]) -> None:
         )
     console.print(table)
     canary = body.get("canary")
-    if canary:
+    if canary and canary["phase"] in ("progressing", "waiting"):
         console.print(
             f"canary {canary['stable']} → {canary['candidate']}: {canary['phase']} "
             f"at {canary['weight']}%"
+        )
+    elif canary:  # it ended: its last weight is history, the table above is in force
+        console.print(
+            f"last canary {canary['stable']} → {canary['candidate']}: {canary['phase']} "
+            f"(ended at {canary['weight']}%)"
         )
 
 

@@ -164,10 +164,15 @@ class Demo:
         self.gateway: Gateway | None = None
 
     async def start(self) -> Gateway:
-        urls = [await e.start("127.0.0.1", 0) for e in self.emulators]
-        config = demo_config(urls, self._http, self._admin, self._grpc, self._redis)
-        self.gateway = Gateway(config)
-        await self.gateway.start()
+        try:
+            urls = [await e.start("127.0.0.1", 0) for e in self.emulators]
+            config = demo_config(urls, self._http, self._admin, self._grpc, self._redis)
+            self.gateway = Gateway(config)
+            await self.gateway.start()
+        except BaseException:  # a busy port: close the emulators too, then the one error line
+            self.gateway = None  # Gateway.start closed itself
+            await self.stop()
+            raise
         return self.gateway
 
     async def stop(self) -> None:
