@@ -33,6 +33,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--changes", type=int, default=20, help="propagation: changes of each kind")
     p.add_argument("--cut", type=float, default=10.0, help="partition: seconds cut off")
     p.add_argument("--detect", type=float, default=1.0, help="primary lost: seconds to promote")
+    p.add_argument(
+        "--promote",
+        choices=("auto", "admin", "endpoint"),
+        default="auto",
+        help="primary lost: tell the gateways (POST /admin/v1/store/primary) or move the"
+        " write endpoint under them; auto = admin when the gateways have it",
+    )
     p.add_argument("--after", type=float, default=5.0, help="region lost: seconds observed")
     p.add_argument(
         "--store-option",
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         changes=args.changes,
         cut_s=args.cut,
         detect_s=args.detect,
+        promote=args.promote,
         after_s=args.after,
         store_options=store,
     )

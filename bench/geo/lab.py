@@ -456,6 +456,29 @@ class Lab:
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return None
 
+    async def admin_post(self, gw: Gateway, path: str, body: Mapping[str, Any]) -> int:
+        return await self._admin_send("POST", gw, path, body)
+
+    async def admin_put(self, gw: Gateway, path: str, body: Mapping[str, Any]) -> int:
+        return await self._admin_send("PUT", gw, path, body)
+
+    async def _admin_send(
+        self, method: str, gw: Gateway, path: str, body: Mapping[str, Any], timeout_s: float = 5.0
+    ) -> int:
+        """The HTTP status of one admin call (0 when it got no answer)."""
+        try:
+            async with self.http().request(
+                method,
+                gw.admin + path,
+                json=dict(body),
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "x-meridian-actor": "geo-lab"},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                await resp.read()
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError):
+            return 0
+
     async def set_faults(self, emulator: str, faults: Mapping[str, Any] | None) -> None:
         port, _ = self.emulators[emulator]
         host = self.emulator_region(emulator).host

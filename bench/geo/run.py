@@ -37,6 +37,7 @@ class RunOptions:
     changes: int = 20
     cut_s: float = 10.0
     detect_s: float = 1.0
+    promote: str = "auto"
     after_s: float = 5.0
     store_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -114,7 +115,7 @@ async def run_lab(
                 elif name == "partition":
                     out[name] = await scenarios.partition(lab, opts.cut_s)
                 elif name == "primary_lost":
-                    out[name] = await scenarios.primary_lost(lab, opts.detect_s)
+                    out[name] = await scenarios.primary_lost(lab, opts.detect_s, opts.promote)
                 elif name == "region_lost":
                     out[name] = await scenarios.region_lost(lab, opts.after_s)
                 out[name]["duration_s"] = round(time.monotonic() - t, 1)

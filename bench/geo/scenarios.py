@@ -467,10 +467,12 @@ async def _observe(
         if stop.is_set():
             return
         t = time.monotonic()
-        for gw, ready, status in zip(
+        for gw, ready, status, store in zip(
             gws,
             await asyncio.gather(*(lab.readyz(g) for g in gws)),
             await asyncio.gather(*(lab.admin_get(g, "/admin/v1/status", 1.0) for g in gws)),
+            # where writes go and whether the primary answers, where the gateway has it
+            await asyncio.gather(*(lab.admin_get(g, "/admin/v1/store", 1.5) for g in gws)),
             strict=True,
         ):
             cp = status.get("control_plane") if isinstance(status, dict) else None
@@ -482,6 +484,9 @@ async def _observe(
                     "readyz_control_plane": None if ready is None else ready.get("control_plane"),
                     "status": None if not isinstance(cp, dict) else cp.get("status"),
                     "error": None if not isinstance(cp, dict) else cp.get("error"),
+                    "primary_answers": None
+                    if not isinstance(store, dict)
+                    else store.get("primary_answers"),
                 }
             )
         with contextlib.suppress(asyncio.TimeoutError):
@@ -617,6 +622,13 @@ async def partition(lab: Lab, cut_s: float, heal_wait_s: float = 15.0) -> Result
                 "cut_streams": during["cut"] + after["cut"],
                 "lost_after_heal": after["lost"],
                 "readyz/status seen during cut": states,
+                "primary answers (store) during cut": sorted(
+                    {
+                        str(e["primary_answers"])
+                        for e in log
+                        if e["gateway"] in {g.name for g in gws} and t_cut <= e["t"] < t_heal
+                    }
+                ),
                 "to_degraded_s": [None if x is None else round(x, 1) for x in to_degraded],
                 "to_ok_after_heal_s": [None if x is None else round(x, 1) for x in to_ok],
                 "errors": tally.errors(r.name),
@@ -675,8 +687,14 @@ async def partition(lab: Lab, cut_s: float, heal_wait_s: float = 15.0) -> Result
 # -- primary lost ------------------------------------------------------------------
 
 
-async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0) -> Result:
-    """Kill the primary, promote the nearest replica, repoint the write endpoints."""
+async def primary_lost(
+    lab: Lab, detect_s: float, promote: str = "auto", write_deadline_s: float = 30.0
+) -> Result:
+    """Kill the primary, promote the nearest replica, and move the writes to it:
+    ``admin`` = ``POST /admin/v1/store/primary`` on every replica whose copy is
+    not the promoted one (the others find it themselves); ``endpoint`` = repoint
+    every region's write-endpoint link, as DNS would; ``auto`` = ``admin`` when
+    the gateways have ``GET /admin/v1/store``."""
     from bench.geo.lab import redis_command
 
     old = lab.primary_region
@@ -716,15 +734,53 @@ async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0
     node = lab.redis[new.name]
     promoted = await redis_command(new.host, node.port, "REPLICAOF", "NO", "ONE")
     target = Target(new.host, node.port, new.name)
+    links: dict[str, str] = {new.name: f"redis://{new.host}:{node.port}/0"}
     for r in REGIONS:
-        lab.write_links[r.name].retarget(target, rtt_ms(r.name, new.name) / 2000)
-    for r in REGIONS:
-        if r.name in (old.name, new.name):
+        if r.name == new.name:
             continue
         link = await lab.add_link(f"{r.name}->redis-{new.name}", r, target)
-        rn = lab.redis[r.name]
-        await redis_command(r.host, rn.port, "REPLICAOF", link.listen_host, str(link.port))
+        links[r.name] = f"redis://{link.address}/0"
+        if r.name != old.name:
+            rn = lab.redis[r.name]
+            await redis_command(r.host, rn.port, "REPLICAOF", link.listen_host, str(link.port))
+    mode = promote
+    if mode == "auto":
+        mode = (
+            "admin" if await lab.admin_get(operator, "/admin/v1/store") is not None else "endpoint"
+        )
+    repointed: dict[str, int] = {}
+    if mode == "endpoint":
+        for r in REGIONS:
+            lab.write_links[r.name].retarget(target, rtt_ms(r.name, new.name) / 2000)
+    else:
+        # what docs/control-plane.md says an operator does: every replica whose
+        # copy is not the promoted one is told the new primary (the old primary's
+        # region also moves its reads, its copy was the lost primary itself)
+        async def repoint(gw: Gateway) -> None:
+            body_ = {"url": links[gw.region.name]}
+            if gw.region.name == old.name:
+                body_["read_url"] = links[gw.region.name]
+            repointed[gw.name] = await lab.admin_post(gw, "/admin/v1/store/primary", body_)
+
+        await asyncio.gather(*(repoint(g) for g in lab.gateways if g.region.name != new.name))
     lab.primary_region = new
+    t_promoted = time.monotonic()
+
+    async def api_write(gw: Gateway) -> float | None:
+        # PUT /admin/v1/weights, what `meridian weights set` sends, per region at once
+        deadline = time.monotonic() + write_deadline_s
+        while time.monotonic() < deadline:
+            status = await lab.admin_put(
+                gw, f"/admin/v1/weights/{MODEL}", {"split": {"v1": 100, "v2": 0}}
+            )
+            if status == 200:
+                return round(time.monotonic() - t_kill, 1)
+            await asyncio.sleep(0.2)
+        return None
+
+    api_ok = asyncio.ensure_future(
+        asyncio.gather(*(api_write(lab.in_region(r.name)[0]) for r in REGIONS))
+    )
     write_ok = None
     tries = 0
     deadline = time.monotonic() + write_deadline_s
@@ -737,6 +793,8 @@ async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0
             write_ok = time.monotonic() - t_kill
             break
         await asyncio.sleep(0.2)
+    writes_per_region = dict(zip((r.name for r in REGIONS), await api_ok, strict=True))
+    del t_promoted
     audit = await lab.admin_get(operator, "/admin/v1/audit?limit=20", 3.0)
     entries = audit.get("entries", audit) if isinstance(audit, dict) else audit
     kept = None
@@ -780,6 +838,7 @@ async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0
                     }
                 ),
                 "ok_again_after_kill_s": [_recovered(log, g.name, t_kill) for g in gws],
+                "writes_work_after_kill_s": writes_per_region.get(r.name),
                 "errors": tally.errors(r.name),
             }
         )
@@ -787,13 +846,23 @@ async def primary_lost(lab: Lab, detect_s: float, write_deadline_s: float = 30.0
     return {
         "rows": rows,
         "write_ok_after_s": None if write_ok is None else round(write_ok, 1),
+        "promotion": mode,
+        "repointed": repointed,
         "pre_kill_write_kept": kept,
         "notes": [
             f"redis primary in {old.name} SIGKILLed 0.5 s after an acknowledged `weights set`"
             f" (revision {before.get('revision')}); after {detect_s:g} s the lab promotes"
-            f" {new.name}"
-            f" (REPLICAOF NO ONE → {promoted}) and repoints every region's write endpoint (a link,"
-            " like a DNS failover); gateways are neither restarted nor told",
+            f" {new.name} (REPLICAOF NO ONE → {promoted}), then "
+            + (
+                "repoints every region's write endpoint (a link, like a DNS failover);"
+                " gateways are neither restarted nor told"
+                if mode == "endpoint"
+                else "POSTs /admin/v1/store/primary to the replicas outside"
+                f" {new.name} (answers: {sorted(set(repointed.values()))}); those in"
+                f" {new.name}, whose copy was promoted, are not told"
+            ),
+            "writes work after kill = first 200 from PUT /admin/v1/weights (what the CLI"
+            " sends) on each region's first replica, retried every 0.2 s",
             f"`meridian weights set` via {operator.name} retried every 0.2 s: "
             + (
                 "never worked"
