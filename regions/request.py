@@ -173,6 +173,17 @@ class GenerationRequest:
     is text the model has already produced (set only when a stream resumes on
     another backend): adapters send it so the model continues it rather than
     starting over.
+
+    ``body`` is the client's own JSON object: an adapter whose backend speaks
+    the client's OpenAI API sends it on with only what the gateway owns
+    rewritten (``model``, ``stream``, ``stream_options``, resumption), so no
+    field the gateway does not model is lost. ``needs`` maps each capability
+    the body asks of a backend (``tools``, ``structured_output``, ``vision``,
+    ``logprobs``, ``multiple_choices``, ``openai_body``) to the field that
+    asks it, for routing (:mod:`routing.capabilities`). ``unresumable`` says
+    why a broken stream of this request cannot be continued exactly (tool
+    calls, several choices, logprobs), or is empty. ``choices`` is how many
+    choices the stream carries (``n`` times the prompts of a batch).
     """
 
     kind: Kind
@@ -188,6 +199,10 @@ class GenerationRequest:
     affinity_key: str = ""
     assistant_prefix: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+    needs: Mapping[str, str] = field(default_factory=dict)
+    unresumable: str = ""
+    choices: int = 1
 
     def resumed(self, produced_text: str) -> GenerationRequest:
         """The same request continued after ``produced_text`` was already streamed."""

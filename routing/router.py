@@ -36,6 +36,7 @@ from typing import NamedTuple
 from regions.inventory import BackendSpec
 from regions.request import GenerationRequest, Kind
 from routing.affinity import pick_bounded, prefix_key
+from routing.capabilities import MissingCapability, explain, missing
 from routing.plan import (
     Candidate,
     NoBackendAvailable,
@@ -222,6 +223,7 @@ class _Filtered(NamedTuple):
     eligible: list[tuple[BackendSpec, float, BackendSignal]]
     excluded: list[tuple[str, str]]
     in_residency: bool
+    lacking: str | None = None  # a capability every backend in the residency lacks
 
 
 def _filter(
@@ -238,13 +240,21 @@ def _filter(
     )
     excluded = list(static_excluded)
     eligible = []
+    lacking: str | None = None
+    capable = False  # a capable backend exists: any refusal is about availability
     for backend, weight in static:
+        absent = missing(backend, request.needs)
+        if absent is not None:
+            excluded.append((backend.name, f"lacks {absent}: {explain(absent, request.needs)}"))
+            lacking = lacking or absent
+            continue
+        capable = True
         signal = signals.signal(backend.name, now)
         if signal.available:
             eligible.append((backend, weight, signal))
         else:
             excluded.append((backend.name, signal.why_unavailable or "unavailable"))
-    return _Filtered(eligible, excluded, in_residency)
+    return _Filtered(eligible, excluded, in_residency, None if capable else lacking)
 
 
 def _refusal(
@@ -259,6 +269,10 @@ def _refusal(
             f"[{request.residency.describe()}] serves model `{request.model}` "
             f"(version {sticky})"
         )
+    lacking = [f.lacking for v, f in seen.items() if v in allowed]
+    first = lacking[0] if lacking else None
+    if first is not None and all(lacking):
+        return MissingCapability(request.model, first, request.needs[first])
     version = sticky if sticky in allowed else allowed[0]
     return NoBackendAvailable(
         f"every backend allowed by [{request.residency.describe()}] for "

@@ -30,6 +30,7 @@ from gateway.lifecycle import Lifecycle
 from gateway.pipeline import RESIDENCY_HEADER, Caller, Pipeline, log_refusal
 from gateway.runtime import Runtime
 from regions.request import Kind
+from routing.capabilities import MissingCapability
 from routing.plan import RoutingError
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -148,6 +149,7 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
             exc.status,
             exc.tenant_message(request_id),
             exc.code,
+            param=exc.field if isinstance(exc, MissingCapability) else None,
             retry_after=exc.retry_after,
             headers=headers,
         )

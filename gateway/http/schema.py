@@ -4,15 +4,23 @@ Types are strict (a string where a number belongs is a 400, not a guess) and
 the first problem is reported with its JSON path, as OpenAI does. Integers are
 bounded (JSON has none, Python's are unbounded, and every backend and the
 JSON encoder stop at 64 bits), so ``max_tokens: 1e30`` written out in digits is
-a 400 naming the field, not a fault further down. Unknown
-fields are ignored, not forwarded: only what is modelled here ever reaches a
-backend, so no client-supplied URL or internal knob can leak through.
+a 400 naming the field, not a fault further down.
+
+Only what the gateway must understand is validated (model, stream, token
+limits, sampling bounds, message shape); every other field (tools,
+``response_format``, ``logprobs``, ``top_k`` and vLLM's extras, content
+parts) is kept in the client's body, which an OpenAI-compatible backend gets
+with only the gateway's own fields rewritten. :func:`needs` says which
+capability each such field asks of a backend, so routing sends the request
+only where it is honoured and refuses it with a 400 naming the field when it
+is honoured nowhere, never a 200 without it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from regions.request import GenerationRequest, Kind, Message, Residency, Sampling
@@ -29,22 +37,34 @@ class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
-class TextPart(_Body):
-    type: Literal["text"]
-    text: str
+class ContentPart(_Body):
+    """One content part: ``text``, or any other type (``image_url``, ``input_audio``...)
+    whose members the backend reads; only a text part's text is checked here."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    type: str = Field(min_length=1, max_length=64)
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs its text")
+        return self
 
 
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text or "" for part in self.content if part.type == "text")
 
 
 class StreamOptions(_Body):
@@ -55,6 +75,7 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # Token counts fit a 32-bit count on every backend; a seed is OpenAI's int64.
 MAX_TOKENS_LIMIT = 2**31 - 1
+MAX_CHOICES = 16  # n: each choice is a whole generation on one backend
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
@@ -71,7 +92,7 @@ class _Common(_Body):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = Field(None, max_length=256)
-    n: int | None = Field(None, ge=1, le=1)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
 
     @model_validator(mode="after")
     def _stops(self) -> _Common:
@@ -96,15 +117,32 @@ class ChatBody(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
+MAX_PROMPTS = 64  # a batched prompt: one generation per entry (times n)
+
+
 class CompletionBody(_Common):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]
+
+    @model_validator(mode="after")
+    def _batch(self) -> CompletionBody:
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise ValueError("prompt: send at least one prompt")
+        if self.prompts() > MAX_PROMPTS:
+            raise ValueError(f"prompt: at most {MAX_PROMPTS} prompts in a batch")
+        return self
+
+    def prompts(self) -> int:
+        """How many prompts the batch holds (a token array is one prompt)."""
+        if isinstance(self.prompt, str) or not self.prompt:
+            return 1
+        return 1 if isinstance(self.prompt[0], int) else len(self.prompt)
 
     def prompt_text(self) -> str:
+        """The text of the prompt for routing and for backends that take text only:
+        the batch's strings joined (token arrays have no text here)."""
         if isinstance(self.prompt, str):
             return self.prompt
-        if len(self.prompt) != 1:
-            raise BadRequest("prompt: batched prompts are not supported; send one", "prompt")
-        return self.prompt[0]
+        return "".join(p for p in self.prompt if isinstance(p, str))
 
 
 def _is_union_member(part: str | int) -> bool:
@@ -166,10 +204,14 @@ def parse_request(
         raise _first_error(exc) from None
     messages: tuple[Message, ...] = ()
     prompt = ""
+    choices = parsed.n or 1
     if isinstance(parsed, ChatBody):
         messages = tuple(Message(m.role, m.text()) for m in parsed.messages)
     else:
         prompt = parsed.prompt_text()
+        choices *= parsed.prompts()
+    raw = orjson.loads(body)  # valid JSON, an object: the model above says so
+    asked = needs(raw, kind)
     return GenerationRequest(
         kind=kind,
         model=parsed.model,
@@ -182,4 +224,104 @@ def parse_request(
         tenant=tenant,
         residency=residency,
         affinity_key=session or parsed.user or key_digest,
+        body=raw,
+        needs=asked,
+        unresumable=unresumable(asked),
+        choices=choices,
     )
+
+
+MODELLED = frozenset(
+    {
+        "model",
+        "messages",
+        "prompt",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+    }
+)
+"""Fields every adapter translates (into a native payload where it must)."""
+
+HARMLESS = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key"})
+"""Fields that ask nothing of the model: a backend that cannot take them loses nothing."""
+
+_STRUCTURED = (
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+)
+
+
+def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
+    """Capability -> the first field that asks it (see GenerationRequest.needs)."""
+    out: dict[str, str] = {}
+
+    def need(capability: str, field: str) -> None:
+        out.setdefault(capability, field)
+
+    for name in ("tools", "functions"):
+        if body.get(name):
+            need("tools", name)
+    choice = body.get("tool_choice", body.get("function_call"))
+    if choice not in (None, "none"):
+        need("tools", "tool_choice" if "tool_choice" in body else "function_call")
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        need("structured_output", "response_format")
+    for name in _STRUCTURED:
+        if body.get(name) is not None:
+            need("structured_output", name)
+    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
+        need("logprobs", "logprobs" if body.get("logprobs") is not None else "top_logprobs")
+    n = body.get("n")
+    if isinstance(n, int) and n > 1:
+        need("multiple_choices", "n")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], str):
+        need("openai_body", "prompt")  # token ids: only an OpenAI-compatible server reads them
+    if isinstance(prompt, list) and len(prompt) > 1 and not isinstance(prompt[0], int):
+        need("multiple_choices", "prompt")
+    for i, message in enumerate(body.get("messages") or ()):
+        at = f"messages.{i}."
+        if message.get("tool_calls") or message.get("role") in ("tool", "function"):
+            need("tools", at + ("tool_calls" if message.get("tool_calls") else "role"))
+        if message.get("name") is not None or message.get("tool_call_id") is not None:
+            need("openai_body", at + ("name" if "name" in message else "tool_call_id"))
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if part.get("type") != "text":
+                    need("vision", f"messages.{i}.content.{j}")
+    for name in body:
+        if name not in MODELLED and name not in HARMLESS:
+            need("openai_body", name)
+    return out
+
+
+def unresumable(asked: dict[str, str]) -> str:
+    """Why a broken stream of such a request is not continued (empty: it may be).
+
+    Continuing re-sends the text streamed so far as an assistant prefix: exact
+    for one choice of plain text. A tool call half-streamed cannot be handed
+    to another backend as a prefix, several choices would each need their own
+    continuation, and the logprobs of text given as a prefix are not computed
+    again; so these streams end with an error event instead."""
+    for capability, what in (
+        ("tools", "tool calls"),
+        ("multiple_choices", "several choices"),
+        ("logprobs", "logprobs"),
+    ):
+        if capability in asked:
+            return f"a stream with {what} ({asked[capability]}) cannot be continued exactly"
+    return ""

@@ -30,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from failover.executor import Execution
+from gateway.http.assemble import Assembler
 from gateway.http.chunks import DONE, ChunkWriter, error_event
 from gateway.http.errors import error_response
 from gateway.lifecycle import Lifecycle
@@ -181,20 +182,18 @@ async def collect(
     """A non-streaming answer, assembled from the upstream stream.
 
     Streaming from the upstream even here keeps one code path and lets
-    timeouts and first-token failover work the same for both kinds of client.
+    timeouts and first-token failover work the same for both kinds of client;
+    :mod:`gateway.http.assemble` keeps every choice, tool call and logprob.
     """
-    parts: list[str] = []
-    finish = "stop"
+    assembler = Assembler(writer.kind)
     failure: StreamError | None = None
 
     def take(event: Event) -> None:
-        nonlocal finish, failure
-        if isinstance(event, TokenDelta):
-            parts.append(event.text)
-        elif isinstance(event, Finish):
-            finish = event.reason
-        elif isinstance(event, StreamError):
+        nonlocal failure
+        if isinstance(event, StreamError):
             failure = event
+        else:
+            assembler.take(event)
 
     for event in head:
         take(event)
@@ -203,5 +202,5 @@ async def collect(
             take(event)
     if failure is not None:
         return Result(error_response(502, failure.message, failure.code, headers=headers), 502)
-    body = writer.complete("".join(parts), finish, execution.usage)
+    body = assembler.body(writer, execution.usage)
     return Result(web.Response(body=body, content_type="application/json", headers=headers), 200)

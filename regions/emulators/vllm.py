@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from regions.emulators import text
+from regions.emulators import openai_tools, text
 from regions.emulators.faults import Faults
 from regions.emulators.openai_wire import (
     SSE_DONE,
@@ -187,6 +187,19 @@ class VllmEmulator:
         if fault is not None and fault.status is not None:
             message = f"emulated fault: HTTP {fault.status}"
             return error_response(fault.status, message, retry_after=fault.retry_after)
+        if openai_tools.rich(payload) and isinstance(payload, dict):
+            # Tools, JSON output, logprobs, n, batches, content parts: vLLM's way.
+            model = payload.get("model") or self.config.served_models[0]
+            if model not in self.config.served_models:
+                message = f"The model `{model}` does not exist."
+                return error_response(404, message, err_type="NotFoundError", param="model")
+            reset = fault.reset_after_tokens if fault is not None else None
+            response, produced = await openai_tools.respond(
+                request, payload, chat, str(model), self.config.default_max_tokens, reset
+            )
+            stats.tokens_sent += produced
+            stats.completed += 1
+            return response
         try:
             job = parse_job(
                 payload,

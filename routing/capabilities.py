@@ -1,0 +1,82 @@
+"""What a backend can do, and whether it can serve what a request asks.
+
+A request's body asks capabilities of its backend (``GenerationRequest.needs``:
+``tools``, ``structured_output``, ``vision``, ``logprobs``,
+``multiple_choices``, ``openai_body``, each with the field that asks it). A
+backend inherits what it can do from what it speaks:
+
+- a server that takes the client's OpenAI body (vLLM, TGI's Messages API, an
+  OpenAI-compatible API, SageMaker's and Vertex's vLLM containers) gets the
+  body itself, so it can honour every field. TGI's Messages API takes no
+  ``n`` above 1 (its ``ChatRequest`` has no ``n``), so it is not given
+  several choices; nor are SageMaker and Vertex, whose payload decoder
+  (``regions.sagemaker_payloads``) reads one choice;
+- SageMaker's TGI and LMI containers get the gateway's own native payloads
+  (``regions.sagemaker_payloads``): text messages and the sampling the
+  gateway models, nothing more.
+
+Routing drops the backends that lack a capability the request asks; when
+that leaves no backend inside the residency, the request is refused with
+:class:`MissingCapability` (400), naming the field and what it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from regions.inventory import BackendSpec, ProviderKind
+from routing.plan import RoutingError
+
+ALL = frozenset(
+    {"tools", "structured_output", "vision", "logprobs", "multiple_choices", "openai_body"}
+)
+
+DESCRIPTION = {
+    "tools": "tool calling",
+    "structured_output": "structured output",
+    "vision": "image and other non-text content parts",
+    "logprobs": "log probabilities",
+    "multiple_choices": "several choices in one request",
+    "openai_body": "the OpenAI request body as sent",
+}
+
+
+def provided(backend: BackendSpec) -> frozenset[str]:
+    """The capabilities ``backend`` inherits from its provider and container."""
+    if backend.kind is ProviderKind.SAGEMAKER:
+        container = backend.sagemaker.container if backend.sagemaker else "vllm"
+        return ALL - {"multiple_choices"} if container == "vllm" else frozenset()
+    if backend.kind in (ProviderKind.TGI, ProviderKind.VERTEX):
+        return ALL - {"multiple_choices"}
+    return ALL
+
+
+def missing(backend: BackendSpec, needs: Mapping[str, str]) -> str | None:
+    """The first capability ``needs`` asks that ``backend`` lacks, or None."""
+    if not needs:
+        return None
+    have = provided(backend)
+    return next((c for c in needs if c not in have), None)
+
+
+def explain(capability: str, needs: Mapping[str, str]) -> str:
+    return f"'{needs[capability]}' needs {DESCRIPTION.get(capability, capability)}"
+
+
+class MissingCapability(RoutingError):
+    """Every backend inside the residency lacks a capability the request asks."""
+
+    status = 400
+    code = "unsupported_parameter"
+    reason = "no backend of this model can honour a parameter of this request"
+    disclose = True  # names only the client's field and the model
+
+    def __init__(self, model: str, capability: str, field: str) -> None:
+        what = DESCRIPTION.get(capability, capability)
+        super().__init__(
+            f"'{field}' needs {what} ({capability}), which no backend serving model "
+            f"`{model}` within this request's residency supports; remove '{field}' "
+            "or use a model whose backends support it"
+        )
+        self.capability = capability
+        self.field = field
