@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 
-from tests.conftest import EmulatorFactory, GatewayFactory, wait_for
+from tests.conftest import EmulatorFactory, GatewayFactory, runtime_of, wait_for
 from tests.gateway.control_kit import Load, admin, chat, redis_config
 from tests.redis_server import RedisServer
 
@@ -146,7 +147,14 @@ async def test_a_replica_started_while_redis_is_down_serves_its_cached_state(
     async with aiohttp.ClientSession() as s:
         status, _ = await admin(s, first, "POST", "/admin/v1/regions/aws:us-east-1/drain")
         assert status == 200
-        await wait_for(cache.exists)
+        # The cache is written at every applied state, the start's too: wait for the drain's.
+        await wait_for(lambda: runtime_of(first).snapshot.dial("aws:us-east-1") == 0)
+        drained = runtime_of(first).snapshot.revision
+
+        def cached_revision() -> int:
+            return int(orjson.loads(cache.read_bytes())["revision"]) if cache.exists() else -1
+
+        await wait_for(lambda: cached_revision() >= drained)
         await first.stop(grace=0.1)
         redis_server.kill()
         second = await gateways(config)  # a restart during the outage
