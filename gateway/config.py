@@ -26,6 +26,7 @@ from pydantic import (
 from gateway.config_base import AWS_REGION, GCP_LOCATION, Strict, location
 from gateway.config_cloud import DiscoveryConfig, ReplicationConfig
 from gateway.config_lease import LeaseConfig
+from gateway.config_observability import ObservabilityConfig
 from regions.inventory import ProviderKind
 
 _REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
@@ -399,6 +400,7 @@ class Config(Strict):
     tenants: tuple[TenantConfig, ...] = Field(min_length=1)
     discovery: DiscoveryConfig | None = None
     replication: ReplicationConfig = ReplicationConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()  # access log, SLOs
 
     @model_validator(mode="after")
     def _references(self) -> Config:

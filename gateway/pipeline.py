@@ -20,6 +20,7 @@ from failover.executor import Execution
 from gateway.auth import Tenant
 from gateway.http.schema import BadRequest
 from gateway.limits import LimitedExecution
+from gateway.metrics import OTHER
 from gateway.runtime import Runtime
 from regions.request import GenerationRequest, Residency
 from routing.plan import Plan, ResidencyViolation, RoutingError
@@ -27,6 +28,7 @@ from routing.plan import Plan, ResidencyViolation, RoutingError
 RESIDENCY_HEADER = "x-meridian-residency"
 _MAX_TAGS = 16
 _MAX_TAG_CHARS = 64
+_STATUS_REASON = {499: "client_closed", 500: "internal_error", 503: "shutting_down"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class Outcome:
     """What a front end tells the pipeline about how the request ended."""
 
     status: int = 200
+    reason: str = ""  # the error code the client got, when it is not a 200
 
 
 def log_refusal(logger: logging.Logger, request_id: str, tenant: str, exc: RoutingError) -> None:
@@ -109,14 +112,51 @@ class Pipeline:
             request, plan, rt.providers, rt.policy, rt.health, rt.budgets, limiter=rt.limiter
         )
 
+    def model_label(self, model: str) -> str:
+        """A model name as a metric label: configured names only (bounded)."""
+        return model if model in self.rt.snapshot.models else OTHER
+
+    def refused(
+        self,
+        request_id: str,
+        status: int,
+        reason: str,
+        *,
+        tenant: str = "",
+        model: str = "",
+        client: str = "",
+        arrived: float | None = None,
+    ) -> None:
+        """A request answered before execution (400, 401, 403, 404, 413, 503...):
+        counted and logged like every other."""
+        model = self.model_label(model) if model else ""
+        self.rt.metrics.refused(model=model, status=status, reason=reason, tenant=tenant)
+        access = self.rt.access_log
+        if access is not None and access.wants(tenant, status):
+            duration = 0.0 if arrived is None else time.monotonic() - arrived
+            access.write(
+                {
+                    "request_id": request_id,
+                    "tenant": tenant,
+                    "model": model,
+                    "status": status,
+                    "reason": reason,
+                    "duration_ms": round(duration * 1000, 3),
+                    "client": client,
+                }
+            )
+
     @asynccontextmanager
-    async def serving(self, execution: Execution) -> AsyncIterator[Outcome]:
-        """Track the request for shutdown and record its metrics when it ends; then
-        end its serving attempt if the front end never streamed it to the end (the
-        client left, or a write failed, between the first token and the stream)."""
+    async def serving(
+        self, execution: Execution, *, client: str = "", arrived: float | None = None
+    ) -> AsyncIterator[Outcome]:
+        """Track the request for shutdown and record its metrics and access-log line
+        when it ends; then end its serving attempt if the front end never streamed
+        it to the end (the client left, or a write failed, between the first token
+        and the stream). ``arrived``: when the request came in (default: now)."""
         rt = self.rt
         model = execution.request.model
-        started = time.monotonic()
+        started = time.monotonic() if arrived is None else arrived
         outcome = Outcome()
         in_flight = rt.metrics.in_flight.labels(model)
         in_flight.inc()
@@ -133,7 +173,7 @@ class Pipeline:
             raise
         finally:
             in_flight.dec()
-            self._record(execution, outcome.status, time.monotonic() - started)
+            self._record(execution, outcome, started, client)
             for tap in rt.taps:
                 tap(execution, outcome.status)
             await execution.aclose()
@@ -144,23 +184,70 @@ class Pipeline:
             return
         if self.rt.shadow is not None:
             self.rt.shadow.offer(execution)  # admitted: a copy may go (never awaited)
-        backend = serving.backend
-        self.rt.metrics.ttft.labels(
-            execution.request.model, backend.name, backend.region.name
-        ).observe(elapsed)
+        # Overhead: the part of the TTFT not spent waiting for the serving backend.
+        backend_wait = (serving.first_token or serving.started) - serving.started
+        self.rt.metrics.first_token(execution, serving, elapsed, elapsed - backend_wait)
 
-    def _record(self, execution: Execution, status: int, elapsed: float) -> None:
-        metrics = self.rt.metrics
-        model = execution.request.model
-        # The attempt that served (after a hedge, not necessarily the last one
-        # started); for a request nobody served, the last attempt tried.
+    def _record(self, execution: Execution, outcome: Outcome, started: float, client: str) -> None:
+        now = time.monotonic()
+        elapsed = now - started
+        status = outcome.status
+        request = execution.request
         serving = execution.serving or (execution.attempts[-1] if execution.attempts else None)
-        name = serving.backend.name if serving else ""
-        region = serving.backend.region.name if serving else ""
-        metrics.requests.labels(model, execution.plan.version, name, region, str(status)).inc()
-        if serving is None:
+        failure = next(
+            (a.failure.failure.value for a in reversed(execution.attempts) if a.failure), ""
+        )
+        reason = (
+            "ok" if status == 200 else outcome.reason or failure or _STATUS_REASON.get(status, "")
+        )
+        usage = execution.usage
+        price = serving.backend.price if serving is not None else None
+        cost = 0.0
+        if usage is not None and price is not None:
+            cost = (
+                usage.prompt_tokens * price.input_per_m
+                + usage.completion_tokens * price.output_per_m
+            ) / 1e6
+        self.rt.metrics.finished(
+            execution,
+            status=status,
+            reason=reason,
+            tenant=request.tenant,
+            elapsed=elapsed,
+            cost=cost,
+        )
+        ttft: float | None = None
+        if serving is not None and serving.first_token is not None and execution.serving:
+            ttft = serving.first_token - started
+            completion = usage.completion_tokens if usage is not None else 0
+            if status == 200 and completion > 1:
+                pace = (now - serving.first_token) / (completion - 1)
+                self.rt.metrics.output_pace(request.model, serving.backend, pace)
+        access = self.rt.access_log
+        if access is None or not access.wants(request.tenant, status):
             return
-        metrics.duration.labels(model, name, region).observe(elapsed)
-        if execution.usage is not None:
-            metrics.tokens.labels(model, name, "prompt").inc(execution.usage.prompt_tokens)
-            metrics.tokens.labels(model, name, "completion").inc(execution.usage.completion_tokens)
+        kinds = [a.kind for a in execution.attempts]
+        access.write(
+            {
+                "request_id": request.request_id,
+                "tenant": request.tenant,
+                "model": request.model,
+                "version": execution.plan.version,
+                "backend": serving.backend.name if serving else "",
+                "region": serving.backend.region.name if serving else "",
+                "status": status,
+                "reason": reason,
+                "failure": failure,
+                "attempts": len(kinds),
+                "hedged": "hedge" in kinds,
+                "resumed": execution.resumptions,
+                "stream": request.stream,
+                "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
+                "duration_ms": round(elapsed * 1000, 3),
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+                "cost_usd": round(cost, 9),
+                "residency": request.residency.describe(),
+                "client": client,
+            }
+        )

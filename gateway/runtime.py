@@ -21,6 +21,7 @@ from failover.health_check import HealthCheckPolicy
 from failover.outlier import EjectionPolicy
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from failover.probing import Prober
+from gateway.access_log import AccessLog
 from gateway.auth import KeyRing, Tenant
 from gateway.config import Config, ConfigError, SageMakerBackendOptions, VertexBackendOptions
 from gateway.lifecycle import Lifecycle
@@ -59,8 +60,11 @@ class Runtime:
     limiter: TenantLimiter | None = None
     shadow: ShadowMirror | None = None  # mirrors admitted requests (gateway.shadow)
     taps: list[Callable[[Execution, int], None]] = field(default_factory=list)
+    access_log: AccessLog | None = None  # config.observability.access_log (gateway.access_log)
 
     async def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
         if self.prober is not None:
             await self.prober.stop()
         for provider in self.providers.values():
@@ -189,6 +193,7 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     )
     specs = backend_specs(config)
     health.track(specs)
+    metrics.track(specs, (m.name for m in config.models))
     runtime = Runtime(
         config=config,
         snapshot=snapshot_from(config),
@@ -203,6 +208,9 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
         ),
         metrics=metrics,
         pool=pool,
+        access_log=AccessLog(
+            config.observability.access_log, on_drop=metrics.access_log_dropped.inc
+        ),
     )
     hc = f.health_checks
     if hc.enabled:

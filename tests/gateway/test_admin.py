@@ -36,13 +36,13 @@ async def test_metrics_need_the_admin_token_and_count_requests(emulators, gatewa
         ) as r:
             status = await r.json()
     line = (
-        'meridian_requests_total{backend="fra",model="test-model",region="onprem:fra1",'
-        'status="200",version="v1"} 3.0'
+        'meridian_requests_total{backend="fra",model="test-model",reason="ok",'
+        'region="onprem:fra1",status="200",tenant="global",version="v1"} 3.0'
     )
     assert line in text
     assert (
-        'meridian_tokens_total{backend="fra",direction="completion",model="test-model"} 12.0'
-        in text
+        'meridian_tokens_total{backend="fra",direction="completion",model="test-model",'
+        'tenant="global"} 12.0' in text
     )
     assert (
         'meridian_backend_attempts_total{backend="fra",outcome="ok",region="onprem:fra1"} 3.0'
