@@ -374,6 +374,10 @@ class Execution:
             )
             watchdog.first_token()
             failure: BackendError | None = None
+            # When text last arrived, less the time spent writing other events to
+            # the client: content-free chunks keep the watchdog fed, but a stream of
+            # nothing else is idle all the same.
+            texted = loop.time()
             try:
                 with watchdog:
                     async for event in current.stream:
@@ -385,10 +389,14 @@ class Execution:
                                     continue
                                 event.raw = None
                             if event.text:
-                                # A content-free chunk is no token, and a resumption's
+                                # A content-free chunk is no token: a resumption's
                                 # max_tokens is computed from these counts.
                                 self._texts.append(event.text)
                                 attempt.tokens += 1
+                            elif loop.time() - texted > self.policy.timeouts.idle:
+                                raise BackendError(
+                                    FailureClass.TIMEOUT, "no text within the idle timeout"
+                                )
                         elif isinstance(event, Usage):
                             if attempt.usage is not None:
                                 continue  # one usage per attempt
@@ -404,8 +412,13 @@ class Execution:
                         else:
                             continue  # adapters never yield StreamError: only this loop does
                         watchdog.pause()
+                        before = loop.time()
                         yield event
                         watchdog.resume()
+                        if type(event) is TokenDelta and event.text:
+                            texted = loop.time()
+                        else:
+                            texted += loop.time() - before
             except BackendError as exc:
                 failure = exc
             except Exception as exc:

@@ -8,8 +8,9 @@ empty content between the tokens; no ``[DONE]``;
 no usage chunk; a slow drip) and then, often, broken the way a hostile one
 would (wrong-shape JSON, malformed JSON, truncated UTF-8, an event over the
 size cap, a cut event, a reset, a stall, ``[DONE]`` before the finish, an
-error object, a usage chunk before the finish and then a reset, a drip of one byte per 20 ms, garbage event-stream frames),
-before or after the finish.
+error object, a usage chunk before the finish and then a reset, a drip of one
+byte per 20 ms, content-free chunks every 50 ms and never a token, garbage
+event-stream frames), before or after the finish.
 
 The stream is played by :class:`tests.hostile_backend.HostileBackend` through
 a real gateway, on the vLLM route (the SSE splitter and chunk parser), the
@@ -21,8 +22,8 @@ reason, and the text an uninterrupted correct backend gives; each request
 ends within a deadline well under the client's patience (no hang), nothing
 crashes (no 5xx, no traceback), and the gateway's memory stays bounded.
 
-Examples: ``PER_COMBO`` (4) for each of the 59 (route, fault) pairs, 2 for the
-9 pairs whose fault costs an idle timeout: 218 in all, over HTTP and gRPC,
+Examples: ``PER_COMBO`` (4) for each of the 62 (route, fault) pairs, 2 for the
+12 pairs whose fault costs an idle timeout: 224 in all, over HTTP and gRPC,
 streaming and not; the run takes about 10 s. Breakers, ejection and the
 retry budget are set so they never take the hostile backend out, so every
 example reaches it.
@@ -69,7 +70,7 @@ from tests.regions.test_hostile_shapes import WRONG_SHAPES
 
 PER_COMBO = 4
 PER_SLOW_COMBO = 2  # faults that cost an idle timeout each
-SLOW = frozenset({"stall", "slow-drip", "after-finish:stall"})
+SLOW = frozenset({"stall", "slow-drip", "empty-drip", "after-finish:stall"})
 IDLE_S = 0.3
 PATIENCE_S = 5.0  # a request that takes longer than this hangs
 AUTH = {"Authorization": f"Bearer {GLOBAL_KEY}"}
@@ -130,6 +131,13 @@ FAULTS: dict[str, Callable[[bytes], list[Step]]] = {
     ],
     "slow-drip": lambda nl: _drip(
         b'data: {"choices":[{"index":0,"delta":{"content":" x"}}]}' + nl + nl
+    ),
+    "empty-drip": lambda nl: (
+        [
+            Repeat(b'data: {"choices":[{"index":0,"delta":{"content":""}}]}' + nl + nl, 1),
+            Sleep(0.05),
+        ]
+        * 200
     ),
     "bad-frame": lambda nl: [Raw(b"\x00\x00\x00\x20\x00\x00\x00\x00garbage-prelude-bytes...")],
     "frame-exception": lambda nl: [
