@@ -24,10 +24,12 @@ demo: $(STAMP)
 test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest -q --durations=10
 
-# The suite in a random order (pytest-randomly prints its seed at the top;
-# `make test-random ARGS=--randomly-seed=N` replays that order).
+# The suite in a random order (pytest-randomly); `make test-random SEED=N`
+# replays the order of the run that printed "random order: seed N".
+SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 test-random: $(STAMP) $(CHECKOV)
-	$(BIN)/python -m pytest -q --durations=10 -o addopts="-m 'not slow' -p no:cacheprovider" $(ARGS)
+	@echo "random order: seed $(SEED)"
+	$(BIN)/python -m pytest -q --durations=10 -o addopts="-m 'not slow' -p no:cacheprovider" -p randomly --randomly-seed=$(SEED)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
