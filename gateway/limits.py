@@ -1,4 +1,4 @@
-"""Tenant limits: requests/min, tokens/min and concurrent streams (DESIGN.md §3 step 1).
+"""Tenant limits: requests/min, tokens/min and concurrent streams (docs/design.md §3 step 1).
 
 Where: every front end gets its :class:`~failover.executor.Execution` from
 ``Pipeline.execution``, which returns a :class:`LimitedExecution`; its

@@ -1,4 +1,4 @@
-"""The control-plane store: one interface, two implementations (DESIGN.md §5).
+"""The control-plane store: one interface, two implementations (docs/design.md §5).
 
 The store holds *documents* (JSON objects) under string keys — splits,
 region dials and drains, canaries, replica status (``gateway.store.state``

@@ -206,7 +206,7 @@ async def test_exception_frames_raise_event_stream_error(
     assert len(seen) == 2  # two tokens arrived before the failure
     assert error.response["Error"]["Code"] == code
     assert message in error.response["Error"]["Message"]
-    # boto3 drops ModelStreamError's ErrorCode (DESIGN.md §10); it is on the wire
+    # boto3 drops ModelStreamError's ErrorCode (docs/design.md §10); it is on the wire
     assert "ErrorCode" not in error.response["Error"]
 
 
