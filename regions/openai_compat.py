@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, Protocol
 import aiohttp
 import orjson
 
+from regions import embeddings
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind
@@ -141,6 +142,7 @@ class OpenAICompatProvider:
         self._urls = {
             Kind.CHAT: f"{spec.url}/v1/chat/completions",
             Kind.COMPLETION: f"{spec.url}/v1/completions",
+            Kind.EMBEDDING: f"{spec.url}/v1/embeddings",
         }
 
     def passthrough(self, kind: Kind) -> bool:
@@ -166,7 +168,10 @@ class OpenAICompatProvider:
         return Probe(healthy=True, queue_depth=waiting_requests(text))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        body = orjson.dumps(build_body(request, self.spec.served_model))
+        if request.kind is Kind.EMBEDDING and request.body is not None:
+            body = embeddings.body(dict(request.body), self.spec.served_model)
+        else:
+            body = orjson.dumps(build_body(request, self.spec.served_model))
         headers = {
             "content-type": "application/json",
             "x-request-id": request.request_id,
@@ -183,7 +188,11 @@ class OpenAICompatProvider:
                 if resp.status != 200:
                     raise await _status_error(resp)
                 check_identity(resp)
-                async for event in _events(resp, request.kind is Kind.CHAT, request.choices):
+                if request.kind is Kind.EMBEDDING:
+                    events = embeddings.events(resp, request.choices)
+                else:
+                    events = _events(resp, request.kind is Kind.CHAT, request.choices)
+                async for event in events:
                     yield event
         except BackendError:
             raise

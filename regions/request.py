@@ -18,6 +18,7 @@ class Kind(enum.Enum):
 
     CHAT = "chat"
     COMPLETION = "completion"
+    EMBEDDING = "embedding"  # one answer, no stream: see regions.embeddings
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,10 @@ backend inherits what it can do from what it speaks:
   body itself, so it can honour every field. TGI's Messages API takes no
   ``n`` above 1 (its ``ChatRequest`` has no ``n``), so it is not given
   several choices; nor are SageMaker and Vertex, whose payload decoder
-  (``regions.sagemaker_payloads``) reads one choice;
+  (``regions.sagemaker_payloads``) reads one choice, and whose embedding
+  endpoints the gateway does not call yet;
+- ``embeddings``: ``/v1/embeddings`` on vLLM, TEI (``provider: tgi``) and
+  OpenAI-compatible servers (``regions.embeddings``);
 - SageMaker's TGI and LMI containers get the gateway's own native payloads
   (``regions.sagemaker_payloads``): text messages and the sampling the
   gateway models, nothing more.
@@ -28,7 +31,15 @@ from regions.inventory import BackendSpec, ProviderKind
 from routing.plan import RoutingError
 
 ALL = frozenset(
-    {"tools", "structured_output", "vision", "logprobs", "multiple_choices", "openai_body"}
+    {
+        "tools",
+        "structured_output",
+        "vision",
+        "logprobs",
+        "multiple_choices",
+        "openai_body",
+        "embeddings",
+    }
 )
 
 DESCRIPTION = {
@@ -38,6 +49,7 @@ DESCRIPTION = {
     "logprobs": "log probabilities",
     "multiple_choices": "several choices in one request",
     "openai_body": "the OpenAI request body as sent",
+    "embeddings": "an embeddings endpoint",
 }
 
 
@@ -45,8 +57,10 @@ def provided(backend: BackendSpec) -> frozenset[str]:
     """The capabilities ``backend`` inherits from its provider and container."""
     if backend.kind is ProviderKind.SAGEMAKER:
         container = backend.sagemaker.container if backend.sagemaker else "vllm"
-        return ALL - {"multiple_choices"} if container == "vllm" else frozenset()
-    if backend.kind in (ProviderKind.TGI, ProviderKind.VERTEX):
+        return ALL - {"multiple_choices", "embeddings"} if container == "vllm" else frozenset()
+    if backend.kind is ProviderKind.VERTEX:
+        return ALL - {"multiple_choices", "embeddings"}
+    if backend.kind is ProviderKind.TGI:
         return ALL - {"multiple_choices"}
     return ALL
 

@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler
 from failover.executor import ExecutionFailed
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
+from gateway.http.embeddings import embeddings
 from gateway.http.errors import INVALID_REQUEST, error_response
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
@@ -43,7 +44,9 @@ SESSION_HEADER = "x-meridian-session"
 def routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions, expect_handler=expect_continue)
     app.router.add_post("/v1/completions", completions, expect_handler=expect_continue)
+    app.router.add_post("/v1/embeddings", embeddings, expect_handler=expect_continue)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
@@ -240,6 +243,23 @@ async def list_models(request: web.Request) -> web.Response:
         if tenant.models is None or name in tenant.models
     ]
     return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}``: the model object, or OpenAI's 404 for a model this key
+    may not use (the same answer as for one that does not exist)."""
+    rt = request.app[RUNTIME]
+    headers = {"x-request-id": uuid.uuid4().hex}
+    caller = admit(request, Pipeline(rt), headers)
+    if isinstance(caller, web.Response):
+        return caller
+    name = request.match_info["model"]
+    allowed = caller.tenant.models
+    if name not in rt.snapshot.models or (allowed is not None and name not in allowed):
+        message = f"The model `{name[:256]}` does not exist."
+        return error_response(404, message, "model_not_found", param="model", headers=headers)
+    model = {"id": name, "object": "model", "created": 0, "owned_by": "meridian"}
+    return web.json_response(model, dumps=_dumps, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from regions.emulators import openai_tools, text
+from regions.emulators import embeddings, openai_tools, text
 from regions.emulators.faults import Faults
 from regions.emulators.openai_wire import (
     SSE_DONE,
@@ -137,6 +137,7 @@ class VllmEmulator:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", partial(self._generate, chat=True))
         app.router.add_post("/v1/completions", partial(self._generate, chat=False))
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
@@ -314,6 +315,30 @@ class VllmEmulator:
         self.stats.tokens_sent += len(tokens)
         body = completion_body(job, tokens)
         return web.Response(body=body, content_type="application/json"), True
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """vLLM's embed task (regions.emulators.embeddings)."""
+        self.stats.requests += 1
+        try:
+            payload = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return error_response(400, f"invalid JSON body: {exc}", err_type="BadRequestError")
+        if isinstance(payload, dict):
+            self.stats.last_request = payload
+        fault = self.faults.take()
+        if fault is not None and fault.status is not None:
+            message = f"emulated fault: HTTP {fault.status}"
+            return error_response(fault.status, message, retry_after=fault.retry_after)
+        model = payload.get("model") if isinstance(payload, dict) else None
+        if model is not None and model not in self.config.served_models:
+            message = f"The model `{model}` does not exist."
+            return error_response(404, message, err_type="NotFoundError", param="model")
+        try:
+            body = embeddings.answer(payload, str(model or self.config.served_models[0]))
+        except RequestError as exc:
+            return error_response(exc.status, exc.message, err_type="BadRequestError")
+        self.stats.completed += 1
+        return _json(body)
 
     # -- introspection and control -------------------------------------------------
 
