@@ -12,6 +12,7 @@ import binascii
 import gzip
 import struct
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -201,3 +202,30 @@ async def test_a_compressed_stream_is_not_inflated(
         answer = await resp.json()
     assert answer["choices"][0]["message"]["content"] == expected_text(CONTEXT, 8)
     assert hostile.stats.headers[0]["Accept-Encoding"] == "identity"
+
+
+async def test_the_gateway_holds_at_most_about_one_event_of_an_endless_one(
+    emulators: EmulatorFactory, gateways: GatewayFactory, hostiles: list[HostileBackend]
+) -> None:
+    """32 MiB without a blank line, measured: the process's peak of traced memory
+    during the request stays within a few MiB (the cap is 1 MiB; the old splitter
+    kept all 32)."""
+    hostile = HostileBackend(
+        Script([sse(chunk("", role=True)), b"data: ", Repeat(b"x" * 65536, 512), STALL])
+    )
+    hostiles.append(hostile)
+    gw = await setup(emulators, gateways, hostile)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8}
+    tracemalloc.start()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s,
+            s.post(gw.http_url + "/v1/chat/completions", json=body, headers=AUTH) as resp,
+        ):
+            assert resp.status == 200
+            answer = await resp.json()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert answer["choices"][0]["message"]["content"] == expected_text(CONTEXT, 8)
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB"
