@@ -432,9 +432,7 @@ class Execution:
                 break  # after a finish reason a failure costs the backend, not the answer
             resumed = await self._resume(failure)
             if resumed is None:
-                yield StreamError(
-                    f"the backend failed mid-stream: {failure.message}", "stream_failed"
-                )
+                yield StreamError(self._stream_failed(failure), "stream_failed")
                 return
             try:
                 for event in resumed:
@@ -447,9 +445,26 @@ class Execution:
         if (self.resumptions or not reported) and total is not None and self.request.include_usage:
             yield total
 
+    def _stream_failed(self, failure: BackendError) -> str:
+        """What the client is told of a stream that broke and was not continued: the
+        failure class and the request id, in the gateway's words (the backend's own
+        message, an exception's text, stays in the log)."""
+        why = f"; not resumed: {self.request.unresumable}" if self.request.unresumable else ""
+        log.info(
+            "request %s: stream failed on %s: %s",
+            self.request.request_id,
+            self._current.attempt.backend.name if self._current else "?",
+            failure.message,
+        )
+        return (
+            f"the backend's stream failed mid-answer ({failure.failure.value}){why} "
+            f"(request id {self.request.request_id})"
+        )
+
     async def _resume(self, failure: BackendError) -> list[Event] | None:
-        """Continue on another backend of the same version; the new head, or None."""
-        if not (self.policy.resume and failure.failure.retryable):
+        """Continue on another backend of the same version; the new head, or None.
+        A request whose stream cannot be continued exactly (``unresumable``) is not."""
+        if not (self.policy.resume and failure.failure.retryable) or self.request.unresumable:
             return None
         if self.resumptions >= self.policy.max_resumptions:
             return None
