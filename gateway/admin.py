@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.admin_control import register as register_control
+from gateway.admin_reload import register as register_reload
 from gateway.admin_replication import register as register_replication
 from gateway.admin_shadow import register as register_shadow
 from gateway.admin_store import register as register_store
@@ -121,4 +122,5 @@ def admin_app(runtime_app: web.Application) -> web.Application:
     register_replication(app)
     register_shadow(app)
     register_store(app)
+    register_reload(app)
     return app

@@ -24,6 +24,9 @@ from gateway.control import attach
 from gateway.discovery_wiring import Discovery, start_discovery
 from gateway.grpc.server import GrpcServer
 from gateway.http.api import RUNTIME, openai_errors, routes
+from gateway.reload import Reloader
+from gateway.reload import register as register_reloader
+from gateway.reload import unregister as unregister_reloader
 from gateway.runtime import Runtime, build_runtime
 
 log = logging.getLogger("meridian")
@@ -71,8 +74,10 @@ class Gateway:
         environ: Mapping[str, str] | None = None,
         *,
         reuse_port: bool = False,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # what SIGHUP and POST /admin/v1/reload re-read
         self._environ = environ
         self._reuse_port = reuse_port
         self._runners: list[web.AppRunner] = []
@@ -82,6 +87,7 @@ class Gateway:
         self.grpc_address = ""  # HOST:PORT of the gRPC listener; "" when disabled
         self._grpc: GrpcServer | None = None
         self.discovery: Discovery | None = None  # config.discovery: backends found at run time
+        self.reloader: Reloader | None = None
 
     def client_app(self, runtime: Runtime) -> web.Application:
         app = web.Application(
@@ -104,7 +110,12 @@ class Gateway:
         runtime = await build_runtime(self.config, self._environ)
         self.runtime = runtime
         await attach(runtime, self._environ)  # the control plane: store, canary, limits
+        if self.config_path is not None:
+            self.reloader = Reloader(runtime, self.config_path, self._environ)
+            register_reloader(self.reloader)
         self.discovery = await start_discovery(runtime)  # after attach: it extends the base
+        if self.reloader is not None:
+            self.reloader.discovery = self.discovery
         limits = self.config.limits
         client = self.client_app(runtime)
         self.http_url = await self._listen(
@@ -176,6 +187,10 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.reloader is not None:
+            await self.reloader.stop()  # adapters a reload retired, streams ended above
+            unregister_reloader(self.reloader.rt)
+            self.reloader = None
         if self.discovery is not None:
             await self.discovery.stop()  # retiring adapters close; in-flight streams ended above
             self.discovery = None
@@ -186,9 +201,12 @@ class Gateway:
         return cut
 
     async def serve_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[object]] = set()
+        # Before start: a SIGHUP sent as soon as the gateway logs "serving" must not kill it.
+        loop.add_signal_handler(signal.SIGHUP, self._sighup, reloads)
         await self.start()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
@@ -196,3 +214,11 @@ class Gateway:
         cut = await self.stop()
         if cut:
             log.warning("cut %d streams at the end of the grace period", cut)
+
+    def _sighup(self, reloads: set[asyncio.Task[object]]) -> None:
+        if self.reloader is None:
+            log.warning("SIGHUP: this gateway was not started from a config file; ignored")
+            return
+        task: asyncio.Task[object] = asyncio.ensure_future(self.reloader.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from gateway import (
     cli_canary,
+    cli_config,
     cli_region,
     cli_replicas,
     cli_replicate,
@@ -25,7 +26,8 @@ from gateway import (
     cli_weights,
 )
 from gateway.admin_client import AdminError
-from gateway.config import ConfigError, load
+from gateway.config import ConfigError
+from gateway.config_check import problems
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -40,7 +42,14 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from gateway.workers import serve
 
-    config = load(args.config)
+    config, found = problems(args.config)  # every problem at once, not the first pass's
+    if config is None:
+        raise ConfigError("\n".join(found))
+    if args.workers == 1:  # SIGHUP and POST /admin/v1/reload re-read args.config
+        from gateway.app import Gateway
+
+        _run(Gateway(config, config_path=args.config).serve_until_signalled())
+        return 0
     return serve(config, args.config, workers=args.workers, run=_run)
 
 
@@ -168,6 +177,7 @@ def parser() -> argparse.ArgumentParser:
     common = admin_options()
     cli_route.add(sub, common)
     for family in (
+        cli_config,
         cli_status,
         cli_weights,
         cli_region,
