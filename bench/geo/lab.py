@@ -18,8 +18,9 @@ backend's.
 
 Each gateway reaches "the primary" through a link of its own region: the
 write endpoint. With zero delay in the primary's region, the table's delay
-elsewhere. Promoting a replica retargets these links (as a DNS or Global
-Datastore endpoint failover would); gateways are not restarted or told.
+elsewhere. After a promotion the gateways are told the new primary through
+their admin API, or these links are retargeted under them, as a DNS name
+would move (``scenarios.primary_lost``); they are never restarted.
 
 If the config (``gateway.config.StoreConfig``) has a regional read-endpoint
 field (item 2 of issue 15), it is pointed at the region's own replica; if it

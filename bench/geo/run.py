@@ -45,7 +45,7 @@ class RunOptions:
         """An upper bound on the run: startup plus each scenario's own bounds."""
         per = {
             "steady": 30 + self.requests * 1.5,
-            "limits": self.limit_warmup_s + self.limit_window_s + 20,
+            "limits": max(self.limit_warmup_s, 120) + self.limit_window_s + 20,
             "propagation": self.changes * 25 + 10,
             "partition": self.cut_s + 40,
             "primary_lost": self.detect_s + 70,

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -189,12 +190,22 @@ async def steady(lab: Lab, requests: int) -> Result:
 
 async def limit_accuracy(lab: Lab, warmup_s: float, window_s: float) -> Result:
     """The capped tenant offered 2× its requests/min, split evenly over every
-    region's clients (paced). Counted over ``window_s`` after ``warmup_s`` of the
-    same load, so the sliding window is in its steady state when counting starts."""
+    region's clients (paced), counted over ``window_s``.
+
+    With ``warmup_s`` ≥ 60 the window starts on a wall-clock minute (the
+    counters' own minutes) after at least one whole minute of the same load,
+    so it is the minute the issue means: a sliding-window counter fed twice its
+    limit through the minute before admits exactly the limit in it. Shorter
+    runs count the ``window_s`` after ``warmup_s``."""
     limit = lab.options.capped_rpm
     per_region = 2 * limit / 60 / len(REGIONS)
     tally = Tally()
     stop = asyncio.Event()
+    aligned = warmup_s >= 60
+    if aligned:
+        wall = time.time()
+        # the first whole minute after the start is the warm-up; the next is counted
+        warmup_s = (math.floor(wall / 60) + 2) * 60 - wall
     total_s = warmup_s + window_s
     loads = [
         Load(
@@ -253,7 +264,8 @@ async def limit_accuracy(lab: Lab, warmup_s: float, window_s: float) -> Result:
         "rows": rows,
         "notes": [
             f"limit {limit}/min; offered 2× from {len(REGIONS)} regions; counted over"
-            f" {window_s:g} s after {warmup_s:g} s of the same load",
+            f" {window_s:g} s after {warmup_s:.0f} s of the same load"
+            + (" (the window starts on a wall-clock minute)" if aligned else ""),
             "one exact counter = what a single sliding-window counter (the documented"
             " estimate, wall-clock minutes) would admit from the same arrivals: the"
             " reference when the run is shorter than two minutes and the window's"
