@@ -23,6 +23,9 @@ class AccessLogConfig(Strict):
     tenants_off: frozenset[str] = frozenset()  # tenants whose requests are not logged
 
 
+TTFT_QUANTILE = 0.95  # the TTFT objective is on p95: 95% of first tokens within the threshold
+
+
 class SloConfig(Strict):
     """A model's objectives, measured at the gateway."""
 

@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from failover.breaker import BreakerState
 from failover.executor import Attempt, Execution
+from gateway.config_observability import TTFT_QUANTILE, ObservabilityConfig
 from regions.inventory import BackendSpec
 
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -136,6 +137,31 @@ class Metrics:
             registry=r,
             multiprocess_mode="min",
         )
+        # SLOs (docs/observability.md): the objectives from the config, and each
+        # request's TTFT judged against its model's own threshold at the gateway, so
+        # one set of recording rules and alerts (deploy/prometheus) serves every model.
+        self.slo_objective = Gauge(
+            "meridian_slo_objective",
+            "A model's objective: availability (share of requests not failed by the gateway "
+            "or its backends) or ttft (share of first tokens within the threshold)",
+            ["model", "slo"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.slo_ttft_threshold = Gauge(
+            "meridian_slo_ttft_threshold_seconds",
+            "A model's TTFT objective threshold",
+            ["model"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.slo_ttft = Counter(
+            "meridian_slo_ttft_requests",
+            "First tokens judged against the model's TTFT threshold (good: true or false)",
+            ["model", "good"],
+            registry=r,
+        )
+        self._ttft_threshold: dict[str, float] = {}
         self.access_log_dropped = Counter(
             "meridian_access_log_dropped",
             "Access-log lines dropped because the writer fell behind",
@@ -170,16 +196,29 @@ class Metrics:
             registry=r,
         )
 
-    def track(self, backends: Iterable[BackendSpec], models: Iterable[str] = ()) -> None:
-        """Every breaker, ejection and attempt series from the start (a closed breaker
-        reads 0 before its first change), so alerts and dashboards see them."""
+    def track(
+        self,
+        backends: Iterable[BackendSpec],
+        models: Iterable[str] = (),
+        observability: ObservabilityConfig | None = None,
+    ) -> None:
+        """Every breaker, ejection, attempt and SLO series from the start (a closed
+        breaker reads 0 before its first change), so alerts and dashboards see them."""
         for b in backends:
             region = b.region.name
             self.breaker.labels(b.name, region).set(0)
             self.ejections.labels(b.name, region)
             self.attempts.labels(b.name, region, "ok")
+        slos = observability or ObservabilityConfig()
         for model in models:
             self.in_flight.labels(model)
+            slo = slos.slo_for(model)
+            self._ttft_threshold[model] = slo.ttft_p95_s
+            self.slo_objective.labels(model, "availability").set(slo.availability)
+            self.slo_objective.labels(model, "ttft").set(TTFT_QUANTILE)
+            self.slo_ttft_threshold.labels(model).set(slo.ttft_p95_s)
+            self.slo_ttft.labels(model, "true")
+            self.slo_ttft.labels(model, "false")
 
     def finished(
         self,
@@ -219,6 +258,9 @@ class Metrics:
         model, region = execution.request.model, backend.region.name
         self.ttft.labels(model, execution.plan.version, backend.name, region).observe(ttft)
         self.overhead.labels(model, backend.name, region).observe(max(0.0, overhead))
+        threshold = self._ttft_threshold.get(model)
+        if threshold is not None:
+            self.slo_ttft.labels(model, "true" if ttft <= threshold else "false").inc()
 
     def output_pace(self, model: str, backend: BackendSpec, seconds_per_token: float) -> None:
         self.time_per_output_token.labels(model, backend.name, backend.region.name).observe(

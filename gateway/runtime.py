@@ -193,7 +193,7 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     )
     specs = backend_specs(config)
     health.track(specs)
-    metrics.track(specs, (m.name for m in config.models))
+    metrics.track(specs, (m.name for m in config.models), config.observability)
     runtime = Runtime(
         config=config,
         snapshot=snapshot_from(config),

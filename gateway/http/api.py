@@ -21,10 +21,12 @@ from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
 from failover.executor import ExecutionFailed
+from gateway.access_log import valid_request_id
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import INVALID_REQUEST, error_response
+from gateway.http.responses import responses
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
 from gateway.lifecycle import Lifecycle
@@ -39,12 +41,15 @@ RUNTIME = web.AppKey("runtime", Runtime)
 log = logging.getLogger("meridian.http")
 
 SESSION_HEADER = "x-meridian-session"
+# What admit() refused, as the metrics' and access log's reason.
+_ADMIT_REASON = {400: INVALID_REQUEST, 401: "invalid_api_key", 503: "shutting_down"}
 
 
 def routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions, expect_handler=expect_continue)
     app.router.add_post("/v1/completions", completions, expect_handler=expect_continue)
     app.router.add_post("/v1/embeddings", embeddings, expect_handler=expect_continue)
+    app.router.add_post("/v1/responses", responses, expect_handler=expect_continue)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/healthz", healthz)
@@ -120,14 +125,26 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+def request_id_of(request: web.Request) -> str:
+    """The client's ``x-request-id`` when it is one plain, short token; else a new one."""
+    given = request.headers.getall("x-request-id", [])
+    return given[0] if len(given) == 1 and valid_request_id(given[0]) else uuid.uuid4().hex
+
+
 async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
     rt = request.app[RUNTIME]
+    arrived = time.monotonic()
     pipeline = Pipeline(rt)
-    request_id = uuid.uuid4().hex
+    request_id = request_id_of(request)
     headers = {"x-request-id": request_id}
+    client = request.remote or ""
     caller = admit(request, pipeline, headers)
     if isinstance(caller, web.Response):
+        reason = _ADMIT_REASON.get(caller.status, "")
+        pipeline.refused(request_id, caller.status, reason, client=client, arrived=arrived)
         return caller
+    tenant = caller.tenant.name
+    model = ""
     try:
         body = await read_body(request, rt.config.limits)
         gen = parse_request(
@@ -139,14 +156,30 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
             session=text_header(request, SESSION_HEADER),
             key_digest=caller.key_digest,
         )
+        model = gen.model
         plan = pipeline.plan(gen, caller)
     except BodyRejected as exc:
+        pipeline.refused(
+            request_id, exc.status, exc.code, tenant=tenant, client=client, arrived=arrived
+        )
         rejected = error_response(exc.status, exc.message, exc.code, headers=headers)
         rejected.force_close()  # the rest of the body may still arrive: never parse it
         return rejected
     except BadRequest as exc:
+        pipeline.refused(
+            request_id, 400, INVALID_REQUEST, tenant=tenant, client=client, arrived=arrived
+        )
         return error_response(400, exc.message, INVALID_REQUEST, param=exc.param, headers=headers)
     except RoutingError as exc:
+        pipeline.refused(
+            request_id,
+            exc.status,
+            exc.code,
+            tenant=tenant,
+            model=model,
+            client=client,
+            arrived=arrived,
+        )
         log_refusal(log, request_id, caller.tenant.name, exc)
         return error_response(
             exc.status,
@@ -157,12 +190,13 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
             headers=headers,
         )
     execution = pipeline.execution(gen, plan)
-    async with pipeline.serving(execution) as outcome:
+    async with pipeline.serving(execution, client=client, arrived=arrived) as outcome:
         started = time.monotonic()
         try:
             head = await execution.start()
         except ExecutionFailed as exc:
             outcome.status = exc.status
+            outcome.reason = exc.code
             headers["x-meridian-attempts"] = str(len(execution.attempts))
             return error_response(
                 exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
