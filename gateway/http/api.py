@@ -26,6 +26,7 @@ from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import INVALID_REQUEST, error_response
+from gateway.http.responses import responses
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
 from gateway.lifecycle import Lifecycle
@@ -48,6 +49,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions, expect_handler=expect_continue)
     app.router.add_post("/v1/completions", completions, expect_handler=expect_continue)
     app.router.add_post("/v1/embeddings", embeddings, expect_handler=expect_continue)
+    app.router.add_post("/v1/responses", responses, expect_handler=expect_continue)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/healthz", healthz)
