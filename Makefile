@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: demo test test-random lint bench bench-smoke geo proto clean terraform-check
+.PHONY: demo test test-random lint bench bench-smoke geo proto clean terraform-check promtool slo-rules-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,13 @@ demo: $(STAMP)
 	$(BIN)/meridian demo
 
 # --durations: the ten slowest tests end every run, so the suite's time stays visible.
-test: $(STAMP) $(CHECKOV)
+test: $(STAMP) $(CHECKOV) promtool
 	$(BIN)/python -m pytest -q --durations=10
 
 # The suite in a random order (pytest-randomly); `make test-random SEED=N`
 # replays the order of the run that printed "random order: seed N".
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
-test-random: $(STAMP) $(CHECKOV)
+test-random: $(STAMP) $(CHECKOV) promtool
 	@echo "random order: seed $(SEED)"
 	$(BIN)/python -m pytest -q --durations=10 -o addopts="-m 'not slow' -p no:cacheprovider" -p randomly --randomly-seed=$(SEED)
 
@@ -36,6 +36,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# promtool for the SLO rule tests (tests/gateway/test_slo_rules.py): from PATH, or
+# unpacked from Debian's prometheus package into .venv/bin; fails saying why.
+promtool:
+	@deploy/install-promtool.sh $(BIN) >/dev/null
+
+slo-rules-test: promtool
+	cd deploy/prometheus && "$$(../install-promtool.sh ../../$(BIN))" test rules meridian.rules.test.yml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --concurrency 10,200

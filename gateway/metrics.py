@@ -209,6 +209,8 @@ class Metrics:
             self.breaker.labels(b.name, region).set(0)
             self.ejections.labels(b.name, region)
             self.attempts.labels(b.name, region, "ok")
+        for event in ("hedged", "resumed", "budget_exhausted"):
+            self.failover_events.labels(event)
         slos = observability or ObservabilityConfig()
         for model in models:
             self.in_flight.labels(model)
@@ -248,8 +250,7 @@ class Metrics:
             return
         self.tokens.labels(model, name, "prompt", tenant).inc(usage.prompt_tokens)
         self.tokens.labels(model, name, "completion", tenant).inc(usage.completion_tokens)
-        if cost:
-            self.spend.labels(tenant, model, name).inc(cost)
+        self.spend.labels(tenant, model, name).inc(cost)  # a free backend's series reads 0
 
     def first_token(
         self, execution: Execution, attempt: Attempt, ttft: float, overhead: float
