@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.canary.codec import to_doc
 from gateway.canary.plan import Phase
-from gateway.canary.window import sample
+from gateway.canary.window import sample, skew
 from gateway.control import ControlPlane
 from gateway.runtime import Runtime
 from gateway.store import StoreUnavailable
@@ -69,6 +69,7 @@ async def canary_view(control: ControlPlane, model: str) -> dict[str, Any]:
                 for role, version in (("stable", plan.stable), ("candidate", plan.candidate))
                 for s in (sample(counts, version),)
             }
+            view["warning"] = skew(counts)  # one affinity key carries the sample
     return view
 
 

@@ -147,6 +147,8 @@ def show(args: argparse.Namespace, body: dict[str, Any]) -> int:
                 for w in window.values()
             )
         )
+    if body.get("warning"):
+        console.print(f"[yellow]warning:[/] {body['warning']}")
     table = Table("time", "phase", "weight", "by", "reason")
     for h in body["history"]:
         table.add_row(_time(h["at"]), h["phase"], f"{h['weight']}%", h["actor"], h["reason"])

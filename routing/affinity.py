@@ -42,6 +42,54 @@ def prefix_key(text: str, model: str) -> int:
     return _h64(model.encode() + b"\x00" + text[:aligned].encode("utf-8", "surrogatepass"))
 
 
+CONVERSATION_CHARS = BLOCK_CHARS * MAX_BLOCKS
+
+
+def split_key(
+    *,
+    session: str | None,
+    user: str | None,
+    key_digest: str,
+    opening: Sequence[str],
+    request_id: str,
+) -> str:
+    """The key a request's version split (canary) and shadow share are sticky by.
+
+    ``x-meridian-session``, else the body's ``user``, else the conversation:
+    a hash of the API key and the conversation's opening (the chat messages up
+    to the first user message, or a completion's prompt), so every turn of one
+    conversation gets the same version while an application with one API key
+    still spreads its conversations over the split. A request with no text at
+    all is its own key. Never the API key alone: one key is often one whole
+    application, which would then see all of one version or all of the other.
+    """
+    if session:
+        return session  # as before: a session keeps its version across an upgrade
+    if user:
+        return user
+    text = "\x00".join(opening)[:CONVERSATION_CHARS]
+    if not text:
+        return f"r:{request_id}"
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(key_digest.encode())
+    digest.update(b"\x00")
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return f"c:{digest.hexdigest()}"
+
+
+def opening_of(messages: Sequence[tuple[str, str]], prompt: str) -> list[str]:
+    """The texts that identify a conversation: (role, text) messages up to and
+    including the first user message; else the prompt."""
+    if not messages:
+        return [prompt] if prompt else []
+    out: list[str] = []
+    for role, text in messages:
+        out.append(f"{role}:{text}")
+        if role == "user":
+            break
+    return out
+
+
 class Ring:
     """An immutable hash ring of server names."""
 

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from gateway.canary.analysis import analyse
 from gateway.canary.codec import to_doc
 from gateway.canary.plan import Canary, Decision, Phase
-from gateway.canary.window import sample
+from gateway.canary.window import sample, skew
 from gateway.shadow.gate import shadow_gate
 from gateway.store import Commit, Doc, Store, StoreConflict, StoreUnavailable
 from gateway.store.state import ControlState, canary_key, split_key
@@ -130,6 +130,9 @@ class CanaryController:
             (plan.stable, plan.candidate),
         )
         decision, reason = verdict.decision, verdict.reason
+        warning = skew(counts)
+        if decision is Decision.HOLD and warning is not None:
+            reason = f"{reason} ({warning})"
         if plan.require_shadow and decision is Decision.ADVANCE:
             closed = await shadow_gate(
                 self._store, (await self._store.load()).entries, model, plan.candidate

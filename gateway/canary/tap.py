@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from failover.executor import Execution
 from gateway.canary.plan import Canary, Phase
-from gateway.canary.window import fields
+from gateway.canary.window import affinity_field, fields
 from gateway.counts import PendingCounts
 from gateway.store import Store
 from regions.errors import FailureClass
@@ -50,6 +50,7 @@ class CanaryTap:
         if version not in versions:
             return
         counts = self._counts.window(window)
+        counts.update([affinity_field(execution.request.affinity_key)])  # once per request
         if not execution.attempts and status >= 500:
             counts.update(fields(version, True, None))
         for attempt in execution.attempts:

@@ -10,6 +10,7 @@ bound of the bucket where the 95th percentile falls.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 
@@ -28,6 +29,32 @@ def bucket_of(seconds: float) -> int:
 
 def bucket_bound(index: int) -> float:
     return float(_BASE_S * _GROWTH**index)
+
+
+AFFINITY_BUCKETS = 16
+SKEW_MIN_REQUESTS = 20
+SKEW_SHARE = 0.9
+
+
+def affinity_field(key: str) -> str:
+    """The counter of the request's affinity key's bucket (``aff|B``): a bounded
+    histogram of who the step's sample comes from, however many keys there are."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return f"aff|{int.from_bytes(digest, 'big') % AFFINITY_BUCKETS}"
+
+
+def skew(counts: Mapping[str, int]) -> str | None:
+    """A warning when one affinity key (or a few that hash alike) carries the step's
+    sample: the split is sticky per key, so one key is all of one version."""
+    buckets = [n for k, n in counts.items() if k.startswith("aff|")]
+    total = sum(buckets)
+    if total < SKEW_MIN_REQUESTS or max(buckets) < SKEW_SHARE * total:
+        return None
+    return (
+        f"{max(buckets)} of {total} requests in this step share one affinity key: "
+        "the split is sticky per x-meridian-session, user or conversation, "
+        "so this sample shows one version; send x-meridian-session per conversation"
+    )
 
 
 def fields(version: str, failed: bool, ttft_s: float | None) -> list[str]:

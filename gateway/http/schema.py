@@ -24,6 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from regions.request import GenerationRequest, Kind, Message, Residency, Sampling
+from routing.affinity import opening_of, split_key
 
 
 class BadRequest(ValueError):
@@ -223,7 +224,13 @@ def parse_request(
         include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage),
         tenant=tenant,
         residency=residency,
-        affinity_key=session or parsed.user or key_digest,
+        affinity_key=split_key(
+            session=session,
+            user=parsed.user,
+            key_digest=key_digest,
+            opening=opening_of([(m.role, m.content) for m in messages], prompt),
+            request_id=request_id,
+        ),
         body=raw,
         needs=asked,
         unresumable=unresumable(asked),
