@@ -24,6 +24,9 @@ from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 
 MODEL = "llama-3.1-8b-instruct"
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"
+EMBED_MODEL = "bge-small-en-v1.5"  # POST /v1/embeddings (vLLM's embed task)
+EMBED_SERVED = "BAAI/bge-small-en-v1.5"
+EMBED_REGIONS = ("onprem:fra1", "aws:us-east-1")  # one in the EU, one in the US
 ADMIN_TOKEN = "demo-admin"
 
 
@@ -109,12 +112,29 @@ def _sha(secret: str) -> str:
 
 
 def demo_config(
-    urls: list[str], http: str, admin: str, grpc: str | None = None, redis: str | None = None
+    urls: list[str],
+    http: str,
+    admin: str,
+    grpc: str | None = None,
+    redis: str | None = None,
+    embed_urls: list[str] | None = None,
 ) -> Config:
     """The demo's config; ``redis`` puts its control plane in Redis (several
-    demos, or a demo and `meridian serve`, then share weights and canaries)."""
+    demos, or a demo and `meridian serve`, then share weights and canaries).
+    ``embed_urls``: the embedding model's vLLM servers, one per EMBED_REGIONS."""
     regions: dict[str, tuple[str, ...]] = {}
-    backends = []
+    backends: list[dict[str, object]] = [
+        {
+            "name": f"{region.replace(':', '-')}-embed",
+            "model": EMBED_MODEL,
+            "version": "v1",
+            "region": region,
+            "provider": "vllm",
+            "url": url,
+            "served_model": EMBED_SERVED,
+        }
+        for region, url in zip(EMBED_REGIONS, embed_urls or (), strict=False)
+    ]
     for spec, url in zip(BACKENDS, urls, strict=True):
         regions[spec.region] = spec.tags
         backends.append(
@@ -136,7 +156,8 @@ def demo_config(
             "store": {"kind": "redis", "url": redis} if redis else {"kind": "embedded"},
             "admin": {"token": _sha(ADMIN_TOKEN)},
             "regions": [{"name": n, "tags": list(t)} for n, t in regions.items()],
-            "models": [{"name": MODEL, "versions": {"v1": 100, "v2": 0}}],
+            "models": [{"name": MODEL, "versions": {"v1": 100, "v2": 0}}]
+            + ([{"name": EMBED_MODEL, "versions": {"v1": 100}}] if embed_urls else []),
             "backends": backends,
             "tenants": [
                 {"name": "demo-global", "api_keys": [_sha("sk-demo-global")]},
@@ -161,12 +182,17 @@ class Demo:
         self._grpc = grpc
         self._redis = redis
         self.emulators = [_emulator(b) for b in BACKENDS]
+        self.embedders = [
+            VllmEmulator(EmulatorConfig(served_models=(EMBED_SERVED,), name=f"{r}-embed"))
+            for r in EMBED_REGIONS
+        ]
         self.gateway: Gateway | None = None
 
     async def start(self) -> Gateway:
         try:
             urls = [await e.start("127.0.0.1", 0) for e in self.emulators]
-            config = demo_config(urls, self._http, self._admin, self._grpc, self._redis)
+            embed_urls = [await e.start("127.0.0.1", 0) for e in self.embedders]
+            config = demo_config(urls, self._http, self._admin, self._grpc, self._redis, embed_urls)
             self.gateway = Gateway(config)
             await self.gateway.start()
         except BaseException:  # a busy port: close the emulators too, then the one error line
@@ -178,7 +204,7 @@ class Demo:
     async def stop(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop(grace=1.0)
-        for e in self.emulators:
+        for e in self.emulators + self.embedders:
             await e.stop()
 
 
@@ -197,6 +223,8 @@ Try:
   curl -s -D- -o/dev/null {gateway.http_url}/v1/chat/completions \\
     -H 'Authorization: Bearer sk-demo-eu' \\
     -d '{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hi"}}]}}' | grep -i x-meridian
+  curl -s {gateway.http_url}/v1/embeddings -H 'Authorization: Bearer sk-demo-eu' \\
+    -d '{{"model":"{EMBED_MODEL}","input":"Hello"}}'
   curl -s {gateway.admin_url}/metrics -H 'Authorization: Bearer demo-admin' | grep meridian_requests
 
 Ctrl-C stops the demo."""

@@ -124,3 +124,21 @@ async def test_a_backend_without_embeddings_is_refused_naming_input(
             await c.embeddings.create(model=MODEL, input="x")
     assert caught.value.code == "unsupported_parameter"
     assert "'input' needs an embeddings endpoint" in caught.value.message
+
+
+async def test_the_demo_serves_an_embedding_model_within_residency() -> None:
+    from gateway.demo import EMBED_MODEL, Demo
+
+    demo = Demo("127.0.0.1:0", "127.0.0.1:0", None)
+    gw = await demo.start()
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=gw.http_url + "/v1", api_key="sk-demo-eu", max_retries=0
+        ) as c:
+            reply = await c.embeddings.with_raw_response.create(model=EMBED_MODEL, input="Hello")
+            listed = await c.models.list()
+        assert reply.headers["x-meridian-region"] == "onprem:fra1"  # the EU one
+        assert close(reply.parse().data[0].embedding, vector("Hello"))
+        assert EMBED_MODEL in {m.id for m in listed.data}
+    finally:
+        await demo.stop()
