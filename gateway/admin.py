@@ -14,26 +14,24 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.admin_auth import refusal
 from gateway.admin_control import register as register_control
 from gateway.admin_reload import register as register_reload
 from gateway.admin_replication import register as register_replication
 from gateway.admin_shadow import register as register_shadow
 from gateway.admin_store import register as register_store
-from gateway.auth import bearer_matches
 from gateway.explain import explain
 from gateway.http.api import RUNTIME, openai_errors
 from gateway.http.errors import INVALID_REQUEST, error_response
 from gateway.http.schema import MAX_TOKENS_LIMIT, BadRequest
 
-_OPEN_PATHS = frozenset({"/healthz"})
-
 
 @web.middleware
 async def require_admin_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in _OPEN_PATHS:
-        rt = request.app[RUNTIME]
-        if not bearer_matches(request.headers.get("Authorization"), rt.admin_digest):
-            return error_response(401, "admin token required", "invalid_admin_token")
+    # each route's role is in gateway.admin_auth.ROUTE_ROLES
+    refused = refusal(request, request.app[RUNTIME].admin_tokens)
+    if refused is not None:
+        return error_response(*refused)
     return await handler(request)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.admin_auth import token_actor
 from gateway.admin_views import canary_view, replica_rows, weights_view
 from gateway.canary.codec import to_doc
 from gateway.canary.plan import Canary, CanaryPlan, Thresholds
@@ -87,6 +88,8 @@ def _guard(
 
 
 def actor(request: web.Request) -> str:
+    if (named := token_actor(request)) is not None:
+        return named  # a named admin token's writes are recorded under its name
     raw = request.headers.get(ACTOR_HEADER, "").strip()
     return _ACTOR.sub("", raw)[:64] or "admin"
 

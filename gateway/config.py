@@ -81,13 +81,34 @@ def _secret(value: Any) -> Any:
     return value
 
 
-class Admin(Strict):
-    token: SecretRef | None = None
+class AdminToken(Strict):
+    """A named admin token with a role (gateway.admin_auth)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    token: SecretRef
+    role: Literal["viewer", "operator", "admin"]
 
     @field_validator("token", mode="before")
     @classmethod
     def _token(cls, value: Any) -> Any:
         return _secret(value)
+
+
+class Admin(Strict):
+    token: SecretRef | None = None  # the legacy single token: role admin, no name
+    tokens: tuple[AdminToken, ...] = ()
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token(cls, value: Any) -> Any:
+        return _secret(value)
+
+    @model_validator(mode="after")
+    def _names(self) -> Admin:
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("admin.tokens: each token's name must be unique")
+        return self
 
 
 class Limits(Strict):

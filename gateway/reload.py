@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from failover.health_check import HealthCheckPolicy
 from failover.probing import Prober
+from gateway.admin_auth import admin_tokens_from
 from gateway.config import Config, ConfigError
 from gateway.config_check import diff, problems, summary
 from gateway.runtime import Runtime, backend_specs, keyring_from, snapshot_from
@@ -138,6 +139,7 @@ class Reloader:
         try:
             keyring = keyring_from(new, self._environ)
             admin_digest = new.admin.token.digests(self._environ) if new.admin.token else None
+            admin_tokens = admin_tokens_from(new.admin, self._environ)
         except ConfigError as exc:
             return Outcome(False, problems=[f"{self.path}: {exc}"])
         old = self.rt.config
@@ -168,6 +170,7 @@ class Reloader:
         rt.config = applied
         rt.keyring = keyring
         rt.admin_digest = admin_digest
+        rt.admin_tokens = admin_tokens
         rt.providers = providers
         discovered = self.discovery.live if self.discovery is not None else ()
         control = rt.control

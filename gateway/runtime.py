@@ -22,6 +22,7 @@ from failover.outlier import EjectionPolicy
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from failover.probing import Prober
 from gateway.access_log import AccessLog
+from gateway.admin_auth import AdminTokens, admin_tokens_from
 from gateway.auth import KeyRing, Tenant
 from gateway.config import Config, ConfigError, SageMakerBackendOptions, VertexBackendOptions
 from gateway.lifecycle import Lifecycle
@@ -61,6 +62,7 @@ class Runtime:
     shadow: ShadowMirror | None = None  # mirrors admitted requests (gateway.shadow)
     taps: list[Callable[[Execution, int], None]] = field(default_factory=list)
     access_log: AccessLog | None = None  # config.observability.access_log (gateway.access_log)
+    admin_tokens: AdminTokens = field(default_factory=AdminTokens)  # gateway.admin_auth
 
     async def close(self) -> None:
         if self.access_log is not None:
@@ -162,6 +164,7 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     env = os.environ if environ is None else environ
     keyring = keyring_from(config, env)
     admin_digest = config.admin.token.digests(env) if config.admin.token else None
+    admin_tokens = admin_tokens_from(config.admin, env)
     policy = failover_policy(config)
     pool = SessionPool(policy.timeouts.connect)
     providers: dict[str, Provider] = {}
@@ -199,6 +202,7 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
         snapshot=snapshot_from(config),
         keyring=keyring,
         admin_digest=admin_digest,
+        admin_tokens=admin_tokens,
         providers=providers,
         policy=policy,
         health=health,
