@@ -3,8 +3,10 @@
 ``status`` is one admin call (``GET /admin/v1/status``) rendered as a table:
 per backend its region, weight share, dial, breaker, availability, in-flight
 count and TTFT estimates, under a header with the revision and the control
-plane's state. ``top`` redraws it every ``--interval`` seconds with
-``rich.live`` until Ctrl-C; ``--once`` draws one frame (scripts, tests).
+plane's state, and each model's SLOs with the error budget left (from the
+admin ``/metrics``: gateway.slo). ``top`` redraws it every ``--interval``
+seconds with ``rich.live`` until Ctrl-C; ``--once`` draws one frame (scripts,
+tests).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.admin_client import AdminClient, AdminError
+from gateway.slo import report, scrape
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -76,11 +79,56 @@ def render(body: dict[str, Any]) -> RenderableType:
             _ms(b.get("ttft_ms")),
             _ms(b.get("ttft_p95_ms")),
         )
-    return Group(header, table)
+    slos = body.get("slo") or []
+    if not slos:
+        return Group(header, table)
+    return Group(header, table, slo_table(slos))
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _budget(left: float) -> str:
+    color = "green" if left > 0.5 else "yellow" if left > 0 else "bold red"
+    return f"[{color}]{_pct(left, 1)}[/]"
+
+
+def slo_table(slos: list[dict[str, Any]]) -> Table:
+    table = Table(
+        "model",
+        "availability",
+        "objective",
+        "budget left",
+        "TTFT within",
+        "objective",
+        "budget left",
+        "requests",
+        title="SLOs since the gateway started (fleet windows: deploy/prometheus)",
+    )
+    for m in slos:
+        table.add_row(
+            m["model"],
+            _pct(m["availability"], 3),
+            _pct(m["availability_objective"], 3),
+            _budget(m["availability_budget_left"]),
+            _pct(m["ttft_within"]),
+            f"p{100 * m['ttft_objective']:.0f} < {1000 * m['ttft_threshold_s']:.0f} ms",
+            _budget(m["ttft_budget_left"]),
+            f"{m['requests']:.0f}",
+        )
+    return table
+
+
+def status(client: AdminClient) -> dict[str, Any]:
+    """The admin status, with each model's SLO report under ``slo``."""
+    body: dict[str, Any] = client.get("/admin/v1/status")
+    body["slo"] = [m.as_json() for m in report(scrape(client))]
+    return body
 
 
 def run_status(args: argparse.Namespace) -> int:
-    body = AdminClient(args.admin_url, args.token).get("/admin/v1/status")
+    body = status(AdminClient(args.admin_url, args.token))
     if args.json:
         print(json.dumps(body, indent=2))
     else:
@@ -94,12 +142,12 @@ def run_top(args: argparse.Namespace) -> int:
     client = AdminClient(args.admin_url, args.token)
     if args.once or args.json:  # a script wants one answer, not a redrawn screen
         return run_status(args)
-    first = render(client.get("/admin/v1/status"))
+    first = render(status(client))
     try:
         with Live(first, auto_refresh=False) as live:
             while True:
                 time.sleep(max(0.1, args.interval))
-                live.update(render(client.get("/admin/v1/status")), refresh=True)
+                live.update(render(status(client)), refresh=True)
     except KeyboardInterrupt:
         return 130  # docs/cli.md: Ctrl-C is 130, as for every command
 
