@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from gateway import (
     cli_canary,
+    cli_completion,
     cli_config,
     cli_region,
     cli_replicas,
@@ -178,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     cli_route.add(sub, common)
     for family in (
         cli_config,
+        cli_completion,
         cli_status,
         cli_weights,
         cli_region,

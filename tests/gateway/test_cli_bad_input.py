@@ -37,6 +37,11 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("emulate", "tgi", "--port", "0"), 2, "invalid choice"),
     (("emulate", "sagemaker", "--port", "0", "--endpoint", "x"), 1, "NAME=vllm|tgi|lmi"),
     (("emulate", "vllm", "--port", "0", "--endpoint", "x"), 1, "sagemaker and vertex"),
+    (("config",), 2, "required: VERB"),
+    (("config", "check", "/nonexistent.yaml"), 2, "/nonexistent.yaml: cannot read"),
+    (("config", "check", "/nonexistent.yaml", "--against", "notaurl"), 2, "cannot read"),
+    (("config", "reload"), 1, "409: this gateway was not started from a config file"),
+    (("completion", "zsh"), 2, "invalid choice"),
     (("status", "--admin-url", "notaurl"), 1, "bad admin URL 'notaurl'"),
     (("status", "--admin-url", "127.0.0.1:9090"), 1, "expected http://HOST:PORT"),
     (("status", "--admin-url", "http://h:99999"), 1, "bad admin URL"),
@@ -93,7 +98,7 @@ def _command_of(args: tuple[str, ...]) -> str:
     words = [a for a in args if not a.startswith("-")]
     if not words:
         return ""
-    with_verb = {"weights", "region", "canary", "shadow", "route"}
+    with_verb = {"weights", "region", "canary", "shadow", "route", "config"}
     return " ".join(words[:2]) if words[0] in with_verb and len(words) > 1 else words[0]
 
 
@@ -131,7 +136,8 @@ async def test_bad_input_is_one_line_with_the_documented_exit(
     words: str,
 ) -> None:
     argv = list(args)
-    if len(args) > 1 and args[0] not in ("serve", "demo", "emulate"):  # an admin API client
+    local = ("serve", "demo", "emulate", "completion")
+    if len(args) > 1 and args[0] not in local and args[:2] != ("config", "check"):
         if "--admin-url" not in args:
             argv.append(f"--admin-url={gateway.admin_url}")
         if "--token" not in args:
@@ -152,7 +158,7 @@ async def test_bad_input_is_one_line_with_the_documented_exit(
     assert got == code, err
     if code:
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("meridian"), err
+        assert len(lines) == 1 and lines[0].startswith(("meridian", "/")), err
         assert words in lines[0]
 
 
