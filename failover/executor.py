@@ -457,7 +457,7 @@ class Execution:
             failure.message,
         )
         return (
-            f"the backend's stream failed mid-answer ({failure.failure.value}){why} "
+            f"the backend failed mid-stream ({failure.failure.value}){why} "
             f"(request id {self.request.request_id})"
         )
 
