@@ -407,15 +407,17 @@ async def _events(
                 await drain(resp)
                 return
             try:
-                chunk = parse_chunk(orjson.loads(data), chat, choices)
+                obj = orjson.loads(data)
             except orjson.JSONDecodeError:
                 raise broken("not JSON") from None
+            chunk = parse_chunk(obj, chat, choices)
+            raw = _forwardable(event, data) if whole_chunk(obj) else None
             if chunk.choice:
                 if progress.finished or chunk.at not in unfinished:
                     continue  # text or a second finish after the finish reason: not the answer
                 if chunk.reason and len(unfinished) > 1:
                     unfinished.discard(chunk.at)
-                    yield TokenDelta(chunk.text, _forwardable(event, data), index < last)
+                    yield TokenDelta(chunk.text, raw, index < last)
                     continue
                 more = index < last and not chunk.reason
                 if chunk.reason and chunk.usage is not None:
@@ -427,18 +429,26 @@ async def _events(
                     yield Finish(chunk.reason, None)
                     yield Usage(*chunk.usage, None)
                     continue
-                yield TokenDelta(chunk.text, _forwardable(event, data), more)
+                yield TokenDelta(chunk.text, raw, more)
                 if chunk.reason:
                     progress.finished = True
-                    yield Finish(chunk.reason, b"")
+                    yield Finish(chunk.reason, b"" if raw is not None else None)
             elif chunk.usage is not None and progress.finished and not usage_seen:
                 # Usage describes a finished answer: one reported before the finish
                 # (a stream that then breaks) would be counted beside the resumption's.
                 usage_seen = True
-                yield Usage(*chunk.usage, _forwardable(event, data))
+                yield Usage(*chunk.usage, raw)
     if progress.finished:
         return  # some servers end without [DONE]; a finish reason is the real end
     raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before a finish reason")
+
+
+def whole_chunk(obj: dict[str, Any]) -> bool:
+    """Whether a chunk's bytes can go to the client as they are: it carries the
+    ``id`` and ``model`` the gateway promises (one id per stream, the logical
+    model name, rewritten in place). A chunk without them is written by the
+    gateway itself, with both."""
+    return isinstance(obj.get("id"), str) and isinstance(obj.get("model"), str)
 
 
 def _forwardable(event: bytes, data: bytes) -> bytes:

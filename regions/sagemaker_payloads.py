@@ -42,7 +42,7 @@ import orjson
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import Container
-from regions.openai_compat import broken, count_member, parse_chunk
+from regions.openai_compat import broken, count_member, parse_chunk, whole_chunk
 from regions.openai_compat import build_body as openai_body
 from regions.request import GenerationRequest, Kind
 from regions.sse import MAX_EVENT_BYTES, Delimited
@@ -181,7 +181,8 @@ class PayloadDecoder:
         if not isinstance(obj, dict):
             raise BackendError(FailureClass.STREAM_BROKEN, "payload line is not a JSON object")
         if "choices" in obj:
-            raw = b"data: " + data + b"\n\n" if self._passthrough and sse else None
+            whole = self._passthrough and sse and whole_chunk(obj)
+            raw = b"data: " + data + b"\n\n" if whole else None
             self._openai(obj, raw, out)
         elif "token" in obj:
             self._token(obj, out)

@@ -119,3 +119,24 @@ async def test_text_and_finishes_after_the_finish_reason_do_not_reach_the_client
     raw = await play(gateways, hostiles, Script([*(sse(e) for e in events), DONE]))
     assert b"INJECTED" not in raw and b"MORE" not in raw and b"AFTER" not in raw
     assert client_view(raw) == ("one two", ["stop"], {MODEL})
+
+
+async def test_a_chunk_without_the_members_every_chunk_has_is_written_whole(
+    gateways: GatewayFactory, hostiles: list[HostileBackend]
+) -> None:
+    """Bare ``{"choices": [...]}`` chunks (no id, no model) forwarded as they are
+    would give the client chunks without the stream's id and the model's name:
+    the gateway writes them itself."""
+    bare = [
+        {"choices": [{"index": 0, "delta": {"content": "one"}, "finish_reason": None}]},
+        {"choices": [{"index": 0, "delta": {"content": " two"}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}},
+    ]
+    raw = await play(
+        gateways, hostiles, Script([sse(chunk("", role=True)), *(sse(e) for e in bare), DONE])
+    )
+    assert client_view(raw) == ("one two", ["stop"], {MODEL})
+    for event in raw.split(b"\n\n")[:-2]:
+        obj = orjson.loads(event[6:])
+        assert {"id", "object", "created", "model"} <= obj.keys(), obj
+        assert obj["id"] == "chatcmpl-upstream"  # one id for the whole stream
