@@ -40,18 +40,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import orjson
 
 from failover.executor import Execution, ExecutionFailed
 from gateway.grpc.convert import (
     ChunkEncoder,
     Request,
+    embed_request,
     generation_request,
     residency_narrowing,
     served,
     served_metadata,
+    token_logprobs,
+    tool_call,
     usage_message,
 )
 from gateway.grpc.status import Refusal
+from gateway.http.assemble import Assembler
 from gateway.http.errors import INVALID_REQUEST
 from gateway.http.schema import BadRequest
 from gateway.pipeline import RESIDENCY_HEADER, Pipeline, log_refusal
@@ -59,6 +64,7 @@ from gateway.runtime import Runtime
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, StreamError, TokenDelta
 from regions.request import GenerationRequest, Kind
+from routing.capabilities import MissingCapability
 from routing.plan import Plan, RoutingError
 
 log = logging.getLogger("meridian.grpc")
@@ -106,19 +112,35 @@ class _Call:
 
 
 class _Collector:
-    """Assembles a unary answer from the events (the HTTP API's non-stream ``collect``)."""
+    """Assembles a unary answer from the events (the HTTP API's non-stream ``collect``):
+    text, finish reason, tool calls and logprobs, by the same Assembler."""
 
-    __slots__ = ("finish", "parts")
+    __slots__ = ("assembler", "finish", "parts")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.finish = "stop"
+        self.assembler = Assembler(Kind.CHAT)
 
     async def take(self, event: Event) -> None:
+        self.assembler.take(event)
         if isinstance(event, TokenDelta):
             self.parts.append(event.text)
         elif isinstance(event, Finish):
             self.finish = event.reason
+
+
+class _Embeddings:
+    """Keeps the one answer of an embedding request (its body as the backend wrote it)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self) -> None:
+        self.raw = b""
+
+    async def take(self, event: Event) -> None:
+        if isinstance(event, TokenDelta) and event.raw:
+            self.raw = event.raw
 
 
 class _Writer:
@@ -136,7 +158,7 @@ class _Writer:
             await self.context.write(chunk)
 
 
-Sink = _Collector | _Writer
+Sink = _Collector | _Writer | _Embeddings
 
 
 class InferenceService:
@@ -158,6 +180,27 @@ class InferenceService:
         call = _Call(context)
         return await _guard(call, self._unary(call, request))
 
+    async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
+        call = _Call(context)
+        return await _guard(call, self._embed(call, request))
+
+    async def _embed(self, call: _Call, request: pb.EmbedRequest) -> pb.EmbedResponse:
+        keep = _Embeddings()
+        who, execution = await self._run(
+            call, Kind.EMBEDDING, request, stream=False, sink=lambda _who, _gen: keep
+        )
+        try:
+            data = orjson.loads(keep.raw)["data"]
+            vectors = [pb.Embedding(index=i, values=d["embedding"]) for i, d in enumerate(data)]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise Refusal(
+                502, "the backend's embeddings were not floats", "upstream_error"
+            ) from None
+        response = pb.EmbedResponse(data=vectors, served=who)
+        if execution.usage is not None:
+            response.usage.CopyFrom(usage_message(execution.usage))
+        return response
+
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
@@ -174,7 +217,8 @@ class InferenceService:
         make: type[pb.ChatChunk] | type[pb.CompletionChunk],
     ) -> None:
         def sink(who: pb.Served, gen: GenerationRequest) -> Sink:
-            return _Writer(call.context, ChunkEncoder(make, who, gen.include_usage))
+            rich = "tools" in gen.needs or "logprobs" in gen.needs
+            return _Writer(call.context, ChunkEncoder(make, who, gen.include_usage, rich))
 
         await self._run(call, kind, request, stream=True, sink=sink)
 
@@ -186,6 +230,10 @@ class InferenceService:
         response = pb.ChatResponse(
             text="".join(collector.parts), finish_reason=collector.finish, served=who
         )
+        message = collector.assembler.first()
+        if message is not None:
+            response.tool_calls.extend(tool_call(c) for c in message.get("tool_calls") or ())
+            response.logprobs.extend(token_logprobs(collector.assembler.first_logprobs()))
         if execution.usage is not None:
             response.usage.CopyFrom(usage_message(execution.usage))
         return response
@@ -221,15 +269,24 @@ class InferenceService:
                 raise Refusal(400, message, INVALID_REQUEST, param="routing.residency") from None
             raise Refusal(exc.status, message, exc.code) from None
         try:
-            gen = generation_request(
-                kind,
-                request,
-                stream=stream,
-                request_id=call.request_id,
-                tenant=caller.tenant.name,
-                residency=residency,
-                key_digest=caller.key_digest,
-            )
+            if isinstance(request, pb.EmbedRequest):
+                gen = embed_request(
+                    request,
+                    request_id=call.request_id,
+                    tenant=caller.tenant.name,
+                    residency=residency,
+                    key_digest=caller.key_digest,
+                )
+            else:
+                gen = generation_request(
+                    kind,
+                    request,
+                    stream=stream,
+                    request_id=call.request_id,
+                    tenant=caller.tenant.name,
+                    residency=residency,
+                    key_digest=caller.key_digest,
+                )
             plan = pipeline.plan(gen, caller)
         except BadRequest as exc:
             raise Refusal(400, exc.message, INVALID_REQUEST, param=exc.param) from None
@@ -239,6 +296,7 @@ class InferenceService:
                 exc.status,
                 exc.tenant_message(call.request_id),
                 exc.code,
+                param=exc.field if isinstance(exc, MissingCapability) else None,
                 retry_after=exc.retry_after,
             ) from None
         if caller.tenant.explain:

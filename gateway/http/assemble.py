@@ -93,6 +93,15 @@ class Assembler:
             if stop_reason is not None:
                 choice["stop_reason"] = stop_reason
 
+    def first(self) -> dict[str, Any] | None:
+        """Choice 0's message so far (chat), or None before any chunk."""
+        choice = self._choices.get(0)
+        return None if choice is None else choice.get("message")
+
+    def first_logprobs(self) -> object:
+        choice = self._choices.get(0)
+        return None if choice is None else choice.get("logprobs")
+
     def body(self, writer: ChunkWriter, usage: Usage | None) -> bytes:
         choices = [self._choice(i) for i in sorted(self._choices)] or [self._choice(0)]
         for choice in choices:

@@ -22,41 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeridian/v1/inference.proto\x12\x0bmeridian.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x8e\x02\n\x08Sampling\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\";\n\x07Routing\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x11\n\tresidency\x18\x03 \x03(\t\"\xab\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.meridian.v1.Message\x12\'\n\x08sampling\x18\x03 \x01(\x0b\x32\x15.meridian.v1.Sampling\x12\x15\n\rinclude_usage\x18\x04 \x01(\x08\x12%\n\x07routing\x18\x05 \x01(\x0b\x32\x14.meridian.v1.Routing\"\x99\x01\n\x11\x43ompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\'\n\x08sampling\x18\x03 \x01(\x0b\x32\x15.meridian.v1.Sampling\x12\x15\n\rinclude_usage\x18\x04 \x01(\x08\x12%\n\x07routing\x18\x05 \x01(\x0b\x32\x14.meridian.v1.Routing\"o\n\x06Served\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"x\n\tChatChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.meridian.v1.Usage\x12#\n\x06served\x18\x04 \x01(\x0b\x32\x13.meridian.v1.Served\"{\n\x0c\x43hatResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.meridian.v1.Usage\x12#\n\x06served\x18\x04 \x01(\x0b\x32\x13.meridian.v1.Served\"~\n\x0f\x43ompletionChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.meridian.v1.Usage\x12#\n\x06served\x18\x04 \x01(\x0b\x32\x13.meridian.v1.Served\"\x13\n\x11ListModelsRequest\"%\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.meridian.v1.Model2\xa5\x02\n\tInference\x12@\n\nStreamChat\x12\x18.meridian.v1.ChatRequest\x1a\x16.meridian.v1.ChatChunk0\x01\x12;\n\x04\x43hat\x12\x18.meridian.v1.ChatRequest\x1a\x19.meridian.v1.ChatResponse\x12J\n\x08\x43omplete\x12\x1e.meridian.v1.CompletionRequest\x1a\x1c.meridian.v1.CompletionChunk0\x01\x12M\n\nListModels\x12\x1e.meridian.v1.ListModelsRequest\x1a\x1f.meridian.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeridian/v1/inference.proto\x12\x0bmeridian.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa0\x01\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12)\n\ntool_calls\x18\x03 \x03(\x0b\x32\x15.meridian.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\'\n\x05parts\x18\x06 \x03(\x0b\x32\x18.meridian.v1.ContentPart\"<\n\x0b\x43ontentPart\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\timage_url\x18\x03 \x01(\t\"T\n\x08ToolCall\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\targuments\x18\x05 \x01(\t\"\x98\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x0fparameters_json\x18\x03 \x01(\tH\x00\x12\x34\n\x11parameters_struct\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x0e\n\x06strict\x18\x05 \x01(\x08\x42\x0c\n\nparameters\"\x8f\x01\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\x0bschema_json\x18\x03 \x01(\tH\x00\x12\x30\n\rschema_struct\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x0e\n\x06strict\x18\x05 \x01(\x08\x42\x08\n\x06schema\",\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\"]\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12-\n\x0ctop_logprobs\x18\x03 \x03(\x0b\x32\x17.meridian.v1.TopLogprob\"\x8e\x02\n\x08Sampling\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\";\n\x07Routing\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x11\n\tresidency\x18\x03 \x03(\t\"\xea\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.meridian.v1.Message\x12\'\n\x08sampling\x18\x03 \x01(\x0b\x32\x15.meridian.v1.Sampling\x12\x15\n\rinclude_usage\x18\x04 \x01(\x08\x12%\n\x07routing\x18\x05 \x01(\x0b\x32\x14.meridian.v1.Routing\x12 \n\x05tools\x18\x06 \x03(\x0b\x32\x11.meridian.v1.Tool\x12\x13\n\x0btool_choice\x18\x07 \x01(\t\x12\x34\n\x0fresponse_format\x18\x08 \x01(\x0b\x32\x1b.meridian.v1.ResponseFormat\x12\x10\n\x08logprobs\x18\t \x01(\x08\x12\x19\n\x0ctop_logprobs\x18\n \x01(\rH\x00\x88\x01\x01\x12\x12\n\nextra_json\x18\x0b \x01(\tB\x0f\n\r_top_logprobs\"\x99\x01\n\x11\x43ompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\'\n\x08sampling\x18\x03 \x01(\x0b\x32\x15.meridian.v1.Sampling\x12\x15\n\rinclude_usage\x18\x04 \x01(\x08\x12%\n\x07routing\x18\x05 \x01(\x0b\x32\x14.meridian.v1.Routing\"o\n\x06Served\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xd0\x01\n\tChatChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.meridian.v1.Usage\x12#\n\x06served\x18\x04 \x01(\x0b\x32\x13.meridian.v1.Served\x12)\n\ntool_calls\x18\x05 \x03(\x0b\x32\x15.meridian.v1.ToolCall\x12+\n\x08logprobs\x18\x06 \x03(\x0b\x32\x19.meridian.v1.TokenLogprob\"\xd3\x01\n\x0c\x43hatResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.meridian.v1.Usage\x12#\n\x06served\x18\x04 \x01(\x0b\x32\x13.meridian.v1.Served\x12)\n\ntool_calls\x18\x05 \x03(\x0b\x32\x15.meridian.v1.ToolCall\x12+\n\x08logprobs\x18\x06 \x03(\x0b\x32\x19.meridian.v1.TokenLogprob\"~\n\x0f\x43ompletionChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.meridian.v1.Usage\x12#\n\x06served\x18\x04 \x01(\x0b\x32\x13.meridian.v1.Served\"\x13\n\x11ListModelsRequest\"%\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.meridian.v1.Model\"{\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x12%\n\x07routing\x18\x04 \x01(\x0b\x32\x14.meridian.v1.RoutingB\r\n\x0b_dimensions\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"}\n\rEmbedResponse\x12$\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x16.meridian.v1.Embedding\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.meridian.v1.Usage\x12#\n\x06served\x18\x03 \x01(\x0b\x32\x13.meridian.v1.Served2\xe5\x02\n\tInference\x12@\n\nStreamChat\x12\x18.meridian.v1.ChatRequest\x1a\x16.meridian.v1.ChatChunk0\x01\x12;\n\x04\x43hat\x12\x18.meridian.v1.ChatRequest\x1a\x19.meridian.v1.ChatResponse\x12J\n\x08\x43omplete\x12\x1e.meridian.v1.CompletionRequest\x1a\x1c.meridian.v1.CompletionChunk0\x01\x12M\n\nListModels\x12\x1e.meridian.v1.ListModelsRequest\x1a\x1f.meridian.v1.ListModelsResponse\x12>\n\x05\x45mbed\x12\x19.meridian.v1.EmbedRequest\x1a\x1a.meridian.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'meridian_proto.meridian.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGE']._serialized_start=44
-  _globals['_MESSAGE']._serialized_end=84
-  _globals['_SAMPLING']._serialized_start=87
-  _globals['_SAMPLING']._serialized_end=357
-  _globals['_ROUTING']._serialized_start=359
-  _globals['_ROUTING']._serialized_end=418
-  _globals['_CHATREQUEST']._serialized_start=421
-  _globals['_CHATREQUEST']._serialized_end=592
-  _globals['_COMPLETIONREQUEST']._serialized_start=595
-  _globals['_COMPLETIONREQUEST']._serialized_end=748
-  _globals['_SERVED']._serialized_start=750
-  _globals['_SERVED']._serialized_end=861
-  _globals['_USAGE']._serialized_start=863
-  _globals['_USAGE']._serialized_end=942
-  _globals['_CHATCHUNK']._serialized_start=944
-  _globals['_CHATCHUNK']._serialized_end=1064
-  _globals['_CHATRESPONSE']._serialized_start=1066
-  _globals['_CHATRESPONSE']._serialized_end=1189
-  _globals['_COMPLETIONCHUNK']._serialized_start=1191
-  _globals['_COMPLETIONCHUNK']._serialized_end=1317
-  _globals['_LISTMODELSREQUEST']._serialized_start=1319
-  _globals['_LISTMODELSREQUEST']._serialized_end=1338
-  _globals['_MODEL']._serialized_start=1340
-  _globals['_MODEL']._serialized_end=1377
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1379
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1435
-  _globals['_INFERENCE']._serialized_start=1438
-  _globals['_INFERENCE']._serialized_end=1731
+  _globals['_MESSAGE']._serialized_start=75
+  _globals['_MESSAGE']._serialized_end=235
+  _globals['_CONTENTPART']._serialized_start=237
+  _globals['_CONTENTPART']._serialized_end=297
+  _globals['_TOOLCALL']._serialized_start=299
+  _globals['_TOOLCALL']._serialized_end=383
+  _globals['_TOOL']._serialized_start=386
+  _globals['_TOOL']._serialized_end=538
+  _globals['_RESPONSEFORMAT']._serialized_start=541
+  _globals['_RESPONSEFORMAT']._serialized_end=684
+  _globals['_TOPLOGPROB']._serialized_start=686
+  _globals['_TOPLOGPROB']._serialized_end=730
+  _globals['_TOKENLOGPROB']._serialized_start=732
+  _globals['_TOKENLOGPROB']._serialized_end=825
+  _globals['_SAMPLING']._serialized_start=828
+  _globals['_SAMPLING']._serialized_end=1098
+  _globals['_ROUTING']._serialized_start=1100
+  _globals['_ROUTING']._serialized_end=1159
+  _globals['_CHATREQUEST']._serialized_start=1162
+  _globals['_CHATREQUEST']._serialized_end=1524
+  _globals['_COMPLETIONREQUEST']._serialized_start=1527
+  _globals['_COMPLETIONREQUEST']._serialized_end=1680
+  _globals['_SERVED']._serialized_start=1682
+  _globals['_SERVED']._serialized_end=1793
+  _globals['_USAGE']._serialized_start=1795
+  _globals['_USAGE']._serialized_end=1874
+  _globals['_CHATCHUNK']._serialized_start=1877
+  _globals['_CHATCHUNK']._serialized_end=2085
+  _globals['_CHATRESPONSE']._serialized_start=2088
+  _globals['_CHATRESPONSE']._serialized_end=2299
+  _globals['_COMPLETIONCHUNK']._serialized_start=2301
+  _globals['_COMPLETIONCHUNK']._serialized_end=2427
+  _globals['_LISTMODELSREQUEST']._serialized_start=2429
+  _globals['_LISTMODELSREQUEST']._serialized_end=2448
+  _globals['_MODEL']._serialized_start=2450
+  _globals['_MODEL']._serialized_end=2487
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2489
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2545
+  _globals['_EMBEDREQUEST']._serialized_start=2547
+  _globals['_EMBEDREQUEST']._serialized_end=2670
+  _globals['_EMBEDDING']._serialized_start=2672
+  _globals['_EMBEDDING']._serialized_end=2714
+  _globals['_EMBEDRESPONSE']._serialized_start=2716
+  _globals['_EMBEDRESPONSE']._serialized_end=2841
+  _globals['_INFERENCE']._serialized_start=2844
+  _globals['_INFERENCE']._serialized_end=3201
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,11 @@ class InferenceStub:
                 request_serializer=meridian_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=meridian_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/meridian.v1.Inference/Embed',
+                request_serializer=meridian_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=meridian_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -88,6 +93,13 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embeddings of one or more inputs (the HTTP API's POST /v1/embeddings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=meridian_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
                     response_serializer=meridian_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=meridian_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
+                    response_serializer=meridian_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +237,33 @@ class Inference:
             '/meridian.v1.Inference/ListModels',
             meridian_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
             meridian_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meridian.v1.Inference/Embed',
+            meridian_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+            meridian_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
