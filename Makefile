@@ -51,7 +51,7 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --concurrency 4 --duration 2
 
-# The geo lab (docs/geo-lab.md): three simulated regions, every scenario (~6 min).
+# The geo lab (docs/geo-lab.md): three simulated regions, every scenario (~4-5 min).
 geo: $(STAMP)
 	$(BIN)/python -m bench.geo $(ARGS)
 
