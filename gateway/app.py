@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from gateway.reload import Reloader
 from gateway.reload import register as register_reloader
 from gateway.reload import unregister as unregister_reloader
 from gateway.runtime import Runtime, build_runtime
+from gateway.tls import Watcher
 
 log = logging.getLogger("meridian")
 
@@ -88,6 +90,7 @@ class Gateway:
         self._grpc: GrpcServer | None = None
         self.discovery: Discovery | None = None  # config.discovery: backends found at run time
         self.reloader: Reloader | None = None
+        self._tls = Watcher()  # listener certificates, reloaded when their files change
 
     def client_app(self, runtime: Runtime) -> web.Application:
         app = web.Application(
@@ -128,17 +131,21 @@ class Gateway:
             max_field_size=limits.max_header_bytes,
             max_line_size=limits.max_header_bytes,
             reuse_port=self._reuse_port,
+            ssl_context=self._tls.context("http", self.config.listen.tls.http),
         )
         self.admin_url = await self._listen(
             admin_app(client),
             self.config.listen.admin,
             keepalive_timeout=limits.header_timeout_s,
             reuse_port=self._reuse_port,
+            ssl_context=self._tls.context("admin", self.config.listen.tls.admin),
         )
         if self.config.listen.grpc is not None:
             self._grpc = GrpcServer(runtime, reuse_port=self._reuse_port)
             try:
-                self.grpc_address = await self._grpc.start(self.config.listen.grpc)
+                self.grpc_address = await self._grpc.start(
+                    self.config.listen.grpc, self.config.listen.tls.grpc
+                )
             except RuntimeError:  # grpcio's "Failed to bind to address": a busy port
                 raise OSError(
                     f"cannot bind the gRPC listener to {self.config.listen.grpc}"
@@ -154,7 +161,13 @@ class Gateway:
         )
 
     async def _listen(
-        self, app: web.Application, address: str, *, reuse_port: bool = False, **kwargs: Any
+        self,
+        app: web.Application,
+        address: str,
+        *,
+        reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        **kwargs: Any,
     ) -> str:
         runner = web.AppRunner(
             app,
@@ -167,11 +180,13 @@ class Gateway:
         await runner.setup()
         self._runners.append(runner)
         host, port = _split(address)
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+        site = web.TCPSite(
+            runner, host, port, reuse_port=reuse_port or None, backlog=1024, ssl_context=ssl_context
+        )
         await site.start()
         sockets = runner.addresses
         bound = sockets[0][1] if sockets else port
-        return f"http://{host}:{bound}"
+        return f"{'https' if ssl_context else 'http'}://{host}:{bound}"
 
     async def stop(self, grace: float | None = None) -> int:
         """Drain and close; returns how many streams had to be cut."""
@@ -187,6 +202,7 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self._tls.close()
         if self.reloader is not None:
             await self.reloader.stop()  # adapters a reload retired, streams ended above
             unregister_reloader(self.reloader.rt)

@@ -27,6 +27,7 @@ from gateway.config_base import AWS_REGION, GCP_LOCATION, Strict, location
 from gateway.config_cloud import DiscoveryConfig, ReplicationConfig
 from gateway.config_lease import LeaseConfig
 from gateway.config_observability import ObservabilityConfig
+from gateway.tls import ListenTLS
 from regions.inventory import ProviderKind
 
 _REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
@@ -48,6 +49,7 @@ class Listen(Strict):
     http: str = "127.0.0.1:8080"
     grpc: str | None = "127.0.0.1:50051"
     admin: str = "127.0.0.1:9090"
+    tls: ListenTLS = ListenTLS()  # certificates per listener (gateway.tls)
 
     @field_validator("http", "grpc", "admin")
     @classmethod

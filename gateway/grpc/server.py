@@ -31,6 +31,7 @@ from gateway.grpc.service import InferenceService
 from gateway.grpc.status import Refusal
 from gateway.http.errors import INVALID_REQUEST
 from gateway.runtime import Runtime
+from gateway.tls import GrpcCert, ListenerTLS
 from meridian_proto.meridian.v1 import inference_pb2
 
 SERVICE_NAME: str = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
@@ -139,11 +140,14 @@ class GrpcServer:
         )
         self.address = ""
 
-    async def start(self, address: str) -> str:
+    async def start(self, address: str, tls: ListenerTLS | None = None) -> str:
         """Bind ``address`` (HOST:PORT, port 0 = any) and serve; returns HOST:PORT bound."""
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
         host, _, _ = address.rpartition(":")
-        port = self._server.add_insecure_port(address)
+        if tls is not None:  # TLS 1.2+, h2, certificate re-read on change (gateway.tls)
+            port = self._server.add_secure_port(address, GrpcCert(tls).credentials)
+        else:
+            port = self._server.add_insecure_port(address)
         if not port:
             raise OSError(f"cannot bind the gRPC listener to {address}")
         await self._server.start()
