@@ -100,7 +100,7 @@ async def run_lab(
             results["lab"]["startup_s"] = round(time.monotonic() - t0, 1)
             out = results["scenarios"]
             out["links"] = await scenarios.links(lab)
-            for name in opts.scenarios:
+            for name in (s for s in ALL if s in opts.scenarios):  # fleet-breaking ones last
                 t = time.monotonic()
                 if console is not None:
                     console.print(f"[dim]running {name}…[/dim]")
