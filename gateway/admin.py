@@ -24,6 +24,7 @@ from gateway.explain import explain
 from gateway.http.api import RUNTIME, openai_errors
 from gateway.http.errors import INVALID_REQUEST, error_response
 from gateway.http.schema import MAX_TOKENS_LIMIT, BadRequest
+from routing.capabilities import ALL as CAPABILITIES
 
 
 @web.middleware
@@ -92,9 +93,16 @@ async def route_explain(request: web.Request) -> web.Response:
             400, f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}", INVALID_REQUEST,
             param="max_tokens",
         )  # fmt: skip
+    needs = tuple(n for n in q.get("needs", "").split(",") if n)
+    unknown = [n for n in needs if n not in CAPABILITIES]
+    if unknown:
+        known = ", ".join(sorted(CAPABILITIES))
+        return error_response(
+            400, f"needs: unknown {unknown[0]!r}; known: {known}", INVALID_REQUEST, param="needs"
+        )
     try:
         body = explain(
-            rt, model, q.get("tenant"), q.get("prompt", ""), q.get("residency"), max_tokens
+            rt, model, q.get("tenant"), q.get("prompt", ""), q.get("residency"), max_tokens, needs
         )
     except BadRequest as exc:
         return error_response(400, exc.message, INVALID_REQUEST, param=exc.param)

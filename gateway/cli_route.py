@@ -23,6 +23,11 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     explain.add_argument("--prompt", default="", help="prompt text (for prefix affinity)")
     explain.add_argument("--residency", help="x-meridian-residency narrowing, e.g. DE")
     explain.add_argument("--max-tokens", type=int)
+    explain.add_argument(
+        "--needs",
+        help="capabilities the request asks, e.g. tools,vision (backends lacking one are "
+        "excluded, saying which)",
+    )
     explain.set_defaults(func=run_explain)
 
 
@@ -37,6 +42,7 @@ def run_explain(args: argparse.Namespace) -> int:
         prompt=args.prompt or None,
         residency=args.residency,
         max_tokens=args.max_tokens,
+        needs=args.needs,
     )
     if args.json:
         print(json.dumps(body, indent=2))
@@ -56,4 +62,9 @@ def run_explain(args: argparse.Namespace) -> int:
     for e in body["excluded"]:
         table.add_row("–", e["backend"], "", "", "", f"[dim]excluded: {e['why']}[/]")
     console.print(table)
+    if body["candidates"]:
+        console.print(
+            "[dim]score: lower is better; #1 is the p2c pick, the better of two sampled; "
+            "latency: (TTFT + ITL × tokens) × (in flight + 1)[/]"
+        )
     return 0

@@ -24,9 +24,11 @@ def explain(
     prompt: str = "",
     residency: str | None = None,
     max_tokens: int | None = None,
+    needs: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """A JSON-able account of the plan; raises LookupError for an unknown tenant and
-    BadRequest for a residency the API would refuse (``,``)."""
+    BadRequest for a residency the API would refuse (``,``). ``needs``: capabilities
+    the request asks (routing.capabilities: tools, vision...), each its own field."""
     caller = _caller(rt, tenant)
     pipeline = Pipeline(rt)
     out: dict[str, Any] = {"model": model, "tenant": caller.tenant.name if caller else None}
@@ -41,6 +43,7 @@ def explain(
             sampling=Sampling(max_tokens=max_tokens),
             residency=narrowed,
             affinity_key=f"explain-{time.monotonic_ns()}",
+            needs={capability: capability for capability in needs},
         )
         out["residency"] = narrowed.describe()
         plan = rt.router.plan(

@@ -253,3 +253,36 @@ async def test_a_backend_that_cannot_take_a_field_is_not_chosen_or_the_field_is_
         status, answer = await post(both.http_url, body)
         assert status == 200 and len(answer["choices"]) == 2
     assert em_tgi.stats.requests == 0 and em_vllm.stats.requests == 4
+
+
+async def test_route_explain_shows_capability_filtering(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    from tests.conftest import ADMIN_TOKEN
+
+    em = await emulators()
+    gw = await gateways(
+        gateway_config(
+            [
+                ("tgi", "onprem:fra1", "v1", em.url, {"provider": "tgi"}),
+                ("vllm", "onprem:fra1", "v1", em.url, {}),
+            ]
+        )
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        url = gw.admin_url + "/admin/v1/route/explain"
+        params = {"model": MODEL, "needs": "multiple_choices,tools"}
+        async with session.get(url, params=params, headers=headers) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        async with session.get(url, params={"model": MODEL, "needs": "x"}, headers=headers) as r:
+            assert r.status == 400
+    assert [c["backend"] for c in body["candidates"]] == ["vllm"]
+    assert body["excluded"] == [
+        {
+            "backend": "tgi",
+            "why": "lacks multiple_choices: 'multiple_choices' needs several "
+            "choices in one request",
+        }
+    ]
