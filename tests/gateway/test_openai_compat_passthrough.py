@@ -286,3 +286,39 @@ async def test_route_explain_shows_capability_filtering(
             "choices in one request",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "says"),
+    [
+        ({"tools": [WEATHER]}, "tools", "tool calling"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "structured output"),
+        ({"logprobs": True}, "logprobs", "log probabilities"),
+        ({"top_k": 5}, "top_k", "the OpenAI request body as sent"),
+    ],
+)
+async def test_native_sagemaker_payloads_refuse_what_they_cannot_carry(
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+    extra: dict[str, Any],
+    param: str,
+    says: str,
+) -> None:
+    """SageMaker's TGI container gets the gateway's own payload: a field it cannot
+    carry is a 400 naming it, never a 200 without it."""
+    em = await emulators()
+    sagemaker = {
+        "provider": "sagemaker",
+        "sagemaker": {
+            "endpoint_name": "e",
+            "region": "eu-central-1",
+            "container": "tgi",
+            "credentials": "emulator",
+        },
+    }
+    gw = await gateways(gateway_config([("sm", "onprem:fra1", "v1", em.url, sagemaker)]))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra}
+    status, err = await post(gw.http_url, body)
+    assert status == 400, err
+    assert err["error"]["param"] == param and says in err["error"]["message"]
+    assert em.stats.requests == 0
