@@ -38,7 +38,7 @@ _STOP: Record = {}
 
 
 def valid_request_id(value: str | None) -> bool:
-    return value is not None and _REQUEST_ID.match(value) is not None
+    return value is not None and _REQUEST_ID.fullmatch(value) is not None
 
 
 def _logfmt_value(value: object) -> str:

@@ -33,8 +33,20 @@ class SloConfig(Strict):
     availability: float = Field(0.999, gt=0, lt=1)  # share of requests not failed by us
 
 
+class TracingConfig(Strict):
+    """OpenTelemetry spans (gateway.tracing). Off: only the client's traceparent is
+    passed on to the backends, unchanged."""
+
+    enabled: bool = False
+    # OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces; unset: no export
+    otlp_endpoint: str | None = Field(None, min_length=1)
+    service_name: str = Field("meridian", min_length=1)
+    sample: float = Field(1.0, ge=0, le=1)  # share of traces started here (a parent's choice wins)
+
+
 class ObservabilityConfig(Strict):
     access_log: AccessLogConfig = AccessLogConfig()
+    tracing: TracingConfig = TracingConfig()
     slo_default: SloConfig = SloConfig()
     slo: dict[str, SloConfig] = {}  # per model name; unset models get slo_default
 

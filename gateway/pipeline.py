@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from failover.executor import Execution
+from gateway import tracing
 from gateway.auth import Tenant
 from gateway.http.schema import BadRequest
 from gateway.limits import LimitedExecution
@@ -96,14 +97,18 @@ class Pipeline:
     def plan(self, request: GenerationRequest, caller: Caller) -> Plan:
         """Route one request; raises routing.plan.RoutingError subclasses."""
         rt = self.rt
-        return rt.router.plan(
+        now = time.monotonic()
+        plan = rt.router.plan(
             rt.snapshot,
             request,
             caller.tenant.models,
             signals=rt.health,
-            now=time.monotonic(),
+            now=now,
             cost_weight=caller.tenant.cost_weight,
         )
+        if tracing.active():
+            tracing.routed(now, time.monotonic())
+        return plan
 
     def execution(self, request: GenerationRequest, plan: Plan) -> Execution:
         """Its ``start`` first admits the request under the tenant's limits (429)."""
@@ -132,19 +137,22 @@ class Pipeline:
         model = self.model_label(model) if model else ""
         self.rt.metrics.refused(model=model, status=status, reason=reason, tenant=tenant)
         access = self.rt.access_log
-        if access is not None and access.wants(tenant, status):
-            duration = 0.0 if arrived is None else time.monotonic() - arrived
-            access.write(
-                {
-                    "request_id": request_id,
-                    "tenant": tenant,
-                    "model": model,
-                    "status": status,
-                    "reason": reason,
-                    "duration_ms": round(duration * 1000, 3),
-                    "client": client,
-                }
-            )
+        logged = access is not None and access.wants(tenant, status)
+        if not (logged or tracing.active()):
+            return
+        duration = 0.0 if arrived is None else time.monotonic() - arrived
+        record: dict[str, object] = {
+            "request_id": request_id,
+            "tenant": tenant,
+            "model": model,
+            "status": status,
+            "reason": reason,
+            "duration_ms": round(duration * 1000, 3),
+            "client": client,
+        }
+        tracing.finish(record, None)
+        if logged and access is not None:
+            access.write(record)
 
     @asynccontextmanager
     async def serving(
@@ -224,30 +232,32 @@ class Pipeline:
                 pace = (now - serving.first_token) / (completion - 1)
                 self.rt.metrics.output_pace(request.model, serving.backend, pace)
         access = self.rt.access_log
-        if access is None or not access.wants(request.tenant, status):
+        logged = access is not None and access.wants(request.tenant, status)
+        if not (logged or tracing.active()):
             return
         kinds = [a.kind for a in execution.attempts]
-        access.write(
-            {
-                "request_id": request.request_id,
-                "tenant": request.tenant,
-                "model": request.model,
-                "version": execution.plan.version,
-                "backend": serving.backend.name if serving else "",
-                "region": serving.backend.region.name if serving else "",
-                "status": status,
-                "reason": reason,
-                "failure": failure,
-                "attempts": len(kinds),
-                "hedged": "hedge" in kinds,
-                "resumed": execution.resumptions,
-                "stream": request.stream,
-                "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
-                "duration_ms": round(elapsed * 1000, 3),
-                "prompt_tokens": usage.prompt_tokens if usage else 0,
-                "completion_tokens": usage.completion_tokens if usage else 0,
-                "cost_usd": round(cost, 9),
-                "residency": request.residency.describe(),
-                "client": client,
-            }
-        )
+        record: dict[str, object] = {
+            "request_id": request.request_id,
+            "tenant": request.tenant,
+            "model": request.model,
+            "version": execution.plan.version,
+            "backend": serving.backend.name if serving else "",
+            "region": serving.backend.region.name if serving else "",
+            "status": status,
+            "reason": reason,
+            "failure": failure,
+            "attempts": len(kinds),
+            "hedged": "hedge" in kinds,
+            "resumed": execution.resumptions,
+            "stream": request.stream,
+            "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
+            "duration_ms": round(elapsed * 1000, 3),
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "cost_usd": round(cost, 9),
+            "residency": request.residency.describe(),
+            "client": client,
+        }
+        tracing.finish(record, execution, request.kind.value)
+        if logged and access is not None:
+            access.write(record)

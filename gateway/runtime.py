@@ -27,6 +27,7 @@ from gateway.auth import KeyRing, Tenant
 from gateway.config import Config, ConfigError, SageMakerBackendOptions, VertexBackendOptions
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
+from gateway.tracing import Tracing
 from regions.inventory import BackendSpec, Price, Region, SageMakerOptions, VertexOptions
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
@@ -62,11 +63,14 @@ class Runtime:
     shadow: ShadowMirror | None = None  # mirrors admitted requests (gateway.shadow)
     taps: list[Callable[[Execution, int], None]] = field(default_factory=list)
     access_log: AccessLog | None = None  # config.observability.access_log (gateway.access_log)
+    tracing: Tracing | None = None  # config.observability.tracing, when enabled (gateway.tracing)
     admin_tokens: AdminTokens = field(default_factory=AdminTokens)  # gateway.admin_auth
 
     async def close(self) -> None:
         if self.access_log is not None:
             self.access_log.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
         if self.prober is not None:
             await self.prober.stop()
         for provider in self.providers.values():
@@ -215,6 +219,9 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
         access_log=AccessLog(
             config.observability.access_log, on_drop=metrics.access_log_dropped.inc
         ),
+        tracing=Tracing(config.observability.tracing)
+        if config.observability.tracing.enabled
+        else None,
     )
     hc = f.health_checks
     if hc.enabled:

@@ -41,6 +41,7 @@ from regions.inventory import BackendSpec, ProviderKind
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sse import SseSplitter, event_data
+from regions.trace_context import trace_headers
 
 _DONE = b"[DONE]"
 _DRAIN_S = 1.0
@@ -176,6 +177,7 @@ class OpenAICompatProvider:
             "content-type": "application/json",
             "x-request-id": request.request_id,
             **IDENTITY,
+            **trace_headers(),  # W3C trace context (regions.trace_context)
         }
         try:
             async with self._session.post(

@@ -42,6 +42,7 @@ from regions.request import GenerationRequest, Kind
 from regions.sagemaker_auth import AwsCredentials, sign
 from regions.sagemaker_errors import response_error
 from regions.sagemaker_payloads import ACCEPT, PayloadDecoder, build_body
+from regions.trace_context import trace_headers
 
 
 def stream_url(base: str, endpoint_name: str) -> str:
@@ -95,7 +96,11 @@ class SageMakerProvider:
             options.region,
             self._url,
             body,
-            {**self._headers, "X-Amzn-SageMaker-Inference-Id": request.request_id[:64]},
+            {
+                **self._headers,
+                "X-Amzn-SageMaker-Inference-Id": request.request_id[:64],
+                **trace_headers(),  # W3C trace context, signed with the rest
+            },
         )
         decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
         try:

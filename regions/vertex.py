@@ -55,6 +55,7 @@ from regions.openai_compat import (
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sagemaker_payloads import PayloadDecoder
+from regions.trace_context import trace_headers
 from regions.vertex_auth import EMULATOR_TOKEN, GoogleCredentials
 
 _CLIENT_STATUSES = frozenset({"INVALID_ARGUMENT", "OUT_OF_RANGE"})
@@ -131,6 +132,7 @@ class VertexProvider:
         headers["Content-Type"] = "application/json"
         headers["Accept"] = "text/event-stream"
         headers.update(IDENTITY)
+        headers.update(trace_headers())  # W3C trace context (regions.trace_context)
         decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
         try:
             async with await self._post(body, headers) as resp:

@@ -21,6 +21,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
 from failover.executor import ExecutionFailed
+from gateway import tracing
 from gateway.access_log import valid_request_id
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
@@ -138,6 +139,9 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
     request_id = request_id_of(request)
     headers = {"x-request-id": request_id}
     client = request.remote or ""
+    tracing.begin(
+        rt.tracing, request.headers.get("traceparent"), request.headers.get("tracestate"), arrived
+    )
     caller = admit(request, pipeline, headers)
     if isinstance(caller, web.Response):
         reason = _ADMIT_REASON.get(caller.status, "")

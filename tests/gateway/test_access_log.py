@@ -183,6 +183,12 @@ def test_a_writer_that_falls_behind_drops_and_counts_lines_never_blocks() -> Non
         logger.setLevel(old_level)
 
 
+def test_a_request_id_is_one_plain_token() -> None:
+    assert valid_request_id("my-trace-123") and valid_request_id("a" * 128)
+    for bad in (None, "", "a" * 129, "abc\n", "a b", "a\u00e9", "a,b"):
+        assert not valid_request_id(bad), bad
+
+
 def test_logfmt_quotes_what_would_split_a_field() -> None:
     line = format_logfmt({"a": "x y", "b": 'q"', "c": None, "d": True, "e": 0.5})
     assert line == 'a="x y" b="q\\"" c= d=true e=0.5'
