@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import grpc
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
@@ -15,6 +17,8 @@ from tests.conftest import (
     GatewayFactory,
     gateway_config,
 )
+from tests.gateway.test_grpc_helpers import auth, one_backend, stub
+from tests.gateway.test_grpc_helpers import chat as grpc_chat
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -161,3 +165,18 @@ async def test_each_first_token_is_judged_against_its_models_own_ttft_objective(
     assert ("meridian_slo_ttft_requests_total", {"model": MODEL, "good": "false"}, 0.0) in before
     assert total(after, "meridian_slo_ttft_requests_total", model=MODEL, good="false") == 1
     assert total(after, "meridian_slo_ttft_requests_total", model=MODEL, good="true") == 0
+
+
+async def test_grpc_refusals_and_answers_are_counted_too(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    _, gw = await one_backend(emulators, gateways)
+    async with stub(gw) as s:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await s.Chat(grpc_chat(2), metadata=auth("sk-wrong"))
+        await s.Chat(grpc_chat(2), metadata=auth())
+    async with aiohttp.ClientSession() as session:
+        samples = await scrape(session, gw.admin_url)
+    name = "meridian_requests_total"
+    assert total(samples, name, status="401", reason="invalid_api_key") == 1
+    assert total(samples, name, status="200", reason="ok") == 1
