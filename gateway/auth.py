@@ -25,11 +25,25 @@ class Tenant:
 
 
 class KeyRing:
-    def __init__(self, entries: Iterable[tuple[str, Tenant]]) -> None:
+    def __init__(
+        self,
+        entries: Iterable[tuple[str, Tenant]],
+        identities: Iterable[tuple[str, Tenant]] = (),  # certificate SAN → tenant
+    ) -> None:
         self._by_digest: Mapping[str, Tenant] = dict(entries)
+        self._by_identity: Mapping[str, Tenant] = dict(identities)
 
     def tenant(self, name: str) -> Tenant | None:
-        return next((t for t in self._by_digest.values() if t.name == name), None)
+        every = (*self._by_digest.values(), *self._by_identity.values())
+        return next((t for t in every if t.name == name), None)
+
+    def identified(self, identities: Iterable[str]) -> tuple[Tenant, str] | None:
+        """The tenant a verified client certificate's SANs name, and which SAN, or None."""
+        for identity in identities:
+            tenant = self._by_identity.get(identity)
+            if tenant is not None:
+                return tenant, identity
+        return None
 
     def authenticate(self, authorization: str | None) -> tuple[Tenant, str] | None:
         """The tenant and key digest for an ``Authorization: Bearer`` value, or None."""

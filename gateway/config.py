@@ -364,7 +364,10 @@ class TenantLimitsConfig(Strict):
 
 class TenantConfig(Strict):
     name: str = Field(min_length=1)
-    api_keys: tuple[SecretRef, ...] = Field(min_length=1)
+    api_keys: tuple[SecretRef, ...] = ()
+    # client-certificate identities that are this tenant: a URI SAN (a SPIFFE ID) or
+    # a DNS SAN, verified by a listener's listen.tls.*.client_ca (gateway.tls)
+    identities: tuple[str, ...] = ()
     residency: frozenset[str] | None = None
     models: frozenset[str] | None = None
     cost_weight: float | None = Field(None, ge=0)
@@ -376,6 +379,12 @@ class TenantConfig(Strict):
     @classmethod
     def _keys(cls, value: Any) -> Any:
         return [_secret(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> TenantConfig:
+        if not self.api_keys and not self.identities:
+            raise ValueError("a tenant needs api_keys, identities or both")
+        return self
 
 
 class StoreConfig(Strict):

@@ -23,6 +23,7 @@ from gateway.http.schema import BadRequest
 from gateway.limits import LimitedExecution
 from gateway.metrics import OTHER
 from gateway.runtime import Runtime
+from gateway.tls import identified
 from regions.request import GenerationRequest, Residency
 from routing.plan import Plan, ResidencyViolation, RoutingError
 
@@ -57,8 +58,14 @@ class Pipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
 
-    def authenticate(self, authorization: str | None) -> Caller | None:
-        found = self.rt.keyring.authenticate(authorization)
+    def authenticate(
+        self, authorization: str | None, identities: tuple[str, ...] = ()
+    ) -> Caller | None:
+        """By API key when one is sent, else by the verified client certificate's SANs."""
+        if authorization or not identities:
+            found = self.rt.keyring.authenticate(authorization)
+        else:
+            found = identified(self.rt.keyring, identities)  # logs the SANs it refuses
         return None if found is None else Caller(*found)
 
     @staticmethod

@@ -147,6 +147,7 @@ def snapshot_from(
 
 def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
     entries: list[tuple[str, Tenant]] = []
+    identities: list[tuple[str, Tenant]] = []  # client-certificate SANs (gateway.tls)
     known = frozenset(frozenset(r.tags) for r in config.regions)  # a narrowing's reach
     for t in config.tenants:
         residency = (
@@ -160,7 +161,8 @@ def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
             t.explain,
         )
         entries.extend((key.digests(environ), tenant) for key in t.api_keys)
-    return KeyRing(entries)
+        identities.extend((identity, tenant) for identity in t.identities)
+    return KeyRing(entries, identities)
 
 
 async def build_runtime(config: Config, environ: Mapping[str, str] | None = None) -> Runtime:

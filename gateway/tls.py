@@ -33,6 +33,7 @@ from typing import Any, Literal
 import grpc
 from pydantic import Field
 
+from gateway.auth import KeyRing, Tenant
 from gateway.config_base import Strict
 
 log = logging.getLogger("meridian.tls")
@@ -201,3 +202,31 @@ class Watcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def http_identities(transport: asyncio.BaseTransport | None) -> tuple[str, ...]:
+    """The URI and DNS SANs of the client certificate the handshake verified (else ())."""
+    if transport is None:
+        return ()
+    cert = transport.get_extra_info("peercert")  # {} unless verified against client_ca
+    if not cert:
+        return ()
+    return tuple(str(v) for kind, v in cert.get("subjectAltName", ()) if kind in ("URI", "DNS"))
+
+
+def grpc_identities(context: Any) -> tuple[str, ...]:
+    """The same for a gRPC call: grpc-core's peer_uri/peer_dns of a verified certificate."""
+    auth = context.auth_context() or {}
+    return tuple(
+        v.decode("utf-8", "replace") for k in ("peer_uri", "peer_dns") for v in auth.get(k, ())
+    )
+
+
+def identified(keyring: KeyRing, identities: tuple[str, ...]) -> tuple[Tenant, str] | None:
+    """The tenant a verified certificate names, and the key name the access log shows
+    (``cert:<SAN>``); a certificate naming none is logged, the client told only 401."""
+    found = keyring.identified(identities)
+    if found is None:
+        log.info("client certificate %s maps to no tenant: refused", ", ".join(identities))
+        return None
+    return found[0], f"cert:{found[1]}"

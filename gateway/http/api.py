@@ -33,6 +33,7 @@ from gateway.http.streaming import collect, stream
 from gateway.lifecycle import Lifecycle
 from gateway.pipeline import RESIDENCY_HEADER, Caller, Pipeline, log_refusal
 from gateway.runtime import Runtime
+from gateway.tls import http_identities
 from regions.request import Kind
 from routing.capabilities import MissingCapability
 from routing.plan import RoutingError
@@ -93,7 +94,9 @@ def admit(
         return error_response(
             400, "send exactly one Authorization header", INVALID_REQUEST, headers=headers
         )
-    caller = pipeline.authenticate(presented[0] if presented else None)
+    caller = pipeline.authenticate(
+        presented[0] if presented else None, http_identities(request.transport)
+    )
     if caller is None:
         return error_response(
             401, "Incorrect or missing API key.", "invalid_api_key", headers=headers

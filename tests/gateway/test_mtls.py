@@ -1,0 +1,192 @@
+"""mTLS identities for internal services (issue 21 item 2): a listener that requires
+client certificates from a CA, and certificate SANs that are tenants; judged with
+aiohttp and grpcio. trustme makes the CAs; URI SANs (SPIFFE IDs), which trustme
+cannot write, are signed with its CA key through cryptography."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.app import Gateway
+from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
+from tests.conftest import (
+    GLOBAL_KEY,
+    MODEL,
+    EmulatorFactory,
+    GatewayFactory,
+    gateway_config,
+)
+from tests.gateway.test_grpc_helpers import auth, chat
+
+SPIFFE = "spiffe://corp.example/ns/batch/sa/summariser"
+DNS_ID = "indexer.internal"
+
+
+@dataclass
+class Client:
+    key: str
+    cert: str
+
+
+def client_cert(
+    ca: trustme.CA, dirpath: Path, name: str, sans: list[str], *, expired: bool = False
+) -> Client:
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey | type(ca_key))
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    start, end = (now - dt.timedelta(days=3), now - dt.timedelta(days=1)) if expired else (
+        now - dt.timedelta(minutes=5), now + dt.timedelta(days=1)
+    )  # fmt: skip
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(s) if "://" in s else x509.DNSName(s) for s in sans
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    out = Client(str(dirpath / f"{name}.key"), str(dirpath / f"{name}.pem"))
+    Path(out.key).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    Path(out.cert).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+@dataclass
+class World:
+    gw: Gateway
+    server_ca: trustme.CA
+    clients: dict[str, Client]
+
+
+@pytest.fixture
+async def world(emulators: EmulatorFactory, gateways: GatewayFactory, tmp_path: Path) -> World:
+    server_ca, client_ca, other_ca = trustme.CA(), trustme.CA(), trustme.CA()
+    leaf = server_ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    client_ca.cert_pem.write_to_path(str(tmp_path / "clients-ca.pem"))
+    tls = {
+        "cert": str(tmp_path / "server.pem"),
+        "key": str(tmp_path / "server.key"),
+        "client_ca": str(tmp_path / "clients-ca.pem"),
+    }
+    clients = {
+        "spiffe": client_cert(client_ca, tmp_path, "spiffe", [SPIFFE]),
+        "dns": client_cert(client_ca, tmp_path, "dns", [DNS_ID]),
+        "unknown": client_cert(client_ca, tmp_path, "unknown", ["spiffe://corp.example/x"]),
+        "other_ca": client_cert(other_ca, tmp_path, "other", [SPIFFE]),
+        "expired": client_cert(client_ca, tmp_path, "expired", [SPIFFE], expired=True),
+    }
+    em = await emulators()
+    config = gateway_config(
+        [("fra", "onprem:fra1", "v1", em.url)],
+        listen={"grpc": "127.0.0.1:0", "tls": {"http": tls, "grpc": tls}},
+    )
+    tenants = [
+        *[t.model_dump() for t in config.tenants],
+        {"name": "summariser", "identities": [SPIFFE]},
+        {"name": "indexer", "identities": [DNS_ID], "api_keys": []},
+    ]
+    config = config.model_validate({**config.model_dump(), "tenants": tenants})
+    return World(await gateways(config), server_ca, clients)
+
+
+def _ssl(world: World, who: str | None) -> Any:
+    import ssl
+
+    ctx = ssl.create_default_context()
+    world.server_ca.configure_trust(ctx)
+    if who is not None:
+        ctx.load_cert_chain(world.clients[who].cert, world.clients[who].key)
+    return ctx
+
+
+async def _chat(world: World, who: str | None, key: str | None = None) -> tuple[int, bytes]:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    connector = aiohttp.TCPConnector(ssl=_ssl(world, who))
+    async with (
+        aiohttp.ClientSession(connector=connector) as s,
+        s.post(world.gw.http_url + "/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        return r.status, await r.read()
+
+
+def _metric_tenants(world: World) -> str:
+    rt = world.gw.runtime
+    assert rt is not None
+    return rt.metrics.exposition().decode()
+
+
+async def test_http_certificate_identities_are_tenants(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (await _chat(world, "spiffe"))[0] == 200
+    assert (await _chat(world, "dns"))[0] == 200
+    exposition = _metric_tenants(world)
+    assert 'tenant="summariser"' in exposition and 'tenant="indexer"' in exposition
+    # an API key still works over the mTLS listener, and names its own tenant
+    assert (await _chat(world, "unknown", GLOBAL_KEY))[0] == 200
+    with caplog.at_level(logging.INFO):
+        status, raw = await _chat(world, "unknown")
+    assert status == 401 and b"spiffe://" not in raw  # nothing about the certificate
+    assert any("spiffe://corp.example/x" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("who", [None, "other_ca", "expired"])
+async def test_http_without_a_good_certificate_is_refused_at_the_handshake(
+    world: World, who: str | None
+) -> None:
+    with pytest.raises(aiohttp.ClientError):
+        await _chat(world, who, GLOBAL_KEY)
+
+
+def _channel(world: World, who: str | None) -> grpc.aio.Channel:
+    ca = world.server_ca.cert_pem.bytes()
+    if who is None:
+        creds = grpc.ssl_channel_credentials(root_certificates=ca)
+    else:
+        c = world.clients[who]
+        creds = grpc.ssl_channel_credentials(
+            ca, Path(c.key).read_bytes(), Path(c.cert).read_bytes()
+        )
+    return grpc.aio.secure_channel(world.gw.grpc_address, creds)
+
+
+@pytest.mark.parametrize("who", [None, "other_ca", "expired"])
+async def test_grpc_without_a_good_certificate_is_refused(world: World, who: str | None) -> None:
+    async with _channel(world, who) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await pb_grpc.InferenceStub(channel).Chat(chat(2), metadata=auth(), timeout=10)
+    # the handshake fails: grpc reports the transport as unavailable
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
