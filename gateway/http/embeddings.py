@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError, model_validator
 from failover.executor import ExecutionFailed
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.errors import INVALID_REQUEST, error_response
-from gateway.http.schema import BadRequest, _Body, _first_error
+from gateway.http.schema import BadRequest, _Body, _first_error, load_object
 from gateway.pipeline import RESIDENCY_HEADER, Pipeline, log_refusal
 from regions.events import TokenDelta
 from regions.request import GenerationRequest, Kind
@@ -68,7 +68,7 @@ def parse(body: bytes, **fields: object) -> tuple[GenerationRequest, int]:
         parsed = EmbeddingBody.model_validate_json(body)
     except ValidationError as exc:
         raise _first_error(exc) from None
-    raw = orjson.loads(body)
+    raw = load_object(body)
     request = GenerationRequest(
         kind=Kind.EMBEDDING,
         model=parsed.model,

@@ -211,7 +211,7 @@ def parse_request(
     else:
         prompt = parsed.prompt_text()
         choices *= parsed.prompts()
-    raw = orjson.loads(body)  # valid JSON, an object: the model above says so
+    raw = load_object(body)
     asked = needs(raw, kind)
     return GenerationRequest(
         kind=kind,
@@ -236,6 +236,19 @@ def parse_request(
         unresumable=unresumable(asked),
         choices=choices,
     )
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """The body as the backend will get it. Validation above read it as JSON already,
+    but orjson is stricter on numbers (a float beyond double range, in a field the
+    gateway does not model): such a body is the client's 400 too."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("the body must be a JSON object")
+    return raw
 
 
 MODELLED = frozenset(
