@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
-from gateway import (
+from gateway import (  # cli_boot first: it sets GRPC_VERBOSITY before grpc loads
+    cli_boot,  # noqa: F401
     cli_canary,
     cli_completion,
     cli_config,
@@ -229,8 +229,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    # gRPC's C core logs its own copy of a bind failure before the one line below.
-    os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if args.verbose else "NONE")
     if getattr(args, "model", "") is None:
         args.model = ["meta-llama/Llama-3.1-8B-Instruct"]
     logging.basicConfig(

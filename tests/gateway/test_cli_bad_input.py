@@ -89,7 +89,9 @@ def _commands_in_docs() -> set[str]:
         match = re.match(r"meridian (\w+)(?: ([a-z|]+))?", line.strip())
         if match is None:
             continue
-        verbs = match[2].split("|") if match[2] and match[1] != "emulate" else [""]
+        verbs = (
+            match[2].split("|") if match[2] and match[1] not in ("emulate", "completion") else [""]
+        )
         found |= {f"{match[1]} {v}".strip() for v in verbs}
     return found
 
