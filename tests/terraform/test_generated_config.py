@@ -76,7 +76,8 @@ def test_generated_config_validates(config: Config, evaluator: Any) -> None:
     assert blue.url == "https://runtime.sagemaker.us-east-1.amazonaws.com"
     vertex = backends["vertex-europe-west4"]
     assert vertex.vertex is not None and vertex.vertex.endpoint_id == "4242424242"
-    assert vertex.url == "https://europe-west4-aiplatform.googleapis.com"
+    # the dedicated endpoint's DNS name: the shared regional host does not stream
+    assert vertex.url == "https://4242424242.europe-west4-123456789012.prediction.vertexai.goog"
     # The variants Terraform deploys are exactly the backends the config routes to.
     variants = {
         v["name"]: v["version"]

@@ -36,15 +36,16 @@ module "meridian_config" {
   ]
   vertex_backends = [
     {
-      name         = "vertex-europe-west4"
-      model        = local.model
-      version      = "v1"
-      project      = var.gcp_project
-      location     = "europe-west4"
-      endpoint_id  = module.vertex_eu.endpoint_id
-      served_model = local.served_model
-      price_input  = 0.5
-      price_output = 1.5
+      name           = "vertex-europe-west4"
+      model          = local.model
+      version        = "v1"
+      project        = var.gcp_project
+      project_number = var.gcp_project_number
+      location       = "europe-west4"
+      endpoint_id    = module.vertex_eu.endpoint_id
+      served_model   = local.served_model
+      price_input    = 0.5
+      price_output   = 1.5
     },
   ]
   gce_discovery = {

@@ -38,6 +38,11 @@ variable "gcp_project" {
   type        = string
 }
 
+variable "gcp_project_number" {
+  description = "The GCP project's number: Vertex AI's dedicated endpoint DNS names carry it."
+  type        = string
+}
+
 variable "gcp_network" {
   description = "GCP VPC network (self link) with private service access."
   type        = string

@@ -32,16 +32,17 @@ locals {
       version         = b.version
       region          = "gcp:${b.location}"
       provider        = "vertex"
-      url             = "https://${b.location}-aiplatform.googleapis.com"
+      url             = "https://${b.endpoint_id}.${b.location}-${b.project_number}.prediction.vertexai.goog"
       served_model    = b.served_model
       max_concurrency = b.max_concurrency
       price           = { input_per_m = b.price_input, output_per_m = b.price_output }
       sagemaker       = null
       vertex = {
-        project     = b.project
-        location    = b.location
-        endpoint_id = b.endpoint_id
-        route       = b.route
+        project        = b.project
+        project_number = b.project_number
+        location       = b.location
+        endpoint_id    = b.endpoint_id
+        route          = b.route
       }
     }
   ]

@@ -41,6 +41,7 @@ variable "vertex_backends" {
     model           = string
     version         = string
     project         = string
+    project_number  = string # the dedicated DNS name's {project_number}
     location        = string
     endpoint_id     = string
     route           = optional(string, "chat_completions")
