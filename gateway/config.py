@@ -324,6 +324,22 @@ class BackendConfig(Strict):
     replica_ready: bool = True
     sagemaker: SageMakerBackendOptions | None = None
     vertex: VertexBackendOptions | None = None
+    # What the served model can do (e.g. no vision for a text-only model); unset:
+    # everything its provider's format carries (docs/api.md#capabilities).
+    capabilities: (
+        list[
+            Literal[
+                "tools",
+                "structured_output",
+                "vision",
+                "logprobs",
+                "multiple_choices",
+                "openai_body",
+                "embeddings",
+            ]
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="before")
     @classmethod

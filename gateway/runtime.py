@@ -124,6 +124,7 @@ def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
             weight=b.weight,
             sagemaker=_sagemaker_options(b.sagemaker),
             vertex=_vertex_options(b.vertex),
+            capabilities=None if b.capabilities is None else frozenset(b.capabilities),
         )
         for b in config.backends
     )

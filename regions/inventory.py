@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from regions.tls import BackendTLS
+
 
 class ProviderKind(enum.Enum):
     VLLM = "vllm"
@@ -97,3 +99,6 @@ class BackendSpec:
     weight: float = 1.0
     sagemaker: SageMakerOptions | None = None
     vertex: VertexOptions | None = None
+    tls: BackendTLS | None = None  # CA bundle, SNI override, client certificate
+    # Declared capabilities (routing.capabilities); None: inherited from the provider.
+    capabilities: frozenset[str] | None = None

@@ -54,6 +54,13 @@ DESCRIPTION = {
 
 
 def provided(backend: BackendSpec) -> frozenset[str]:
+    """What ``backend`` can do: what it declares (``capabilities`` in its config),
+    within what its provider's format can carry; else all that format carries."""
+    carried = _carried(backend)
+    return carried if backend.capabilities is None else carried & backend.capabilities
+
+
+def _carried(backend: BackendSpec) -> frozenset[str]:
     """The capabilities ``backend`` inherits from its provider and container."""
     if backend.kind is ProviderKind.SAGEMAKER:
         container = backend.sagemaker.container if backend.sagemaker else "vllm"

@@ -322,3 +322,29 @@ async def test_native_sagemaker_payloads_refuse_what_they_cannot_carry(
     assert status == 400, err
     assert err["error"]["param"] == param and says in err["error"]["message"]
     assert em.stats.requests == 0
+
+
+async def test_a_declared_capability_set_narrows_what_a_backend_gets(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    """A text-only model on vLLM declares no vision: image parts go elsewhere or get a 400."""
+    text_only = await emulators()
+    vlm = await emulators()
+    declared = {"capabilities": ["tools", "structured_output", "logprobs", "openai_body"]}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": [image]}], "max_tokens": 2}
+    alone = await gateways(gateway_config([("t", "onprem:fra1", "v1", text_only.url, declared)]))
+    status, err = await post(alone.http_url, body)
+    assert status == 400 and err["error"]["param"] == "messages.0.content.0"
+    both = await gateways(
+        gateway_config(
+            [
+                ("t", "onprem:fra1", "v1", text_only.url, declared),
+                ("v", "onprem:fra1", "v1", vlm.url, {}),
+            ]
+        )
+    )
+    for _ in range(3):
+        status, _ = await post(both.http_url, body)
+        assert status == 200
+    assert text_only.stats.requests == 0 and vlm.stats.requests == 3
