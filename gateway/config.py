@@ -27,7 +27,7 @@ from gateway.config_base import AWS_REGION, GCP_LOCATION, Strict, location
 from gateway.config_cloud import DiscoveryConfig, ReplicationConfig
 from gateway.config_lease import LeaseConfig
 from gateway.config_observability import ObservabilityConfig
-from gateway.tls import ListenTLS
+from gateway.tls import BackendTLSConfig, ListenTLS
 from regions.inventory import ProviderKind
 
 _REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
@@ -324,6 +324,7 @@ class BackendConfig(Strict):
     replica_ready: bool = True
     sagemaker: SageMakerBackendOptions | None = None
     vertex: VertexBackendOptions | None = None
+    tls: BackendTLSConfig | None = None  # CA bundle, SNI override, client cert (gateway.tls)
     # What the served model can do (e.g. no vision for a text-only model); unset:
     # everything its provider's format carries (docs/api.md#capabilities).
     capabilities: (

@@ -27,6 +27,7 @@ from gateway.auth import KeyRing, Tenant
 from gateway.config import Config, ConfigError, SageMakerBackendOptions, VertexBackendOptions
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
+from gateway.tls import backend_tls
 from gateway.tracing import Tracing
 from regions.inventory import BackendSpec, Price, Region, SageMakerOptions, VertexOptions
 from regions.provider import Provider
@@ -124,6 +125,7 @@ def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
             weight=b.weight,
             sagemaker=_sagemaker_options(b.sagemaker),
             vertex=_vertex_options(b.vertex),
+            tls=backend_tls(b.tls),
             capabilities=None if b.capabilities is None else frozenset(b.capabilities),
         )
         for b in config.backends

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import grpc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gateway.auth import KeyRing, Tenant
 from gateway.config_base import Strict
+from regions.tls import BackendTLS
 
 log = logging.getLogger("meridian.tls")
 
@@ -54,6 +55,30 @@ class ListenTLS(Strict):
     http: ListenerTLS | None = None
     admin: ListenerTLS | None = None
     grpc: ListenerTLS | None = None
+
+
+class BackendTLSConfig(Strict):
+    """``backends[].tls``: what the gateway trusts and presents to one backend."""
+
+    ca_file: str | None = None  # PEM bundle trusted instead of the system's CAs
+    server_name: str | None = Field(None, min_length=1)  # SNI and the name checked
+    cert: str | None = None  # client certificate chain (PEM), for an mTLS sidecar
+    key: str | None = None
+    verify: bool = True  # false: a lab only; never with a CA or a name to check
+
+    @model_validator(mode="after")
+    def _pairs(self) -> BackendTLSConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        if not self.verify and (self.ca_file or self.server_name):
+            raise ValueError("verify: false checks nothing: drop ca_file and server_name")
+        return self
+
+
+def backend_tls(cfg: BackendTLSConfig | None) -> BackendTLS | None:
+    if cfg is None:
+        return None
+    return BackendTLS(cfg.ca_file, cfg.server_name, cfg.cert, cfg.key, cfg.verify)
 
 
 def _signature(*paths: str | None) -> tuple[tuple[int, int, int], ...]:

@@ -16,6 +16,7 @@ import aiohttp
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_compat import OpenAICompatProvider
 from regions.provider import Provider
+from regions.tls import BackendTLS, session_options
 
 
 class SessionPool:
@@ -23,23 +24,28 @@ class SessionPool:
 
     def __init__(self, connect_timeout: float) -> None:
         self._connect_timeout = connect_timeout
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[str, BackendTLS | None], aiohttp.ClientSession] = {}
 
-    def for_url(self, url: str, max_concurrency: int = 256) -> aiohttp.ClientSession:
-        host = urlsplit(url).netloc
-        session = self._sessions.get(host)
+    def for_url(
+        self, url: str, max_concurrency: int = 256, tls: BackendTLS | None = None
+    ) -> aiohttp.ClientSession:
+        key = (urlsplit(url).netloc, tls)  # one pool per host and TLS setting
+        session = self._sessions.get(key)
         if session is None:
+            connector_tls, session_tls = session_options(tls)  # regions.tls
             connector = aiohttp.TCPConnector(
                 limit=0,
                 limit_per_host=max_concurrency * 2,
                 keepalive_timeout=30.0,
                 ttl_dns_cache=60,
+                **connector_tls,
             )
-            session = self._sessions[host] = aiohttp.ClientSession(
+            session = self._sessions[key] = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                **session_tls,
             )
         return session
 
@@ -53,19 +59,19 @@ Factory = Callable[[BackendSpec, SessionPool], Provider]
 
 
 def _openai_compat(spec: BackendSpec, pool: SessionPool) -> Provider:
-    return OpenAICompatProvider(spec, pool.for_url(spec.url, spec.max_concurrency))
+    return OpenAICompatProvider(spec, pool.for_url(spec.url, spec.max_concurrency, spec.tls))
 
 
 def _sagemaker(spec: BackendSpec, pool: SessionPool) -> Provider:
     from regions.sagemaker import SageMakerProvider  # botocore loads only when used
 
-    return SageMakerProvider(spec, pool.for_url(spec.url, spec.max_concurrency))
+    return SageMakerProvider(spec, pool.for_url(spec.url, spec.max_concurrency, spec.tls))
 
 
 def _vertex(spec: BackendSpec, pool: SessionPool) -> Provider:
     from regions.vertex import VertexProvider  # google-auth loads only when used
 
-    return VertexProvider(spec, pool.for_url(spec.url, spec.max_concurrency))
+    return VertexProvider(spec, pool.for_url(spec.url, spec.max_concurrency, spec.tls))
 
 
 FACTORIES: Mapping[ProviderKind, Factory] = MappingProxyType(
