@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway import reload as reload_module
 from gateway.admin_control import actor
 from gateway.config_check import summary
 from gateway.http.api import RUNTIME
@@ -37,6 +38,12 @@ async def reload(request: web.Request) -> web.Response:
     if reloader is None:
         return error_response(
             409, "this gateway was not started from a config file: nothing to reload", "no_file"
+        )
+    if not reload_module.ADMIN_RELOAD:
+        return error_response(
+            409,
+            "this gateway runs several workers: send SIGHUP to the parent process",
+            "workers",
         )
     outcome = await reloader.reload(actor(request))
     return _json({"path": reloader.path, **outcome.body()})

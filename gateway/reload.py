@@ -144,6 +144,8 @@ class Reloader:
             return Outcome(False, problems=[f"{self.path}: {exc}"])
         old = self.rt.config
         restart = [s for s in RESTART_SECTIONS if getattr(old, s) != getattr(new, s)]
+        if self.rt.limiter is None and any(t.limits is not None for t in new.tenants):
+            restart.append("tenant limits (no tenant had limits at start)")
         changes = diff(summary(old), summary(new))
         applied = new.model_copy(update={s: getattr(old, s) for s in RESTART_SECTIONS})
         old_specs = {s.name: s for s in backend_specs(old)}
@@ -266,6 +268,10 @@ class Reloader:
 
 
 _RELOADERS: dict[int, Reloader] = {}
+
+# False in `serve --workers N` workers: a POST /admin/v1/reload would reach one
+# of them; SIGHUP to the parent, which forwards it, reaches every worker.
+ADMIN_RELOAD = True
 
 
 def register(reloader: Reloader) -> None:

@@ -88,6 +88,7 @@ def _supervise(path: str, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # every worker re-reads the config (gateway.reload)
     running = list(procs)
     while running:
         for ended in multiprocessing.connection.wait([p.sentinel for p in running]):
@@ -106,9 +107,12 @@ def _supervise(path: str, workers: int) -> int:
 def _worker(path: str, level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
     config = load(path)
+    from gateway import reload
+
+    reload.ADMIN_RELOAD = False  # a POST reaches one worker; SIGHUP via the parent, all
     try:
         import uvloop
 
-        uvloop.run(Gateway(config, reuse_port=True).serve_until_signalled())
+        uvloop.run(Gateway(config, reuse_port=True, config_path=path).serve_until_signalled())
     except ImportError:  # pragma: no cover
-        asyncio.run(Gateway(config, reuse_port=True).serve_until_signalled())
+        asyncio.run(Gateway(config, reuse_port=True, config_path=path).serve_until_signalled())
