@@ -148,6 +148,9 @@ def demo_config(
                 "served_model": SERVED,
                 "price": {"input_per_m": spec.price_in, "output_per_m": spec.price_out},
                 **_cloud_options(spec),
+                # The SageMaker and Vertex emulators' containers generate plain text
+                # only: tools, JSON output, logprobs, n and images go to vLLM's.
+                **({"capabilities": ["openai_body"]} if spec.provider != "vllm" else {}),
             }
         )
     return Config.model_validate(

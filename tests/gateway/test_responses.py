@@ -114,3 +114,41 @@ async def test_what_a_stateless_gateway_cannot_do_is_a_400(
             await c.responses.create(model=MODEL, input="hi", **extra)
     assert caught.value.param == param
     assert em.stats.requests == 0
+
+
+async def test_the_sdks_stream_helper_accumulates_the_events(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em = await emulators()
+    gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
+    async with client(gw.http_url) as c:
+        async with c.responses.stream(model=MODEL, input="Tell me about the sea") as stream:
+            final = await stream.get_final_response()
+        async with c.responses.stream(model=MODEL, input="Weather?", tools=[TOOL]) as stream:
+            called = await stream.get_final_response()
+    context = render_chat([("user", "Tell me about the sea")], False)
+    assert final.output_text == expected_text(context, 32)  # the emulator's default length
+    call = called.output[0]
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "text"}
+
+
+async def test_the_demo_serves_tools_from_backends_that_can() -> None:
+    """The demo's cloud emulators generate text only and say so (capabilities): a
+    tool call is answered by its vLLM server, inside the EU key's residency."""
+    from gateway.demo import MODEL as DEMO_MODEL
+    from gateway.demo import Demo
+
+    demo = Demo("127.0.0.1:0", "127.0.0.1:0", None)
+    gw = await demo.start()
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=gw.http_url + "/v1", api_key="sk-demo-eu", max_retries=0
+        ) as c:
+            for _ in range(3):
+                reply = await c.responses.with_raw_response.create(
+                    model=DEMO_MODEL, input="Weather?", tools=[TOOL]
+                )
+                assert reply.headers["x-meridian-region"] == "onprem:fra1"
+                assert reply.parse().output[0].type == "function_call"
+    finally:
+        await demo.stop()
