@@ -348,3 +348,39 @@ async def test_a_declared_capability_set_narrows_what_a_backend_gets(
         status, _ = await post(both.http_url, body)
         assert status == 200
     assert text_only.stats.requests == 0 and vlm.stats.requests == 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_recorded_body_equals_the_clients_streamed_or_not(
+    emulators: EmulatorFactory, gateways: GatewayFactory, stream: bool, path: str
+) -> None:
+    em = await emulators()
+    gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 3,
+        "top_k": 4,
+        "min_p": 0.1,
+        "ignore_eos": False,
+        "logit_bias": {"42": -100},
+        "user": "u1",
+        "stream": stream,
+    }
+    if path == "/v1/chat/completions":
+        body["messages"] = [{"role": "user", "content": "hi", "name": "ann"}]
+    else:
+        body |= {"prompt": "Once upon", "echo": False, "suffix": "."}
+    if stream:
+        body["stream_options"] = {"include_usage": False}
+    headers = {"Authorization": f"Bearer {GLOBAL_KEY}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gw.http_url + path, json=body, headers=headers) as resp,
+    ):
+        assert resp.status == 200
+        received = await resp.read()
+    sent = em.stats.last_request
+    assert sent is not None and without_owned(sent) == without_owned(body)
+    if stream:
+        assert b'"usage"' not in received.replace(b'"usage":null', b"")  # not asked for
