@@ -412,6 +412,7 @@ class StoreConfig(Strict):
     url: str | None = None  # redis: redis[s]://[:password@]host:port[/db], or env:VARIABLE
     # redis: a nearby replica (same forms) for loads and change notices; writes go to url
     read_url: str | None = None
+    ca_file: str | None = None  # rediss://: the PEM bundle of the server's CA (gateway.tls)
     prefix: str = Field("meridian", pattern=r"^[A-Za-z0-9_.:-]+$")
     resync_s: float = Field(5.0, gt=0)
     counts_flush_s: float = Field(1.0, gt=0)

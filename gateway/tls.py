@@ -29,6 +29,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import grpc
 from pydantic import Field, model_validator
@@ -255,3 +256,12 @@ def identified(keyring: KeyRing, identities: tuple[str, ...]) -> tuple[Tenant, s
         log.info("client certificate %s maps to no tenant: refused", ", ".join(identities))
         return None
     return found[0], f"cert:{found[1]}"
+
+
+def redis_url(url: str, ca_file: str | None) -> str:
+    """``rediss://`` with ``store.ca_file``: the URL naming the CA bundle for redis-py
+    (its ``ssl_ca_certs`` query argument), so every connection made from it verifies
+    the server against that CA; any other URL is returned unchanged."""
+    if ca_file is None or not url.startswith("rediss://") or "ssl_ca_certs=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='/')}"

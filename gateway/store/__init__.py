@@ -26,6 +26,7 @@ from gateway.store.embedded import EmbeddedStore
 from gateway.store.quota import Quota, Verdict
 from gateway.store.redis_store import RedisStore
 from gateway.store.replicated import ReplicatedStore
+from gateway.tls import redis_url
 
 __all__ = [
     "AuditEntry",
@@ -53,9 +54,10 @@ def open_store(config: StoreConfig, environ: Mapping[str, str] | None = None) ->
     if config.kind == "embedded":
         return EmbeddedStore(config.path)
     env = os.environ if environ is None else environ
-    url = _resolve(config.url or "", env)
+    url = redis_url(_resolve(config.url or "", env), config.ca_file)
     if config.read_url:  # reads near, writes far (gateway.store.replicated)
-        return ReplicatedStore(url, _resolve(config.read_url, env), prefix=config.prefix)
+        read_url = redis_url(_resolve(config.read_url, env), config.ca_file)
+        return ReplicatedStore(url, read_url, prefix=config.prefix)
     return RedisStore(url, prefix=config.prefix)
 
 
