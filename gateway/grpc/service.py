@@ -61,6 +61,7 @@ from gateway.http.errors import INVALID_REQUEST
 from gateway.http.schema import BadRequest
 from gateway.pipeline import RESIDENCY_HEADER, Pipeline, log_refusal
 from gateway.runtime import Runtime
+from gateway.tls import grpc_identities
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, StreamError, TokenDelta
 from regions.request import GenerationRequest, Kind
@@ -239,7 +240,9 @@ class InferenceService:
         return response
 
     async def _models(self, call: _Call) -> pb.ListModelsResponse:
-        caller = self._pipeline.authenticate(call.header("authorization"))
+        caller = self._pipeline.authenticate(
+            call.header("authorization"), grpc_identities(call.context)
+        )
         if caller is None:
             raise Refusal(401, "Incorrect or missing API key.", "invalid_api_key")
         allowed = caller.tenant.models
@@ -258,7 +261,7 @@ class InferenceService:
         pipeline = self._pipeline
         if self._rt.lifecycle.draining:
             raise Refusal(503, "the gateway is shutting down", "shutting_down", retry_after=1)
-        caller = pipeline.authenticate(call.header("authorization"))
+        caller = pipeline.authenticate(call.header("authorization"), grpc_identities(call.context))
         if caller is None:
             raise Refusal(401, "Incorrect or missing API key.", "invalid_api_key")
         try:
