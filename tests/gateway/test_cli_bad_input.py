@@ -4,7 +4,9 @@ traceback, and the exit code docs/cli.md gives (issue 19)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -216,3 +218,25 @@ def test_busy_port_is_one_error_line_and_no_asyncio_noise(tmp_path: Path, listen
         errors = [line for line in run.stderr.splitlines() if " INFO " not in line]
         assert len(errors) == 1 and errors[0].startswith("meridian: "), run.stderr
         assert str(port) in errors[0]
+
+
+@pytest.mark.timeout(60)
+async def test_top_exits_130_on_ctrl_c(gateway: Gateway) -> None:
+    master, slave = os.openpty()  # a terminal: rich draws the live table at once
+    proc = await asyncio.create_subprocess_exec(
+        *MERIDIAN,
+        "top",
+        f"--admin-url={gateway.admin_url}",
+        f"--token={ADMIN_TOKEN}",
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    try:
+        drawn = await asyncio.wait_for(asyncio.to_thread(os.read, master, 4096), 30)
+        assert drawn  # the first frame is on the screen
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 130 and b"Traceback" not in err
