@@ -12,9 +12,14 @@ tests).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import os
+import select
+import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -24,12 +29,13 @@ from rich.text import Text
 
 from gateway.admin_client import AdminClient, AdminError
 from gateway.slo import report, scrape
+from gateway.top_view import Row, Scrape, parse, rows
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     status = sub.add_parser("status", parents=[common], help="regions, backends, health, weights")
     status.set_defaults(func=run_status)
-    top = sub.add_parser("top", parents=[common], help="status, live")
+    top = sub.add_parser("top", parents=[common], help="status and traffic per backend, live")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--once", action="store_true", help="draw one frame and exit")
     top.set_defaults(func=run_top)
@@ -122,9 +128,14 @@ def slo_table(slos: list[dict[str, Any]]) -> Table:
 
 def status(client: AdminClient) -> dict[str, Any]:
     """The admin status, with each model's SLO report under ``slo``."""
+    return _status_and_scrape(client)[0]
+
+
+def _status_and_scrape(client: AdminClient) -> tuple[dict[str, Any], str]:
     body: dict[str, Any] = client.get("/admin/v1/status")
-    body["slo"] = [m.as_json() for m in report(scrape(client))]
-    return body
+    text = scrape(client)
+    body["slo"] = [m.as_json() for m in report(text)]
+    return body, text
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -137,19 +148,94 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_top(args: argparse.Namespace) -> int:
+    """The status and a live traffic view per backend; ``q`` quits, Ctrl-C is 130."""
     if not 0.1 <= args.interval <= 3600:  # also refuses nan and inf
         raise AdminError(f"bad --interval {args.interval:g}: seconds from 0.1 to 3600")
     client = AdminClient(args.admin_url, args.token)
-    if args.once or args.json:  # a script wants one answer, not a redrawn screen
+    if args.json:  # a script wants one answer, not a redrawn screen
         return run_status(args)
-    first = render(status(client))
+    previous: Scrape | None = None
+
+    def frame() -> RenderableType:
+        nonlocal previous
+        body, text = _status_and_scrape(client)
+        current = parse(text, time.monotonic())
+        view = Group(render(body), traffic_table(rows(previous, current, body)))
+        previous = current
+        return view
+
+    if args.once:
+        Console().print(frame())
+        return 0
     try:
-        with Live(first, auto_refresh=False) as live:
+        with Live(frame(), auto_refresh=False) as live, _keys() as key:
             while True:
-                time.sleep(max(0.1, args.interval))
-                live.update(render(status(client)), refresh=True)
+                if key(args.interval) in ("q", "Q"):
+                    return 0
+                live.update(frame(), refresh=True)
     except KeyboardInterrupt:
         return 130  # docs/cli.md: Ctrl-C is 130, as for every command
+
+
+def traffic_table(found: list[Row]) -> Table:
+    rates = any(r.requests_per_s is not None for r in found)
+    title = "traffic per backend" + ("" if rates else " (totals since start; rates next frame)")
+    table = Table(
+        "backend",
+        "region",
+        "model@version",
+        "req/s" if rates else "requests",
+        "errors",
+        "TTFT p50 ms",
+        "TTFT p95 ms",
+        "tokens/s",
+        "in-flight",
+        "breaker",
+        title=title,
+    )
+    for r in found:
+        table.add_row(
+            r.backend,
+            r.region,
+            r.model,
+            f"{r.requests_per_s:.1f}" if r.requests_per_s is not None else f"{r.requests:.0f}",
+            _pct(r.error_rate, 1),
+            _ms(None if r.ttft_p50_s is None else 1000 * r.ttft_p50_s),
+            _ms(None if r.ttft_p95_s is None else 1000 * r.ttft_p95_s),
+            "–" if r.tokens_per_s is None else f"{r.tokens_per_s:.0f}",
+            str(r.in_flight),
+            r.breaker if r.breaker == "closed" else f"[red]{r.breaker}[/]",
+        )
+    return table
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Callable[[float], str | None]]:
+    """A wait of up to N seconds that returns the key pressed meanwhile (a terminal in
+    cbreak mode, restored on exit); without a terminal, a plain wait."""
+    if not sys.stdin.isatty():
+
+        def sleep(timeout: float) -> str | None:
+            time.sleep(timeout)
+            return None
+
+        yield sleep
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def wait(timeout: float) -> str | None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, 1).decode("utf-8", "replace") if ready else None
+
+    try:
+        yield wait
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _when(at: float) -> str:
