@@ -325,6 +325,9 @@ class BackendConfig(Strict):
     sagemaker: SageMakerBackendOptions | None = None
     vertex: VertexBackendOptions | None = None
     tls: BackendTLSConfig | None = None  # CA bundle, SNI override, client cert (gateway.tls)
+    # The served model's context window in tokens (vLLM's max_model_len): a request
+    # that cannot fit is not sent there.
+    context_length: int | None = Field(None, ge=1)
     # What the served model can do (e.g. no vision for a text-only model); unset:
     # everything its provider's format carries (docs/api.md#capabilities).
     capabilities: (

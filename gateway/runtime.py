@@ -127,6 +127,7 @@ def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
             vertex=_vertex_options(b.vertex),
             tls=backend_tls(b.tls),
             capabilities=None if b.capabilities is None else frozenset(b.capabilities),
+            context_length=b.context_length,
         )
         for b in config.backends
     )

@@ -102,3 +102,4 @@ class BackendSpec:
     tls: BackendTLS | None = None  # CA bundle, SNI override, client certificate
     # Declared capabilities (routing.capabilities); None: inherited from the provider.
     capabilities: frozenset[str] | None = None
+    context_length: int | None = None  # tokens; None: unknown (the backend decides)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from regions.inventory import BackendSpec, ProviderKind
+from regions.request import GenerationRequest
 from routing.plan import RoutingError
 
 ALL = frozenset(
@@ -50,6 +51,7 @@ DESCRIPTION = {
     "multiple_choices": "several choices in one request",
     "openai_body": "the OpenAI request body as sent",
     "embeddings": "an embeddings endpoint",
+    "context_length": "a context window that holds the prompt and max_tokens",
 }
 
 
@@ -80,8 +82,30 @@ def missing(backend: BackendSpec, needs: Mapping[str, str]) -> str | None:
     return next((c for c in needs if c not in have), None)
 
 
+CHARS_PER_TOKEN_BOUND = 8
+"""Characters a token covers at most, for a lower bound on a prompt's tokens: BPE
+vocabularies average about four for text, so a prompt judged too long here is."""
+
+
+def too_long(backend: BackendSpec, request: GenerationRequest) -> str | None:
+    """``context_length`` when the request cannot fit the backend's declared window:
+    its ``max_tokens`` plus a lower bound on its prompt's tokens exceed it."""
+    window = backend.context_length
+    limit = request.sampling.max_tokens
+    if window is None or limit is None:
+        return None
+    chars = len(request.prompt) + sum(len(m.content) for m in request.messages)
+    prompt = max(1, chars // CHARS_PER_TOKEN_BOUND)
+    return "context_length" if limit + prompt > window else None
+
+
+def field_of(capability: str, needs: Mapping[str, str]) -> str:
+    """The field that asks ``capability`` (a context window is asked by max_tokens)."""
+    return needs.get(capability, "max_tokens")
+
+
 def explain(capability: str, needs: Mapping[str, str]) -> str:
-    return f"'{needs[capability]}' needs {DESCRIPTION.get(capability, capability)}"
+    return f"'{field_of(capability, needs)}' needs {DESCRIPTION.get(capability, capability)}"
 
 
 class MissingCapability(RoutingError):

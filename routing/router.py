@@ -36,7 +36,7 @@ from typing import NamedTuple
 from regions.inventory import BackendSpec
 from regions.request import GenerationRequest, Kind
 from routing.affinity import pick_bounded, prefix_key
-from routing.capabilities import MissingCapability, explain, missing
+from routing.capabilities import MissingCapability, explain, field_of, missing, too_long
 from routing.plan import (
     Candidate,
     NoBackendAvailable,
@@ -243,7 +243,7 @@ def _filter(
     lacking: str | None = None
     capable = False  # a capable backend exists: any refusal is about availability
     for backend, weight in static:
-        absent = missing(backend, request.needs)
+        absent = missing(backend, request.needs) or too_long(backend, request)
         if absent is not None:
             excluded.append((backend.name, f"lacks {absent}: {explain(absent, request.needs)}"))
             lacking = lacking or absent
@@ -272,7 +272,7 @@ def _refusal(
     lacking = [f.lacking for v, f in seen.items() if v in allowed]
     first = lacking[0] if lacking else None
     if first is not None and all(lacking):
-        return MissingCapability(request.model, first, request.needs[first])
+        return MissingCapability(request.model, first, field_of(first, request.needs))
     version = sticky if sticky in allowed else allowed[0]
     return NoBackendAvailable(
         f"every backend allowed by [{request.residency.describe()}] for "

@@ -384,3 +384,31 @@ async def test_recorded_body_equals_the_clients_streamed_or_not(
     assert sent is not None and without_owned(sent) == without_owned(body)
     if stream:
         assert b'"usage"' not in received.replace(b'"usage":null', b"")  # not asked for
+
+
+async def test_a_request_that_cannot_fit_a_declared_context_goes_elsewhere_or_is_a_400(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    small = await emulators()
+    large = await emulators()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
+    alone = await gateways(
+        gateway_config([("s", "onprem:fra1", "v1", small.url, {"context_length": 100})])
+    )
+    status, err = await post(alone.http_url, body)
+    assert status == 400 and err["error"]["param"] == "max_tokens"
+    assert "context window" in err["error"]["message"]
+    both = await gateways(
+        gateway_config(
+            [
+                ("s", "onprem:fra1", "v1", small.url, {"context_length": 100}),
+                ("l", "onprem:fra1", "v1", large.url, {"context_length": 4096}),
+            ]
+        )
+    )
+    for _ in range(3):
+        status, _ = await post(both.http_url, body)
+        assert status == 200
+    status, _ = await post(both.http_url, {**body, "max_tokens": 5})
+    assert status == 200
+    assert small.stats.requests <= 1 and large.stats.requests >= 3
