@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from gateway.admin import admin_app
@@ -160,3 +163,33 @@ async def test_unset_token_variable_fails_the_start(emulators: EmulatorFactory) 
     gateway = Gateway(config, {})
     with pytest.raises(ConfigError, match="MERIDIAN_TEST_ADMIN"):
         await gateway.start()
+
+
+async def test_a_reload_changes_the_tokens(emulators: EmulatorFactory, tmp_path: Path) -> None:
+    em = await emulators()
+    config = gateway_config(
+        [("us", "aws:us-east-1", "v1", em.url)],
+        admin={"token": sha(ADMIN_TOKEN), "tokens": NAMED[:1]},
+    )
+    data: dict[str, Any] = json.loads(config.model_dump_json(exclude_defaults=True))
+    data["admin"] = {"token": sha(ADMIN_TOKEN), "tokens": NAMED[:1]}
+    path = tmp_path / "meridian.yaml"
+    path.write_text(yaml.safe_dump(data))
+    gateway = Gateway(parse(path.read_text()), ENV, config_path=str(path))
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            status, _ = await _call(s, gateway, "GET", "/admin/v1/status", TOKENS[Role.viewer])
+            assert status == 200
+            status, _ = await _call(s, gateway, "GET", "/admin/v1/status", TOKENS[Role.operator])
+            assert status == 401
+            data["admin"] = {"token": sha(ADMIN_TOKEN), "tokens": NAMED[1:2]}
+            path.write_text(yaml.safe_dump(data))
+            status, raw = await _call(s, gateway, "POST", "/admin/v1/reload", ADMIN_TOKEN)
+            assert status == 200, raw
+            status, _ = await _call(s, gateway, "GET", "/admin/v1/status", TOKENS[Role.operator])
+            assert status == 200
+            status, _ = await _call(s, gateway, "GET", "/admin/v1/status", TOKENS[Role.viewer])
+            assert status == 401  # a token taken out of the file is dead at once
+    finally:
+        await gateway.stop(grace=0.5)
