@@ -341,8 +341,15 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {"x-request-id": uuid.uuid4().hex}
-        response = error_response(exc.status, exc.reason, http_code(exc), headers=headers)
+        request_id = uuid.uuid4().hex
+        headers = {"x-request-id": request_id}
+        code = http_code(exc)
+        runtime = request.app.get(RUNTIME)
+        if runtime is not None and request.path.startswith("/v1/"):
+            # A client's refusal by aiohttp itself (unknown route, wrong method): counted
+            # and logged like the API's own; the admin listener's are not client requests.
+            Pipeline(runtime).refused(request_id, exc.status, code, client=request.remote or "")
+        response = error_response(exc.status, exc.reason, code, headers=headers)
         if exc.status in (408, 413):
             response.force_close()
         return response

@@ -21,6 +21,7 @@ from tests.gateway.test_grpc_helpers import auth, one_backend, stub
 from tests.gateway.test_grpc_helpers import chat as grpc_chat
 
 Samples = list[tuple[str, dict[str, str], float]]
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def scrape(s: aiohttp.ClientSession, admin_url: str) -> Samples:
@@ -180,3 +181,21 @@ async def test_grpc_refusals_and_answers_are_counted_too(
     name = "meridian_requests_total"
     assert total(samples, name, status="401", reason="invalid_api_key") == 1
     assert total(samples, name, status="200", reason="ok") == 1
+
+
+async def test_aiohttps_own_refusals_of_client_routes_are_counted(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em = await emulators()
+    gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gw.http_url + "/v1/chat/completions") as r:
+            assert r.status == 405
+        async with s.post(gw.http_url + "/v1/nothing-here", json={}) as r:
+            assert r.status == 404
+        async with s.get(gw.admin_url + "/admin/v1/nothing-here", headers=ADMIN) as r:
+            assert r.status == 404
+        samples = await scrape(s, gw.admin_url)
+    name = "meridian_requests_total"
+    assert total(samples, name, status="405", reason="method_not_allowed") == 1
+    assert total(samples, name, status="404", reason="not_found") == 1  # not the admin one
