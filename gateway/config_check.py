@@ -51,9 +51,10 @@ def problems(path: str | Path) -> tuple[Config | None, list[str]]:
     return None, sorted(found, key=_line_number)
 
 
-def _line_number(problem: str) -> int:
+def _line_number(problem: str) -> tuple[int, str]:
+    """Sort key: the line, then the field and message (stable across runs)."""
     match = _WHERE.match(problem)
-    return int(match["line"]) if match else 0
+    return (int(match["line"]), problem[match.end() :]) if match else (0, problem)
 
 
 def _names(data: dict[str, Any], section: str) -> list[tuple[int, str]]:
