@@ -70,6 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="idle open streams for the memory probe (default: highest concurrency; 0 skips it)",
     )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the proxy and its load to separate cores",
+    )
+    p.add_argument(
+        "--no-nginx", action="store_true", help="skip the nginx reference even if installed"
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     only = p.add_mutually_exclusive_group()
     only.add_argument("--gateway-only", action="store_true", help="skip the direct runs")
@@ -95,6 +103,8 @@ def options_from(args: argparse.Namespace) -> Options:
         gateway=not args.direct_only,
         workers=args.workers,
         idle_streams=idle,
+        pin=not args.no_pin,
+        nginx=not args.no_nginx,
     )
 
 

@@ -52,6 +52,7 @@ class LoadJob:
     duration_s: float
     drain_s: float = 15.0
     read_timeout_s: float = 30.0
+    cpus: frozenset[int] | None = None  # pin the load generator to these cores
 
 
 @dataclass(slots=True)
@@ -170,6 +171,8 @@ def _child_main(job: LoadJob, conn: Connection) -> None:
     """Entry point of the load-generator process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     try:
+        if job.cpus is not None:
+            os.sched_setaffinity(0, job.cpus)  # before the loop starts any thread
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -9,6 +9,12 @@ CPU time and memory come from ``/proc`` and cover the process and all its
 descendants: ``utime + stime`` from ``/proc/PID/stat`` (clock ticks) and
 ``VmRSS`` from ``/proc/PID/status``. Whole-machine busy and steal time come
 from ``/proc/stat``, to show what else was running.
+
+With two or more usable cores the processes are pinned (:class:`Pinning`):
+the proxy under test on one core, the upstream emulator and the load
+generator on another, so the proxy's CPU per request is not inflated by
+competing with its own load for a core. A child is pinned before it execs
+(inherited by anything it forks).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -40,12 +47,50 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True, slots=True)
+class Pinning:
+    """Which cores the proxy under test gets, and which its load (emulator + client) gets."""
+
+    proxy: frozenset[int]
+    load: frozenset[int]
+
+    def describe(self) -> str:
+        return (
+            f"pinned: proxy on CPU {_cpus(self.proxy)}, emulator and load generator"
+            f" on CPU {_cpus(self.load)}"
+        )
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def pinning() -> Pinning | None:
+    """One core for the proxy, another for its load, if this process may use two or more."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return None
+    return Pinning(proxy=frozenset(usable[:1]), load=frozenset(usable[1:2]))
+
+
 class Child:
     """One started process, its log file, and how to stop it."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str]):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str],
+        cpus: frozenset[int] | None = None,
+    ):
         self.name = name
         self.log_path = log_path
+
+        def pin() -> None:  # runs in the child between fork and exec
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         with log_path.open("wb") as log:
             self.popen = subprocess.Popen(
                 list(argv),
@@ -55,6 +100,7 @@ class Child:
                 env=dict(env),
                 cwd=log_path.parent,
                 start_new_session=True,
+                preexec_fn=pin if cpus is not None else None,
             )
         self.pid = self.popen.pid
 

@@ -1,6 +1,7 @@
 """Prints a :class:`~bench.results.Report` as tables: one per scenario with the
-raw figures, one with the proxy-versus-direct ratios and the §8 targets
-beside them, and one with gateway memory."""
+raw figures, one with CPU per request and per chunk, one with the
+proxy-versus-direct ratios and the §8 targets beside them, and one with
+gateway memory."""
 
 from __future__ import annotations
 
@@ -55,6 +56,32 @@ def _rates_table(runs: list[RunRecord]) -> Table:
             _busy(r.cores("other"), r.cores("steal")),
             _size(r.proxy_rss_peak, _MIB, "MiB"),
         )
+    return table
+
+
+def _cpu_table(runs: list[RunRecord], comparisons: list[Comparison]) -> Table:
+    table = Table(
+        title="CPU per unit of work over the measured window (utime+stime from /proc)",
+        title_justify="left",
+    )
+    for name in ("scenario", "contender", "c"):
+        table.add_column(name, justify="left" if name != "c" else "right")
+    for name in ("proxy", "emulator", "loadgen"):
+        table.add_column(f"{name}\nms/req", justify="right")
+        table.add_column(f"{name}\nµs/chunk", justify="right")
+    table.add_column("proxy ms/req\n× nginx", justify="right")
+    x_nginx = {
+        (c.scenario, c.contender, c.concurrency): c.cpu_per_request_x_nginx for c in comparisons
+    }
+    for r in runs:
+        cells = [r.scenario, r.contender, str(r.concurrency)]
+        for name in ("proxy", "emulator", "loadgen"):
+            cells += [
+                _num(r.cpu_ms_per_request(name), ".3f"),
+                _num(r.cpu_us_per_chunk(name), ".1f"),
+            ]
+        cells.append(_num(x_nginx.get((r.scenario, r.contender, r.concurrency)), ".2f"))
+        table.add_row(*cells)
     return table
 
 
@@ -138,8 +165,11 @@ def render(report: Report, console: Console) -> None:
         f" window {meta['duration_s']}s after {meta['warmup_s']}s warm-up."
         " Load generator, proxy and emulator share these CPUs."
     )
+    if "pinning" in meta:
+        console.print(f"CPU affinity: {meta['pinning']}.", markup=False)
     if report.runs:
         console.print(_rates_table(report.runs))
+        console.print(_cpu_table(report.runs, report.comparisons))
         console.print(_latency_table(report.runs))
     if report.comparisons:
         console.print(_comparison_table(report.comparisons))

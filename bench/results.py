@@ -19,7 +19,7 @@ class RunRecord:
     """One (scenario, contender, concurrency) run over its measured window."""
 
     scenario: str
-    contender: str  # "direct", "gateway" or "litellm"
+    contender: str  # "direct", "gateway", "nginx" or "litellm"
     concurrency: int
     window_s: float
     requests_per_s: float
@@ -40,6 +40,18 @@ class RunRecord:
         """Average cores used by ``process`` over the window."""
         cpu = self.cpu_s.get(process)
         return None if cpu is None or self.window_s <= 0 else cpu / self.window_s
+
+    def cpu_ms_per_request(self, process: str) -> float | None:
+        """CPU milliseconds ``process`` spent per request completed in the window."""
+        cpu = self.cpu_s.get(process)
+        done = self.requests_per_s * self.window_s
+        return None if cpu is None or done <= 0 else 1000.0 * cpu / done
+
+    def cpu_us_per_chunk(self, process: str) -> float | None:
+        """CPU microseconds ``process`` spent per chunk delivered in the window."""
+        cpu = self.cpu_s.get(process)
+        chunks = self.chunks_per_s * self.window_s
+        return None if cpu is None or chunks <= 0 else 1e6 * cpu / chunks
 
     @property
     def rss_per_stream(self) -> float | None:
@@ -70,6 +82,8 @@ class Comparison:
     added_ttft_p99_ms: float | None
     chunks_pct_of_direct: float | None
     verdicts: tuple[Verdict, ...] = ()
+    # This proxy's CPU per request / nginx's, same scenario and concurrency (if nginx ran).
+    cpu_per_request_x_nginx: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +117,8 @@ class Report:
         for run, raw in zip(self.runs, out["runs"], strict=True):
             raw["cores"] = {p: run.cores(p) for p in run.cpu_s}
             raw["rss_per_stream"] = run.rss_per_stream
+            raw["cpu_ms_per_request"] = {p: run.cpu_ms_per_request(p) for p in _PER_WORK}
+            raw["cpu_us_per_chunk"] = {p: run.cpu_us_per_chunk(p) for p in _PER_WORK}
         for comp, raw in zip(self.comparisons, out["comparisons"], strict=True):
             raw["verdicts"] = [
                 {
@@ -118,6 +134,13 @@ class Report:
         return out
 
 
+_PER_WORK = ("proxy", "emulator", "loadgen")  # processes whose CPU is divided by the work done
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
 def _diff(a: Distribution | None, b: Distribution | None, attr: str) -> float | None:
     if a is None or b is None:
         return None
@@ -128,6 +151,7 @@ def _diff(a: Distribution | None, b: Distribution | None, attr: str) -> float | 
 def compare(runs: list[RunRecord], targets: dict[str, tuple[Target, ...]]) -> list[Comparison]:
     """Each proxy run against the direct run of the same scenario and concurrency."""
     direct = {(r.scenario, r.concurrency): r for r in runs if r.contender == "direct"}
+    nginx = {(r.scenario, r.concurrency): r for r in runs if r.contender == "nginx"}
     out = []
     for run in runs:
         base = direct.get((run.scenario, run.concurrency))
@@ -140,12 +164,25 @@ def compare(runs: list[RunRecord], targets: dict[str, tuple[Target, ...]]) -> li
                 100.0 * run.chunks_per_s / base.chunks_per_s if base.chunks_per_s else None
             ),
         }
+        ref = nginx.get((run.scenario, run.concurrency))
+        x_nginx = (
+            _ratio(run.cpu_ms_per_request("proxy"), ref.cpu_ms_per_request("proxy"))
+            if ref is not None and run.contender != "nginx"
+            else None
+        )
         verdicts = tuple(
             Verdict(t, values[t.metric])
             for t in targets.get(run.scenario, ())
             if t.concurrency == run.concurrency and run.contender == "gateway"
         )
         out.append(
-            Comparison(run.scenario, run.contender, run.concurrency, **values, verdicts=verdicts)
+            Comparison(
+                run.scenario,
+                run.contender,
+                run.concurrency,
+                **values,
+                verdicts=verdicts,
+                cpu_per_request_x_nginx=x_nginx,
+            )
         )
     return out

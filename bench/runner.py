@@ -1,11 +1,15 @@
 """Runs the benchmark matrix: scenario x concurrency x contender, same workload.
 
-Each scenario gets a fresh stack (emulator, gateway, LiteLLM if installed),
+Each scenario gets a fresh stack (emulator, gateway, nginx and LiteLLM if installed),
 so a scenario's memory baseline and pools are not inherited from another.
 Within it, for each concurrency level, every contender takes the same
 closed-loop load in turn, the direct connection first. During each window
 the measuring process (this one, otherwise idle) reads the CPU counters of
 the emulator and the proxy at t0 and t1 and samples the proxy's RSS.
+
+With two or more cores every proxy runs on one core and the emulator, the
+load generator and this process on another (``bench.procs.Pinning``), so the
+proxies are compared on equal footing: one core each, nothing else on it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import orjson
 
 from bench.loadgen import LoadJob, LoadResult, run_in_process
 from bench.memory import probe_idle_streams
-from bench.procs import cpu_seconds, machine_cpu_seconds, rss_bytes
+from bench.procs import Pinning, cpu_seconds, machine_cpu_seconds, pinning, rss_bytes
 from bench.results import Report, RunRecord, compare
 from bench.scenarios import Scenario
-from bench.stack import Endpoint, Stack, litellm_available, start_stack
+from bench.stack import Endpoint, Stack, litellm_available, nginx_bin, start_stack
 from bench.stats import Distribution
 
 PROMPT = "Write a short story about a lighthouse keeper."
@@ -41,6 +45,8 @@ class Options:
     gateway: bool = True
     workers: int = 1
     idle_streams: int = 0  # 0: skip the idle-stream memory probe
+    pin: bool = True  # pin proxy and load to separate cores when there are two
+    nginx: bool = True  # run nginx as a reference contender if it is installed
 
 
 def request_body(model: str, max_tokens: int) -> bytes:
@@ -64,6 +70,7 @@ def measure(
     concurrency: int,
     options: Options,
     idle_rss: int | None,
+    pin: Pinning | None = None,
 ) -> RunRecord:
     """One closed-loop run against ``endpoint``, with CPU and RSS of the processes under test."""
     job = LoadJob(
@@ -73,6 +80,7 @@ def measure(
         concurrency=concurrency,
         warmup_s=options.warmup_s,
         duration_s=options.duration_s,
+        cpus=pin.load if pin else None,
     )
     watched = {"emulator": stack.emulator_pid}
     if endpoint.pid is not None:
@@ -131,12 +139,54 @@ def _record(
     )
 
 
+def decide_pinning(options: Options) -> tuple[Pinning | None, str]:
+    """The pinning for this run and the line that says so."""
+    if not options.pin:
+        return None, "not pinned (--no-pin): processes float over all cores"
+    if options.workers != 1:
+        return None, f"not pinned: --workers {options.workers} needs more than one core"
+    pin = pinning()
+    if pin is None:
+        return None, "not pinned: fewer than two usable cores"
+    return pin, pin.describe()
+
+
 def run(options: Options, workdir: Path, progress: Callable[[str], None]) -> Report:
     """The whole benchmark; ``progress`` gets one line per step."""
     litellm = options.gateway and litellm_available()
+    nginx = options.gateway and options.nginx and nginx_bin() is not None
+    pin, pin_line = decide_pinning(options)
     report = Report(meta=_meta(options))
+    report.meta["pinning"] = pin_line
+    if options.gateway and options.nginx and not nginx:
+        report.notes.append("nginx not installed (make bench-deps): reference contender skipped.")
     if options.gateway and not litellm:
         report.notes.append("LiteLLM proxy not installed: third contender skipped.")
+    progress(pin_line)
+    before = os.sched_getaffinity(0)
+    if pin is not None:
+        os.sched_setaffinity(0, pin.load)  # this process only samples /proc; keep it off the proxy
+    try:
+        _run_matrix(options, workdir, progress, report, pin, nginx=nginx, litellm=litellm)
+    finally:
+        os.sched_setaffinity(0, before)
+    report.comparisons = compare(report.runs, {s.name: s.targets for s in options.scenarios})
+    if options.gateway and options.idle_streams > 0:
+        progress(f"memory: {options.idle_streams} idle open streams through the gateway")
+        report.idle_streams = probe_idle_streams(options.idle_streams, workdir, options.workers)
+    return report
+
+
+def _run_matrix(
+    options: Options,
+    workdir: Path,
+    progress: Callable[[str], None],
+    report: Report,
+    pin: Pinning | None,
+    *,
+    nginx: bool,
+    litellm: bool,
+) -> None:
     for scenario in options.scenarios:
         up = scenario.upstream
         progress(
@@ -144,7 +194,13 @@ def run(options: Options, workdir: Path, progress: Callable[[str], None]) -> Rep
             f" {up.max_tokens} tokens"
         )
         with start_stack(
-            up, workdir, gateway=options.gateway, litellm=litellm, workers=options.workers
+            up,
+            workdir,
+            gateway=options.gateway,
+            litellm=litellm,
+            workers=options.workers,
+            nginx=nginx,
+            pin=pin,
         ) as stack:
             idle = {e.name: rss_bytes(e.pid) for e in stack.endpoints if e.pid is not None}
             for concurrency in options.concurrency:
@@ -153,14 +209,15 @@ def run(options: Options, workdir: Path, progress: Callable[[str], None]) -> Rep
                         continue
                     progress(f"  {endpoint.name:<8} c={concurrency:<4} {options.duration_s:g}s")
                     record = measure(
-                        scenario, stack, endpoint, concurrency, options, idle.get(endpoint.name)
+                        scenario,
+                        stack,
+                        endpoint,
+                        concurrency,
+                        options,
+                        idle.get(endpoint.name),
+                        pin,
                     )
                     report.runs.append(record)
-    report.comparisons = compare(report.runs, {s.name: s.targets for s in options.scenarios})
-    if options.gateway and options.idle_streams > 0:
-        progress(f"memory: {options.idle_streams} idle open streams through the gateway")
-        report.idle_streams = probe_idle_streams(options.idle_streams, workdir, options.workers)
-    return report
 
 
 def _meta(options: Options) -> dict[str, object]:

@@ -1,5 +1,6 @@
 """The system under test: an emulated vLLM upstream, the gateway in front of it,
-and the LiteLLM proxy as an optional third contender on the same upstream.
+and two optional contenders on the same upstream: nginx (the reference for a
+pass-through proxy's cost, when installed) and the LiteLLM proxy.
 
 Each runs as its own process on free loopback ports, started with a deadline
 on readiness and always stopped when the ``with`` block ends, whatever ended
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from bench.procs import Child, free_port, wait_http_ok
+from bench.procs import Child, Pinning, free_port, wait_http_ok
 
 SERVED_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 GATEWAY_MODEL = "bench-model"
@@ -68,6 +69,77 @@ def _bin(name: str) -> str | None:
 
 def litellm_available() -> bool:
     return _bin("litellm") is not None
+
+
+def nginx_bin() -> str | None:
+    """nginx from PATH, else where Debian installs it (/usr/sbin is not on every PATH)."""
+    found = shutil.which("nginx")
+    if found is not None:
+        return found
+    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+
+
+def nginx_config(port: int, upstream_port: int, workdir: Path) -> str:
+    """A pass-through reverse proxy, set up the way one fronts an SSE upstream.
+
+    One worker (the gateway's default is one process too), no response or
+    request buffering so each chunk is forwarded as it arrives, HTTP/1.1 with
+    a keep-alive pool to the upstream, keep-alive limits high enough that the
+    load generator's connections are never recycled during a run, and no
+    access log (the gateway is run without one as well). Every path nginx
+    writes is under ``workdir``, so it runs unprivileged and beside other runs.
+    """
+    tmp = workdir / f"nginx-{port}"
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {tmp}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{
+    worker_connections 16384;
+}}
+http {{
+    access_log off;
+{temp_paths}
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream emulator {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 1024;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://emulator;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"""
+
+
+def write_nginx_config(port: int, upstream_port: int, workdir: Path) -> Path:
+    """The config file for ``nginx -c``, and the directories it names."""
+    (workdir / f"nginx-{port}").mkdir(parents=True, exist_ok=True)
+    path = workdir / f"nginx-{port}.conf"
+    path.write_text(nginx_config(port, upstream_port, workdir))
+    return path
+
+
+def nginx_argv(nginx: str, config: Path) -> list[str]:
+    """``-e`` so nginx never opens its compiled-in log before reading ``config``."""
+    prefix = config.parent
+    return [nginx, "-p", str(prefix), "-e", str(prefix / "nginx-startup.log"), "-c", str(config)]
 
 
 def gateway_config(http_port: int, admin_port: int, upstream_port: int, key: str) -> dict[str, Any]:
@@ -126,8 +198,15 @@ def start_stack(
     gateway: bool,
     litellm: bool,
     workers: int = 1,
+    nginx: bool = False,
+    pin: Pinning | None = None,
+    gateway_wrap: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
-    """Start the emulator (always) and the proxies asked for; stop them all on exit."""
+    """Start the emulator (always) and the proxies asked for; stop them all on exit.
+
+    With ``pin``, the emulator runs on the load cores and every proxy on the proxy core.
+    ``gateway_wrap`` prefixes the gateway's command (a profiler, e.g. ``python -m cProfile``).
+    """
     env = dict(os.environ)
     env["MERIDIAN_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
     env["PYTHONUNBUFFERED"] = "1"
@@ -152,6 +231,7 @@ def start_stack(
             ],
             workdir / f"emulator-{emu_port}.log",
             env,
+            pin.load if pin else None,
         )
         stop.callback(emulator.stop)
         wait_http_ok(emulator, f"http://127.0.0.1:{emu_port}/health", _READY_S)
@@ -164,15 +244,26 @@ def start_stack(
                 None,
             )
         ]
+        proxy_cpus = pin.proxy if pin else None
         if gateway:
-            endpoints.append(_start_gateway(stop, emu_port, workdir, env, workers))
+            endpoints.append(
+                _start_gateway(stop, emu_port, workdir, env, workers, proxy_cpus, gateway_wrap)
+            )
+        if nginx:
+            endpoints.append(_start_nginx(stop, emu_port, workdir, env, proxy_cpus))
         if litellm:
-            endpoints.append(_start_litellm(stop, emu_port, workdir, env))
+            endpoints.append(_start_litellm(stop, emu_port, workdir, env, proxy_cpus))
         yield Stack(emulator.pid, emu_port, tuple(endpoints))
 
 
 def _start_gateway(
-    stop: ExitStack, emu_port: int, workdir: Path, env: dict[str, str], workers: int
+    stop: ExitStack,
+    emu_port: int,
+    workdir: Path,
+    env: dict[str, str],
+    workers: int,
+    cpus: frozenset[int] | None,
+    wrap: tuple[str, ...] = (),
 ) -> Endpoint:
     port, admin_port = free_port(), free_port()
     key = "sk-bench-" + secrets.token_urlsafe(18)
@@ -180,10 +271,10 @@ def _start_gateway(
     config.write_text(
         yaml.safe_dump(gateway_config(port, admin_port, emu_port, key), sort_keys=False)
     )
-    argv = [_meridian(), "serve", "--config", str(config)]
+    argv = [*wrap, _meridian(), "serve", "--config", str(config)]
     if workers != 1:
         argv += ["--workers", str(workers)]
-    child = Child("gateway", argv, workdir / f"gateway-{port}.log", env)
+    child = Child("gateway", argv, workdir / f"gateway-{port}.log", env, cpus)
     stop.callback(child.stop)
     wait_http_ok(child, f"http://127.0.0.1:{port}/readyz", _READY_S)
     return Endpoint(
@@ -195,14 +286,45 @@ def _start_gateway(
     )
 
 
-def _start_litellm(stop: ExitStack, emu_port: int, workdir: Path, env: dict[str, str]) -> Endpoint:
+def _start_nginx(
+    stop: ExitStack,
+    emu_port: int,
+    workdir: Path,
+    env: dict[str, str],
+    cpus: frozenset[int] | None,
+) -> Endpoint:
+    nginx = nginx_bin()
+    if nginx is None:
+        raise FileNotFoundError("nginx is not installed (make bench-deps installs it)")
+    port = free_port()
+    config = write_nginx_config(port, emu_port, workdir)
+    child = Child("nginx", nginx_argv(nginx, config), workdir / f"nginx-{port}.log", env, cpus)
+    stop.callback(child.stop)
+    # The emulator answers /health; through nginx that proves the whole path.
+    wait_http_ok(child, f"http://127.0.0.1:{port}/health", _READY_S)
+    return Endpoint(
+        "nginx",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        SERVED_MODEL,
+        {},
+        child.pid,
+    )
+
+
+def _start_litellm(
+    stop: ExitStack,
+    emu_port: int,
+    workdir: Path,
+    env: dict[str, str],
+    cpus: frozenset[int] | None,
+) -> Endpoint:
     litellm = _bin("litellm")
     assert litellm is not None, "checked by litellm_available()"
     port = free_port()
     config = workdir / f"litellm-{port}.yaml"
     config.write_text(yaml.safe_dump(_litellm_config(emu_port), sort_keys=False))
     argv = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    child = Child("litellm", argv, workdir / f"litellm-{port}.log", env)
+    child = Child("litellm", argv, workdir / f"litellm-{port}.log", env, cpus)
     stop.callback(child.stop)
     wait_http_ok(child, f"http://127.0.0.1:{port}/health/liveliness", _LITELLM_READY_S)
     return Endpoint(

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from bench.loadgen import LoadJob, run_load
+from bench.stack import nginx_bin
 from bench.stats import Distribution, percentile
 from bench.stream import StreamMeter, has_content
 
@@ -171,8 +172,8 @@ def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
         sys.executable, "-m", "bench",
         "--scenario", "latency",
         "--concurrency", "2",
-        "--duration", "1",
-        "--warmup", "0.5",
+        "--duration", "0.6",
+        "--warmup", "0.3",
         "--idle-streams", "2",
         "--json", str(out),
     ]  # fmt: skip
@@ -180,15 +181,21 @@ def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     runs = {r["contender"]: r for r in report["runs"]}
-    assert set(runs) >= {"direct", "gateway"}
-    for name in ("direct", "gateway"):
+    contenders = ["direct", "gateway"] + (["nginx"] if nginx_bin() else [])
+    assert set(runs) >= set(contenders)
+    for name in contenders:
         run = runs[name]
         assert run["errors"] == 0, run["error_samples"]
         assert run["requests_per_s"] > 0 and run["chunks_per_s"] > 0
         assert run["ttft_ms"]["n"] > 0 and run["e2e_ms"]["p99"] >= run["ttft_ms"]["p50"] > 0
     assert runs["gateway"]["cpu_s"]["proxy"] > 0
+    assert runs["gateway"]["cpu_ms_per_request"]["proxy"] > 0
+    assert runs["direct"]["cpu_ms_per_request"]["proxy"] is None  # no proxy on that path
     assert runs["gateway"]["proxy_rss_peak"] > 0
-    (comparison,) = report["comparisons"]
-    assert comparison["added_ttft_p50_ms"] is not None
-    assert comparison["chunks_pct_of_direct"] > 0
+    assert report["meta"]["pinning"] in proc.stdout.replace("\n", " ")
+    comparisons = {c["contender"]: c for c in report["comparisons"]}
+    assert set(comparisons) == set(contenders) - {"direct"}
+    for comparison in comparisons.values():
+        assert comparison["added_ttft_p50_ms"] is not None
+        assert comparison["chunks_pct_of_direct"] > 0
     assert report["idle_streams"]["open"] == 2
