@@ -4,6 +4,7 @@ problems in one pass, each with its line; exit 0 or 2."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,13 +73,13 @@ def test_the_cli_exits_2_with_every_problem_and_0_when_clean(
 
 
 def test_diff_names_what_changes() -> None:
-    running = {
+    running: dict[str, dict[str, Any]] = {
         "backends": {"a": {"url": "http://a"}, "gone": {"url": "http://g"}},
         "tenants": {"t": {"keys": ["k1"], "limits": None}},
         "models": {"m": {"v1": 100}},
         "regions": {},
     }
-    new = {
+    new: dict[str, dict[str, Any]] = {
         "backends": {"a": {"url": "http://a2"}, "b": {"url": "http://b"}},
         "tenants": {"t": {"keys": ["k1", "k2"], "limits": {"requests_per_min": 5}}},
         "models": {"m": {"v1": 90, "v2": 10}},
