@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: demo test test-random lint bench bench-smoke geo proto clean terraform-check promtool slo-rules-test
+.PHONY: demo test test-random lint bench bench-deps bench-smoke geo proto clean terraform-check promtool slo-rules-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,17 @@ promtool:
 slo-rules-test: promtool
 	cd deploy/prometheus && "$$(../install-promtool.sh ../../$(BIN))" test rules meridian.rules.test.yml
 
-bench: $(STAMP)
+bench: $(STAMP) bench-deps
 	$(BIN)/python -m bench --concurrency 10,200
+
+# nginx, the bench's reference contender (Debian's nginx-light), installed when
+# missing; without root or apt-get the bench runs without it and says so.
+bench-deps:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } || \
+	  echo "bench-deps: could not install nginx-light; the bench will skip nginx"
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --concurrency 4 --duration 2
