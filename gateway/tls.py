@@ -57,6 +57,13 @@ class ListenTLS(Strict):
     admin: ListenerTLS | None = None
     grpc: ListenerTLS | None = None
 
+    @model_validator(mode="after")
+    def _grpc_version(self) -> ListenTLS:
+        if self.grpc is not None and self.grpc.min_version != "1.2":
+            # grpcio has no knob for it: refused here rather than silently ignored
+            raise ValueError("grpc.min_version: grpcio speaks TLS 1.2 and 1.3, cannot refuse 1.2")
+        return self
+
 
 class BackendTLSConfig(Strict):
     """``backends[].tls``: what the gateway trusts and presents to one backend."""

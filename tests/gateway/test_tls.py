@@ -17,6 +17,7 @@ import httpx2
 import openai
 import pytest
 import trustme
+from pydantic import ValidationError
 
 from gateway.app import Gateway
 from gateway.tls import TLSError
@@ -188,6 +189,9 @@ async def test_bad_certificate_files_are_one_line_at_start(
     gw = Gateway(config)
     with pytest.raises(TLSError, match=r"listen\.tls\.http: cannot load"):
         await gw.start()
+    tls = {"grpc": files.tls(min_version="1.3")}
+    with pytest.raises(ValidationError, match=r"cannot refuse 1\.2"):
+        gateway_config([("fra", "onprem:fra1", "v1", em.url)], listen={"tls": tls})
 
 
 async def test_rotation_under_50_streams_loses_none_and_new_connections_see_the_new_cert(
@@ -251,6 +255,11 @@ async def test_grpc_over_tls_and_rotation_under_streams(
     grpc_port = _port(gw.grpc_address)
     ctx = files.client_context()
     assert await _peer_cert(grpc_port, ctx, ["h2"]) == _der(leaf)
+    ctx = files.client_context()
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await _peer_cert(grpc_port, ctx, ["h2"])
     # a channel that does not trust the CA cannot connect
     other = grpc.ssl_channel_credentials(root_certificates=trustme.CA().cert_pem.bytes())
     async with grpc.aio.secure_channel(gw.grpc_address, other) as channel:
