@@ -198,7 +198,6 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
         )
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution, client=client, arrived=arrived) as outcome:
-        started = time.monotonic()
         try:
             head = await execution.start()
         except ExecutionFailed as exc:
@@ -213,7 +212,8 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
                 raise
             outcome.status = 503
             return shutting_down(headers)
-        pipeline.first_token(execution, time.monotonic() - started)
+        # From arrival: the TTFT a client sees includes the edge, parsing and routing.
+        pipeline.first_token(execution, time.monotonic() - arrived)
         serving = execution.serving
         assert serving is not None  # start() returned: an attempt is serving
         backend = serving.backend

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import grpc
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -199,3 +202,29 @@ async def test_aiohttps_own_refusals_of_client_routes_are_counted(
     name = "meridian_requests_total"
     assert total(samples, name, status="405", reason="method_not_allowed") == 1
     assert total(samples, name, status="404", reason="not_found") == 1  # not the admin one
+
+
+async def test_ttft_and_overhead_count_from_arrival_a_slow_upload_included(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em = await emulators()
+    gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
+    body = orjson.dumps(chat())
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield body[:10]
+        await asyncio.sleep(0.15)  # the client's pace, which the gateway must count
+        yield body[10:]
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            gw.http_url + "/v1/chat/completions",
+            data=slowly(),
+            headers={"Authorization": f"Bearer {GLOBAL_KEY}", "Content-Type": "application/json"},
+        ) as r:
+            assert r.status == 200
+        samples = await scrape(s, gw.admin_url)
+    ttft = "meridian_time_to_first_token_seconds_bucket"
+    assert total(samples, ttft, le="0.1") == 0 and total(samples, ttft, le="+Inf") == 1
+    overhead = "meridian_gateway_overhead_seconds_bucket"
+    assert total(samples, overhead, le="0.1") == 0 and total(samples, overhead, le="+Inf") == 1
