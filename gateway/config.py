@@ -27,7 +27,7 @@ from gateway.config_base import AWS_REGION, GCP_LOCATION, Strict, location
 from gateway.config_cloud import DiscoveryConfig, ReplicationConfig
 from gateway.config_lease import LeaseConfig
 from gateway.config_observability import ObservabilityConfig
-from gateway.tls import BackendTLSConfig, ListenTLS
+from gateway.tls import BackendTLSConfig, ListenTLS, identity_clash
 from regions.inventory import ProviderKind
 
 _REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
@@ -464,6 +464,8 @@ class Config(Strict):
         _unique("models", [m.name for m in self.models])
         _unique("backends", [b.name for b in self.backends])
         _unique("tenants", [t.name for t in self.tenants])
+        if (clash := identity_clash(self.tenants)) is not None:  # one SAN, one tenant
+            raise ValueError(clash)
         regions = {r.name for r in self.regions}
         versions = {m.name: set(m.versions) for m in self.models}
         for i, b in enumerate(self.backends):

@@ -26,6 +26,7 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -272,3 +273,13 @@ def redis_url(url: str, ca_file: str | None) -> str:
     if ca_file is None or not url.startswith("rediss://") or "ssl_ca_certs=" in url:
         return url
     return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='/')}"
+
+
+def identity_clash(tenants: Iterable[Any]) -> str | None:
+    """A config problem (``@tenants.N.identities: …``) where two tenants claim one SAN."""
+    owner: dict[str, str] = {}
+    for i, tenant in enumerate(tenants):
+        for identity in tenant.identities:
+            if owner.setdefault(identity, tenant.name) != tenant.name:
+                return f"@tenants.{i}.identities: {identity!r} is tenant {owner[identity]!r}'s"
+    return None

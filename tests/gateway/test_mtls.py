@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.app import Gateway
+from gateway.config import ConfigError, parse
 from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import (
     GLOBAL_KEY,
@@ -190,3 +191,21 @@ async def test_grpc_without_a_good_certificate_is_refused(world: World, who: str
             await pb_grpc.InferenceStub(channel).Chat(chat(2), metadata=auth(), timeout=10)
     # the handshake fails: grpc reports the transport as unavailable
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_one_identity_is_one_tenant() -> None:
+    text = """
+regions: [{name: "aws:us-east-1"}]
+models: [{name: m, versions: {v1: 100}}]
+backends: [{name: b, model: m, version: v1, region: "aws:us-east-1", provider: vllm,
+            url: "http://127.0.0.1:1", served_model: s}]
+tenants:
+  - {name: a, identities: ["spiffe://x/a"]}
+  - {name: b, identities: ["spiffe://x/a"]}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert ":8: tenants.1.identities: 'spiffe://x/a' is tenant 'a'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse(text.replace('identities: ["spiffe://x/a"]}', "api_keys: []}"))
+    assert "tenants.0: a tenant needs api_keys, identities or both" in str(err.value)
