@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import signal
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ EMBED_MODEL = "bge-small-en-v1.5"  # POST /v1/embeddings (vLLM's embed task)
 EMBED_SERVED = "BAAI/bge-small-en-v1.5"
 EMBED_REGIONS = ("onprem:fra1", "aws:us-east-1")  # one in the EU, one in the US
 ADMIN_TOKEN = "demo-admin"
+_NO_RELOAD = "SIGHUP: the demo has no config file to reload; ignored"
 
 
 @dataclass(frozen=True)
@@ -236,11 +238,13 @@ Ctrl-C stops the demo."""
 async def run_demo(http: str, admin: str, grpc: str | None, redis: str | None = None) -> None:
     demo = Demo(http, admin, grpc, redis)
     gateway = await demo.start()
-    print(banner(gateway), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP reloads `meridian serve`; the demo has no file to re-read, and must not die of it.
+    loop.add_signal_handler(signal.SIGHUP, logging.getLogger("meridian").warning, _NO_RELOAD)
+    print(banner(gateway), flush=True)  # after the handlers: a signal sent on seeing it is handled
     try:
         await stop.wait()
     finally:

@@ -229,3 +229,27 @@ async def test_reload_changes_limits_for_new_requests_and_names_what_needs_a_res
             assert gw.runtime is not None and gw.runtime.config.listen.http == "127.0.0.1:0"
     finally:
         await gw.stop(grace=0.5)
+
+
+def test_sighup_does_not_kill_the_demo() -> None:
+    proc = subprocess.Popen(
+        [*MERIDIAN, "demo", "--http=127.0.0.1:0", "--admin=127.0.0.1:0", "--grpc="],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 30
+        while "Ctrl-C stops the demo." not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGHUP)
+        while "SIGHUP: the demo has no config file to reload" not in proc.stderr.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
