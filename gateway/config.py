@@ -477,6 +477,12 @@ class Config(Strict):
                 raise ValueError(
                     f"@backends.{i}.version: model {b.model!r} has no version {b.version!r}"
                 )
+        for model in self.observability.slo:
+            if model not in versions:
+                raise ValueError(f"@observability.slo.{model}: unknown model {model!r}")
+        tenants = {t.name for t in self.tenants}
+        for name in sorted(self.observability.access_log.tenants_off - tenants):
+            raise ValueError(f"@observability.access_log.tenants_off: unknown tenant {name!r}")
         return self
 
 

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from gateway.access_log import AccessLog, format_logfmt, valid_request_id
+from gateway.config import ConfigError, parse
 from gateway.config_observability import AccessLogConfig
 from tests.conftest import (
     GLOBAL_KEY,
@@ -192,3 +193,25 @@ def test_a_request_id_is_one_plain_token() -> None:
 def test_logfmt_quotes_what_would_split_a_field() -> None:
     line = format_logfmt({"a": "x y", "b": 'q"', "c": None, "d": True, "e": 0.5})
     assert line == 'a="x y" b="q\\"" c= d=true e=0.5'
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("access_log: {tenants_off: [nobody]}", "unknown tenant 'nobody'"),
+        ("slo: {no-such-model: {availability: 0.99}}", "unknown model 'no-such-model'"),
+    ],
+)
+def test_observability_names_only_configured_tenants_and_models(section: str, message: str) -> None:
+    text = f"""
+regions: [{{name: "aws:us-east-1", tags: [US]}}]
+models: [{{name: m, versions: {{v1: 100}}}}]
+backends: [{{name: a, model: m, version: v1, region: "aws:us-east-1", provider: vllm,
+             url: "http://127.0.0.1:1", served_model: s}}]
+tenants: [{{name: t, api_keys: ["env:K"]}}]
+observability: {{{section}}}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "m.yaml")
+    assert str(caught.value).startswith("m.yaml:7: observability.")
+    assert message in str(caught.value)
