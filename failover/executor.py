@@ -393,7 +393,10 @@ class Execution:
                                 # max_tokens is computed from these counts.
                                 self._texts.append(event.text)
                                 attempt.tokens += 1
-                            elif loop.time() - texted > self.policy.timeouts.idle:
+                            elif (
+                                not event.progress
+                                and loop.time() - texted > self.policy.timeouts.idle
+                            ):
                                 raise BackendError(
                                     FailureClass.TIMEOUT, "no text within the idle timeout"
                                 )
@@ -415,7 +418,7 @@ class Execution:
                         before = loop.time()
                         yield event
                         watchdog.resume()
-                        if type(event) is TokenDelta and event.text:
+                        if type(event) is TokenDelta and (event.text or event.progress):
                             texted = loop.time()
                         else:
                             texted += loop.time() - before

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class TokenDelta:
     """``more`` is a hint: further events from the same upstream read follow at
-    once, so a front end may coalesce them into one write to its client."""
+    once, so a front end may coalesce them into one write to its client.
+    ``progress``: a chunk without text that still carries the answer (tool-call
+    arguments, reasoning, logprobs), so the stream is not idle."""
 
     text: str
     raw: bytes | None = None
     more: bool = False
+    progress: bool = False
 
 
 @dataclass(slots=True)

@@ -269,6 +269,7 @@ class Chunk(NamedTuple):
     usage: tuple[int, int] | None
     choice: bool
     at: int = 0  # the choice's index
+    progress: bool = False  # no text, but tool-call arguments, reasoning or logprobs
 
 
 def parse_chunk(obj: object, chat: bool, allowed: int = 1) -> Chunk:
@@ -286,7 +287,7 @@ def parse_chunk(obj: object, chat: bool, allowed: int = 1) -> Chunk:
     if error is not None:
         message = error.get("message", "") if isinstance(error, dict) else error
         raise BackendError(FailureClass.STREAM_BROKEN, f"upstream error: {str(message)[:300]}")
-    text, reason, choice = "", None, False
+    text, reason, choice, progress = "", None, False, False
     choices = obj.get("choices")
     if choices is not None and not isinstance(choices, list):
         raise broken("choices is not a list")
@@ -305,8 +306,13 @@ def parse_chunk(obj: object, chat: bool, allowed: int = 1) -> Chunk:
             if delta is not None and not isinstance(delta, dict):
                 raise broken("delta is not an object")
             content = delta.get("content") if delta else None
+            # tool_calls, reasoning_content, refusal…: the answer, without text
+            progress = delta is not None and any(
+                value for key, value in delta.items() if key not in ("role", "content")
+            )
         else:
             content = first.get("text")
+        progress = progress or bool(first.get("logprobs"))
         if content is not None:
             if not isinstance(content, str):
                 raise broken("the text is not a string")
@@ -326,7 +332,7 @@ def parse_chunk(obj: object, chat: bool, allowed: int = 1) -> Chunk:
                 count_member(usage, "prompt_tokens"),
                 count_member(usage, "completion_tokens"),
             )
-    return Chunk(text, reason, counts, choice, index)
+    return Chunk(text, reason, counts, choice, index, progress)
 
 
 def count_member(obj: dict[str, Any], name: str) -> int:
@@ -419,7 +425,7 @@ async def _events(
                     continue  # text or a second finish after the finish reason: not the answer
                 if chunk.reason and len(unfinished) > 1:
                     unfinished.discard(chunk.at)
-                    yield TokenDelta(chunk.text, raw, index < last)
+                    yield TokenDelta(chunk.text, raw, index < last, chunk.progress)
                     continue
                 more = index < last and not chunk.reason
                 if chunk.reason and chunk.usage is not None:
@@ -431,7 +437,7 @@ async def _events(
                     yield Finish(chunk.reason, None)
                     yield Usage(*chunk.usage, None)
                     continue
-                yield TokenDelta(chunk.text, raw, more)
+                yield TokenDelta(chunk.text, raw, more, chunk.progress)
                 if chunk.reason:
                     progress.finished = True
                     yield Finish(chunk.reason, b"" if raw is not None else None)
