@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.admin import admin_app
+from gateway.admin_auth import metrics_app
 from gateway.config import Config
 from gateway.control import attach
 from gateway.discovery_wiring import Discovery, start_discovery
@@ -86,6 +87,7 @@ class Gateway:
         self.runtime: Runtime | None = None
         self.http_url = ""
         self.admin_url = ""
+        self.metrics_url = ""  # listen.metrics; "" when not set
         self.grpc_address = ""  # HOST:PORT of the gRPC listener; "" when disabled
         self._grpc: GrpcServer | None = None
         self.discovery: Discovery | None = None  # config.discovery: backends found at run time
@@ -140,6 +142,13 @@ class Gateway:
             reuse_port=self._reuse_port,
             ssl_context=self._tls.context("admin", self.config.listen.tls.admin),
         )
+        if self.config.listen.metrics is not None:  # for a scraper: no token, no TLS
+            self.metrics_url = await self._listen(
+                metrics_app(client),
+                self.config.listen.metrics,
+                keepalive_timeout=limits.header_timeout_s,
+                reuse_port=self._reuse_port,
+            )
         if self.config.listen.grpc is not None:
             self._grpc = GrpcServer(runtime, reuse_port=self._reuse_port)
             try:

@@ -49,9 +49,10 @@ class Listen(Strict):
     http: str = "127.0.0.1:8080"
     grpc: str | None = "127.0.0.1:50051"
     admin: str = "127.0.0.1:9090"
+    metrics: str | None = None  # GET /metrics alone, without a token (gateway.admin_auth)
     tls: ListenTLS = ListenTLS()  # certificates per listener (gateway.tls)
 
-    @field_validator("http", "grpc", "admin")
+    @field_validator("http", "grpc", "admin", "metrics")
     @classmethod
     def _check(cls, value: str | None) -> str | None:
         return None if value is None else _address(value)

@@ -193,3 +193,24 @@ async def test_a_reload_changes_the_tokens(emulators: EmulatorFactory, tmp_path:
             assert status == 401  # a token taken out of the file is dead at once
     finally:
         await gateway.stop(grace=0.5)
+
+
+async def test_metrics_on_their_own_address_need_no_token(emulators: EmulatorFactory) -> None:
+    em = await emulators()
+    config = gateway_config(
+        [("us", "aws:us-east-1", "v1", em.url)],
+        listen={"metrics": "127.0.0.1:0"},
+        admin={"token": sha(ADMIN_TOKEN), "tokens": NAMED},
+    )
+    gateway = Gateway(config, ENV)
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(gateway.metrics_url + "/metrics") as r:
+                assert r.status == 200 and b"meridian_" in await r.read()
+            async with s.get(gateway.metrics_url + "/admin/v1/status") as r:
+                assert r.status == 404  # only the metrics live there
+            status, _ = await _call(s, gateway, "GET", "/metrics", None)
+            assert status == 401  # the admin listener's still takes a token
+    finally:
+        await gateway.stop(grace=0.5)
