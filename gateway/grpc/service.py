@@ -43,6 +43,7 @@ import grpc
 import orjson
 
 from failover.executor import Execution, ExecutionFailed
+from gateway import tracing
 from gateway.grpc.convert import (
     ChunkEncoder,
     Request,
@@ -318,6 +319,10 @@ class InferenceService:
         pipeline = self._pipeline
         arrived = time.monotonic()
         try:
+            # W3C trace context from metadata, as the HTTP API takes it from headers.
+            tracing.begin(
+                self._rt.tracing, call.header("traceparent"), call.header("tracestate"), arrived
+            )
             gen, plan = self._admit(call, kind, request, stream=stream)
         except Refusal as refusal:  # counted and logged as the HTTP API's refusals are
             pipeline.refused(

@@ -24,6 +24,8 @@ from tests.conftest import (
     runtime_of,
     wait_for,
 )
+from tests.gateway.test_grpc_helpers import auth, grpc_config, stub
+from tests.gateway.test_grpc_helpers import chat as grpc_chat
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -219,3 +221,25 @@ def _within(inner: ReadableSpan, outer: ReadableSpan) -> bool:
     assert inner.start_time is not None and inner.end_time is not None
     assert outer.start_time is not None and outer.end_time is not None
     return outer.start_time <= inner.start_time <= inner.end_time <= outer.end_time
+
+
+async def test_grpc_takes_trace_context_from_metadata(
+    recorder: Recorder, gateways: GatewayFactory
+) -> None:
+    gw = await gateways(
+        grpc_config(
+            [("fra", "onprem:fra1", "v1", recorder.url)],
+            observability={"tracing": {"enabled": True}},
+        )
+    )
+    tracing = runtime_of(gw).tracing
+    assert tracing is not None
+    exporter = InMemorySpanExporter()
+    tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with stub(gw) as s:
+        await s.Chat(grpc_chat(2), metadata=(*auth(), ("traceparent", PARENT)))
+    await wait_for(lambda: any(s.kind is SpanKind.SERVER for s in exporter.get_finished_spans()))
+    (server,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert server.context is not None and format(server.context.trace_id, "032x") == TRACE_ID
+    (seen,) = recorder.seen
+    assert seen["traceparent"] == f"00-{TRACE_ID}-{server.context.span_id:016x}-01"
