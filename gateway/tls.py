@@ -228,7 +228,10 @@ class Watcher:
         while True:
             await asyncio.sleep(min(c.cfg.poll_s for c in self.certs))
             for cert in self.certs:
-                cert.poll()
+                try:
+                    cert.poll()
+                except Exception:  # one bad poll must not end the watching
+                    log.exception("listen.tls.%s: reloading the certificate failed", cert.what)
 
     async def close(self) -> None:
         if self._task is not None:
