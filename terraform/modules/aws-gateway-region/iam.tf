@@ -72,12 +72,12 @@ data "aws_iam_policy_document" "task" {
   statement {
     sid       = "DescribeEndpoints"
     actions   = ["sagemaker:DescribeEndpoint", "sagemaker:ListTags"]
-    resources = ["arn:aws:sagemaker:*:${local.account}:endpoint/*"]
+    resources = ["arn:aws:sagemaker:*:${local.account}:endpoint/*", "arn:aws:sagemaker:*:${local.account}:inference-component/*"]
   }
   statement {
-    # ListEndpoints has no resource-level permissions: "*" is the only form.
+    # The List calls have no resource-level permissions: "*" is the only form.
     sid       = "DiscoverEndpoints"
-    actions   = ["sagemaker:ListEndpoints"]
+    actions   = ["sagemaker:ListEndpoints", "sagemaker:ListInferenceComponents"]
     resources = ["*"]
   }
   dynamic "statement" {
