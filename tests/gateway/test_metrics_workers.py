@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ADMIN_TOKEN, GLOBAL_KEY, MODEL, SERVED, EmulatorFactory, sha
+from tests.conftest import ADMIN_TOKEN, GLOBAL_KEY, MODEL, SERVED, EmulatorFactory, sha, wait_for
 from tests.redis_server import free_port
 
 MERIDIAN = [sys.executable, "-m", "gateway.cli"]
@@ -85,13 +84,17 @@ async def test_one_scrape_covers_every_worker_and_every_worker_logs(
         *MERIDIAN, "serve", "--config", str(config), "--workers", "2",
         stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
+    lines: list[str] = []
+
+    async def read_log() -> None:
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            lines.append(line.decode())
+
+    reader = asyncio.create_task(read_log())
     try:
-        deadline = time.monotonic() + 30
-        while (
-            len(_workers(proc.pid)) < 2 or (await _get(f"http://127.0.0.1:{http}/readyz"))[0] != 200
-        ):
-            assert time.monotonic() < deadline, "workers never came up"
-            await asyncio.sleep(0.05)
+        # Both workers serving (each logs it once its listeners are bound).
+        await wait_for(lambda: sum("meridian serving" in ln for ln in lines) == 2, timeout=30)
         ids = [await _chat(http) for _ in range(8)]
         seen: list[float] = []
         for _ in range(12):
@@ -105,14 +108,16 @@ async def test_one_scrape_covers_every_worker_and_every_worker_logs(
         workers = _workers(proc.pid)
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
-            _, err = await proc.communicate()
+            await proc.wait()
+            await reader
     finally:
         if proc.returncode is None:
             for pid in _workers(proc.pid):
                 os.kill(pid, signal.SIGKILL)
             proc.kill()
             await proc.wait()
-    log = err.decode()
+        reader.cancel()
+    log = "".join(lines)
     assert log.count("meridian serving") == 2, log
     assert log.count("draining: refusing new requests") == 2, log
     logged = {
