@@ -7,7 +7,9 @@ themselves are not judged (CI machines are too noisy for that).
 
 from __future__ import annotations
 
+import cProfile
 import json
+import pstats
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from bench.loadgen import LoadJob, run_load
+from bench.profile import summarise
 from bench.stack import nginx_bin
 from bench.stats import Distribution, percentile
 from bench.stream import StreamMeter, has_content
@@ -199,3 +202,29 @@ def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
         assert comparison["added_ttft_p50_ms"] is not None
         assert comparison["chunks_pct_of_direct"] > 0
     assert report["idle_streams"]["open"] == 2
+
+
+# --- the profile summary ------------------------------------------------------
+
+
+def _hot(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def test_profile_summary_ranks_self_time_and_groups_c_functions() -> None:
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(20):
+        _hot(20_000)
+        sorted(range(10))
+    prof.disable()
+    summary = summarise(pstats.Stats(prof))
+    top = summary.functions[0]
+    assert top.where.endswith("(_hot)") and top.calls == 20
+    assert summary.total_s >= top.self_s > 0
+    groups = {g.where: g for g in summary.groups}
+    assert groups["C functions (builtins, extensions)"].calls >= 20  # sorted() among them
+    assert sum(g.self_s for g in summary.groups) == pytest.approx(summary.total_s)
