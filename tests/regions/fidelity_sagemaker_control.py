@@ -79,7 +79,7 @@ def component_tags(model: Any, params: dict[str, Any], **_: Any) -> Any:
         return None  # moto answers for endpoints
     if arn in DENIED:
         return answer(model, {"__type": "AccessDeniedException", "Message": "not authorized"}, 400)
-    tags = next(
+    tags: object = next(
         (c["Tags"] for cs in COMPONENTS.values() for c in cs if c["InferenceComponentArn"] == arn),
         [],
     )

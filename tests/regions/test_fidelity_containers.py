@@ -17,6 +17,8 @@ Each payload is the shape the container's own output formatter produces
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 import pytest
 
@@ -25,7 +27,7 @@ from regions.events import Event, Finish, TokenDelta, Usage
 from regions.sagemaker_payloads import PayloadDecoder
 
 
-def decode(lines: list[object], chat: bool, sse: bool = False) -> list[Event]:
+def decode(lines: Sequence[object], chat: bool, sse: bool = False) -> list[Event]:
     decoder = PayloadDecoder(chat)
     prefix = b"data:" if sse else b""
     events: list[Event] = []

@@ -19,7 +19,7 @@ from google.auth.transport.requests import AuthorizedSession
 from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
 
 PATH = "/v1beta1/projects/proj/locations/europe-west4/endpoints/1234567890/chat/completions"
-CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+CHAT: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 
 
 class Rotating(Credentials):
