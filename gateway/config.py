@@ -121,6 +121,9 @@ class Limits(Strict):
     max_headers: int = Field(100, gt=0)
     max_header_bytes: int = Field(8190, gt=0)
     stream_buffer_bytes: int = Field(64 * 1024, gt=0)
+    # One event a backend may send (an SSE event, a SageMaker/Vertex payload
+    # line): longer is a broken stream. A real chunk is a few hundred bytes.
+    max_event_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
 
 
 class Timeouts(Strict):

@@ -104,13 +104,18 @@ class _HostPools:
     """One connection pool per upstream host of discovered backends, closed
     with the last backend on that host (GCE addresses churn; pools must not)."""
 
-    def __init__(self, connect_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, max_event_bytes: int) -> None:
         self._connect_timeout = connect_timeout
+        self._max_event_bytes = max_event_bytes
         self._pools: dict[str, tuple[SessionPool, int]] = {}
 
     def acquire(self, url: str) -> SessionPool:
         host = urlsplit(url).netloc
-        pool, users = self._pools.get(host) or (SessionPool(self._connect_timeout), 0)
+        known = self._pools.get(host)
+        pool, users = known or (
+            SessionPool(self._connect_timeout, max_event_bytes=self._max_event_bytes),
+            0,
+        )
         self._pools[host] = (pool, users + 1)
         return pool
 
@@ -163,7 +168,9 @@ class Discovery:
             else None
         )
         self._static = backend_specs(runtime.config)
-        self._pools = _HostPools(runtime.policy.timeouts.connect)
+        self._pools = _HostPools(
+            runtime.policy.timeouts.connect, runtime.config.limits.max_event_bytes
+        )
         self._live: dict[str, _Live] = {}
         self._retiring: dict[TrackedProvider, BackendSpec] = {}
         self._owned: set[str] = set()  # names this class ever put in runtime.providers

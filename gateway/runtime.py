@@ -176,7 +176,7 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     admin_digest = config.admin.token.digests(env) if config.admin.token else None
     admin_tokens = admin_tokens_from(config.admin, env)
     policy = failover_policy(config)
-    pool = SessionPool(policy.timeouts.connect)
+    pool = SessionPool(policy.timeouts.connect, max_event_bytes=config.limits.max_event_bytes)
     providers: dict[str, Provider] = {}
     for spec in backend_specs(config):
         try:

@@ -40,7 +40,7 @@ from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
-from regions.sse import SseSplitter, event_data
+from regions.sse import MAX_EVENT_BYTES, SseSplitter, event_data
 from regions.trace_context import trace_headers
 
 _DONE = b"[DONE]"
@@ -137,9 +137,16 @@ def build_body(request: GenerationRequest, served_model: str) -> dict[str, Any]:
 class OpenAICompatProvider:
     """One vLLM/TGI server (or a pool behind one address)."""
 
-    def __init__(self, spec: BackendSpec, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        spec: BackendSpec,
+        session: aiohttp.ClientSession,
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
         self.spec = spec
         self._session = session
+        self._max_event_bytes = max_event_bytes
         self._urls = {
             Kind.CHAT: f"{spec.url}/v1/chat/completions",
             Kind.COMPLETION: f"{spec.url}/v1/completions",
@@ -193,7 +200,9 @@ class OpenAICompatProvider:
                 if request.kind is Kind.EMBEDDING:
                     events = embeddings.events(resp, request.choices)
                 else:
-                    events = _events(resp, request.kind is Kind.CHAT, request.choices)
+                    events = _events(
+                        resp, request.kind is Kind.CHAT, request.choices, self._max_event_bytes
+                    )
                 async for event in events:
                     yield event
         except BackendError:
@@ -394,11 +403,14 @@ async def drain(resp: aiohttp.ClientResponse) -> None:
 
 
 async def _events(
-    resp: aiohttp.ClientResponse, chat: bool, choices: int = 1
+    resp: aiohttp.ClientResponse,
+    chat: bool,
+    choices: int = 1,
+    max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> AsyncIterator[Event]:
     """With several choices the stream is finished when each has its finish reason:
     the earlier ones are forwarded as content, and one Finish ends the answer."""
-    splitter = SseSplitter()
+    splitter = SseSplitter(max_event_bytes)
     progress = _Progress()
     usage_seen = False
     unfinished = set(range(choices))

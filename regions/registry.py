@@ -16,14 +16,16 @@ import aiohttp
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_compat import OpenAICompatProvider
 from regions.provider import Provider
+from regions.sse import MAX_EVENT_BYTES
 from regions.tls import BackendTLS, session_options
 
 
 class SessionPool:
     """Keep-alive connection pools, one per upstream host."""
 
-    def __init__(self, connect_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._connect_timeout = connect_timeout
+        self.max_event_bytes = max_event_bytes  # the providers' cap on one upstream event
         self._sessions: dict[tuple[str, BackendTLS | None], aiohttp.ClientSession] = {}
 
     def for_url(
@@ -59,19 +61,22 @@ Factory = Callable[[BackendSpec, SessionPool], Provider]
 
 
 def _openai_compat(spec: BackendSpec, pool: SessionPool) -> Provider:
-    return OpenAICompatProvider(spec, pool.for_url(spec.url, spec.max_concurrency, spec.tls))
+    session = pool.for_url(spec.url, spec.max_concurrency, spec.tls)
+    return OpenAICompatProvider(spec, session, max_event_bytes=pool.max_event_bytes)
 
 
 def _sagemaker(spec: BackendSpec, pool: SessionPool) -> Provider:
     from regions.sagemaker import SageMakerProvider  # botocore loads only when used
 
-    return SageMakerProvider(spec, pool.for_url(spec.url, spec.max_concurrency, spec.tls))
+    session = pool.for_url(spec.url, spec.max_concurrency, spec.tls)
+    return SageMakerProvider(spec, session, max_event_bytes=pool.max_event_bytes)
 
 
 def _vertex(spec: BackendSpec, pool: SessionPool) -> Provider:
     from regions.vertex import VertexProvider  # google-auth loads only when used
 
-    return VertexProvider(spec, pool.for_url(spec.url, spec.max_concurrency, spec.tls))
+    session = pool.for_url(spec.url, spec.max_concurrency, spec.tls)
+    return VertexProvider(spec, session, max_event_bytes=pool.max_event_bytes)
 
 
 FACTORIES: Mapping[ProviderKind, Factory] = MappingProxyType(

@@ -42,6 +42,7 @@ from regions.request import GenerationRequest, Kind
 from regions.sagemaker_auth import AwsCredentials, sign
 from regions.sagemaker_errors import response_error
 from regions.sagemaker_payloads import ACCEPT, PayloadDecoder, build_body
+from regions.sse import MAX_EVENT_BYTES
 from regions.trace_context import trace_headers
 
 
@@ -57,12 +58,15 @@ class SageMakerProvider:
         spec: BackendSpec,
         session: aiohttp.ClientSession,
         credentials: AwsCredentials | None = None,
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         if spec.sagemaker is None:
             raise ValueError(f"backend {spec.name}: provider sagemaker needs sagemaker options")
         self.spec = spec
         self.options: SageMakerOptions = spec.sagemaker
         self._session = session
+        self._max_event_bytes = max_event_bytes
         self._url = stream_url(spec.url, self.options.endpoint_name)
         self._yarl = URL(self._url, encoded=True)  # signed as-is: no re-quoting
         if credentials is None:
@@ -102,7 +106,9 @@ class SageMakerProvider:
                 **trace_headers(),  # W3C trace context, signed with the rest
             },
         )
-        decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
+        decoder = PayloadDecoder(
+            request.kind is Kind.CHAT, self.passthrough(request.kind), self._max_event_bytes
+        )
         try:
             # Accept-Encoding is sent unsigned, as aiohttp's own default is.
             async with self._session.post(

@@ -55,6 +55,7 @@ from regions.openai_compat import (
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sagemaker_payloads import PayloadDecoder
+from regions.sse import MAX_EVENT_BYTES
 from regions.trace_context import trace_headers
 from regions.vertex_auth import EMULATOR_TOKEN, GoogleCredentials
 
@@ -86,12 +87,15 @@ class VertexProvider:
         spec: BackendSpec,
         session: aiohttp.ClientSession,
         credentials: GoogleCredentials | None = None,
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         if spec.vertex is None:
             raise ValueError(f"backend {spec.name}: provider vertex needs vertex options")
         self.spec = spec
         self.options: VertexOptions = spec.vertex
         self._session = session
+        self._max_event_bytes = max_event_bytes
         self._url = route_url(spec.url, self.options)
         self._host = _host_override(spec.url, self.options.dedicated_dns)
         self._resolved = not self.options.discover_dns or self.options.dedicated_dns is not None
@@ -133,7 +137,9 @@ class VertexProvider:
         headers["Accept"] = "text/event-stream"
         headers.update(IDENTITY)
         headers.update(trace_headers())  # W3C trace context (regions.trace_context)
-        decoder = PayloadDecoder(request.kind is Kind.CHAT, self.passthrough(request.kind))
+        decoder = PayloadDecoder(
+            request.kind is Kind.CHAT, self.passthrough(request.kind), self._max_event_bytes
+        )
         try:
             async with await self._post(body, headers) as resp:
                 if resp.status != 200:
