@@ -86,7 +86,9 @@ def classify(status: int, code: str, body: Mapping[str, Any]) -> tuple[FailureCl
         detail = f"container status {original}: {message}" if original is not None else message
         return _classify_original(original), detail
     if code == "ValidationError":
-        if body.get("ErrorCode") in _MISCONFIGURED or "not found" in message.lower():
+        detail_code = body.get("ErrorCode")  # any JSON: a list would not even hash
+        misconfigured = isinstance(detail_code, str) and detail_code in _MISCONFIGURED
+        if misconfigured or "not found" in message.lower():
             return FailureClass.SERVER, message
         return FailureClass.CLIENT, message
     if code in _AUTH or code in _SERVER:
