@@ -312,7 +312,10 @@ def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
         need("openai_body", "prompt")  # token ids: only an OpenAI-compatible server reads them
     if isinstance(prompt, list) and len(prompt) > 1 and not isinstance(prompt[0], int):
         need("multiple_choices", "prompt")
-    for i, message in enumerate(body.get("messages") or ()):
+    messages = body.get("messages")  # validated for chat only: any JSON on other routes
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(message, dict):
+            continue
         at = f"messages.{i}."
         if message.get("tool_calls") or message.get("role") in ("tool", "function"):
             need("tools", at + ("tool_calls" if message.get("tool_calls") else "role"))
@@ -321,7 +324,7 @@ def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
         content = message.get("content")
         if isinstance(content, list):
             for j, part in enumerate(content):
-                if part.get("type") != "text":
+                if isinstance(part, dict) and part.get("type") != "text":
                     need("vision", f"messages.{i}.content.{j}")
     for name in body:
         if name not in MODELLED and name not in HARMLESS:
