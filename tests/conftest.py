@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import uvloop
+from hypothesis import settings
 
 from gateway.app import Gateway
 from gateway.config import Config
@@ -25,6 +27,15 @@ ADMIN_TOKEN = "test-admin-token"
 
 def sha(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+# CI (CI=true, as .ci/run is run) replays each property test's fixed sequence of
+# examples: a submission is judged on the same inputs every time. Everywhere else
+# every run draws new ones, so `make test` keeps hunting (a failure prints the
+# seed to replay it: pytest --hypothesis-seed=N).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
