@@ -27,15 +27,15 @@ from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import INVALID_REQUEST, error_response
+from gateway.http.refusal import refusal
 from gateway.http.responses import responses
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
 from gateway.lifecycle import Lifecycle
-from gateway.pipeline import RESIDENCY_HEADER, Caller, Pipeline, log_refusal
+from gateway.pipeline import RESIDENCY_HEADER, Caller, Pipeline
 from gateway.runtime import Runtime
 from gateway.tls import http_identities
 from regions.request import Kind
-from routing.capabilities import MissingCapability
 from routing.plan import RoutingError
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -169,14 +169,12 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
         pipeline.refused(
             request_id, exc.status, exc.code, tenant=tenant, client=client, arrived=arrived
         )
-        rejected = error_response(exc.status, exc.message, exc.code, headers=headers)
-        rejected.force_close()  # the rest of the body may still arrive: never parse it
-        return rejected
+        return refusal(exc, request_id, tenant, headers)
     except BadRequest as exc:
         pipeline.refused(
             request_id, 400, INVALID_REQUEST, tenant=tenant, client=client, arrived=arrived
         )
-        return error_response(400, exc.message, INVALID_REQUEST, param=exc.param, headers=headers)
+        return refusal(exc, request_id, tenant, headers)
     except RoutingError as exc:
         pipeline.refused(
             request_id,
@@ -187,15 +185,7 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
             client=client,
             arrived=arrived,
         )
-        log_refusal(log, request_id, caller.tenant.name, exc)
-        return error_response(
-            exc.status,
-            exc.tenant_message(request_id),
-            exc.code,
-            param=exc.field if isinstance(exc, MissingCapability) else None,
-            retry_after=exc.retry_after,
-            headers=headers,
-        )
+        return refusal(exc, request_id, tenant, headers)
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution, client=client, arrived=arrived) as outcome:
         try:

@@ -34,12 +34,12 @@ from aiohttp import web
 
 from failover.executor import ExecutionFailed
 from gateway.http.body import BodyRejected, read_body
-from gateway.http.errors import INVALID_REQUEST, error_response
+from gateway.http.errors import error_response
+from gateway.http.refusal import refusal
 from gateway.http.schema import BadRequest, parse_request
-from gateway.pipeline import RESIDENCY_HEADER, Pipeline, log_refusal
+from gateway.pipeline import RESIDENCY_HEADER, Pipeline
 from regions.events import Event, StreamError, TokenDelta, Usage
 from regions.request import Kind
-from routing.capabilities import MissingCapability
 from routing.plan import RoutingError
 
 log = logging.getLogger("meridian.http")
@@ -410,22 +410,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
             key_digest=caller.key_digest,
         )
         plan = pipeline.plan(gen, caller)
-    except BodyRejected as exc:
-        rejected = error_response(exc.status, exc.message, exc.code, headers=headers)
-        rejected.force_close()
-        return rejected
-    except BadRequest as exc:
-        return error_response(400, exc.message, INVALID_REQUEST, param=exc.param, headers=headers)
-    except RoutingError as exc:
-        log_refusal(log, request_id, caller.tenant.name, exc)
-        return error_response(
-            exc.status,
-            exc.tenant_message(request_id),
-            exc.code,
-            param=exc.field if isinstance(exc, MissingCapability) else None,
-            retry_after=exc.retry_after,
-            headers=headers,
-        )
+    except (BodyRejected, BadRequest, RoutingError) as exc:
+        return refusal(exc, request_id, caller.tenant.name, headers)
     translator = Translator("resp_" + request_id, gen.model, asked)
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution) as outcome:
