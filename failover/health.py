@@ -242,7 +242,7 @@ class BackendHealth:
 
     def hold(self, backend: str, until: float, why: str) -> None:
         """Treat ``backend`` as unavailable until ``until`` (this clock): another
-        replica's breaker opened or it ejected the backend (gateway.control)."""
+        replica's breaker opened or it ejected the backend (gateway.control.plane)."""
         st = self._states.get(backend)
         if st is not None and until > st.held_until:
             st.held_until, st.held_why = until, why

@@ -1,6 +1,6 @@
 """The W3C trace context an adapter sends with each backend request.
 
-The front end sets it for the request's task (gateway.tracing): a client's
+The front end sets it for the request's task (gateway.observe.tracing): a client's
 ``traceparent`` and ``tracestate`` as they came when tracing is off, the
 gateway's own request span as parent when it is on. Hedges and resumptions run
 in tasks that copy the context, so every attempt carries it.

@@ -15,7 +15,7 @@ Both stream the container's OpenAI SSE back unchanged, so both are
 pass-through for the APIs they serve, and they share the SageMaker vLLM
 decoder (:class:`regions.sagemaker_payloads.PayloadDecoder`). The host is a
 dedicated endpoint's (``options.dedicated_dns``; the shared regional host does
-not stream, gateway/config.py refuses it): the backend's ``url`` is
+not stream, gateway/config/model.py refuses it): the backend's ``url`` is
 ``https://{dns}``, or an emulator, proxy or Private Service Connect address
 sent ``Host: {dns}``; with ``discover_dns`` the name is read from the endpoint
 resource at first use. Tokens come from google-auth, refreshed off the loop

@@ -12,10 +12,10 @@ import pytest
 import uvloop
 from hypothesis import settings
 
-from gateway.app import Gateway
-from gateway.config import Config
-from gateway.runtime import Runtime
-from regions.emulators.vllm import EmulatorConfig, VllmEmulator
+from emulators.vllm import EmulatorConfig, VllmEmulator
+from gateway.app.runtime import Runtime
+from gateway.app.server import Gateway
+from gateway.config.model import Config
 from tests.redis_server import redis_server  # noqa: F401 - the fixture
 
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"

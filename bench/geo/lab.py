@@ -22,7 +22,7 @@ elsewhere. After a promotion the gateways are told the new primary through
 their admin API, or these links are retargeted under them, as a DNS name
 would move (``scenarios.primary_lost``); they are never restarted.
 
-If the config (``gateway.config.StoreConfig``) has a regional read-endpoint
+If the config (``gateway.config.model.StoreConfig``) has a regional read-endpoint
 field (item 2 of issue 15), it is pointed at the region's own replica; if it
 has ``leases`` (item 1), ``leases.expected_replicas`` is the fleet's size.
 
@@ -132,13 +132,13 @@ def free_port(host: str) -> int:
 
 def read_url_field() -> str | None:
     """The store's regional read-endpoint field, when the config has one."""
-    from gateway.config import StoreConfig
+    from gateway.config.model import StoreConfig
 
     return next((f for f in READ_URL_FIELDS if f in StoreConfig.model_fields), None)
 
 
 def _store_has(name: str) -> bool:
-    from gateway.config import StoreConfig
+    from gateway.config.model import StoreConfig
 
     return name in StoreConfig.model_fields
 

@@ -45,8 +45,8 @@ def _target(name: str, holds: bool | None, measured: str) -> dict[str, Any]:
 
 
 def cli(argv: Sequence[str]) -> tuple[int, str]:
-    """``meridian ARGV`` in this process (``gateway.cli.main``): exit code and stdout."""
-    from gateway.cli import main
+    """``meridian ARGV`` in this process (``gateway.cli.main.main``): exit code and stdout."""
+    from gateway.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

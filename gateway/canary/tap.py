@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from failover.executor import Execution
 from gateway.canary.plan import Canary, Phase
 from gateway.canary.window import affinity_field, fields
-from gateway.counts import PendingCounts
+from gateway.control.counts import PendingCounts
 from gateway.store import Store
 from regions.errors import FailureClass
 

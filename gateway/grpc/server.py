@@ -27,11 +27,11 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.app.runtime import Runtime
 from gateway.grpc.service import InferenceService
 from gateway.grpc.status import Refusal
 from gateway.http.errors import INVALID_REQUEST
-from gateway.runtime import Runtime
-from gateway.tls import GrpcCert, ListenerTLS
+from gateway.security.tls import GrpcCert, ListenerTLS
 from meridian_proto.meridian.v1 import inference_pb2
 
 SERVICE_NAME: str = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
@@ -144,7 +144,7 @@ class GrpcServer:
         """Bind ``address`` (HOST:PORT, port 0 = any) and serve; returns HOST:PORT bound."""
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
         host, _, _ = address.rpartition(":")
-        if tls is not None:  # TLS 1.2+, h2, certificate re-read on change (gateway.tls)
+        if tls is not None:  # TLS 1.2+, h2, certificate re-read on change (gateway.security.tls)
             port = self._server.add_secure_port(address, GrpcCert(tls).credentials)
         else:
             port = self._server.add_insecure_port(address)

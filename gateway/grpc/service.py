@@ -1,7 +1,7 @@
 """The ``meridian.v1.Inference`` service: the gRPC edge stage of the pipeline.
 
 The gRPC sibling of ``gateway.http.api``, over the same
-:class:`gateway.pipeline.Pipeline`: admit (draining? key? valid request?
+:class:`gateway.pipeline.core.Pipeline`: admit (draining? key? valid request?
 residency?) → route → execute until a first token → stream (or collect)
 → record. Only the wire format differs. Who served the call (``Served``)
 rides on the first chunk (or the unary response) and in the trailing
@@ -43,7 +43,7 @@ import grpc
 import orjson
 
 from failover.executor import Execution, ExecutionFailed
-from gateway import tracing
+from gateway.app.runtime import Runtime
 from gateway.grpc.convert import (
     ChunkEncoder,
     Request,
@@ -60,9 +60,9 @@ from gateway.grpc.status import Refusal
 from gateway.http.assemble import Assembler
 from gateway.http.errors import INVALID_REQUEST
 from gateway.http.schema import BadRequest
-from gateway.pipeline import RESIDENCY_HEADER, Pipeline, log_refusal
-from gateway.runtime import Runtime
-from gateway.tls import grpc_identities
+from gateway.observe import tracing
+from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline, log_refusal
+from gateway.security.tls import grpc_identities
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, StreamError, TokenDelta
 from regions.request import GenerationRequest, Kind

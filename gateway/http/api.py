@@ -21,8 +21,8 @@ from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
 from failover.executor import ExecutionFailed
-from gateway import tracing
-from gateway.access_log import valid_request_id
+from gateway.app.lifecycle import Lifecycle
+from gateway.app.runtime import Runtime
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
 from gateway.http.embeddings import embeddings
@@ -31,10 +31,10 @@ from gateway.http.refusal import refusal
 from gateway.http.responses import responses
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
-from gateway.lifecycle import Lifecycle
-from gateway.pipeline import RESIDENCY_HEADER, Caller, Pipeline
-from gateway.runtime import Runtime
-from gateway.tls import http_identities
+from gateway.observe import tracing
+from gateway.observe.access_log import valid_request_id
+from gateway.pipeline.core import RESIDENCY_HEADER, Caller, Pipeline
+from gateway.security.tls import http_identities
 from regions.request import Kind
 from routing.plan import RoutingError
 

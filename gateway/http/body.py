@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, PayloadEncodingError
 
-from gateway.config import Limits
+from gateway.config.model import Limits
 from gateway.http.errors import INVALID_REQUEST
 
 

@@ -26,7 +26,7 @@ from gateway.http.body import BodyRejected, read_body
 from gateway.http.errors import error_response
 from gateway.http.refusal import refusal
 from gateway.http.schema import BadRequest, _Body, _first_error, load_object
-from gateway.pipeline import RESIDENCY_HEADER, Pipeline
+from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline
 from regions.events import TokenDelta
 from regions.request import GenerationRequest, Kind
 from routing.plan import RoutingError

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.http.body import BodyRejected
 from gateway.http.errors import INVALID_REQUEST, error_response
 from gateway.http.schema import BadRequest
-from gateway.pipeline import log_refusal
+from gateway.pipeline.core import log_refusal
 from routing.capabilities import MissingCapability
 from routing.plan import RoutingError
 

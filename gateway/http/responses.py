@@ -37,7 +37,7 @@ from gateway.http.body import BodyRejected, read_body
 from gateway.http.errors import error_response
 from gateway.http.refusal import refusal
 from gateway.http.schema import BadRequest, parse_request
-from gateway.pipeline import RESIDENCY_HEADER, Pipeline
+from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline
 from regions.events import Event, StreamError, TokenDelta, Usage
 from regions.request import Kind
 from routing.plan import RoutingError

@@ -30,10 +30,10 @@ import orjson
 from aiohttp import web
 
 from failover.executor import Execution
+from gateway.app.lifecycle import Lifecycle
 from gateway.http.assemble import Assembler
 from gateway.http.chunks import DONE, ChunkWriter, error_event
 from gateway.http.errors import error_response
-from gateway.lifecycle import Lifecycle
 from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.request import Kind
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from failover.executor import Budgets, Execution
-from gateway.counts import PendingCounts
+from gateway.control.counts import PendingCounts
 from gateway.shadow.compare import Side, compare, fields
 from gateway.shadow.plan import ShadowPlan, from_doc
 from gateway.shadow.tap import run_copy, side_of
@@ -54,7 +54,7 @@ from routing.plan import Plan, ResidencyViolation, RoutingError
 from routing.router import affinity_point
 
 if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+    from gateway.app.runtime import Runtime
 
 log = logging.getLogger("meridian.shadow")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from gateway.config import ConfigError, StoreConfig
+from gateway.config.model import ConfigError, StoreConfig
+from gateway.security.tls import redis_url
 from gateway.store.base import (
     AuditEntry,
     Changed,
@@ -26,7 +27,6 @@ from gateway.store.embedded import EmbeddedStore
 from gateway.store.quota import Quota, Verdict
 from gateway.store.redis_store import RedisStore
 from gateway.store.replicated import ReplicatedStore
-from gateway.tls import redis_url
 
 __all__ = [
     "AuditEntry",

@@ -23,7 +23,7 @@ show the change at once. Other replicas see it when their copy does.
 **Promotion.** When the primary is lost (``docs/deploy.md`` §7: fail the
 Global Datastore over to a secondary, or ``REPLICAOF NO ONE`` on a replica),
 :meth:`promote` points writes at the new primary without a restart
-(``POST /admin/v1/store/primary``, ``gateway.admin_store``). A replica
+(``POST /admin/v1/store/primary``, ``gateway.admin.store``). A replica
 whose own read endpoint was promoted finds out by itself: when a write to the
 primary fails, it tries a harmless write on its copy (a replica refuses it,
 ``READONLY``; a promoted one takes it), at most once a second, and sends

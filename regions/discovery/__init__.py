@@ -4,7 +4,7 @@ Sources list one cloud's backends (``sagemaker``: endpoints by tag; ``gce``:
 GPU instances by label); the :class:`Refresher` (``refresh``) asks them
 periodically, vets what they found (``netpolicy``: allowed networks;
 ``base.Catalog``: configured regions and models) and hands one inventory to
-whoever applies it (``gateway.discovery_wiring``). :class:`TrackedProvider`
+whoever applies it (``gateway.control.discovery``). :class:`TrackedProvider`
 lets a removed backend finish its streams before its adapter closes.
 """
 

@@ -12,7 +12,7 @@ Each round asks every source at once, then merges what they found:
 3. two sources claiming one name: the first (in source order) wins.
 
 The result goes to ``apply`` every round, changed or not, so the consumer
-(``gateway.discovery_wiring``) owns the diff against what is live and can
+(``gateway.control.discovery``) owns the diff against what is live and can
 retry what it could not take last time (a server not yet answering its
 health check). Refusals are logged when they first appear and when they
 clear, not every round.

@@ -14,7 +14,7 @@ replica in its ``unready`` set).
 
 The job reports through :class:`ReplicaStatusSink`, a narrow interface so
 ``regions`` stays below ``gateway`` (docs/design.md §1):
-``gateway.replication_store`` implements it on the control-plane store.
+``gateway.control.replication`` implements it on the control-plane store.
 """
 
 from __future__ import annotations

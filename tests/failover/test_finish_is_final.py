@@ -17,10 +17,10 @@ import aiohttp
 import orjson
 import pytest
 
+from emulators.text import expected_text, render_chat
+from emulators.vllm import VllmEmulator
 from failover.executor import Attempt, Budgets, Execution
 from failover.policy import FailoverPolicy, TimeoutPolicy
-from regions.emulators.text import expected_text, render_chat
-from regions.emulators.vllm import VllmEmulator
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind, Region

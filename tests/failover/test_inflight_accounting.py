@@ -28,8 +28,8 @@ from failover.breaker import BreakerState
 from failover.executor import Budgets, Execution
 from failover.health import BackendHealth
 from failover.policy import FailoverPolicy
-from gateway.app import Gateway
-from gateway.runtime import backend_specs
+from gateway.app.runtime import backend_specs
+from gateway.app.server import Gateway
 from regions.events import Event, TokenDelta
 from regions.provider import Provider
 from regions.request import GenerationRequest, Kind, Message, Sampling

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from regions.emulators.text import expected_text, render_chat
+from emulators.text import expected_text, render_chat
 from tests.conftest import (
     GLOBAL_KEY,
     MODEL,

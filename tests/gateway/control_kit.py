@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from gateway.app import Gateway
-from gateway.config import Config
+from gateway.app.server import Gateway
+from gateway.config.model import Config
 from tests.conftest import ADMIN_TOKEN, GLOBAL_KEY, MODEL, gateway_config
 from tests.redis_server import RedisServer
 

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.access_log import AccessLog, format_logfmt, valid_request_id
-from gateway.config import ConfigError, parse
-from gateway.config_observability import AccessLogConfig
+from gateway.config.model import ConfigError, parse
+from gateway.config.observability import AccessLogConfig
+from gateway.observe.access_log import AccessLog, format_logfmt, valid_request_id
 from tests.conftest import (
     GLOBAL_KEY,
     MODEL,

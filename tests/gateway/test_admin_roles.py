@@ -12,11 +12,11 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gateway.admin import admin_app
-from gateway.admin_auth import OPEN_ROUTES, ROUTE_ROLES, Role
-from gateway.app import Gateway
-from gateway.config import ConfigError, parse
+from gateway.admin.api import admin_app
+from gateway.app.server import Gateway
+from gateway.config.model import ConfigError, parse
 from gateway.http.api import RUNTIME
+from gateway.security.admin_tokens import OPEN_ROUTES, ROUTE_ROLES, Role
 from tests.conftest import (
     ADMIN_TOKEN,
     EmulatorFactory,

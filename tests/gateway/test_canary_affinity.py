@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.app import Gateway
+from gateway.app.server import Gateway
 from gateway.canary.plan import Phase
 from gateway.canary.window import skew
 from routing.affinity import opening_of, split_key

@@ -12,7 +12,7 @@ import time
 
 import aiohttp
 
-from gateway.app import Gateway
+from gateway.app.server import Gateway
 from gateway.canary.plan import Phase
 from tests.conftest import EmulatorFactory, GatewayFactory, wait_for
 from tests.gateway.control_kit import Load, admin, chat, redis_config

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import GLOBAL_KEY, MODEL, sha
 
-MERIDIAN = [sys.executable, "-m", "gateway.cli"]
+MERIDIAN = [sys.executable, "-m", "gateway.cli.main"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway
-from gateway.cli import main
+from gateway.app.server import Gateway
+from gateway.cli.main import main
 from tests.conftest import ADMIN_TOKEN, MODEL, EmulatorFactory, GatewayFactory, gateway_config
 
-MERIDIAN = [sys.executable, "-m", "gateway.cli"]
+MERIDIAN = [sys.executable, "-m", "gateway.cli.main"]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 NOWHERE = "http://127.0.0.1:1"
 

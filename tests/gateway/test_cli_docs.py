@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main, parser
-from gateway.cli_completion import script
-from gateway.demo import ADMIN_TOKEN, Demo
+from gateway.cli.completion import script
+from gateway.cli.demo import ADMIN_TOKEN, Demo
+from gateway.cli.main import main, parser
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 

@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.app import Gateway
-from gateway.cli import main
+from gateway.app.server import Gateway
+from gateway.cli.main import main
 from tests.conftest import (
     ADMIN_TOKEN,
     MODEL,
@@ -34,7 +34,7 @@ from tests.conftest import (
 )
 from tests.redis_server import RedisServer, free_port
 
-MERIDIAN = [sys.executable, "-m", "gateway.cli"]
+MERIDIAN = [sys.executable, "-m", "gateway.cli.main"]
 
 
 async def run(*args: str) -> tuple[int, str, str]:

@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from gateway.config import ConfigError, load, parse
-from gateway.runtime import keyring_from
+from gateway.app.runtime import keyring_from
+from gateway.config.model import ConfigError, load, parse
 
 GOOD = """\
 listen:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
-from gateway.config_check import diff, problems
+from gateway.cli.main import main
+from gateway.config.check import diff, problems
 
 BAD = """\
 listen: {http: "127.0.0.1:0", admin: nope}

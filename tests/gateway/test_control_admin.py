@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.app import Gateway
+from gateway.app.server import Gateway
 from tests.conftest import EmulatorFactory, GatewayFactory, gateway_config
 from tests.gateway.control_kit import admin, chat
 

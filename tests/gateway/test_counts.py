@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from gateway.counts import PendingCounts
+from gateway.control.counts import PendingCounts
 from gateway.store import Store, StoreUnavailable
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from gateway.cli import main
-from gateway.demo import BACKENDS, MODEL, Demo, banner
+from gateway.cli.demo import BACKENDS, MODEL, Demo, banner
+from gateway.cli.main import main
 from tests.conftest import wait_for
 from tests.redis_server import RedisServer
 

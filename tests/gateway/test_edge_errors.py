@@ -13,13 +13,13 @@ import grpc
 import pytest
 from multidict import CIMultiDict
 
+from emulators.vllm import VllmEmulator
 from failover.executor import Execution
-from gateway.admin_client import AdminClient, AdminError
-from gateway.app import Gateway
-from gateway.cli import main as cli_main
+from gateway.app.server import Gateway
+from gateway.cli.admin_client import AdminClient, AdminError
+from gateway.cli.main import main as cli_main
 from gateway.http.schema import parse_request
-from gateway.pipeline import Pipeline
-from regions.emulators.vllm import VllmEmulator
+from gateway.pipeline.core import Pipeline
 from regions.request import UNRESTRICTED, Kind
 from tests.conftest import (
     ADMIN_TOKEN,

@@ -8,7 +8,7 @@ import struct
 import openai
 import pytest
 
-from regions.emulators.embeddings import vector
+from emulators.embeddings import vector
 from tests.conftest import (
     GLOBAL_KEY,
     MODEL,
@@ -127,7 +127,7 @@ async def test_a_backend_without_embeddings_is_refused_naming_input(
 
 
 async def test_the_demo_serves_an_embedding_model_within_residency() -> None:
-    from gateway.demo import EMBED_MODEL, Demo
+    from gateway.cli.demo import EMBED_MODEL, Demo
 
     demo = Demo("127.0.0.1:0", "127.0.0.1:0", None)
     gw = await demo.start()

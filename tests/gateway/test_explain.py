@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.app import Gateway
+from gateway.app.server import Gateway
 from tests.conftest import (
     ADMIN_TOKEN,
     EU_KEY,
@@ -57,7 +57,7 @@ async def _cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "gateway.cli.main",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -8,9 +8,9 @@ import aiohttp
 import grpc
 import pytest
 
-from gateway.config import TenantConfig
+from emulators.text import expected_text, render_chat
+from gateway.config.model import TenantConfig
 from meridian_proto.meridian.v1 import inference_pb2 as pb
-from regions.emulators.text import expected_text, render_chat
 from tests.conftest import EU_KEY, GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, sha
 from tests.gateway.test_grpc_helpers import (
     PROMPT,

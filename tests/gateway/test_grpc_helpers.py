@@ -8,8 +8,8 @@ from typing import Any
 
 import grpc
 
-from gateway.app import Gateway
-from gateway.config import Config
+from gateway.app.server import Gateway
+from gateway.config.model import Config
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config

@@ -45,9 +45,9 @@ import uvloop
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import Gateway
+from emulators.vllm import EmulatorConfig, VllmEmulator
+from gateway.app.server import Gateway
 from meridian_proto.meridian.v1 import inference_pb2 as pb
-from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 from tests.conftest import ADMIN_TOKEN, EU_KEY, GLOBAL_KEY, MODEL, SERVED, gateway_config
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from regions.emulators.text import expected_text, render_chat
+from emulators.text import expected_text, render_chat
 from tests.conftest import (
     EU_KEY,
     GLOBAL_KEY,

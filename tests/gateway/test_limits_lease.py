@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from failover.executor import ExecutionFailed
-from gateway.limits import TenantLimiter, Ticket
-from gateway.metrics import Metrics
+from gateway.control.limits import TenantLimiter, Ticket
+from gateway.observe.metrics import Metrics
 from gateway.store import Quota
 from gateway.store.lease import LeaseSettings
 from gateway.store.quota import WINDOW_S

@@ -8,7 +8,7 @@ import json
 import aiohttp
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from tests.conftest import (
     ADMIN_TOKEN,
     GLOBAL_KEY,

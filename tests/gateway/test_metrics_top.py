@@ -13,8 +13,8 @@ import time
 import aiohttp
 import pytest
 
-from gateway.app import Gateway
-from gateway.top_view import parse, quantile, rows
+from gateway.app.server import Gateway
+from gateway.cli.top_view import parse, quantile, rows
 from tests.conftest import (
     ADMIN_TOKEN,
     GLOBAL_KEY,
@@ -95,7 +95,7 @@ async def test_top_redraws_in_a_terminal_until_q_or_ctrl_c(
     primary, secondary = pty.openpty()
     env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "top", "--interval", "0.2",
+        sys.executable, "-m", "gateway.cli.main", "top", "--interval", "0.2",
         f"--admin-url={gw.admin_url}", f"--token={ADMIN_TOKEN}",
         stdin=secondary, stdout=secondary, stderr=secondary, env=env, start_new_session=True,
     )  # fmt: skip

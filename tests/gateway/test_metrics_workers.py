@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ADMIN_TOKEN, GLOBAL_KEY, MODEL, SERVED, EmulatorFactory, sha, wait_for
 from tests.redis_server import free_port
 
-MERIDIAN = [sys.executable, "-m", "gateway.cli"]
+MERIDIAN = [sys.executable, "-m", "gateway.cli.main"]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.app import Gateway
-from gateway.config import ConfigError, parse
+from gateway.app.server import Gateway
+from gateway.config.model import ConfigError, parse
 from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import (
     GLOBAL_KEY,

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from emulators.embeddings import vector
 from meridian_proto.meridian.v1 import inference_pb2 as pb
-from regions.emulators.embeddings import vector
 from tests.conftest import MODEL, SERVED, EmulatorFactory, GatewayFactory
 from tests.gateway.test_grpc_helpers import auth, one_backend, stub, trailers
 

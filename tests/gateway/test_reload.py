@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 import yaml
 
-from gateway.app import Gateway
-from gateway.cli import main
+from gateway.app.server import Gateway
+from gateway.cli.main import main
 from tests.conftest import (
     ADMIN_TOKEN,
     GLOBAL_KEY,
@@ -31,7 +31,7 @@ from tests.conftest import (
 )
 
 NEW_KEY = "sk-test-newcomer"
-MERIDIAN = [sys.executable, "-m", "gateway.cli"]
+MERIDIAN = [sys.executable, "-m", "gateway.cli.main"]
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -93,7 +93,7 @@ async def test_reload_adds_tenant_and_backend_with_streams_in_flight_none_cut(
     new = await emulators()
     path = tmp_path / "meridian.yaml"
     _write(path, _data([("old", old.url)], [("global", GLOBAL_KEY)]))
-    from gateway.config import load
+    from gateway.config.model import load
 
     gw = Gateway(load(path), config_path=str(path))
     await gw.start()
@@ -146,7 +146,7 @@ async def test_config_check_against_a_running_gateway_lists_the_changes(
     em = await emulators()
     path = tmp_path / "meridian.yaml"
     _write(path, _data([("a", em.url)], [("global", GLOBAL_KEY)]))
-    from gateway.config import load
+    from gateway.config.model import load
 
     gw = Gateway(load(path), config_path=str(path))
     await gw.start()
@@ -211,7 +211,7 @@ async def test_reload_changes_limits_for_new_requests_and_names_what_needs_a_res
     data = _data([("a", em.url)], [("global", GLOBAL_KEY)])
     data["tenants"][0]["limits"] = {"requests_per_min": 1000}
     _write(path, data)
-    from gateway.config import load
+    from gateway.config.model import load
 
     gw = Gateway(load(path), config_path=str(path))
     await gw.start()

@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.admin_replication import Replicator
-from gateway.app import Gateway
-from gateway.cli import main
-from gateway.config import Config
+from gateway.admin.replication import Replicator
+from gateway.app.server import Gateway
+from gateway.cli.main import main
+from gateway.config.model import Config
 from gateway.store.state import replica_key
 from regions.replication import MANIFEST, Location, ObjectStore, Phase, StoreFactory, parse_location
 from tests.conftest import (

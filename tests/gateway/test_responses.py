@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from regions.emulators.text import expected_text, render_chat
+from emulators.text import expected_text, render_chat
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
 
 TOOL: Any = {
@@ -135,8 +135,8 @@ async def test_the_sdks_stream_helper_accumulates_the_events(
 async def test_the_demo_serves_tools_from_backends_that_can() -> None:
     """The demo's cloud emulators generate text only and say so (capabilities): a
     tool call is answered by its vLLM server, inside the EU key's residency."""
-    from gateway.demo import MODEL as DEMO_MODEL
-    from gateway.demo import Demo
+    from gateway.cli.demo import MODEL as DEMO_MODEL
+    from gateway.cli.demo import Demo
 
     demo = Demo("127.0.0.1:0", "127.0.0.1:0", None)
     gw = await demo.start()

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.app import Gateway
+from gateway.app.server import Gateway
 from gateway.shadow.compare import Side, compare, fields, summarise, token_overlap, verdict
 from gateway.shadow.plan import ShadowPlan, ShadowThresholds, from_doc, to_doc
 from tests.conftest import (

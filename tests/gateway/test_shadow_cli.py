@@ -16,12 +16,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import cli_shadow
-from gateway.app import Gateway
+from gateway.app.server import Gateway
 from gateway.canary.codec import to_doc
 from gateway.canary.controller import CanaryController
 from gateway.canary.plan import Canary, CanaryPlan, Phase, Thresholds
-from gateway.cli import main
+from gateway.cli import shadow as cli_shadow
+from gateway.cli.main import main
 from gateway.shadow.compare import Side, compare, fields
 from gateway.shadow.plan import ShadowPlan, ShadowThresholds, shadow_key
 from gateway.shadow.plan import to_doc as shadow_doc

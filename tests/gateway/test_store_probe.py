@@ -19,8 +19,8 @@ from contextlib import contextmanager
 import aiohttp
 import pytest
 
-from gateway.app import Gateway
-from gateway.config import Config, StoreConfig
+from gateway.app.server import Gateway
+from gateway.config.model import Config, StoreConfig
 from gateway.store import RedisStore, StoreUnavailable
 from tests.conftest import ADMIN_TOKEN, EmulatorFactory, GatewayFactory, runtime_of, wait_for
 from tests.gateway.control_kit import Load, admin, redis_config

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.store import (
     Changed,
     HealthHold,

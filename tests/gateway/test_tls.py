@@ -19,8 +19,8 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
-from gateway.app import Gateway
-from gateway.tls import TLSError
+from gateway.app.server import Gateway
+from gateway.security.tls import TLSError
 from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import (
     ADMIN_TOKEN,

@@ -14,7 +14,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from regions.emulators.vllm import EmulatorConfig, VllmEmulator
+from emulators.vllm import EmulatorConfig, VllmEmulator
 from tests.conftest import GLOBAL_KEY, MODEL, SERVED, GatewayFactory, gateway_config
 
 TLSBackend = Callable[..., Awaitable[str]]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from gateway.config import StoreConfig
+from gateway.config.model import StoreConfig
+from gateway.security.tls import redis_url
 from gateway.store import StoreUnavailable, open_store
-from gateway.tls import redis_url
 from tests.redis_server import RedisServer
 
 

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from gateway.tracing import valid_traceparent, valid_tracestate
+from gateway.observe.tracing import valid_traceparent, valid_tracestate
 from tests.conftest import (
     GLOBAL_KEY,
     MODEL,

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, GLOBAL_KEY, MODEL, SERVED, EmulatorFactory, sha
 from tests.redis_server import free_port
 
-MERIDIAN = [sys.executable, "-m", "gateway.cli"]
+MERIDIAN = [sys.executable, "-m", "gateway.cli.main"]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ConfigError, parse
-from gateway.discovery_wiring import catalog_from, sources_from
+from gateway.config.model import ConfigError, parse
+from gateway.control.discovery import catalog_from, sources_from
 from regions.discovery import GceSource, SageMakerSource
 
 BASE = """\

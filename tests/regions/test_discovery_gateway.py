@@ -20,13 +20,13 @@ import orjson
 import pytest
 from moto import mock_aws
 
-from gateway.app import Gateway
-from gateway.config import Config
-from gateway.config_cloud import DiscoveryConfig
-from gateway.discovery_wiring import Discovery
+from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
+from emulators.vllm import VllmEmulator
+from gateway.app.server import Gateway
+from gateway.config.cloud import DiscoveryConfig
+from gateway.config.model import Config
+from gateway.control.discovery import Discovery
 from regions.discovery import DiscoveryError, Found, Listing
-from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
-from regions.emulators.vllm import VllmEmulator
 from regions.inventory import BackendSpec, ProviderKind, Region
 from tests.conftest import (
     GLOBAL_KEY,

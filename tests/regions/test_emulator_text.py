@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from regions.emulators import text
+from emulators import text
 
 CONTEXTS = [
     "",
@@ -40,7 +40,7 @@ def test_golden_values_pin_the_function() -> None:
 
 
 def test_same_text_in_another_process_with_another_hash_seed() -> None:
-    code = "from regions.emulators import text; print(text.expected_text('a b c', 20))"
+    code = "from emulators import text; print(text.expected_text('a b c', 20))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True

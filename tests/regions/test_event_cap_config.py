@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from regions.emulators.text import expected_text, generate, render_chat
+from emulators.text import expected_text, generate, render_chat
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
 from tests.hostile_backend import HostileBackend, Script, chunk, sse, usage_chunk
 

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 import yaml
 
-from gateway.config import parse
-from gateway.runtime import backend_specs
-from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
-from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
+from emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from gateway.app.runtime import backend_specs
+from gateway.config.model import parse
 from regions.inventory import ProviderKind
 from tests.conftest import GLOBAL_KEY, MODEL, GatewayFactory, gateway_config
 

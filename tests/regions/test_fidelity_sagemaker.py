@@ -1,7 +1,7 @@
 """SageMaker behaviour checked against what AWS itself sends, read by AWS's own client.
 
 The texts and codes are AWS's, quoted in the emulator with their sources
-(``regions.emulators.sagemaker``); here boto3 parses the emulator's answer and
+(``emulators.sagemaker``); here boto3 parses the emulator's answer and
 the adapter must class it as the misconfiguration it is.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
+from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
 from regions.errors import BackendError, FailureClass
 from regions.inventory import BackendSpec, ProviderKind, Region, SageMakerOptions
 from regions.request import GenerationRequest, Kind, Message, Sampling

@@ -16,7 +16,7 @@ import pytest
 from google.auth.credentials import Credentials
 from google.auth.transport.requests import AuthorizedSession
 
-from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from emulators.vertex import VertexEmulator, VertexEmulatorConfig
 
 PATH = "/v1beta1/projects/proj/locations/europe-west4/endpoints/1234567890/chat/completions"
 CHAT: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}

@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.config import ConfigError, parse
-from gateway.runtime import backend_specs
-from regions.emulators import text
-from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from emulators import text
+from emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from gateway.app.runtime import backend_specs
+from gateway.config.model import ConfigError, parse
 from regions.errors import BackendError, FailureClass
 from regions.events import TokenDelta
 from regions.inventory import BackendSpec, ProviderKind, Region, VertexOptions

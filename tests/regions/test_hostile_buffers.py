@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 import pytest
 
-from regions.emulators.text import expected_text, generate, render_chat
+from emulators.text import expected_text, generate, render_chat
 from regions.errors import BackendError, FailureClass
 from regions.eventstream import FrameDecoder, FrameError, payload_part
 from regions.sagemaker_payloads import PayloadDecoder

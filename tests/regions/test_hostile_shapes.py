@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 import pytest
 
-from regions.emulators.text import expected_text, generate, render_chat
+from emulators.text import expected_text, generate, render_chat
 from regions.errors import BackendError, FailureClass
 from regions.openai_compat import parse_chunk
 from regions.sagemaker_payloads import PayloadDecoder

@@ -46,11 +46,11 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import Gateway
+from emulators.text import expected_text, generate, render_chat
+from emulators.vllm import EmulatorConfig, VllmEmulator
+from gateway.app.server import Gateway
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
-from regions.emulators.text import expected_text, generate, render_chat
-from regions.emulators.vllm import EmulatorConfig, VllmEmulator
 from regions.eventstream import encode_message
 from tests.conftest import GLOBAL_KEY, MODEL, SERVED, gateway_config, wait_for
 from tests.hostile_backend import (

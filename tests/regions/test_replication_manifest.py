@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.config import ConfigError, parse
+from gateway.config.model import ConfigError, parse
 from regions.replication import (
     FileEntry,
     JobOptions,

@@ -20,8 +20,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from regions.emulators import text
-from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
+from emulators import text
+from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.eventstream import payload_part

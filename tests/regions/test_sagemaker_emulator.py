@@ -19,8 +19,8 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
 
-from regions.emulators import text
-from regions.emulators.sagemaker import (
+from emulators import text
+from emulators.sagemaker import (
     COMPONENT_NAME_MISSING,
     SageMakerEmulator,
     SageMakerEmulatorConfig,
@@ -122,7 +122,7 @@ def _lines(parts: list[bytes], sse_prefix: bytes = b"") -> list[dict[str, Any]]:
 
 
 async def test_container_payloads_follow_their_output_formatters(make: Factory) -> None:
-    """Shapes from the containers' own source (cited in regions.emulators.containers):
+    """Shapes from the containers' own source (cited in emulators.containers):
     TGI's StreamResponse (index from 1, StreamDetails with input_length); LMI's
     jsonlines (log_prob, details with inputs, its finish reasons) and LMI chat
     chunks (no model, no role-only chunk, finish_reason eos_token/length)."""

@@ -22,12 +22,12 @@ import pytest
 from botocore.config import Config as BotoConfig
 from openai.types.chat import ChatCompletionMessageParam
 
-from gateway.app import Gateway
-from gateway.config import Config, ConfigError, parse
-from gateway.runtime import backend_specs
-from regions.emulators import text
-from regions.emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
-from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from emulators import text
+from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
+from emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from gateway.app.runtime import backend_specs
+from gateway.app.server import Gateway
+from gateway.config.model import Config, ConfigError, parse
 from regions.inventory import SageMakerOptions, VertexOptions
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -328,7 +328,7 @@ def _listening(port: int) -> bool:
 @pytest.mark.timeout(30)
 async def test_meridian_emulate_sagemaker_and_vertex() -> None:
     sm_port, vx_port = _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "gateway.cli", "emulate"]
+    cmd = [sys.executable, "-m", "gateway.cli.main", "emulate"]
     procs = [
         await asyncio.create_subprocess_exec(
             *cmd, "sagemaker", "--port", str(sm_port), "--endpoint", "ep=lmi"

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from google.auth.credentials import AnonymousCredentials, Credentials
 
-from regions.emulators import text
-from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from emulators import text
+from emulators.vertex import VertexEmulator, VertexEmulatorConfig
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind, Region, VertexOptions

@@ -15,8 +15,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from regions.emulators import text
-from regions.emulators.vertex import VertexEmulator, VertexEmulatorConfig
+from emulators import text
+from emulators.vertex import VertexEmulator, VertexEmulatorConfig
 
 RESOURCE = "projects/proj/locations/europe-west4/endpoints/1234567890"
 CHAT_PATH = f"/v1beta1/{RESOURCE}/chat/completions"

@@ -19,9 +19,9 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from regions.emulators import text
-from regions.emulators.faults import Faults
-from regions.emulators.vllm import EmulatorConfig, VllmEmulator, serve_forever
+from emulators import text
+from emulators.faults import Faults
+from emulators.vllm import EmulatorConfig, VllmEmulator, serve_forever
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 MESSAGES: list[ChatCompletionMessageParam] = [

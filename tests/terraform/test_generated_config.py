@@ -4,7 +4,7 @@ python-hcl2 reads the example's ``module "meridian_config"`` block (with the
 example's variable defaults and ``terraform.tfvars.example``), the block's
 values are handed to the real ``meridian-config`` module in a scratch root
 module, and ``terraform apply`` (no providers: offline) renders the YAML with
-Terraform's own ``yamlencode``. ``gateway.config.parse`` must accept it.
+Terraform's own ``yamlencode``. ``gateway.config.model.parse`` must accept it.
 Then the GPU pool's instance labels and metadata, as the ``gcp-gpu-pool``
 module sets them, are served by the fake Compute API, and GCE discovery with
 the generated ``discovery.gce`` settings must find the instance.
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, parse
+from gateway.config.model import Config, parse
 from tests.terraform.conftest import TERRAFORM_DIR, Terraform
 
 EXAMPLE = TERRAFORM_DIR / "examples" / "multi-region"
@@ -115,7 +115,7 @@ async def test_gce_discovery_finds_the_pool_terraform_deploys(
     config: Config, evaluator: Any
 ) -> None:
     importlib.import_module("google.cloud.compute_v1")  # a main dependency: fail, never skip
-    from gateway.discovery_wiring import catalog_from, sources_from
+    from gateway.control.discovery import catalog_from, sources_from
     from regions.discovery import GceSource
     from tests.terraform.compute_fake import FakeCompute
 

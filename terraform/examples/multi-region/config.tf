@@ -2,7 +2,7 @@
 # their jurisdiction tags, the SageMaker variants and the Vertex endpoint as
 # backends, and discovery of the GPU pool by the labels its template sets.
 # tests/terraform renders this block offline and validates the YAML with
-# gateway.config.parse, so a change here that Meridian would reject fails CI.
+# gateway.config.model.parse, so a change here that Meridian would reject fails CI.
 
 module "meridian_config" {
   source  = "../../modules/meridian-config"

@@ -1,5 +1,5 @@
 output "yaml" {
-  description = "meridian.yaml for every gateway replica (validated by tests/terraform against gateway.config)."
+  description = "meridian.yaml for every gateway replica (validated by tests/terraform against gateway.config.model)."
   value       = yamlencode(local.config)
 }
 

@@ -1,0 +1,260 @@
+"""Everything the request path needs, derived from one validated config.
+
+The routing snapshot is an immutable value swapped by assignment; a request
+reads ``runtime.snapshot`` once and keeps that value for its whole life.
+Adapters come from ``regions.registry``, which also owns the upstream
+connection pools.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from failover.breaker import BreakerPolicy
+from failover.budget import RetryBudget
+from failover.executor import Budgets, Execution
+from failover.health import BackendHealth, HealthPolicy
+from failover.health_check import HealthCheckPolicy
+from failover.outlier import EjectionPolicy
+from failover.policy import FailoverPolicy, TimeoutPolicy
+from failover.probing import Prober
+from gateway.app.lifecycle import Lifecycle
+from gateway.config.model import Config, ConfigError, SageMakerBackendOptions, VertexBackendOptions
+from gateway.observe.access_log import AccessLog
+from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import Tracing
+from gateway.security.admin_tokens import AdminTokens, admin_tokens_from
+from gateway.security.keys import KeyRing, Tenant
+from gateway.security.tls import backend_tls
+from regions.inventory import BackendSpec, Price, Region, SageMakerOptions, VertexOptions
+from regions.provider import Provider
+from regions.registry import SessionPool, build_provider
+from regions.request import UNRESTRICTED, Residency
+from routing.router import Router
+from routing.snapshot import RoutingSnapshot
+
+if TYPE_CHECKING:
+    from gateway.control.limits import TenantLimiter
+    from gateway.control.plane import ControlPlane
+    from gateway.shadow.mirror import ShadowMirror
+
+
+@dataclass
+class Runtime:
+    config: Config
+    snapshot: RoutingSnapshot
+    keyring: KeyRing
+    admin_digest: str | None
+    providers: dict[str, Provider]
+    policy: FailoverPolicy
+    health: BackendHealth
+    budgets: Budgets
+    router: Router = field(default_factory=Router)
+    metrics: Metrics = field(default_factory=Metrics)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    pool: SessionPool | None = None
+    prober: Prober | None = None
+    # The control plane (gateway.control.plane) and tenant limits (gateway.control.limits),
+    # attached by the Gateway; taps see every request once, when it ends.
+    control: ControlPlane | None = None
+    limiter: TenantLimiter | None = None
+    shadow: ShadowMirror | None = None  # mirrors admitted requests (gateway.shadow)
+    taps: list[Callable[[Execution, int], None]] = field(default_factory=list)
+    access_log: AccessLog | None = (
+        None  # config.observability.access_log (gateway.observe.access_log)
+    )
+    tracing: Tracing | None = (
+        None  # config.observability.tracing, when enabled (gateway.observe.tracing)
+    )
+    admin_tokens: AdminTokens = field(default_factory=AdminTokens)  # gateway.security.admin_tokens
+
+    async def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+        if self.prober is not None:
+            await self.prober.stop()
+        for provider in self.providers.values():
+            await provider.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def _sagemaker_options(o: SageMakerBackendOptions | None) -> SageMakerOptions | None:
+    if o is None:
+        return None
+    return SageMakerOptions(
+        endpoint_name=o.endpoint_name,
+        region=o.region,
+        container=o.container,
+        target_variant=o.target_variant,
+        inference_component=o.inference_component,
+        custom_attributes=o.custom_attributes,
+        profile=o.profile,
+        emulator_credentials=o.credentials == "emulator",
+    )
+
+
+def _vertex_options(o: VertexBackendOptions | None) -> VertexOptions | None:
+    if o is None:
+        return None
+    return VertexOptions(
+        project=o.project,
+        location=o.location,
+        endpoint_id=o.endpoint_id,
+        route=o.route,
+        emulator_credentials=o.credentials == "emulator",
+        dedicated_dns=o.dns(),
+        discover_dns=o.discover_dns,
+    )
+
+
+def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
+    regions = {r.name: Region(r.name, frozenset(r.tags)) for r in config.regions}
+    return tuple(
+        BackendSpec(
+            name=b.name,
+            model=b.model,
+            version=b.version,
+            region=regions[b.region],
+            kind=b.provider,
+            url=b.url,
+            served_model=b.served_model,
+            price=Price(b.price.input_per_m, b.price.output_per_m),
+            max_concurrency=b.max_concurrency,
+            weight=b.weight,
+            sagemaker=_sagemaker_options(b.sagemaker),
+            vertex=_vertex_options(b.vertex),
+            tls=backend_tls(b.tls),
+            capabilities=None if b.capabilities is None else frozenset(b.capabilities),
+            context_length=b.context_length,
+        )
+        for b in config.backends
+    )
+
+
+def snapshot_from(
+    config: Config, revision: int = 1, discovered: tuple[BackendSpec, ...] = ()
+) -> RoutingSnapshot:
+    """The config's routing snapshot, plus any backends discovery found."""
+    return RoutingSnapshot.build(
+        revision,
+        {m.name: m.versions for m in config.models},
+        backend_specs(config) + discovered,
+        {r.name: r.dial for r in config.regions},
+        cost_weights={m.name: m.cost_weight for m in config.models},
+        unready=frozenset(
+            (b.model, b.version, b.region) for b in config.backends if not b.replica_ready
+        ),
+    )
+
+
+def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
+    entries: list[tuple[str, Tenant]] = []
+    identities: list[tuple[str, Tenant]] = []  # client-certificate SANs (gateway.security.tls)
+    known = frozenset(frozenset(r.tags) for r in config.regions)  # a narrowing's reach
+    for t in config.tenants:
+        residency = (
+            UNRESTRICTED if t.residency is None else Residency(frozenset(t.residency), known=known)
+        )
+        tenant = Tenant(
+            t.name,
+            residency,
+            None if t.models is None else frozenset(t.models),
+            t.cost_weight,
+            t.explain,
+        )
+        entries.extend((key.digests(environ), tenant) for key in t.api_keys)
+        identities.extend((identity, tenant) for identity in t.identities)
+    return KeyRing(entries, identities)
+
+
+async def build_runtime(config: Config, environ: Mapping[str, str] | None = None) -> Runtime:
+    """Must run inside the event loop that will serve (sessions bind to it)."""
+    env = os.environ if environ is None else environ
+    keyring = keyring_from(config, env)
+    admin_digest = config.admin.token.digests(env) if config.admin.token else None
+    admin_tokens = admin_tokens_from(config.admin, env)
+    policy = failover_policy(config)
+    pool = SessionPool(policy.timeouts.connect, max_event_bytes=config.limits.max_event_bytes)
+    providers: dict[str, Provider] = {}
+    for spec in backend_specs(config):
+        try:
+            providers[spec.name] = build_provider(spec, pool)
+        except LookupError as exc:
+            await pool.close()
+            raise ConfigError(f"backend {spec.name}: {exc}") from None
+    f = config.failover
+    b = f.breaker
+    metrics = Metrics()
+    health = BackendHealth(
+        HealthPolicy(
+            breaker=BreakerPolicy(
+                window_size=b.window_size,
+                minimum_calls=b.minimum_calls,
+                failure_rate=b.failure_rate,
+                slow_call_s=b.slow_call_s,
+                slow_call_rate=b.slow_call_rate,
+                open_s=b.open_s,
+                max_open_s=max(b.max_open_s, b.open_s),
+                half_open_probes=b.half_open_probes,
+                max_half_open_s=b.max_half_open_s,
+            ),
+            ejection=EjectionPolicy(**f.ejection.model_dump()),
+        ),
+        events=metrics,
+    )
+    specs = backend_specs(config)
+    health.track(specs)
+    metrics.track(specs, (m.name for m in config.models), config.observability)
+    runtime = Runtime(
+        config=config,
+        snapshot=snapshot_from(config),
+        keyring=keyring,
+        admin_digest=admin_digest,
+        admin_tokens=admin_tokens,
+        providers=providers,
+        policy=policy,
+        health=health,
+        budgets=Budgets(
+            RetryBudget(f.retry_budget_ratio, f.retry_budget_min_per_s),
+            RetryBudget(f.hedge_budget_ratio, 1.0),
+        ),
+        metrics=metrics,
+        pool=pool,
+        access_log=AccessLog(
+            config.observability.access_log, on_drop=metrics.access_log_dropped.inc
+        ),
+        tracing=Tracing(config.observability.tracing)
+        if config.observability.tracing.enabled
+        else None,
+    )
+    hc = f.health_checks
+    if hc.enabled:
+        runtime.prober = Prober(
+            providers,
+            health,
+            HealthCheckPolicy(
+                interval_s=hc.interval_s,
+                timeout_s=hc.timeout_s,
+                unhealthy_threshold=hc.unhealthy_threshold,
+                healthy_threshold=hc.healthy_threshold,
+            ),
+        )
+        runtime.prober.start()
+    return runtime
+
+
+def failover_policy(config: Config) -> FailoverPolicy:
+    t, f = config.timeouts, config.failover
+    return FailoverPolicy(
+        timeouts=TimeoutPolicy(t.connect_s, t.first_token_s, t.idle_s, t.total_s),
+        resume=f.resume,
+        max_resumptions=f.max_resumptions,
+        hedge=f.hedge,
+        max_retry_after_s=f.max_retry_after_s,
+    )

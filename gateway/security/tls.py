@@ -1,0 +1,288 @@
+"""TLS on the listeners: HTTP and admin (aiohttp over ``ssl``) and gRPC (grpcio).
+
+Each listener takes a PEM certificate chain and key (``listen.tls.<listener>``).
+Only TLS 1.2 and 1.3 are spoken, TLS 1.2 with forward-secret AEAD suites
+only; ALPN offers ``http/1.1`` on the HTTP listeners and gRPC negotiates
+``h2`` itself (grpc-core: TLS 1.2 minimum).
+
+Rotation: the files are watched (their mtime, size and inode, every
+``poll_s``). A changed pair is first loaded into a scratch context, so a
+half-written or mismatched pair is logged and ignored (the old certificate
+stays in force until the files are whole again); a good pair is loaded into
+the live context, which only new handshakes consult, so connections and
+streams in flight keep the session they negotiated. gRPC asks for the
+current pair on every new handshake (grpcio's dynamic server credentials).
+
+``client_ca`` makes the listener require a client certificate issued by that
+CA (mTLS): a connection without one, or with one from another CA or past its
+dates, fails the handshake, and the reason is logged, never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import grpc
+from pydantic import Field, model_validator
+
+from gateway.config.base import Strict
+from gateway.security.keys import KeyRing, Tenant
+from regions.tls import BackendTLS
+
+log = logging.getLogger("meridian.tls")
+
+# TLS 1.2 suites: ECDHE key exchange and AEAD ciphers only (TLS 1.3's are all of that kind).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1:!SHA256:!SHA384"
+
+
+class ListenerTLS(Strict):
+    cert: str = Field(min_length=1)  # PEM chain: the leaf first, then intermediates
+    key: str = Field(min_length=1)  # PEM private key
+    client_ca: str | None = None  # PEM bundle: require client certificates it issued
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    poll_s: float = Field(5.0, gt=0)  # how often the files are checked for a rotation
+
+
+class ListenTLS(Strict):
+    http: ListenerTLS | None = None
+    admin: ListenerTLS | None = None
+    grpc: ListenerTLS | None = None
+
+    @model_validator(mode="after")
+    def _grpc_version(self) -> ListenTLS:
+        if self.grpc is not None and self.grpc.min_version != "1.2":
+            # grpcio has no knob for it: refused here rather than silently ignored
+            raise ValueError("grpc.min_version: grpcio speaks TLS 1.2 and 1.3, cannot refuse 1.2")
+        return self
+
+
+class BackendTLSConfig(Strict):
+    """``backends[].tls``: what the gateway trusts and presents to one backend."""
+
+    ca_file: str | None = None  # PEM bundle trusted instead of the system's CAs
+    server_name: str | None = Field(None, min_length=1)  # SNI and the name checked
+    cert: str | None = None  # client certificate chain (PEM), for an mTLS sidecar
+    key: str | None = None
+    verify: bool = True  # false: a lab only; never with a CA or a name to check
+
+    @model_validator(mode="after")
+    def _pairs(self) -> BackendTLSConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        if not self.verify and (self.ca_file or self.server_name):
+            raise ValueError("verify: false checks nothing: drop ca_file and server_name")
+        return self
+
+
+def backend_tls(cfg: BackendTLSConfig | None) -> BackendTLS | None:
+    if cfg is None:
+        return None
+    return BackendTLS(cfg.ca_file, cfg.server_name, cfg.cert, cfg.key, cfg.verify)
+
+
+def _signature(*paths: str | None) -> tuple[tuple[int, int, int], ...]:
+    out = []
+    for p in paths:
+        if p is None:
+            continue
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append((0, 0, 0))
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def server_context(cfg: ListenerTLS, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
+    """A server context for ``cfg``; raises OSError/ssl.SSLError naming what is wrong."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if cfg.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.set_alpn_protocols(list(alpn))
+    ctx.load_cert_chain(cfg.cert, cfg.key)
+    if cfg.client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=cfg.client_ca)
+    return ctx
+
+
+class TLSError(OSError):
+    """A listener's certificate, key or CA cannot be used; one line naming the file."""
+
+
+def _loaded(what: str, cfg: ListenerTLS, alpn: tuple[str, ...]) -> ssl.SSLContext:
+    try:
+        return server_context(cfg, alpn)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise TLSError(
+            f"listen.tls.{what}: cannot load {cfg.cert} / {cfg.key}"
+            f"{' / ' + cfg.client_ca if cfg.client_ca else ''}: {exc}"
+        ) from None
+
+
+class ServerCert:
+    """One HTTP/admin listener's live context, reloaded in place when its files change."""
+
+    def __init__(self, what: str, cfg: ListenerTLS, alpn: tuple[str, ...] = ("http/1.1",)):
+        self.what, self.cfg, self._alpn = what, cfg, alpn
+        self._seen = _signature(cfg.cert, cfg.key, cfg.client_ca)
+        self.context = _loaded(what, cfg, alpn)
+        self.rotations = 0
+
+    def poll(self) -> bool:
+        """Reload if the files changed and are a usable pair; True when reloaded."""
+        now = _signature(self.cfg.cert, self.cfg.key, self.cfg.client_ca)
+        if now == self._seen:
+            return False
+        try:
+            _loaded(self.what, self.cfg, self._alpn)  # whole and matching, or keep the old
+        except TLSError as exc:
+            log.warning("%s; keeping the certificate in force", exc)
+            return False
+        self._seen = now
+        # new handshakes read these; sessions already negotiated are untouched
+        self.context.load_cert_chain(self.cfg.cert, self.cfg.key)
+        if self.cfg.client_ca is not None:
+            self.context.load_verify_locations(cafile=self.cfg.client_ca)
+        self.rotations += 1
+        log.info("listen.tls.%s: certificate reloaded from %s", self.what, self.cfg.cert)
+        return True
+
+
+@dataclass
+class _Pair:
+    signature: tuple[tuple[int, int, int], ...]
+    config: Any  # grpc.ServerCertificateConfiguration
+
+
+class GrpcCert:
+    """gRPC server credentials whose certificate grpc-core asks for on each handshake."""
+
+    def __init__(self, cfg: ListenerTLS) -> None:
+        self.cfg = cfg
+        self._lock = threading.Lock()  # grpc-core calls the fetcher from its own threads
+        _loaded("grpc", cfg, ("h2",))  # the same checks, one line, before binding
+        self._pair = self._read()
+        self.rotations = 0
+        self.credentials = grpc.dynamic_ssl_server_credentials(
+            self._pair.config, self._fetch, require_client_authentication=cfg.client_ca is not None
+        )
+
+    def _read(self) -> _Pair:
+        cfg = self.cfg
+        sig = _signature(cfg.cert, cfg.key, cfg.client_ca)
+        ca = Path(cfg.client_ca).read_bytes() if cfg.client_ca else None
+        pair = (Path(cfg.key).read_bytes(), Path(cfg.cert).read_bytes())
+        return _Pair(sig, grpc.ssl_server_certificate_configuration([pair], ca))
+
+    def _fetch(self) -> Any:
+        """grpc-core's question before a handshake: a new configuration, or None to keep it."""
+        cfg = self.cfg
+        with self._lock:
+            if _signature(cfg.cert, cfg.key, cfg.client_ca) == self._pair.signature:
+                return None
+            try:
+                _loaded("grpc", cfg, ("h2",))
+                pair = self._read()
+            except (TLSError, OSError) as exc:
+                log.warning("%s; keeping the certificate in force", exc)
+                return None
+            self._pair = pair
+            self.rotations += 1
+        log.info("listen.tls.grpc: certificate reloaded from %s", cfg.cert)
+        return pair.config
+
+
+class Watcher:
+    """Polls every HTTP/admin listener's files and reloads them on change."""
+
+    def __init__(self) -> None:
+        self.certs: list[ServerCert] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def context(self, what: str, cfg: ListenerTLS | None) -> ssl.SSLContext | None:
+        if cfg is None:
+            return None
+        cert = ServerCert(what, cfg)
+        self.certs.append(cert)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return cert.context
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(min(c.cfg.poll_s for c in self.certs))
+            for cert in self.certs:
+                try:
+                    cert.poll()
+                except Exception:  # one bad poll must not end the watching
+                    log.exception("listen.tls.%s: reloading the certificate failed", cert.what)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def http_identities(transport: asyncio.BaseTransport | None) -> tuple[str, ...]:
+    """The URI and DNS SANs of the client certificate the handshake verified (else ())."""
+    if transport is None:
+        return ()
+    cert = transport.get_extra_info("peercert")  # {} unless verified against client_ca
+    if not cert:
+        return ()
+    return tuple(str(v) for kind, v in cert.get("subjectAltName", ()) if kind in ("URI", "DNS"))
+
+
+def grpc_identities(context: Any) -> tuple[str, ...]:
+    """The same for a gRPC call: grpc-core's peer_uri/peer_dns of a verified certificate."""
+    auth = context.auth_context() or {}
+    return tuple(
+        v.decode("utf-8", "replace") for k in ("peer_uri", "peer_dns") for v in auth.get(k, ())
+    )
+
+
+def identified(keyring: KeyRing, identities: tuple[str, ...]) -> tuple[Tenant, str] | None:
+    """The tenant a verified certificate names, and the key name the access log shows
+    (``cert:<SAN>``); a certificate naming none is logged, the client told only 401."""
+    found = keyring.identified(identities)
+    if found is None:
+        log.info("client certificate %s maps to no tenant: refused", ", ".join(identities))
+        return None
+    return found[0], f"cert:{found[1]}"
+
+
+def redis_url(url: str, ca_file: str | None) -> str:
+    """``rediss://`` with ``store.ca_file``: the URL naming the CA bundle for redis-py
+    (its ``ssl_ca_certs`` query argument), so every connection made from it verifies
+    the server against that CA; any other URL is returned unchanged."""
+    if ca_file is None or not url.startswith("rediss://") or "ssl_ca_certs=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='/')}"
+
+
+def identity_clash(tenants: Iterable[Any]) -> str | None:
+    """A config problem (``@tenants.N.identities: …``) where two tenants claim one SAN."""
+    owner: dict[str, str] = {}
+    for i, tenant in enumerate(tenants):
+        for identity in tenant.identities:
+            if owner.setdefault(identity, tenant.name) != tenant.name:
+                return f"@tenants.{i}.identities: {identity!r} is tenant {owner[identity]!r}'s"
+    return None
