@@ -30,7 +30,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,6 +46,7 @@ from emulators.containers import (
     reset_connection,
 )
 from emulators.faults import Faults
+from emulators.server import EmulatorServer
 from regions.eventstream import error_frame, exception_frame, payload_part
 from regions.inventory import Container
 
@@ -295,57 +296,24 @@ class _Work:
     variant: str
 
 
-class SageMakerEmulator:
+class SageMakerEmulator(EmulatorServer):
     """One emulated SageMaker Runtime (all endpoints of one region)."""
 
     def __init__(self, config: SageMakerEmulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or SageMakerEmulatorConfig()
         self.faults = SageMakerFaults()
         self.stats = SageMakerEmulatorStats()
-        self._inflight: set[asyncio.Transport] = set()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
-        self._closing = False
 
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("emulator not started")
-        return self._url
+    client_max_size = 6 * 1024 * 1024  # SageMaker's 6 MB payload cap
+    faults: SageMakerFaults
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=6 * 1024 * 1024)  # SageMaker's 6 MB payload cap
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/endpoints/{name}/invocations", self._invoke)
         app.router.add_post("/endpoints/{name}/invocations-response-stream", self._invoke_stream)
-        app.router.add_get("/_emulator/faults", self._get_faults)
-        app.router.add_post("/_emulator/faults", self._set_faults)
-        app.router.add_delete("/_emulator/faults", self._clear_faults)
-        app.router.add_get("/_emulator/stats", self._stats)
-        return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if self._runner is not None:
-            raise RuntimeError("emulator already started")
-        runner = web.AppRunner(
-            self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        await web.TCPSite(runner, host, port, backlog=1024).start()
-        self._runner = runner
-        self._url = f"http://{f'[{host}]' if ':' in host else host}:{runner.addresses[0][1]}"
-        return self._url
-
-    async def stop(self) -> None:
-        """Stop at once: in-flight requests are aborted (a stalled stream never ends)."""
-        if self._runner is None:
-            return
-        self._closing = True
-        try:
-            for transport in list(self._inflight):
-                transport.abort()
-            await self._runner.cleanup()
-        finally:
-            self._runner, self._url, self._closing = None, None, False
+    def bad_request(self, message: str) -> web.Response:
+        return aws_error("ValidationError", message)
 
     # -- the runtime API -----------------------------------------------------------
 
@@ -473,25 +441,6 @@ class SageMakerEmulator:
         if not size:
             return payload_part(data)
         return b"".join(payload_part(data[i : i + size]) for i in range(0, len(data), size))
-
-    # -- control -------------------------------------------------------------------
-
-    async def _get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.as_dict())
-
-    async def _set_faults(self, request: web.Request) -> web.Response:
-        try:
-            self.faults.update(orjson.loads(await request.read()))
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            return aws_error("ValidationError", str(exc))
-        return web.json_response(self.faults.as_dict())
-
-    async def _clear_faults(self, request: web.Request) -> web.Response:
-        self.faults.clear()
-        return web.json_response(self.faults.as_dict())
-
-    async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(asdict(self.stats))
 
 
 async def serve_forever(host: str, port: int, config: SageMakerEmulatorConfig) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -48,6 +48,7 @@ from emulators.containers import (
     reset_connection,
 )
 from emulators.faults import Faults
+from emulators.server import EmulatorServer
 
 log = logging.getLogger(__name__)
 
@@ -143,59 +144,25 @@ class _Reject(Exception):
         self.response = response
 
 
-class VertexEmulator:
+class VertexEmulator(EmulatorServer):
     """One emulated Vertex AI regional API host."""
 
     def __init__(self, config: VertexEmulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or VertexEmulatorConfig()
         self.faults = Faults()
         self.stats = VertexEmulatorStats()
-        self._inflight: set[asyncio.Transport] = set()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
-        self._closing = False
 
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("emulator not started")
-        return self._url
+    client_max_size = 8 * 1024 * 1024
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         base = "/{version:v1|v1beta1}/projects/{project}/locations/{location}/endpoints"
         app.router.add_post(base + "/{endpoint}/chat/completions", self._chat_route)
         app.router.add_post(base + "/{endpoint_method}", self._method_route)
         app.router.add_get(base + "/{endpoint}", self._get_endpoint)
-        app.router.add_get("/_emulator/faults", self._get_faults)
-        app.router.add_post("/_emulator/faults", self._set_faults)
-        app.router.add_delete("/_emulator/faults", self._clear_faults)
-        app.router.add_get("/_emulator/stats", self._stats)
-        return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if self._runner is not None:
-            raise RuntimeError("emulator already started")
-        runner = web.AppRunner(
-            self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        await web.TCPSite(runner, host, port, backlog=1024).start()
-        self._runner = runner
-        self._url = f"http://{f'[{host}]' if ':' in host else host}:{runner.addresses[0][1]}"
-        return self._url
-
-    async def stop(self) -> None:
-        """Stop at once: in-flight requests are aborted (a stalled stream never ends)."""
-        if self._runner is None:
-            return
-        self._closing = True
-        try:
-            for transport in list(self._inflight):
-                transport.abort()
-            await self._runner.cleanup()
-        finally:
-            self._runner, self._url, self._closing = None, None, False
+    def bad_request(self, message: str) -> web.Response:
+        return google_error(400, message)
 
     # -- prediction routes ---------------------------------------------------------
 
@@ -370,25 +337,6 @@ class VertexEmulator:
         if host.endswith(".prediction.vertexai.goog") and host != dns:
             # No Google text found for a dedicated host that names another endpoint.
             raise _Reject(google_error(404, f"Endpoint `{resource}` not found."))
-
-    # -- control -------------------------------------------------------------------
-
-    async def _get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.as_dict())
-
-    async def _set_faults(self, request: web.Request) -> web.Response:
-        try:
-            self.faults.update(orjson.loads(await request.read()))
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            return google_error(400, str(exc))
-        return web.json_response(self.faults.as_dict())
-
-    async def _clear_faults(self, request: web.Request) -> web.Response:
-        self.faults.clear()
-        return web.json_response(self.faults.as_dict())
-
-    async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(asdict(self.stats))
 
 
 def _fault_message(status: int, endpoint: str) -> str:

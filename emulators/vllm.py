@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -48,6 +48,7 @@ from emulators.openai_wire import (
     error_response,
     parse_job,
 )
+from emulators.server import EmulatorServer
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,11 @@ class _Plan:
     reset_at: int | None = None
 
 
-class VllmEmulator:
+class VllmEmulator(EmulatorServer):
     """One emulated vLLM server; start several for several backends."""
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or EmulatorConfig()
         if not self.config.served_models:
             raise ValueError("an emulator needs at least one served model")
@@ -118,60 +120,23 @@ class VllmEmulator:
         self.stats = EmulatorStats()
         self._slots = asyncio.Semaphore(self.config.max_num_seqs)
         self._finished: dict[str, int] = {}
-        self._inflight: set[asyncio.Transport] = set()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
-        self._closing = False
         self._created = int(time.time())
         model = self.config.served_models[0]
         escaped = model.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         self._labels = f'engine="0",model_name="{escaped}"'
 
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("emulator not started")
-        return self._url
+    client_max_size = 32 * 1024 * 1024
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", partial(self._generate, chat=True))
         app.router.add_post("/v1/completions", partial(self._generate, chat=False))
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/_emulator/faults", self._get_faults)
-        app.router.add_post("/_emulator/faults", self._set_faults)
-        app.router.add_delete("/_emulator/faults", self._clear_faults)
-        app.router.add_get("/_emulator/stats", self._stats)
-        return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if self._runner is not None:
-            raise RuntimeError("emulator already started")
-        runner = web.AppRunner(
-            self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
-        self._runner = runner
-        bound_port = runner.addresses[0][1]
-        self._url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
-        return self._url
-
-    async def stop(self) -> None:
-        """Stop at once: in-flight requests are aborted (a stalled stream never ends)."""
-        if self._runner is None:
-            return
-        self._closing = True
-        try:
-            for transport in list(self._inflight):
-                transport.abort()
-            await self._runner.cleanup()
-        finally:
-            self._runner, self._url, self._closing = None, None, False
+    def bad_request(self, message: str) -> web.Response:
+        return error_response(400, message, err_type="BadRequestError")
 
     # -- generation -------------------------------------------------------------
 
@@ -386,23 +351,6 @@ class VllmEmulator:
             body=("\n".join(lines) + "\n").encode(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
-
-    async def _get_faults(self, request: web.Request) -> web.Response:
-        return _json(self.faults.as_dict())
-
-    async def _set_faults(self, request: web.Request) -> web.Response:
-        try:
-            self.faults.update(orjson.loads(await request.read()))
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            return error_response(400, str(exc), err_type="BadRequestError")
-        return _json(self.faults.as_dict())
-
-    async def _clear_faults(self, request: web.Request) -> web.Response:
-        self.faults.clear()
-        return _json(self.faults.as_dict())
-
-    async def _stats(self, request: web.Request) -> web.Response:
-        return _json(asdict(self.stats))
 
 
 def _reset(request: web.Request) -> None:
