@@ -42,6 +42,7 @@ from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sse import MAX_EVENT_BYTES, SseSplitter, event_data
 from regions.trace_context import trace_headers
+from regions.transport_errors import TRANSPORT_ERRORS
 
 _DONE = b"[DONE]"
 _DRAIN_S = 1.0
@@ -186,7 +187,7 @@ class OpenAICompatProvider:
             **IDENTITY,
             **trace_headers(),  # W3C trace context (regions.trace_context)
         }
-        try:
+        with TRANSPORT_ERRORS:
             async with self._session.post(
                 self._urls[request.kind],
                 data=body,
@@ -205,14 +206,6 @@ class OpenAICompatProvider:
                     )
                 async for event in events:
                     yield event
-        except BackendError:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            raise BackendError(FailureClass.CONNECT, f"cannot connect: {exc.os_error}") from None
-        except aiohttp.ServerTimeoutError:
-            raise BackendError(FailureClass.TIMEOUT, "connect timeout") from None
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise BackendError(FailureClass.STREAM_BROKEN, f"stream broken: {exc!r}") from None
 
 
 async def _status_error(resp: aiohttp.ClientResponse) -> BackendError:

@@ -44,6 +44,7 @@ from regions.sagemaker_errors import response_error
 from regions.sagemaker_payloads import ACCEPT, PayloadDecoder, build_body
 from regions.sse import MAX_EVENT_BYTES
 from regions.trace_context import trace_headers
+from regions.transport_errors import TRANSPORT_ERRORS
 
 
 def stream_url(base: str, endpoint_name: str) -> str:
@@ -109,7 +110,7 @@ class SageMakerProvider:
         decoder = PayloadDecoder(
             request.kind is Kind.CHAT, self.passthrough(request.kind), self._max_event_bytes
         )
-        try:
+        with TRANSPORT_ERRORS:
             # Accept-Encoding is sent unsigned, as aiohttp's own default is.
             async with self._session.post(
                 self._yarl,
@@ -123,14 +124,6 @@ class SageMakerProvider:
                 check_identity(resp)
                 async for event in _events(resp, decoder):
                     yield event
-        except BackendError:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            raise BackendError(FailureClass.CONNECT, f"cannot connect: {exc.os_error}") from None
-        except aiohttp.ServerTimeoutError:
-            raise BackendError(FailureClass.TIMEOUT, "connect timeout") from None
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise BackendError(FailureClass.STREAM_BROKEN, f"stream broken: {exc!r}") from None
 
 
 def _static_headers(options: SageMakerOptions) -> dict[str, str]:

@@ -57,6 +57,7 @@ from regions.request import GenerationRequest, Kind
 from regions.sagemaker_payloads import PayloadDecoder
 from regions.sse import MAX_EVENT_BYTES
 from regions.trace_context import trace_headers
+from regions.transport_errors import TRANSPORT_ERRORS
 from regions.vertex_auth import EMULATOR_TOKEN, GoogleCredentials
 
 _CLIENT_STATUSES = frozenset({"INVALID_ARGUMENT", "OUT_OF_RANGE"})
@@ -140,7 +141,7 @@ class VertexProvider:
         decoder = PayloadDecoder(
             request.kind is Kind.CHAT, self.passthrough(request.kind), self._max_event_bytes
         )
-        try:
+        with TRANSPORT_ERRORS:
             async with await self._post(body, headers) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
@@ -153,14 +154,6 @@ class VertexProvider:
                         return
                 for event in decoder.close():
                     yield event
-        except BackendError:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            raise BackendError(FailureClass.CONNECT, f"cannot connect: {exc.os_error}") from None
-        except aiohttp.ServerTimeoutError:
-            raise BackendError(FailureClass.TIMEOUT, "connect timeout") from None
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise BackendError(FailureClass.STREAM_BROKEN, f"stream broken: {exc!r}") from None
 
     async def _discover_dns(self) -> None:
         """Read the endpoint resource's ``dedicatedEndpointDns`` once (the lookup goes
