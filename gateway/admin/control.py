@@ -24,9 +24,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from gateway.admin.requests import Refused, json_object, json_response
 from gateway.admin.views import canary_view, replica_rows, weights_view
 from gateway.app.runtime import Runtime
 from gateway.canary.codec import to_doc
@@ -46,16 +46,6 @@ _STATUS = re.compile(r"^[a-z][a-z_-]{0,31}$")
 DETAIL_CHARS = 500
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str, code: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-
-
-def _json(body: Mapping[str, Any]) -> web.Response:
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def _guard(
@@ -92,16 +82,6 @@ def actor(request: web.Request) -> str:
         return named  # a named admin token's writes are recorded under its name
     raw = request.headers.get(ACTOR_HEADER, "").strip()
     return _ACTOR.sub("", raw)[:64] or "admin"
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.read() or b"{}")
-    except orjson.JSONDecodeError:
-        raise Refused(400, "the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise Refused(400, "the body must be a JSON object")
-    return body
 
 
 def _model(rt: Runtime, request: web.Request) -> str:
@@ -142,13 +122,13 @@ def _active(control: ControlPlane, model: str) -> Canary | None:
 
 @_guard
 async def get_weights(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
-    return _json(weights_view(rt, control, _model(rt, request)))
+    return json_response(weights_view(rt, control, _model(rt, request)))
 
 
 @_guard
 async def put_weights(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
     model = _model(rt, request)
-    split = (await _body(request)).get("split")
+    split = (await json_object(request)).get("split")
     if not isinstance(split, dict) or not split:
         raise Refused(400, 'expected {"split": {"VERSION": WEIGHT, ...}}')
     for version, weight in split.items():
@@ -176,7 +156,7 @@ async def put_weights(request: web.Request, rt: Runtime, control: ControlPlane) 
         expect={canary_key(model): control.state.canary_doc(model)},
     )
     view = weights_view(rt, control, model)
-    return _json({**view, "old": old, "changed": bool(commit.entries)})
+    return json_response({**view, "old": old, "changed": bool(commit.entries)})
 
 
 # -- regions ------------------------------------------------------------------------
@@ -185,7 +165,7 @@ async def put_weights(request: web.Request, rt: Runtime, control: ControlPlane) 
 @_guard
 async def list_regions(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
     state = control.state
-    return _json(
+    return json_response(
         {
             "revision": rt.snapshot.revision,
             "regions": [
@@ -213,7 +193,7 @@ async def _drain(
         actor=actor(request),
         action="region.drain" if on else "region.undrain",
     )
-    return _json(
+    return json_response(
         {
             "region": region,
             "drained": on,
@@ -230,13 +210,13 @@ async def set_dial(request: web.Request, rt: Runtime, control: ControlPlane) -> 
     """A region's share of the traffic it would get on merit, 0–100 (a drain
     overrides it; undraining returns to it)."""
     region = _region(rt, request.match_info["region"])
-    dial = (await _body(request)).get("dial")
+    dial = (await json_object(request)).get("dial")
     if isinstance(dial, bool) or not isinstance(dial, int) or not 0 <= dial <= 100:
         raise Refused(400, f"dial must be an integer from 0 to 100, got {dial!r}")
     before = control.state.dials.get(region, rt.snapshot.dial(region))
     commit = await control.write({dial_key(region): {"dial": dial}}, actor=actor(request),
                                  action="region.dial", note=f"{before} → {dial}")  # fmt: skip
-    return _json(
+    return json_response(
         {
             "region": region,
             "dial": dial,
@@ -308,7 +288,7 @@ async def canary_start(request: web.Request, rt: Runtime, control: ControlPlane)
     """Start a canary; with ``require_shadow``, only once the model's shadow has
     passed for the same candidate (409 ``shadow_required`` until then)."""
     model = _model(rt, request)
-    plan = canary_plan(rt, model, await _body(request))
+    plan = canary_plan(rt, model, await json_object(request))
     running = _active(control, model)
     if running is not None:
         raise Refused(
@@ -335,7 +315,7 @@ async def canary_start(request: web.Request, rt: Runtime, control: ControlPlane)
         note=canary.last + (" (shadow passed)" if plan.require_shadow else ""),
         expect=expect,
     )
-    return _json(await canary_view(control, model))
+    return json_response(await canary_view(control, model))
 
 
 @_guard
@@ -343,7 +323,7 @@ async def canary_status(request: web.Request, rt: Runtime, control: ControlPlane
     model = _model(rt, request)
     if model not in control.state.canaries:
         raise Refused(404, f"no canary has run for '{model}'", "no_canary")
-    return _json(await canary_view(control, model))
+    return json_response(await canary_view(control, model))
 
 
 async def _by_hand(
@@ -369,7 +349,7 @@ async def _by_hand(
         note=moved.last,
         expect={canary_key(model): to_doc(canary)},
     )
-    return _json(await canary_view(control, model))
+    return json_response(await canary_view(control, model))
 
 
 @_guard
@@ -388,7 +368,7 @@ async def canary_abort(request: web.Request, rt: Runtime, control: ControlPlane)
 @_guard
 async def replicas(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
     model = _model(rt, request)
-    return _json(
+    return json_response(
         {
             "model": model,
             "revision": rt.snapshot.revision,
@@ -421,7 +401,7 @@ async def set_replica(request: web.Request, rt: Runtime, control: ControlPlane) 
     version = _version(rt, model, request.match_info["version"])
     region = _region(rt, request.match_info["region"])
     _backend_exists(rt, model, version, region)
-    body = await _body(request)
+    body = await json_object(request)
     status = body.get("status")
     if not isinstance(status, str) or not _STATUS.match(status):
         raise Refused(400, "status must be a short lowercase word, e.g. copying, verified, failed")
@@ -433,7 +413,7 @@ async def set_replica(request: web.Request, rt: Runtime, control: ControlPlane) 
     await control.write(
         {replica_key(model, version, region): doc}, actor=actor(request), action="replica.set"
     )
-    return _json({"model": model, "replicas": replica_rows(rt, control, model)})
+    return json_response({"model": model, "replicas": replica_rows(rt, control, model)})
 
 
 @_guard
@@ -445,7 +425,7 @@ async def audit(request: web.Request, rt: Runtime, control: ControlPlane) -> web
     if not 1 <= limit <= 1000:
         raise Refused(400, "limit must be between 1 and 1000")
     entries = await control.store.audit(limit)
-    return _json({"entries": [e.as_json() for e in entries]})
+    return json_response({"entries": [e.as_json() for e in entries]})
 
 
 def register(app: web.Application) -> None:

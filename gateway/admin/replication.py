@@ -31,10 +31,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway.admin.control import actor
+from gateway.admin.requests import Refused, json_object, json_response
 from gateway.app.runtime import Runtime
 from gateway.config.cloud import ReplicationConfig
 from gateway.control.plane import ControlPlane
@@ -61,12 +61,6 @@ log = logging.getLogger("meridian.replication")
 LEASE_TTL_S = 60.0
 _KEEP_FINISHED = 50
 _MAX_RUNNING = 8
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str, code: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
 
 
 def settings_from(config: ReplicationConfig) -> StoreSettings:
@@ -299,10 +293,6 @@ REPLICATOR = web.AppKey("replicator", Replicator)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
 def _guard(
     handler: Callable[[web.Request, Replicator, ControlPlane], Awaitable[web.Response]],
 ) -> Handler:
@@ -327,19 +317,14 @@ def _guard(
 
 @_guard
 async def start(request: web.Request, rep: Replicator, control: ControlPlane) -> web.Response:
-    try:
-        body = orjson.loads(await request.read() or b"{}")
-    except orjson.JSONDecodeError:
-        raise Refused(400, "the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise Refused(400, "the body must be a JSON object")
+    body = await json_object(request)
     handle = await rep.start(body, control, actor(request))
-    return _json(handle.as_json(control.replica), status=202)
+    return json_response(handle.as_json(control.replica), status=202)
 
 
 @_guard
 async def list_jobs(request: web.Request, rep: Replicator, control: ControlPlane) -> web.Response:
-    return _json({"jobs": [h.as_json(control.replica) for h in rep.jobs.values()]})
+    return json_response({"jobs": [h.as_json(control.replica) for h in rep.jobs.values()]})
 
 
 def _handle(request: web.Request, rep: Replicator) -> Handle:
@@ -352,7 +337,7 @@ def _handle(request: web.Request, rep: Replicator) -> Handle:
 
 @_guard
 async def get_job(request: web.Request, rep: Replicator, control: ControlPlane) -> web.Response:
-    return _json(_handle(request, rep).as_json(control.replica))
+    return json_response(_handle(request, rep).as_json(control.replica))
 
 
 @_guard
@@ -362,7 +347,7 @@ async def cancel_job(request: web.Request, rep: Replicator, control: ControlPlan
         handle.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await handle.task
-    return _json(handle.as_json(control.replica))
+    return json_response(handle.as_json(control.replica))
 
 
 def register(app: web.Application) -> None:

@@ -25,15 +25,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.control import (
-    Refused,
-    _body,
     _guard,
-    _json,
     _model,
     _number,  # finite and of sensible size, as a canary's numbers
     _version,
     actor,
 )
+from gateway.admin.requests import Refused, json_object, json_response
 from gateway.app.runtime import Runtime
 from gateway.control.plane import ControlPlane
 from gateway.shadow.compare import summarise, verdict
@@ -63,7 +61,7 @@ async def view(control: ControlPlane, plan: ShadowPlan) -> dict[str, Any]:
 
 async def shadow_start(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
     model = _model(rt, request)
-    body = await _body(request)
+    body = await json_object(request)
     candidate = body.get("candidate")
     if not isinstance(candidate, str) or not candidate:
         raise Refused(400, "the candidate version ('candidate') is required")
@@ -109,7 +107,7 @@ async def shadow_start(request: web.Request, rt: Runtime, control: ControlPlane)
         note=f"{candidate} at {plan.share:g}% for {plan.duration_s:g}s",
         expect={key: control.entries.get(key)},
     )
-    return _json(await view(control, plan))
+    return json_response(await view(control, plan))
 
 
 async def shadow_status(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
@@ -117,7 +115,7 @@ async def shadow_status(request: web.Request, rt: Runtime, control: ControlPlane
     plan = _plan(control, model)
     if plan is None:
         raise Refused(404, f"no shadow has run for '{model}'", "no_shadow")
-    return _json(await view(control, plan))
+    return json_response(await view(control, plan))
 
 
 async def shadow_stop(request: web.Request, rt: Runtime, control: ControlPlane) -> web.Response:
@@ -135,7 +133,7 @@ async def shadow_stop(request: web.Request, rt: Runtime, control: ControlPlane) 
             expect={key: to_doc(plan)},
         )
         plan = stopped
-    return _json(await view(control, plan))
+    return json_response(await view(control, plan))
 
 
 def register(app: web.Application) -> None:
