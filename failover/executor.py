@@ -28,6 +28,9 @@ finish reason, and usage is never counted twice.
 Residency and the breaker gate are re-checked at every attempt (hedges and
 resumptions included), so no plan can send a request outside its constraint
 or to a backend the breaker holds open. Outcomes go to an :class:`OutcomeSink`.
+
+An optional :class:`Admission` (the tenant limits) is asked before the first
+attempt and told, once, when the request ends.
 """
 
 from __future__ import annotations
@@ -95,6 +98,22 @@ class OutcomeSink(Protocol):
         ...
 
 
+class Admission(Protocol):
+    """One request's admission: asked before its first attempt, told when it ends.
+
+    ``admit`` is not a coroutine on purpose: admission decides from local state,
+    so nothing on the request path waits on it (docs/design.md §3 step 1)."""
+
+    def admit(self) -> None:
+        """Raise :class:`ExecutionFailed` (a 429 with ``retry_after``) to refuse."""
+        ...
+
+    def release(self, usage: Usage | None) -> None:
+        """The admitted request ended (called once): give back what it held;
+        ``usage`` is what it cost across all attempts."""
+        ...
+
+
 class ExecutionFailed(Exception):
     """No attempt produced a first token; ``status`` is what the client gets."""
 
@@ -133,6 +152,7 @@ class Execution:
     budgets: Budgets
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
+    admission: Admission | None = None
     attempts: list[Attempt] = field(default_factory=list)
     resumptions: int = 0
     _current: _Opened | None = None
@@ -140,6 +160,7 @@ class Execution:
     _failed: set[str] = field(default_factory=set)
     _texts: list[str] = field(default_factory=list)
     _finished: bool = False  # a finish reason went to the client: the answer is complete
+    _admitted: bool = False  # admission.admit returned: release is owed
 
     @property
     def serving(self) -> Attempt | None:
@@ -190,6 +211,9 @@ class Execution:
     # -- phase 1: until the first token ------------------------------------
 
     async def start(self) -> list[Event]:
+        if self.admission is not None:
+            self.admission.admit()
+            self._admitted = True
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + self.policy.timeouts.total
         self.budgets.retries.deposit(self.clock())
@@ -520,9 +544,15 @@ class Execution:
     async def aclose(self) -> None:
         """End the serving attempt if :meth:`events` did not run it to its end: the
         caller left between :meth:`start` and the stream, or stopped reading.
-        Idempotent; front ends call it when a request ends, however it ends."""
-        if self._current is not None:
-            await self._abandon(self._current)
+        Idempotent; front ends call it when a request ends, however it ends.
+        Then the admission, if any, is released."""
+        try:
+            if self._current is not None:
+                await self._abandon(self._current)
+        finally:
+            if self._admitted and self.admission is not None:
+                self._admitted = False
+                self.admission.release(self.usage)
 
     # -- bookkeeping --------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """Tenant limits: requests/min, tokens/min and concurrent streams (docs/design.md §3 step 1).
 
 Where: every front end gets its :class:`~failover.executor.Execution` from
-``Pipeline.execution``, which returns a :class:`LimitedExecution`; its
-``start`` admits the request before the first backend attempt, so HTTP and
-gRPC share one admission and a refusal is an ``ExecutionFailed(429)`` that
+``Pipeline.execution``, which gives it a :class:`TenantAdmission` (the
+executor's ``Admission`` protocol); the execution admits the request before
+its first backend attempt and releases it when it closes, so HTTP and gRPC
+share one admission and a refusal is an ``ExecutionFailed(429)`` that
 each front end already renders (OpenAI's error shape with ``Retry-After``;
 gRPC ``RESOURCE_EXHAUSTED`` with ``retry-after`` metadata). Requests a route
 refuses (unknown model, residency) never count against the limits.
@@ -15,7 +16,7 @@ the design, its sources — Doorman, CockroachDB's distributed token bucket —
 and the bound on over-admission, ``L + N × C`` per minute): request and
 token credits already counted in the store, and stream slots set aside for
 it. A background loop renews every lease every ``store.leases.renew_s`` and
-at once when one runs low. When a request ends (a request tap), its stream
+at once when one runs low. When a request ends (the admission's release), its stream
 slot comes back to the lease and its tokens are charged to it; the next
 renewal settles both with the store. The embedded store has no peers: each
 process counts alone (``gateway.store.quota.LocalQuotas``).
@@ -48,7 +49,7 @@ from gateway.observe.metrics import Metrics
 from gateway.store import Quota, Store, StoreUnavailable, Verdict
 from gateway.store.lease import LeaseSettings, RedisLeases, Scripted, TenantShare
 from gateway.store.quota import LocalQuotas
-from regions.events import Event
+from regions.events import Usage
 from regions.tasks import BackgroundTasks, stop_tasks
 
 log = logging.getLogger("meridian.limits")
@@ -163,12 +164,12 @@ class TenantLimiter:
             )
         return Ticket(tenant, stream_id, shared)
 
-    def finished(self, execution: Execution, status: int) -> None:
-        """The request tap: the stream slot and the tokens go to the lease (or the local count)."""
-        ticket = getattr(execution, "ticket", None)
-        if not isinstance(ticket, Ticket):
-            return
-        usage = execution.usage
+    def admission(self, tenant: str) -> TenantAdmission:
+        """One request's admission under ``tenant``'s limits (for ``Execution``)."""
+        return TenantAdmission(self, tenant)
+
+    def release(self, ticket: Ticket, usage: Usage | None) -> None:
+        """The stream slot and the tokens go back to the lease (or the local count)."""
         tokens = 0 if usage is None else usage.prompt_tokens + usage.completion_tokens
         now = self._clock()
         share = self._shares.get(ticket.tenant)
@@ -178,6 +179,11 @@ class TenantLimiter:
         share.finished(ticket.stream_id, tokens, now)
         if share.low(now):
             self._renew_soon(share)
+
+    def finished(self, execution: Execution, status: int) -> None:
+        """Nothing: the release is :meth:`TenantAdmission.release` now. Kept only
+        while ``gateway.control.plane.attach`` still registers it as a request
+        tap; delete both together."""
 
     def status(self) -> dict[str, Any]:
         """Per tenant: lease or safe share, credits, slots (for ``meridian status`` and the lab)."""
@@ -252,13 +258,17 @@ class TenantLimiter:
 
 
 @dataclass(slots=True)
-class LimitedExecution(Execution):
-    """An execution that first admits its request under the tenant's limits."""
+class TenantAdmission:
+    """:class:`failover.executor.Admission` under a tenant's limits; holds its ticket."""
 
-    limiter: TenantLimiter | None = None
+    limiter: TenantLimiter
+    tenant: str
     ticket: Ticket | None = None
 
-    async def start(self) -> list[Event]:
-        if self.limiter is not None:
-            self.ticket = self.limiter.admit(self.request.tenant)
-        return await Execution.start(self)
+    def admit(self) -> None:
+        self.ticket = self.limiter.admit(self.tenant)
+
+    def release(self, usage: Usage | None) -> None:
+        if self.ticket is not None:
+            ticket, self.ticket = self.ticket, None
+            self.limiter.release(ticket, usage)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from failover.executor import Execution
 from gateway.app.runtime import Runtime
-from gateway.control.limits import LimitedExecution
 from gateway.http.schema import BadRequest
 from gateway.observe import tracing
 from gateway.observe.metrics import OTHER
@@ -120,8 +119,9 @@ class Pipeline:
     def execution(self, request: GenerationRequest, plan: Plan) -> Execution:
         """Its ``start`` first admits the request under the tenant's limits (429)."""
         rt = self.rt
-        return LimitedExecution(
-            request, plan, rt.providers, rt.policy, rt.health, rt.budgets, limiter=rt.limiter
+        admission = None if rt.limiter is None else rt.limiter.admission(request.tenant)
+        return Execution(
+            request, plan, rt.providers, rt.policy, rt.health, rt.budgets, admission=admission
         )
 
     def model_label(self, model: str) -> str:
