@@ -27,7 +27,7 @@ from gateway.http.body import BodyRejected, read_body
 from gateway.http.chunks import ChunkWriter
 from gateway.http.embeddings import embeddings
 from gateway.http.errors import INVALID_REQUEST, error_response
-from gateway.http.refusal import refusal
+from gateway.http.refusal import refuse
 from gateway.http.responses import responses
 from gateway.http.schema import BadRequest, parse_request
 from gateway.http.streaming import collect, stream
@@ -104,6 +104,23 @@ def admit(
     return caller
 
 
+def admitted(
+    request: web.Request,
+    pipeline: Pipeline,
+    headers: dict[str, str],
+    request_id: str,
+    *,
+    client: str,
+    arrived: float,
+) -> Caller | web.Response:
+    """:func:`admit`, its refusal counted and logged like every other request's."""
+    caller = admit(request, pipeline, headers)
+    if isinstance(caller, web.Response):
+        reason = _ADMIT_REASON.get(caller.status, "")
+        pipeline.refused(request_id, caller.status, reason, client=client, arrived=arrived)
+    return caller
+
+
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """``Expect: 100-continue``: the client waits for our word before sending the
     body, so refuse (auth, draining, a declared size over the limit) before it."""
@@ -145,10 +162,8 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
     tracing.begin(
         rt.tracing, request.headers.get("traceparent"), request.headers.get("tracestate"), arrived
     )
-    caller = admit(request, pipeline, headers)
+    caller = admitted(request, pipeline, headers, request_id, client=client, arrived=arrived)
     if isinstance(caller, web.Response):
-        reason = _ADMIT_REASON.get(caller.status, "")
-        pipeline.refused(request_id, caller.status, reason, client=client, arrived=arrived)
         return caller
     tenant = caller.tenant.name
     model = ""
@@ -165,27 +180,10 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
         )
         model = gen.model
         plan = pipeline.plan(gen, caller)
-    except BodyRejected as exc:
-        pipeline.refused(
-            request_id, exc.status, exc.code, tenant=tenant, client=client, arrived=arrived
+    except (BodyRejected, BadRequest, RoutingError) as exc:
+        return refuse(
+            pipeline, exc, request_id, tenant, headers, model=model, client=client, arrived=arrived
         )
-        return refusal(exc, request_id, tenant, headers)
-    except BadRequest as exc:
-        pipeline.refused(
-            request_id, 400, INVALID_REQUEST, tenant=tenant, client=client, arrived=arrived
-        )
-        return refusal(exc, request_id, tenant, headers)
-    except RoutingError as exc:
-        pipeline.refused(
-            request_id,
-            exc.status,
-            exc.code,
-            tenant=tenant,
-            model=model,
-            client=client,
-            arrived=arrived,
-        )
-        return refusal(exc, request_id, tenant, headers)
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution, client=client, arrived=arrived) as outcome:
         try:

@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError, model_validator
 from failover.executor import ExecutionFailed
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.errors import error_response
-from gateway.http.refusal import refusal
+from gateway.http.refusal import refuse
 from gateway.http.schema import BadRequest, _Body, _first_error, load_object
 from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline
 from regions.events import TokenDelta
@@ -84,15 +84,18 @@ def parse(body: bytes, **fields: object) -> tuple[GenerationRequest, int]:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     # api.py registers this handler: its edge helpers are imported when it runs.
-    from gateway.http.api import RUNTIME, admit, cut_by_drain, shutting_down, text_header
+    from gateway.http.api import RUNTIME, admitted, cut_by_drain, shutting_down, text_header
 
     rt = request.app[RUNTIME]
+    arrived = time.monotonic()
     pipeline = Pipeline(rt)
     request_id = uuid.uuid4().hex
     headers = {"x-request-id": request_id}
-    caller = admit(request, pipeline, headers)
+    client = request.remote or ""
+    caller = admitted(request, pipeline, headers, request_id, client=client, arrived=arrived)
     if isinstance(caller, web.Response):
         return caller
+    model = ""
     try:
         body = await read_body(request, rt.config.limits)
         gen, _ = parse(
@@ -102,16 +105,21 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
             residency=pipeline.residency(caller, text_header(request, RESIDENCY_HEADER)),
             affinity_key=caller.key_digest,
         )
+        model = gen.model
         plan = pipeline.plan(gen, caller)
     except (BodyRejected, BadRequest, RoutingError) as exc:
-        return refusal(exc, request_id, caller.tenant.name, headers)
+        tenant = caller.tenant.name
+        return refuse(
+            pipeline, exc, request_id, tenant, headers, model=model, client=client, arrived=arrived
+        )
     execution = pipeline.execution(gen, plan)
-    async with pipeline.serving(execution) as outcome:
+    async with pipeline.serving(execution, client=client) as outcome:
         started = time.monotonic()
         try:
             head = await execution.start()
         except ExecutionFailed as exc:
             outcome.status = exc.status
+            outcome.reason = exc.code
             return error_response(
                 exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
             )

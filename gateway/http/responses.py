@@ -35,7 +35,7 @@ from aiohttp import web
 from failover.executor import ExecutionFailed
 from gateway.http.body import BodyRejected, read_body
 from gateway.http.errors import error_response
-from gateway.http.refusal import refusal
+from gateway.http.refusal import refuse
 from gateway.http.schema import BadRequest, parse_request
 from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline
 from regions.events import Event, StreamError, TokenDelta, Usage
@@ -380,19 +380,22 @@ async def responses(request: web.Request) -> web.StreamResponse:
     from gateway.http.api import (
         RUNTIME,
         SESSION_HEADER,
-        admit,
+        admitted,
         cut_by_drain,
         shutting_down,
         text_header,
     )
 
     rt = request.app[RUNTIME]
+    arrived = time.monotonic()
     pipeline = Pipeline(rt)
     request_id = uuid.uuid4().hex
     headers = {"x-request-id": request_id}
-    caller = admit(request, pipeline, headers)
+    client = request.remote or ""
+    caller = admitted(request, pipeline, headers, request_id, client=client, arrived=arrived)
     if isinstance(caller, web.Response):
         return caller
+    model = ""
     try:
         body = await read_body(request, rt.config.limits)
         try:
@@ -409,16 +412,21 @@ async def responses(request: web.Request) -> web.StreamResponse:
             session=text_header(request, SESSION_HEADER),
             key_digest=caller.key_digest,
         )
+        model = gen.model
         plan = pipeline.plan(gen, caller)
     except (BodyRejected, BadRequest, RoutingError) as exc:
-        return refusal(exc, request_id, caller.tenant.name, headers)
+        tenant = caller.tenant.name
+        return refuse(
+            pipeline, exc, request_id, tenant, headers, model=model, client=client, arrived=arrived
+        )
     translator = Translator("resp_" + request_id, gen.model, asked)
     execution = pipeline.execution(gen, plan)
-    async with pipeline.serving(execution) as outcome:
+    async with pipeline.serving(execution, client=client) as outcome:
         try:
             head = await execution.start()
         except ExecutionFailed as exc:
             outcome.status = exc.status
+            outcome.reason = exc.code
             return error_response(
                 exc.status, exc.message, exc.code, retry_after=exc.retry_after, headers=headers
             )
