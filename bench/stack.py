@@ -11,6 +11,7 @@ one tenant) and a random API key whose SHA-256 digest is all the config holds.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import secrets
 import shutil
@@ -68,7 +69,9 @@ def _bin(name: str) -> str | None:
 
 
 def litellm_available() -> bool:
-    return _bin("litellm") is not None
+    """The LiteLLM *proxy*: the dev extra has LiteLLM's SDK (a client judge) without
+    the proxy's server dependencies, which ``pip install 'litellm[proxy]'`` adds."""
+    return _bin("litellm") is not None and importlib.util.find_spec("fastapi") is not None
 
 
 def nginx_bin() -> str | None:
