@@ -27,7 +27,7 @@ from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
 from gateway.security.admin_tokens import AdminTokens, admin_tokens_from
-from gateway.security.keys import KeyRing, Tenant
+from gateway.security.keys import ApiKey, KeyRing, Tenant
 from gateway.security.tls import backend_tls
 from regions.inventory import BackendSpec, Price, Region, SageMakerOptions, VertexOptions
 from regions.provider import Provider
@@ -154,7 +154,7 @@ def snapshot_from(
 
 
 def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
-    entries: list[tuple[str, Tenant]] = []
+    entries: list[ApiKey] = []
     identities: list[tuple[str, Tenant]] = []  # client-certificate SANs (gateway.security.tls)
     known = frozenset(frozenset(r.tags) for r in config.regions)  # a narrowing's reach
     for t in config.tenants:
@@ -168,7 +168,9 @@ def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
             t.cost_weight,
             t.explain,
         )
-        entries.extend((key.digests(environ), tenant) for key in t.api_keys)
+        entries.extend(
+            ApiKey(key.digests(environ), tenant, key.name or "", key.expires) for key in t.api_keys
+        )
         identities.extend((identity, tenant) for identity in t.identities)
     return KeyRing(entries, identities)
 

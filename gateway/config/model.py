@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     Field,
     ValidationError,
     field_validator,
@@ -390,9 +391,25 @@ class TenantLimitsConfig(Strict):
     concurrent_streams: int | None = Field(None, gt=0)
 
 
+class ApiKeyRef(SecretRef):
+    """A tenant API key: ``sha256:``/``env:`` alone, or ``{key, name, expires}``
+    (gateway.security.keys): the name is what logs show, the expiry (RFC 3339,
+    with its offset) when the key stops working."""
+
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:-]+$")
+    expires: AwareDatetime | None = None
+
+
+def _api_key(value: Any) -> Any:
+    if isinstance(value, dict) and "key" in value:
+        rest = {k: v for k, v in value.items() if k != "key"}
+        return {**rest, **_secret(value["key"])}
+    return _secret(value)
+
+
 class TenantConfig(Strict):
     name: str = Field(min_length=1)
-    api_keys: tuple[SecretRef, ...] = ()
+    api_keys: tuple[ApiKeyRef, ...] = ()
     # client-certificate identities that are this tenant: a URI SAN (a SPIFFE ID) or
     # a DNS SAN, verified by a listener's listen.tls.*.client_ca (gateway.security.tls)
     identities: tuple[str, ...] = ()
@@ -406,12 +423,15 @@ class TenantConfig(Strict):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _keys(cls, value: Any) -> Any:
-        return [_secret(v) for v in value] if isinstance(value, list) else value
+        return [_api_key(v) for v in value] if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _credentials(self) -> TenantConfig:
         if not self.api_keys and not self.identities:
             raise ValueError("a tenant needs api_keys, identities or both")
+        names = [k.name for k in self.api_keys if k.name is not None]
+        if len(set(names)) != len(names):
+            raise ValueError("api_keys: each key's name must be unique within its tenant")
         return self
 
 

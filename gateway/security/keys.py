@@ -3,14 +3,21 @@
 Presented keys are hashed (SHA-256) and looked up by digest; the final
 comparison is constant-time. Because the lookup is keyed by a digest the
 attacker cannot steer, timing reveals nothing about stored keys.
+
+A key may carry a name (what logs call it: never the key, never its digest)
+and an expiry. A tenant rotates by holding two keys at once: both work until
+the old one expires or is removed. An expired key is refused; the operator's
+log says which key of which tenant, the client only that its key expired.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from regions.request import UNRESTRICTED, Residency
 
@@ -22,19 +29,53 @@ class Tenant:
     models: frozenset[str] | None = None
     cost_weight: float | None = None
     explain: bool = False
+    key: str = ""  # the name of the API key the caller presented, "" when it has none
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One tenant API key, by its SHA-256 hex digest."""
+
+    digest: str
+    tenant: Tenant
+    name: str = ""
+    expires: datetime | None = None  # timezone-aware; refused from this instant on
+
+
+class KeyExpired(Exception):
+    """A known key past its expiry; ``str()`` is safe to show the client."""
+
+    def __init__(self, key: ApiKey) -> None:
+        super().__init__("The API key has expired; ask for a new one.")
+        self.key = key
+
+
+log = logging.getLogger("meridian.security")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class KeyRing:
     def __init__(
         self,
-        entries: Iterable[tuple[str, Tenant]],
+        entries: Iterable[ApiKey | tuple[str, Tenant]],
         identities: Iterable[tuple[str, Tenant]] = (),  # certificate SAN → tenant
+        *,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self._by_digest: Mapping[str, Tenant] = dict(entries)
+        keys = (e if isinstance(e, ApiKey) else ApiKey(*e) for e in entries)
+        # Each key's own Tenant value carries the key's name, for the access log.
+        self._by_digest: Mapping[str, ApiKey] = {
+            k.digest: replace(k, tenant=replace(k.tenant, key=k.name)) for k in keys
+        }
         self._by_identity: Mapping[str, Tenant] = dict(identities)
+        self._clock = clock
 
     def tenant(self, name: str) -> Tenant | None:
-        every = (*self._by_digest.values(), *self._by_identity.values())
+        keyed = (k.tenant for k in self._by_digest.values())
+        every = (*keyed, *self._by_identity.values())
         return next((t for t in every if t.name == name), None)
 
     def identified(self, identities: Iterable[str]) -> tuple[Tenant, str] | None:
@@ -46,7 +87,15 @@ class KeyRing:
         return None
 
     def authenticate(self, authorization: str | None) -> tuple[Tenant, str] | None:
-        """The tenant and key digest for an ``Authorization: Bearer`` value, or None."""
+        """The tenant and key digest for an ``Authorization: Bearer`` value, or None
+        for a missing, unknown or expired key (an expired one is logged)."""
+        try:
+            return self.check(authorization)
+        except KeyExpired:
+            return None
+
+    def check(self, authorization: str | None) -> tuple[Tenant, str] | None:
+        """:meth:`authenticate`, but an expired key raises :class:`KeyExpired`."""
         if not authorization:
             return None
         scheme, _, key = authorization.partition(" ")
@@ -54,13 +103,15 @@ class KeyRing:
         if scheme.lower() != "bearer" or not key:
             return None
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-        tenant = self._by_digest.get(digest)
-        if tenant is None:
+        found = self._by_digest.get(digest)
+        if found is None or not any(hmac.compare_digest(d, digest) for d in self._by_digest):
             return None
-        for stored in self._by_digest:
-            if hmac.compare_digest(stored, digest):
-                return tenant, digest
-        return None
+        if found.expires is not None and self._clock() >= found.expires:
+            name = found.name or "(unnamed)"
+            when = found.expires.isoformat()
+            log.info("tenant %s presented key %s, expired at %s", found.tenant.name, name, when)
+            raise KeyExpired(found)
+        return found.tenant, digest
 
 
 def bearer_matches(authorization: str | None, token_digest: str | None) -> bool:
