@@ -20,15 +20,16 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.admin.api import admin_app
+from gateway.app.build import Built, build
 from gateway.app.reload import Reloader
 from gateway.app.reload import register as register_reloader
 from gateway.app.reload import unregister as unregister_reloader
-from gateway.app.runtime import Runtime, build_runtime
+from gateway.app.runtime import Runtime
 from gateway.config.model import Config
 from gateway.control.discovery import Discovery, start_discovery
 from gateway.control.plane import attach
 from gateway.grpc.server import GrpcServer
-from gateway.http.api import RUNTIME, openai_errors, routes
+from gateway.http.api import PIPELINE, RUNTIME, openai_errors, routes
 from gateway.security.admin_tokens import metrics_app
 from gateway.security.tls import Watcher
 
@@ -94,11 +95,12 @@ class Gateway:
         self.reloader: Reloader | None = None
         self._tls = Watcher()  # listener certificates, reloaded when their files change
 
-    def client_app(self, runtime: Runtime) -> web.Application:
+    def client_app(self, built: Built) -> web.Application:
         app = web.Application(
             middlewares=[openai_errors], client_max_size=self.config.limits.max_body_bytes
         )
-        app[RUNTIME] = runtime
+        app[RUNTIME] = built.runtime
+        app[PIPELINE] = built.pipeline
         routes(app)
         return app
 
@@ -112,8 +114,8 @@ class Gateway:
             raise
 
     async def _start(self) -> None:
-        runtime = await build_runtime(self.config, self._environ)
-        self.runtime = runtime
+        built = await build(self.config, self._environ)  # the composition root
+        runtime = self.runtime = built.runtime
         await attach(runtime, self._environ)  # the control plane: store, canary, limits
         if self.config_path is not None:
             self.reloader = Reloader(runtime, self.config_path, self._environ)
@@ -122,7 +124,7 @@ class Gateway:
         if self.reloader is not None:
             self.reloader.discovery = self.discovery
         limits = self.config.limits
-        client = self.client_app(runtime)
+        client = self.client_app(built)
         self.http_url = await self._listen(
             client,
             self.config.listen.http,

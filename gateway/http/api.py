@@ -39,6 +39,7 @@ from regions.request import Kind
 from routing.plan import RoutingError
 
 RUNTIME = web.AppKey("runtime", Runtime)
+PIPELINE = web.AppKey("pipeline", Pipeline)  # the one gateway.app.build made over RUNTIME
 
 log = logging.getLogger("meridian.http")
 
@@ -127,7 +128,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     rt = request.app[RUNTIME]
     headers = {"x-request-id": uuid.uuid4().hex}
     refusal: web.Response | None = None
-    admitted = admit(request, Pipeline(rt), headers)
+    admitted = admit(request, request.app[PIPELINE], headers)
     if isinstance(admitted, web.Response):
         refusal = admitted
     elif request.version != HttpVersion11:
@@ -155,7 +156,7 @@ def request_id_of(request: web.Request) -> str:
 async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     arrived = time.monotonic()
-    pipeline = Pipeline(rt)
+    pipeline = request.app[PIPELINE]
     request_id = request_id_of(request)
     headers = {"x-request-id": request_id}
     client = request.remote or ""
@@ -262,7 +263,7 @@ def shutting_down(headers: dict[str, str]) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    caller = admit(request, Pipeline(rt), {"x-request-id": uuid.uuid4().hex})
+    caller = admit(request, request.app[PIPELINE], {"x-request-id": uuid.uuid4().hex})
     if isinstance(caller, web.Response):
         return caller
     tenant = caller.tenant
@@ -279,7 +280,7 @@ async def get_model(request: web.Request) -> web.Response:
     may not use (the same answer as for one that does not exist)."""
     rt = request.app[RUNTIME]
     headers = {"x-request-id": uuid.uuid4().hex}
-    caller = admit(request, Pipeline(rt), headers)
+    caller = admit(request, request.app[PIPELINE], headers)
     if isinstance(caller, web.Response):
         return caller
     name = request.match_info["model"]
@@ -332,11 +333,11 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         request_id = uuid.uuid4().hex
         headers = {"x-request-id": request_id}
         code = http_code(exc)
-        runtime = request.app.get(RUNTIME)
-        if runtime is not None and request.path.startswith("/v1/"):
+        pipeline = request.app.get(PIPELINE)
+        if pipeline is not None and request.path.startswith("/v1/"):
             # A client's refusal by aiohttp itself (unknown route, wrong method): counted
             # and logged like the API's own; the admin listener's are not client requests.
-            Pipeline(runtime).refused(request_id, exc.status, code, client=request.remote or "")
+            pipeline.refused(request_id, exc.status, code, client=request.remote or "")
         response = error_response(exc.status, exc.reason, code, headers=headers)
         if exc.status in (408, 413):
             response.force_close()

@@ -26,7 +26,7 @@ from gateway.http.body import BodyRejected, read_body
 from gateway.http.errors import error_response
 from gateway.http.refusal import refuse
 from gateway.http.schema import BadRequest, _Body, _first_error, load_object
-from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline
+from gateway.pipeline.core import RESIDENCY_HEADER
 from regions.events import TokenDelta
 from regions.request import GenerationRequest, Kind
 from routing.plan import RoutingError
@@ -84,11 +84,18 @@ def parse(body: bytes, **fields: object) -> tuple[GenerationRequest, int]:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     # api.py registers this handler: its edge helpers are imported when it runs.
-    from gateway.http.api import RUNTIME, admitted, cut_by_drain, shutting_down, text_header
+    from gateway.http.api import (
+        PIPELINE,
+        RUNTIME,
+        admitted,
+        cut_by_drain,
+        shutting_down,
+        text_header,
+    )
 
     rt = request.app[RUNTIME]
     arrived = time.monotonic()
-    pipeline = Pipeline(rt)
+    pipeline = request.app[PIPELINE]
     request_id = uuid.uuid4().hex
     headers = {"x-request-id": request_id}
     client = request.remote or ""

@@ -37,7 +37,7 @@ from gateway.http.body import BodyRejected, read_body
 from gateway.http.errors import error_response
 from gateway.http.refusal import refuse
 from gateway.http.schema import BadRequest, parse_request
-from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline
+from gateway.pipeline.core import RESIDENCY_HEADER
 from regions.events import Event, StreamError, TokenDelta, Usage
 from regions.request import Kind
 from routing.plan import RoutingError
@@ -378,6 +378,7 @@ class Translator:
 async def responses(request: web.Request) -> web.StreamResponse:
     # api.py registers this handler: its edge helpers are imported when it runs.
     from gateway.http.api import (
+        PIPELINE,
         RUNTIME,
         SESSION_HEADER,
         admitted,
@@ -388,7 +389,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
 
     rt = request.app[RUNTIME]
     arrived = time.monotonic()
-    pipeline = Pipeline(rt)
+    pipeline = request.app[PIPELINE]
     request_id = uuid.uuid4().hex
     headers = {"x-request-id": request_id}
     client = request.remote or ""
