@@ -7,8 +7,8 @@ logfmt or text) and emits it, so neither formatting nor a slow log sink ever
 delays a request. When the writer falls behind, lines are dropped and
 counted (``meridian_access_log_dropped_total``), never buffered without bound.
 
-A record never holds an API key (the tenant's name only), nor prompt or
-completion text.
+A record never holds an API key nor its digest (the tenant's name, and the
+key's configured name under ``key``), nor prompt or completion text.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import IO
 
 import orjson
@@ -35,6 +36,11 @@ Record = dict[str, object]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 _STOP: Record = {}
+
+# The configured name of the API key the current request presented ("" for none or
+# an unnamed key). The pipeline sets it when it authenticates; aiohttp and grpc.aio
+# run each request in its own task, so it never carries over to the next request.
+KEY_NAME: ContextVar[str] = ContextVar("meridian_key_name", default="")
 
 
 def valid_request_id(value: str | None) -> bool:

@@ -20,6 +20,7 @@ from failover.executor import Execution
 from gateway.app.runtime import Runtime
 from gateway.http.schema import BadRequest
 from gateway.observe import tracing
+from gateway.observe.access_log import KEY_NAME
 from gateway.observe.metrics import OTHER
 from gateway.security.keys import Tenant
 from gateway.security.tls import identified
@@ -65,6 +66,7 @@ class Pipeline:
             found = self.rt.keyring.authenticate(authorization)
         else:
             found = identified(self.rt.keyring, identities)  # logs the SANs it refuses
+        KEY_NAME.set("" if found is None else found[0].key)  # for the access log
         return None if found is None else Caller(*found)
 
     @staticmethod
@@ -151,6 +153,7 @@ class Pipeline:
         record: dict[str, object] = {
             "request_id": request_id,
             "tenant": tenant,
+            "key": KEY_NAME.get() if tenant else "",
             "model": model,
             "status": status,
             "reason": reason,
@@ -246,6 +249,7 @@ class Pipeline:
         record: dict[str, object] = {
             "request_id": request.request_id,
             "tenant": request.tenant,
+            "key": KEY_NAME.get(),
             "model": request.model,
             "version": execution.plan.version,
             "backend": serving.backend.name if serving else "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from gateway.config.model import ConfigError, parse
 from gateway.security.keys import ApiKey, KeyExpired, KeyRing, Tenant
-from tests.conftest import MODEL, EmulatorFactory, GatewayFactory, gateway_config, sha
+from tests.conftest import MODEL, EmulatorFactory, GatewayFactory, gateway_config, sha, wait_for
 
 OLD, NEW, LAPSED = "sk-rotation-old", "sk-rotation-new", "sk-lapsed"
 
@@ -110,3 +111,36 @@ def test_a_key_entry_parses_from_yaml(tmp_path: Path) -> None:
     tenant = parse(config_with(keys, tmp_path)).tenants[0]
     assert [k.name for k in tenant.api_keys] == ["q1", None]
     assert tenant.api_keys[0].expires == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+async def test_the_access_log_names_the_key_never_shows_it(
+    emulators: EmulatorFactory, gateways: GatewayFactory, tmp_path: Path
+) -> None:
+    em = await emulators()
+    path = tmp_path / "access.log"
+    keys = [{"key": sha(OLD), "name": "2026-q1"}, {"key": sha(NEW), "name": "2026-q2"}, sha(LAPSED)]
+    gw = await gateways(
+        gateway_config(
+            [("fra", "onprem:fra1", "v1", em.url)],
+            tenant={"api_keys": keys},
+            observability={"access_log": {"destination": str(path)}},
+        )
+    )
+    async with aiohttp.ClientSession() as s:
+        for key in (OLD, NEW, LAPSED, "sk-unknown"):
+            await status_of(s, gw.http_url, key)
+        bad = {"Authorization": f"Bearer {NEW}"}
+        async with s.post(gw.http_url + "/v1/chat/completions", data=b"{", headers=bad) as r:
+            assert r.status == 400
+    await wait_for(lambda: path.exists() and len(path.read_text().splitlines()) == 5)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["status"], r["key"]) for r in records] == [
+        (200, "2026-q1"),
+        (200, "2026-q2"),
+        (200, ""),  # an unnamed key
+        (401, ""),
+        (400, "2026-q2"),
+    ]
+    text = path.read_text()
+    for secret in (OLD, NEW, LAPSED, sha(OLD)[7:], sha(NEW)[7:], sha(LAPSED)[7:]):
+        assert secret not in text
