@@ -33,12 +33,27 @@ report          ``Pipeline.serving`` / ``Pipeline.refused`` (``gateway/pipeline/
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.app.runtime import Runtime, build_runtime
-from gateway.config.model import Config
+from failover.breaker import BreakerPolicy
+from failover.budget import RetryBudget
+from failover.executor import Budgets
+from failover.health import BackendHealth, HealthPolicy
+from failover.health_check import HealthCheckPolicy
+from failover.outlier import EjectionPolicy
+from failover.policy import FailoverPolicy, TimeoutPolicy
+from failover.probing import Prober
+from gateway.app.runtime import Runtime, backend_specs, keyring_from, snapshot_from
+from gateway.config.model import Config, ConfigError
+from gateway.observe.access_log import AccessLog
+from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import Tracing
 from gateway.pipeline.core import Pipeline
+from gateway.security.admin_tokens import admin_tokens_from
+from regions.provider import Provider
+from regions.registry import SessionPool, build_provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +66,90 @@ async def build(config: Config, environ: Mapping[str, str] | None = None) -> Bui
     """Inside the event loop that will serve (the upstream sessions bind to it)."""
     runtime = await build_runtime(config, environ)
     return Built(runtime, Pipeline(runtime))
+
+
+async def build_runtime(config: Config, environ: Mapping[str, str] | None = None) -> Runtime:
+    """Must run inside the event loop that will serve (sessions bind to it)."""
+    env = os.environ if environ is None else environ
+    keyring = keyring_from(config, env)
+    admin_digest = config.admin.token.digests(env) if config.admin.token else None
+    admin_tokens = admin_tokens_from(config.admin, env)
+    policy = failover_policy(config)
+    pool = SessionPool(policy.timeouts.connect, max_event_bytes=config.limits.max_event_bytes)
+    providers: dict[str, Provider] = {}
+    for spec in backend_specs(config):
+        try:
+            providers[spec.name] = build_provider(spec, pool)
+        except LookupError as exc:
+            await pool.close()
+            raise ConfigError(f"backend {spec.name}: {exc}") from None
+    f = config.failover
+    b = f.breaker
+    metrics = Metrics()
+    health = BackendHealth(
+        HealthPolicy(
+            breaker=BreakerPolicy(
+                window_size=b.window_size,
+                minimum_calls=b.minimum_calls,
+                failure_rate=b.failure_rate,
+                slow_call_s=b.slow_call_s,
+                slow_call_rate=b.slow_call_rate,
+                open_s=b.open_s,
+                max_open_s=max(b.max_open_s, b.open_s),
+                half_open_probes=b.half_open_probes,
+                max_half_open_s=b.max_half_open_s,
+            ),
+            ejection=EjectionPolicy(**f.ejection.model_dump()),
+        ),
+        events=metrics,
+    )
+    specs = backend_specs(config)
+    health.track(specs)
+    metrics.track(specs, (m.name for m in config.models), config.observability)
+    runtime = Runtime(
+        config=config,
+        snapshot=snapshot_from(config),
+        keyring=keyring,
+        admin_digest=admin_digest,
+        admin_tokens=admin_tokens,
+        providers=providers,
+        policy=policy,
+        health=health,
+        budgets=Budgets(
+            RetryBudget(f.retry_budget_ratio, f.retry_budget_min_per_s),
+            RetryBudget(f.hedge_budget_ratio, 1.0),
+        ),
+        metrics=metrics,
+        pool=pool,
+        access_log=AccessLog(
+            config.observability.access_log, on_drop=metrics.access_log_dropped.inc
+        ),
+        tracing=Tracing(config.observability.tracing)
+        if config.observability.tracing.enabled
+        else None,
+    )
+    hc = f.health_checks
+    if hc.enabled:
+        runtime.prober = Prober(
+            providers,
+            health,
+            HealthCheckPolicy(
+                interval_s=hc.interval_s,
+                timeout_s=hc.timeout_s,
+                unhealthy_threshold=hc.unhealthy_threshold,
+                healthy_threshold=hc.healthy_threshold,
+            ),
+        )
+        runtime.prober.start()
+    return runtime
+
+
+def failover_policy(config: Config) -> FailoverPolicy:
+    t, f = config.timeouts, config.failover
+    return FailoverPolicy(
+        timeouts=TimeoutPolicy(t.connect_s, t.first_token_s, t.idle_s, t.total_s),
+        resume=f.resume,
+        max_resumptions=f.max_resumptions,
+        hedge=f.hedge,
+        max_retry_after_s=f.max_retry_after_s,
+    )

@@ -1,5 +1,9 @@
 """Everything the request path needs, derived from one validated config.
 
+:class:`Runtime` is the value; ``gateway.app.build`` (the composition root)
+assembles it. The derivations here (backend specs, the routing snapshot, the
+key ring) are shared with reload and discovery.
+
 The routing snapshot is an immutable value swapped by assignment; a request
 reads ``runtime.snapshot`` once and keeps that value for its whole life.
 Adapters come from ``regions.registry``, which also owns the upstream
@@ -8,30 +12,25 @@ connection pools.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from failover.breaker import BreakerPolicy
-from failover.budget import RetryBudget
 from failover.executor import Budgets, Execution
-from failover.health import BackendHealth, HealthPolicy
-from failover.health_check import HealthCheckPolicy
-from failover.outlier import EjectionPolicy
-from failover.policy import FailoverPolicy, TimeoutPolicy
+from failover.health import BackendHealth
+from failover.policy import FailoverPolicy
 from failover.probing import Prober
 from gateway.app.lifecycle import Lifecycle
-from gateway.config.model import Config, ConfigError, SageMakerBackendOptions, VertexBackendOptions
+from gateway.config.model import Config, SageMakerBackendOptions, VertexBackendOptions
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
-from gateway.security.admin_tokens import AdminTokens, admin_tokens_from
+from gateway.security.admin_tokens import AdminTokens
 from gateway.security.keys import ApiKey, KeyRing, Tenant
 from gateway.security.tls import backend_tls
 from regions.inventory import BackendSpec, Price, Region, SageMakerOptions, VertexOptions
 from regions.provider import Provider
-from regions.registry import SessionPool, build_provider
+from regions.registry import SessionPool
 from regions.request import UNRESTRICTED, Residency
 from routing.router import Router
 from routing.snapshot import RoutingSnapshot
@@ -173,90 +172,3 @@ def keyring_from(config: Config, environ: Mapping[str, str]) -> KeyRing:
         )
         identities.extend((identity, tenant) for identity in t.identities)
     return KeyRing(entries, identities)
-
-
-async def build_runtime(config: Config, environ: Mapping[str, str] | None = None) -> Runtime:
-    """Must run inside the event loop that will serve (sessions bind to it)."""
-    env = os.environ if environ is None else environ
-    keyring = keyring_from(config, env)
-    admin_digest = config.admin.token.digests(env) if config.admin.token else None
-    admin_tokens = admin_tokens_from(config.admin, env)
-    policy = failover_policy(config)
-    pool = SessionPool(policy.timeouts.connect, max_event_bytes=config.limits.max_event_bytes)
-    providers: dict[str, Provider] = {}
-    for spec in backend_specs(config):
-        try:
-            providers[spec.name] = build_provider(spec, pool)
-        except LookupError as exc:
-            await pool.close()
-            raise ConfigError(f"backend {spec.name}: {exc}") from None
-    f = config.failover
-    b = f.breaker
-    metrics = Metrics()
-    health = BackendHealth(
-        HealthPolicy(
-            breaker=BreakerPolicy(
-                window_size=b.window_size,
-                minimum_calls=b.minimum_calls,
-                failure_rate=b.failure_rate,
-                slow_call_s=b.slow_call_s,
-                slow_call_rate=b.slow_call_rate,
-                open_s=b.open_s,
-                max_open_s=max(b.max_open_s, b.open_s),
-                half_open_probes=b.half_open_probes,
-                max_half_open_s=b.max_half_open_s,
-            ),
-            ejection=EjectionPolicy(**f.ejection.model_dump()),
-        ),
-        events=metrics,
-    )
-    specs = backend_specs(config)
-    health.track(specs)
-    metrics.track(specs, (m.name for m in config.models), config.observability)
-    runtime = Runtime(
-        config=config,
-        snapshot=snapshot_from(config),
-        keyring=keyring,
-        admin_digest=admin_digest,
-        admin_tokens=admin_tokens,
-        providers=providers,
-        policy=policy,
-        health=health,
-        budgets=Budgets(
-            RetryBudget(f.retry_budget_ratio, f.retry_budget_min_per_s),
-            RetryBudget(f.hedge_budget_ratio, 1.0),
-        ),
-        metrics=metrics,
-        pool=pool,
-        access_log=AccessLog(
-            config.observability.access_log, on_drop=metrics.access_log_dropped.inc
-        ),
-        tracing=Tracing(config.observability.tracing)
-        if config.observability.tracing.enabled
-        else None,
-    )
-    hc = f.health_checks
-    if hc.enabled:
-        runtime.prober = Prober(
-            providers,
-            health,
-            HealthCheckPolicy(
-                interval_s=hc.interval_s,
-                timeout_s=hc.timeout_s,
-                unhealthy_threshold=hc.unhealthy_threshold,
-                healthy_threshold=hc.healthy_threshold,
-            ),
-        )
-        runtime.prober.start()
-    return runtime
-
-
-def failover_policy(config: Config) -> FailoverPolicy:
-    t, f = config.timeouts, config.failover
-    return FailoverPolicy(
-        timeouts=TimeoutPolicy(t.connect_s, t.first_token_s, t.idle_s, t.total_s),
-        resume=f.resume,
-        max_resumptions=f.max_resumptions,
-        hedge=f.hedge,
-        max_retry_after_s=f.max_retry_after_s,
-    )
