@@ -62,6 +62,7 @@ from gateway.http.errors import INVALID_REQUEST
 from gateway.http.schema import BadRequest
 from gateway.observe import tracing
 from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline, log_refusal
+from gateway.security.keys import KeyExpired
 from gateway.security.tls import grpc_identities
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, StreamError, TokenDelta
@@ -241,9 +242,12 @@ class InferenceService:
         return response
 
     async def _models(self, call: _Call) -> pb.ListModelsResponse:
-        caller = self._pipeline.authenticate(
-            call.header("authorization"), grpc_identities(call.context)
-        )
+        try:
+            caller = self._pipeline.authenticate(
+                call.header("authorization"), grpc_identities(call.context)
+            )
+        except KeyExpired as exc:
+            raise Refusal(401, str(exc), "invalid_api_key") from None
         if caller is None:
             raise Refusal(401, "Incorrect or missing API key.", "invalid_api_key")
         allowed = caller.tenant.models
@@ -262,7 +266,12 @@ class InferenceService:
         pipeline = self._pipeline
         if self._rt.lifecycle.draining:
             raise Refusal(503, "the gateway is shutting down", "shutting_down", retry_after=1)
-        caller = pipeline.authenticate(call.header("authorization"), grpc_identities(call.context))
+        try:
+            caller = pipeline.authenticate(
+                call.header("authorization"), grpc_identities(call.context)
+            )
+        except KeyExpired as exc:
+            raise Refusal(401, str(exc), "invalid_api_key") from None
         if caller is None:
             raise Refusal(401, "Incorrect or missing API key.", "invalid_api_key")
         try:

@@ -34,6 +34,7 @@ from gateway.http.streaming import collect, stream
 from gateway.observe import tracing
 from gateway.observe.access_log import valid_request_id
 from gateway.pipeline.core import RESIDENCY_HEADER, Caller, Pipeline
+from gateway.security.keys import KeyExpired
 from gateway.security.tls import http_identities
 from regions.request import Kind
 from routing.plan import RoutingError
@@ -95,9 +96,12 @@ def admit(
         return error_response(
             400, "send exactly one Authorization header", INVALID_REQUEST, headers=headers
         )
-    caller = pipeline.authenticate(
-        presented[0] if presented else None, http_identities(request.transport)
-    )
+    try:
+        caller = pipeline.authenticate(
+            presented[0] if presented else None, http_identities(request.transport)
+        )
+    except KeyExpired as exc:
+        return error_response(401, str(exc), "invalid_api_key", headers=headers)
     if caller is None:
         return error_response(
             401, "Incorrect or missing API key.", "invalid_api_key", headers=headers

@@ -61,9 +61,11 @@ class Pipeline:
     def authenticate(
         self, authorization: str | None, identities: tuple[str, ...] = ()
     ) -> Caller | None:
-        """By API key when one is sent, else by the verified client certificate's SANs."""
+        """By API key when one is sent, else by the verified client certificate's SANs.
+
+        Raises KeyExpired for a known key past its expiry (its message is for the client)."""
         if authorization or not identities:
-            found = self.rt.keyring.authenticate(authorization)
+            found = self.rt.keyring.check(authorization)
         else:
             found = identified(self.rt.keyring, identities)  # logs the SANs it refuses
         KEY_NAME.set("" if found is None else found[0].key)  # for the access log

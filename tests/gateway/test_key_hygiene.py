@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
 from gateway.config.model import ConfigError, parse
 from gateway.security.keys import ApiKey, KeyExpired, KeyRing, Tenant
+from meridian_proto.meridian.v1 import inference_pb2 as pb
 from tests.conftest import MODEL, EmulatorFactory, GatewayFactory, gateway_config, sha, wait_for
+from tests.gateway.test_grpc_helpers import auth, grpc_config, stub
+from tests.gateway.test_grpc_helpers import chat as grpc_chat
 
 OLD, NEW, LAPSED = "sk-rotation-old", "sk-rotation-new", "sk-lapsed"
 
@@ -51,6 +55,7 @@ async def test_both_keys_of_a_rotation_work_and_an_expired_one_is_refused(
     assert status == 401
     error = body["error"]  # OpenAI's shape
     assert error["code"] == "invalid_api_key" and error["type"] and LAPSED not in str(body)
+    assert error["message"] == "The API key has expired; ask for a new one."
     assert "tenant global presented key 2025-q4, expired at 2000-01-01" in caplog.text
     assert LAPSED not in caplog.text and sha(LAPSED)[7:] not in caplog.text
 
@@ -144,3 +149,25 @@ async def test_the_access_log_names_the_key_never_shows_it(
     text = path.read_text()
     for secret in (OLD, NEW, LAPSED, sha(OLD)[7:], sha(NEW)[7:], sha(LAPSED)[7:]):
         assert secret not in text
+
+
+async def test_grpc_refuses_an_expired_key_as_unauthenticated_saying_so(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em = await emulators()
+    keys = [{"key": sha(LAPSED), "expires": "2000-01-01T00:00:00Z"}, sha(NEW)]
+    gw = await gateways(
+        grpc_config([("fra", "onprem:fra1", "v1", em.url)], tenant={"api_keys": keys})
+    )
+    async with stub(gw) as s:
+        assert (await s.Chat(grpc_chat(), metadata=auth(NEW))).text
+        for call in (
+            s.Chat(grpc_chat(), metadata=auth(LAPSED)),
+            s.ListModels(pb.ListModelsRequest(), metadata=auth(LAPSED)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "expired" in (caught.value.details() or "")
+            assert LAPSED not in (caught.value.details() or "")
+    assert em.stats.requests == 1
