@@ -26,6 +26,9 @@ from gateway.cli import (
     config as cli_config,
 )
 from gateway.cli import (
+    key as cli_key,
+)
+from gateway.cli import (
     region as cli_region,
 )
 from gateway.cli import (
@@ -207,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
         cli_shadow,
         cli_replicas,
         cli_replicate,
+        cli_key,
     ):
         family.add(sub, common)
 

@@ -80,6 +80,7 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("route", "explain", MODEL, "--max-tokens", "-5"), 1, "bad --max-tokens -5"),
     (("route", "explain", MODEL, "--tenant", "nobody"), 1, "404"),
     (("route", "explain", "nope"), 1, "404: The model `nope` does not exist"),
+    (("key", "hash", "sk-in-the-shell-history"), 2, "never as an argument"),
 ]
 
 
@@ -102,7 +103,7 @@ def _command_of(args: tuple[str, ...]) -> str:
     words = [a for a in args if not a.startswith("-")]
     if not words:
         return ""
-    with_verb = {"weights", "region", "canary", "shadow", "route", "config"}
+    with_verb = {"weights", "region", "canary", "shadow", "route", "config", "key"}
     return " ".join(words[:2]) if words[0] in with_verb and len(words) > 1 else words[0]
 
 
@@ -140,7 +141,7 @@ async def test_bad_input_is_one_line_with_the_documented_exit(
     words: str,
 ) -> None:
     argv = list(args)
-    local = ("serve", "demo", "emulate", "completion")
+    local = ("serve", "demo", "emulate", "completion", "key")
     if len(args) > 1 and args[0] not in local and args[:2] != ("config", "check"):
         if "--admin-url" not in args:
             argv.append(f"--admin-url={gateway.admin_url}")
