@@ -7,9 +7,10 @@ SIGHUP, ``POST /admin/v1/reload`` and ``meridian config reload`` all call
   with any problem is refused, logged, and nothing changes;
 * a valid one is applied in one step on the event loop: ``runtime.config``,
   the key ring (tenants and keys), the providers dict and the routing
-  snapshot (backends, models, prices, regions; under the control plane's
-  overlay, so the store's splits, dials and drains keep applying) are
-  swapped together; tenant limits change for new requests;
+  snapshot (backends, models, prices, regions: a new config base for the
+  snapshot composer, ``gateway.control.snapshots``, which keeps the
+  discovered backends and the store's overlay, so the store's splits, dials
+  and drains keep applying) are swapped together; tenant limits change for new requests;
 * new backends get an adapter and join; a removed backend (or the old
   adapter of one whose address or provider changed) takes no new streams,
   streams already running on it finish, then it closes. Executions keep the
@@ -174,13 +175,7 @@ class Reloader:
         rt.admin_digest = admin_digest
         rt.admin_tokens = admin_tokens
         rt.providers = providers
-        discovered = self.discovery.live if self.discovery is not None else ()
-        control = rt.control
-        if control is not None:
-            control.base = snapshot_from(applied, control.base.revision, discovered)
-            rt.snapshot = control.state.overlay(control.base)
-        else:
-            rt.snapshot = snapshot_from(applied, rt.snapshot.revision, discovered)
+        rt.snapshots.config(snapshot_from(applied))
         self._limits(applied)
         for name, provider in retiring.items():
             self._tasks.spawn(self._retire(name, provider))

@@ -22,6 +22,7 @@ from failover.policy import FailoverPolicy
 from failover.probing import Prober
 from gateway.app.lifecycle import Lifecycle
 from gateway.config.model import Config, SageMakerBackendOptions, VertexBackendOptions
+from gateway.control.snapshots import SnapshotComposer
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
@@ -69,6 +70,14 @@ class Runtime:
         None  # config.observability.tracing, when enabled (gateway.observe.tracing)
     )
     admin_tokens: AdminTokens = field(default_factory=AdminTokens)  # gateway.security.admin_tokens
+    # The only writer of ``snapshot``: config, discovery and the store's state feed it.
+    snapshots: SnapshotComposer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.snapshots = SnapshotComposer(self.snapshot, self._publish)
+
+    def _publish(self, snapshot: RoutingSnapshot) -> None:
+        self.snapshot = snapshot
 
     async def close(self) -> None:
         if self.access_log is not None:

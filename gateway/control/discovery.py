@@ -12,10 +12,10 @@ to the :class:`gateway.app.runtime.Runtime`:
 * the health registry starts tracking them, each gets its own active health
   checker (``failover.probing.Prober``);
 * then, in one step on the event loop, ``runtime.providers`` becomes a new
-  dict and the routing snapshot a new immutable value built from the config
-  plus the discovered backends (under the control plane's overlay when one
-  is attached: ``ControlPlane.base`` is updated so the store's splits, dials
-  and drains keep applying);
+  dict and the discovered backends go to the snapshot composer
+  (``gateway.control.snapshots``), which publishes the config plus them
+  under the store's overlay, so the store's splits, dials and drains keep
+  applying;
 * **removed** backends (and the old adapter of one whose address changed)
   are retired in the background: they take no new streams, streams already
   running finish, then the adapter closes and its host's pool with it.
@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from failover.health_check import HealthCheckPolicy
 from failover.probing import Prober
-from gateway.app.runtime import Runtime, backend_specs, snapshot_from
+from gateway.app.runtime import Runtime, backend_specs
 from gateway.config.cloud import DiscoveryConfig
 from gateway.config.model import Config
 from regions.discovery import (
@@ -310,13 +310,7 @@ class Discovery:
             providers[name] = live.provider
         self._owned |= set(self._live) | {p.name for p in self._retiring}
         rt.providers = providers
-        discovered = self.live
-        control = rt.control
-        if control is not None:
-            control.base = snapshot_from(rt.config, control.base.revision, discovered)
-            rt.snapshot = control.state.overlay(control.base)
-        else:
-            rt.snapshot = snapshot_from(rt.config, rt.snapshot.revision, discovered)
+        rt.snapshots.discovered(self.live)
 
     async def _retire(self, live: _Live) -> None:
         try:

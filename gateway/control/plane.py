@@ -1,8 +1,10 @@
 """The control plane in one replica: the store's state, applied to the runtime.
 
-:class:`ControlPlane` follows the store and swaps ``runtime.snapshot`` for
-``ControlState.overlay(config snapshot)`` — a whole new immutable snapshot,
-so no request sees half a change, and nothing a request does waits for it.
+:class:`ControlPlane` follows the store and feeds each state it applies to
+the snapshot composer (``gateway.control.snapshots``), which publishes
+``ControlState.overlay(config + discovered backends)`` — a whole new immutable
+snapshot, so no request sees half a change, and nothing a request does waits
+for it.
 
 States (``status``)::
 
@@ -126,7 +128,6 @@ class ControlPlane:
         # and it answers again (the follower retries now, not after its backoff)
         self._lost = asyncio.Event()
         self._answered = asyncio.Event()
-        self.base = runtime.snapshot  # the config's defaults, under every overlay
         self.state = ControlState(revision=runtime.snapshot.revision)
         self._syncs_started = self._sync_applied = 0
         self.status = "starting"
@@ -220,7 +221,7 @@ class ControlPlane:
         self.apply(ControlState.parse(loaded))
 
     def apply(self, state: ControlState) -> None:
-        self.rt.snapshot = state.overlay(self.base)
+        self.rt.snapshots.overlay(state)
         self.state = state
         self.rt.metrics.control_revision.set(state.revision)
         for listener in self.listeners:
