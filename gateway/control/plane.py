@@ -385,7 +385,17 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     if limiter is not None:
         runtime.limiter = limiter
         runtime.taps.append(limiter.finished)
-    mirror = ShadowMirror(runtime, store, flush_s=config.store.counts_flush_s)
+    mirror = ShadowMirror(
+        store,
+        snapshot=lambda: runtime.snapshot,
+        providers=lambda: runtime.providers,
+        config=lambda: runtime.config,
+        router=runtime.router,
+        health=runtime.health,
+        metrics=runtime.metrics,
+        policy=runtime.policy,
+        flush_s=config.store.counts_flush_s,
+    )
     runtime.shadow = mirror
     runtime.taps.append(mirror.finished)
     control.listeners.append(lambda _state: mirror.watch(control.entries))

@@ -40,21 +40,24 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from failover.executor import Budgets, Execution
+from failover.health import BackendHealth
+from failover.policy import FailoverPolicy
+from gateway.config.model import Config
 from gateway.control.counts import PendingCounts
+from gateway.observe.metrics import Metrics
 from gateway.shadow.compare import Side, compare, fields
 from gateway.shadow.plan import ShadowPlan, from_doc
 from gateway.shadow.tap import run_copy, side_of
 from gateway.store import Store, StoreUnavailable
+from regions.provider import Provider
 from regions.request import GenerationRequest
 from regions.tasks import BackgroundTasks
 from routing.plan import Plan, ResidencyViolation, RoutingError
-from routing.router import affinity_point
-
-if TYPE_CHECKING:
-    from gateway.app.runtime import Runtime
+from routing.router import Router, affinity_point
+from routing.snapshot import RoutingSnapshot
 
 log = logging.getLogger("meridian.shadow")
 
@@ -69,14 +72,22 @@ class _Pair:
 class ShadowMirror:
     def __init__(
         self,
-        runtime: Runtime,
         store: Store,
         *,
+        snapshot: Callable[[], RoutingSnapshot],
+        providers: Callable[[], Mapping[str, Provider]],
+        config: Callable[[], Config],
+        router: Router,
+        health: BackendHealth,
+        metrics: Metrics,
+        policy: FailoverPolicy,
         flush_s: float = 1.0,
         max_pending: int = 256,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.rt = runtime
+        # Getters for what a reload or discovery swaps; the rest is fixed for the process.
+        self._snapshot, self._providers, self._config = snapshot, providers, config
+        self._router, self._health, self._metrics = router, health, metrics
         self.max_pending = max_pending
         self._clock = clock
         self.plans: dict[str, ShadowPlan] = {}
@@ -85,7 +96,7 @@ class ShadowMirror:
         self._minute: dict[str, tuple[int, int]] = {}  # model → (minute, tokens used)
         self._tasks = BackgroundTasks()
         self._counts = PendingCounts(store, "shadow", flush_s=flush_s)
-        self._policy = replace(runtime.policy, hedge=False, resume=False, rounds=1)
+        self._policy = replace(policy, hedge=False, resume=False, rounds=1)
         self._budgets = Budgets()
         self._opt_out: tuple[object, frozenset[str]] = (None, frozenset())
 
@@ -119,12 +130,11 @@ class ShadowMirror:
         if reason is not None:
             self._drop(plan, reason)
             return
-        rt = self.rt
         try:
-            routed: Plan | None = rt.router.plan(
-                rt.snapshot,
+            routed: Plan | None = self._router.plan(
+                self._snapshot(),
                 request,
-                signals=rt.health,
+                signals=self._health,
                 now=time.monotonic(),
                 version=plan.candidate,
             )
@@ -137,11 +147,11 @@ class ShadowMirror:
         self._pairs[id(execution)] = pair
         self._in_flight[plan.model] += 1
         self._count(plan, "mirrored")
-        rt.metrics.shadow_mirrored.labels(plan.model).inc()
+        self._metrics.shadow_mirrored.labels(plan.model).inc()
         self._tasks.spawn(self._copy(request, routed, pair))
 
     def _opted_out(self) -> frozenset[str]:
-        config = self.rt.config
+        config = self._config()
         if self._opt_out[0] is not config:  # the config is replaced whole on reload
             names = frozenset(t.name for t in config.tenants if t.shadow_opt_out)
             self._opt_out = (config, names)
@@ -159,7 +169,7 @@ class ShadowMirror:
 
     def _drop(self, plan: ShadowPlan, reason: str) -> None:
         self._count(plan, f"dropped|{reason}")
-        self.rt.metrics.shadow_dropped.labels(plan.model, reason).inc()
+        self._metrics.shadow_dropped.labels(plan.model, reason).inc()
 
     def finished(self, execution: Execution, status: int) -> None:
         """The request tap: the primary has ended."""
@@ -176,13 +186,13 @@ class ShadowMirror:
     # -- the copy --------------------------------------------------------------
 
     async def _copy(self, request: GenerationRequest, routed: Plan | None, pair: _Pair) -> None:
-        plan, rt = pair.plan, self.rt
+        plan = pair.plan
         try:
             if routed is None:
                 pair.candidate = Side(True)
             else:
                 copy = Execution(
-                    request, routed, rt.providers, self._policy, rt.health, self._budgets
+                    request, routed, self._providers(), self._policy, self._health, self._budgets
                 )
                 pair.candidate, used = await run_copy(copy)
                 self._spend(plan, used)
@@ -203,7 +213,7 @@ class ShadowMirror:
             return
         result = compare(pair.primary, pair.candidate)
         self._counts.window(pair.plan.window).update(fields(result))
-        metrics = self.rt.metrics
+        metrics = self._metrics
         metrics.shadow_compared.labels(pair.plan.model).inc()
         if result.disagrees:
             metrics.shadow_disagreeing.labels(pair.plan.model).inc()
