@@ -152,7 +152,7 @@ class Gateway:
                 reuse_port=self._reuse_port,
             )
         if self.config.listen.grpc is not None:
-            self._grpc = GrpcServer(runtime, reuse_port=self._reuse_port)
+            self._grpc = GrpcServer(runtime, built.pipeline, reuse_port=self._reuse_port)
             try:
                 self.grpc_address = await self._grpc.start(
                     self.config.listen.grpc, self.config.listen.tls.grpc

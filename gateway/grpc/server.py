@@ -31,6 +31,7 @@ from gateway.app.runtime import Runtime
 from gateway.grpc.service import InferenceService
 from gateway.grpc.status import Refusal
 from gateway.http.errors import INVALID_REQUEST
+from gateway.pipeline.core import Pipeline
 from gateway.security.tls import GrpcCert, ListenerTLS
 from meridian_proto.meridian.v1 import inference_pb2
 
@@ -125,11 +126,11 @@ def _decoding(handler: Callable[[Any, Any], Awaitable[Any]], message: Any) -> An
 
 
 class GrpcServer:
-    def __init__(self, runtime: Runtime, *, reuse_port: bool = False) -> None:
+    def __init__(self, runtime: Runtime, pipeline: Pipeline, *, reuse_port: bool = False) -> None:
         self._runtime = runtime
         self._server: Any = grpc.aio.server(options=server_options(runtime, reuse_port=reuse_port))
         self._health = health.aio.HealthServicer()
-        handlers = method_handlers(InferenceService(runtime))
+        handlers = method_handlers(InferenceService(runtime, pipeline))
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )

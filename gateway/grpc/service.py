@@ -167,9 +167,9 @@ Sink = _Collector | _Writer | _Embeddings
 class InferenceService:
     """The RPC handlers (see ``gateway.grpc.server.method_handlers``); thin over the pipeline."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, pipeline: Pipeline) -> None:
         self._rt = runtime
-        self._pipeline = Pipeline(runtime)
+        self._pipeline = pipeline  # the one the HTTP front end uses (gateway.app.build)
 
     async def StreamChat(self, request: pb.ChatRequest, context: Context) -> None:
         call = _Call(context)
