@@ -7,6 +7,9 @@ the demo binds loopback only: ``sk-demo-global`` (tenant allowed everywhere),
 AWS regions run SageMaker emulators, GCP regions Vertex emulators, on-prem a
 vLLM emulator. The cloud adapters sign with fixed fake credentials
 (``credentials: emulator``), so the demo never needs a cloud account.
+
+``--tls``: every listener speaks TLS with a certificate made at start by a
+throwaway CA (gateway.security.demo_ca) whose ``ca.pem`` the banner names.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
 from emulators.vertex import VertexEmulator, VertexEmulatorConfig
 from emulators.vllm import EmulatorConfig, VllmEmulator
 from gateway.app.server import Gateway
 from gateway.config.model import Config
+from gateway.security.demo_ca import DemoCertificates, write_demo_certificates
 
 MODEL = "llama-3.1-8b-instruct"
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"
@@ -120,10 +127,12 @@ def demo_config(
     grpc: str | None = None,
     redis: str | None = None,
     embed_urls: list[str] | None = None,
+    tls: DemoCertificates | None = None,
 ) -> Config:
     """The demo's config; ``redis`` puts its control plane in Redis (several
     demos, or a demo and `meridian serve`, then share weights and canaries).
-    ``embed_urls``: the embedding model's vLLM servers, one per EMBED_REGIONS."""
+    ``embed_urls``: the embedding model's vLLM servers, one per EMBED_REGIONS.
+    ``tls``: the certificate every listener presents."""
     regions: dict[str, tuple[str, ...]] = {}
     backends: list[dict[str, object]] = [
         {
@@ -157,7 +166,7 @@ def demo_config(
         )
     return Config.model_validate(
         {
-            "listen": {"http": http, "admin": admin, "grpc": grpc},
+            "listen": {"http": http, "admin": admin, "grpc": grpc, "tls": _listen_tls(tls)},
             "store": {"kind": "redis", "url": redis} if redis else {"kind": "embedded"},
             "admin": {"token": _sha(ADMIN_TOKEN)},
             "regions": [{"name": n, "tags": list(t)} for n, t in regions.items()],
@@ -172,6 +181,13 @@ def demo_config(
     )
 
 
+def _listen_tls(tls: DemoCertificates | None) -> dict[str, object]:
+    if tls is None:
+        return {}
+    pair = {"cert": str(tls.cert), "key": str(tls.key)}
+    return {"http": pair, "admin": pair, "grpc": pair}
+
+
 class Demo:
     """The demo world; tests start it on free ports (``127.0.0.1:0`` everywhere)."""
 
@@ -181,6 +197,8 @@ class Demo:
         admin: str = "127.0.0.1:9090",
         grpc: str | None = "127.0.0.1:50051",
         redis: str | None = None,
+        *,
+        tls: bool = False,
     ) -> None:
         self._http = http
         self._admin = admin
@@ -192,12 +210,25 @@ class Demo:
             for r in EMBED_REGIONS
         ]
         self.gateway: Gateway | None = None
+        self._tls = tls
+        self.certificates: DemoCertificates | None = None  # made by start when tls
 
     async def start(self) -> Gateway:
         try:
+            if self._tls:
+                made = Path(tempfile.mkdtemp(prefix="meridian-demo-tls-"))
+                self.certificates = write_demo_certificates(made)
             urls = [await e.start("127.0.0.1", 0) for e in self.emulators]
             embed_urls = [await e.start("127.0.0.1", 0) for e in self.embedders]
-            config = demo_config(urls, self._http, self._admin, self._grpc, self._redis, embed_urls)
+            config = demo_config(
+                urls,
+                self._http,
+                self._admin,
+                self._grpc,
+                self._redis,
+                embed_urls,
+                self.certificates,
+            )
             self.gateway = Gateway(config)
             await self.gateway.start()
         except BaseException:  # a busy port: close the emulators too, then the one error line
@@ -211,32 +242,39 @@ class Demo:
             await self.gateway.stop(grace=1.0)
         for e in self.emulators + self.embedders:
             await e.stop()
+        if self.certificates is not None:  # a new CA every start: nothing to keep
+            shutil.rmtree(self.certificates.ca.parent, ignore_errors=True)
 
 
-def banner(gateway: Gateway) -> str:
+def banner(gateway: Gateway, ca: Path | None = None) -> str:
+    """``ca``: the demo CA's PEM file when the listeners speak TLS."""
+    curl = "curl -s" if ca is None else f"curl -s --cacert {ca}"
+    trust = "" if ca is None else f"\n  TLS        every listener; trust {ca}\n"
     return f"""Meridian demo: model {MODEL} (v1 100%, v2 ready for a canary)
 in {len({b.region for b in BACKENDS})} regions: {", ".join(sorted({b.region for b in BACKENDS}))}
 
   HTTP API   {gateway.http_url}/v1        keys: sk-demo-global (anywhere), sk-demo-eu (EU only)
   gRPC       {gateway.grpc_address or "off"}          meridian.v1.Inference, same keys
   Admin API  {gateway.admin_url}            token: demo-admin
-
+{trust}
 Try:
-  curl -s {gateway.http_url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-eu' \\
+  {curl} {gateway.http_url}/v1/chat/completions -H 'Authorization: Bearer sk-demo-eu' \\
     -H 'Content-Type: application/json' \\
     -d '{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hello"}}],"stream":true}}'
-  curl -s -D- -o/dev/null {gateway.http_url}/v1/chat/completions \\
+  {curl} -D- -o/dev/null {gateway.http_url}/v1/chat/completions \\
     -H 'Authorization: Bearer sk-demo-eu' \\
     -d '{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hi"}}]}}' | grep -i x-meridian
-  curl -s {gateway.http_url}/v1/embeddings -H 'Authorization: Bearer sk-demo-eu' \\
+  {curl} {gateway.http_url}/v1/embeddings -H 'Authorization: Bearer sk-demo-eu' \\
     -d '{{"model":"{EMBED_MODEL}","input":"Hello"}}'
-  curl -s {gateway.admin_url}/metrics -H 'Authorization: Bearer demo-admin' | grep meridian_requests
+  {curl} {gateway.admin_url}/metrics -H 'Authorization: Bearer demo-admin' | grep meridian_requests
 
 Ctrl-C stops the demo."""
 
 
-async def run_demo(http: str, admin: str, grpc: str | None, redis: str | None = None) -> None:
-    demo = Demo(http, admin, grpc, redis)
+async def run_demo(
+    http: str, admin: str, grpc: str | None, redis: str | None = None, *, tls: bool = False
+) -> None:
+    demo = Demo(http, admin, grpc, redis, tls=tls)
     gateway = await demo.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -244,7 +282,9 @@ async def run_demo(http: str, admin: str, grpc: str | None, redis: str | None = 
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP reloads `meridian serve`; the demo has no file to re-read, and must not die of it.
     loop.add_signal_handler(signal.SIGHUP, logging.getLogger("meridian").warning, _NO_RELOAD)
-    print(banner(gateway), flush=True)  # after the handlers: a signal sent on seeing it is handled
+    ca = demo.certificates.ca if demo.certificates else None
+    # after the handlers: a signal sent on seeing the banner is handled
+    print(banner(gateway, ca), flush=True)
     try:
         await stop.wait()
     finally:

@@ -82,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.redis is not None and not args.redis.startswith(("redis://", "rediss://")):
         raise SystemExit(f"meridian: --redis wants a redis:// or rediss:// URL, not {args.redis!r}")
-    _run(run_demo(args.http, args.admin, args.grpc or None, args.redis))
+    _run(run_demo(args.http, args.admin, args.grpc or None, args.redis, tls=args.tls))
     return 0
 
 
@@ -226,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
         "--grpc", type=optional_address, default="127.0.0.1:50051", help="gRPC address ('' = off)"
     )
     demo.add_argument("--redis", help="control-plane store in Redis (redis://HOST:PORT/DB)")
+    demo.add_argument(
+        "--tls", action="store_true", help="TLS on every listener, certificates made at start"
+    )
     demo.set_defaults(func=_demo)
 
     emulate = sub.add_parser("emulate", help="run a backend emulator")
