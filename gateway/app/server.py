@@ -25,9 +25,9 @@ from gateway.app.reload import Reloader
 from gateway.app.reload import register as register_reloader
 from gateway.app.reload import unregister as unregister_reloader
 from gateway.app.runtime import Runtime
+from gateway.app.wiring import attach
 from gateway.config.model import Config
 from gateway.control.discovery import Discovery, start_discovery
-from gateway.control.plane import attach
 from gateway.grpc.server import GrpcServer
 from gateway.http.api import PIPELINE, RUNTIME, openai_errors, routes
 from gateway.security.admin_tokens import metrics_app

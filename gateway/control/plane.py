@@ -33,8 +33,9 @@ breaker opening or an ejection is published as a :class:`HealthHold`
 ("unavailable until T", wall clock); peers hold that backend
 (``BackendHealth.hold``) until T, within one pub/sub hop.
 
-:func:`attach` wires the store, this class, the canary tap and controller and
-the tenant limiter into a runtime (``Gateway.start`` calls it).
+``attach`` wires the store, this class, the canary tap and controller and
+the tenant limiter into a runtime (``Gateway.start`` calls it); it lives in
+``gateway.app.wiring``, so this module never sees the whole runtime.
 """
 
 from __future__ import annotations
@@ -52,12 +53,11 @@ from typing import Any
 
 from failover.breaker import BreakerState
 from failover.executor import Attempt
-from failover.health import HealthEvents
-from gateway.app.runtime import Runtime
+from failover.health import BackendHealth, HealthEvents
 from gateway.canary.controller import CanaryController
 from gateway.canary.tap import CanaryTap
 from gateway.control.limits import TenantLimiter
-from gateway.shadow.mirror import ShadowMirror
+from gateway.observe.metrics import Metrics
 from gateway.store import (
     Changed,
     Commit,
@@ -67,7 +67,6 @@ from gateway.store import (
     Store,
     StoreUnavailable,
     Subscription,
-    open_store,
 )
 from gateway.store import cache as state_cache
 from gateway.store.state import ControlState
@@ -81,7 +80,7 @@ _BACKOFF_MAX_S = 2.0
 _MAX_HOLD_S = 300.0  # a peer's hold never lasts longer, whatever its clock says
 
 
-class _SharedHealthEvents:
+class SharedHealthEvents:
     """The runtime's health events, plus publication of breaker openings and ejections."""
 
     def __init__(self, inner: HealthEvents, control: ControlPlane, open_s: float) -> None:
@@ -108,16 +107,20 @@ class _SharedHealthEvents:
 class ControlPlane:
     def __init__(
         self,
-        runtime: Runtime,
         store: Store,
         *,
+        publish: Callable[[ControlState], object],
+        health: BackendHealth,
+        metrics: Metrics,
+        revision: int = 1,
         replica: str | None = None,
         resync_s: float = 5.0,
         cache: str | None = None,
         probe_s: float = 1.0,
         probe_timeout_s: float = 0.5,
     ) -> None:
-        self.rt = runtime
+        self._publish_state = publish  # the snapshot composer's overlay feed
+        self._health, self._metrics = health, metrics
         self.store = store
         self.cache = cache  # store.snapshot_path (gateway.store.cache)
         self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -128,7 +131,7 @@ class ControlPlane:
         # and it answers again (the follower retries now, not after its backoff)
         self._lost = asyncio.Event()
         self._answered = asyncio.Event()
-        self.state = ControlState(revision=runtime.snapshot.revision)
+        self.state = ControlState(revision=revision)
         self._syncs_started = self._sync_applied = 0
         self.status = "starting"
         self.last_error = ""
@@ -139,6 +142,7 @@ class ControlPlane:
         self.controller: CanaryController | None = None
         self.tap: CanaryTap | None = None
         self.entries: Mapping[str, Doc] = {}
+        self.limiter: TenantLimiter | None = None
 
     @property
     def degraded(self) -> bool:
@@ -187,8 +191,8 @@ class ControlPlane:
         if self.tap is not None and not self.degraded:
             with contextlib.suppress(StoreUnavailable):
                 await self.tap.flush()
-        if self.rt.limiter is not None:
-            await self.rt.limiter.close()
+        if self.limiter is not None:
+            await self.limiter.close()
         await self._tasks.wait()
         await self.store.close()
 
@@ -221,9 +225,9 @@ class ControlPlane:
         self.apply(ControlState.parse(loaded))
 
     def apply(self, state: ControlState) -> None:
-        self.rt.snapshots.overlay(state)
+        self._publish_state(state)
         self.state = state
-        self.rt.metrics.control_revision.set(state.revision)
+        self._metrics.control_revision.set(state.revision)
         for listener in self.listeners:
             listener(state)
 
@@ -240,14 +244,14 @@ class ControlPlane:
         if self.status != "ok":
             log.info("control plane ok: %s at revision %d", self.store.where, self.state.revision)
         self.status, self.last_error = "ok", ""
-        self.rt.metrics.control_degraded.set(0)
+        self._metrics.control_degraded.set(0)
         return sub
 
     def _degrade(self, exc: StoreUnavailable) -> None:
         if self.status != "degraded":
             log.warning("control plane degraded, serving revision %d: %s", self.state.revision, exc)
         self.status, self.last_error = "degraded", str(exc)
-        self.rt.metrics.control_degraded.set(1)
+        self._metrics.control_degraded.set(1)
 
     async def _follow_forever(self, sub: Subscription | None) -> None:
         delay = _BACKOFF_MIN_S
@@ -350,59 +354,4 @@ class ControlPlane:
         left = min(hold.until - time.time(), _MAX_HOLD_S)
         if left > 0:
             why = f"{hold.reason} on peer {hold.origin}"
-            self.rt.health.hold(hold.backend, time.monotonic() + left, why)
-
-
-async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> ControlPlane:
-    """Open the configured store and connect everything that uses it to ``runtime``."""
-    config = runtime.config
-    store = open_store(config.store, environ)
-    control = ControlPlane(
-        runtime,
-        store,
-        resync_s=config.store.resync_s,
-        cache=config.store.snapshot_path,
-        probe_s=config.store.probe_s,
-        probe_timeout_s=config.store.probe_timeout_s,
-    )
-    runtime.control = control
-    if runtime.health.events is not None:
-        open_s = config.failover.breaker.open_s
-        runtime.health.events = _SharedHealthEvents(runtime.health.events, control, open_s)
-    tap = CanaryTap(store, config.store.counts_flush_s)
-    runtime.taps.append(tap)
-    controller = CanaryController(
-        store,
-        lambda: control.state,
-        control.write,
-        control.replica,
-        lease_ttl_s=config.store.lease_ttl_s,
-    )
-    control.tap, control.controller = tap, controller
-    control.listeners.append(lambda state: tap.watch(state.canaries))
-    control.listeners.append(lambda _state: controller.wake())
-    limiter = TenantLimiter.from_config(config, store, runtime.metrics, lambda: control.degraded)
-    if limiter is not None:
-        runtime.limiter = limiter
-        runtime.taps.append(limiter.finished)
-    mirror = ShadowMirror(
-        store,
-        snapshot=lambda: runtime.snapshot,
-        providers=lambda: runtime.providers,
-        config=lambda: runtime.config,
-        router=runtime.router,
-        health=runtime.health,
-        metrics=runtime.metrics,
-        policy=runtime.policy,
-        flush_s=config.store.counts_flush_s,
-    )
-    runtime.shadow = mirror
-    runtime.taps.append(mirror.finished)
-    control.listeners.append(lambda _state: mirror.watch(control.entries))
-    await control.start()
-    tap.watch(control.state.canaries)
-    mirror.watch(control.entries)
-    control.spawn(tap.run())
-    control.spawn(controller.run())
-    control.spawn(mirror.run())
-    return control
+            self._health.hold(hold.backend, time.monotonic() + left, why)
