@@ -45,7 +45,7 @@ from regions.registry import build_provider
 from regions.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
-    from gateway.control.discovery import Discovery
+    pass
 
 log = logging.getLogger("meridian.reload")
 
@@ -97,12 +97,10 @@ class Reloader:
         runtime: Runtime,
         path: str,
         environ: Mapping[str, str] | None = None,
-        discovery: Discovery | None = None,
     ) -> None:
         self.rt = runtime
         self.path = path
         self._environ = os.environ if environ is None else environ
-        self.discovery = discovery
         self._lock = asyncio.Lock()
         self._tasks = BackgroundTasks()
         self._retiring: dict[str, Provider] = {}

@@ -121,8 +121,6 @@ class Gateway:
             self.reloader = Reloader(runtime, self.config_path, self._environ)
             register_reloader(self.reloader)
         self.discovery = await start_discovery(runtime)  # after attach: it extends the base
-        if self.reloader is not None:
-            self.reloader.discovery = self.discovery
         limits = self.config.limits
         client = self.client_app(built)
         self.http_url = await self._listen(

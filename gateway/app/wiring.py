@@ -53,7 +53,6 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     limiter = TenantLimiter.from_config(config, store, runtime.metrics, lambda: control.degraded)
     if limiter is not None:
         runtime.limiter = control.limiter = limiter
-        runtime.taps.append(limiter.finished)
     mirror = ShadowMirror(
         store,
         snapshot=lambda: runtime.snapshot,

@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from failover.executor import Execution, ExecutionFailed
+from failover.executor import ExecutionFailed
 from gateway.config.model import Config
 from gateway.observe.metrics import Metrics
 from gateway.store import Quota, Store, StoreUnavailable, Verdict
@@ -179,11 +179,6 @@ class TenantLimiter:
         share.finished(ticket.stream_id, tokens, now)
         if share.low(now):
             self._renew_soon(share)
-
-    def finished(self, execution: Execution, status: int) -> None:
-        """Nothing: the release is :meth:`TenantAdmission.release` now. Kept only
-        while ``gateway.control.plane.attach`` still registers it as a request
-        tap; delete both together."""
 
     def status(self) -> dict[str, Any]:
         """Per tenant: lease or safe share, credits, slots (for ``meridian status`` and the lab)."""
