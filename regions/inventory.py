@@ -40,6 +40,10 @@ class Price:
     input_per_m: float = 0.0
     output_per_m: float = 0.0
 
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for one request's tokens (metrics, access log and usage agree)."""
+        return (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m) / 1e6
+
 
 Container = Literal["vllm", "tgi", "lmi"]
 """The serving container behind a SageMaker endpoint: it decides the payload format."""

@@ -63,10 +63,7 @@ class UsageTap:
         price = serving.backend.price if serving is not None else None
         prompt = usage.prompt_tokens if usage is not None else 0
         completion = usage.completion_tokens if usage is not None else 0
-        # the same formula as the pipeline's metrics (gateway/pipeline/core.py _record)
-        cost = 0.0
-        if price is not None:
-            cost = (prompt * price.input_per_m + completion * price.output_per_m) / 1e6
+        cost = 0.0 if price is None else price.cost(prompt, completion)
         self.count(execution.request.tenant, execution.request.model, prompt, completion, cost)
 
     async def flush(self) -> None:

@@ -224,10 +224,7 @@ class Pipeline:
         price = serving.backend.price if serving is not None else None
         cost = 0.0
         if usage is not None and price is not None:
-            cost = (
-                usage.prompt_tokens * price.input_per_m
-                + usage.completion_tokens * price.output_per_m
-            ) / 1e6
+            cost = price.cost(usage.prompt_tokens, usage.completion_tokens)
         self.rt.metrics.finished(
             execution,
             status=status,
