@@ -9,7 +9,6 @@ variables (``env:NAME``); the admin token likewise.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from gateway.config.base import AWS_REGION, GCP_LOCATION, Strict, location
 from gateway.config.cloud import DiscoveryConfig, ReplicationConfig
 from gateway.config.lease import LeaseConfig
 from gateway.config.observability import ObservabilityConfig
+from gateway.security.keys import secret_digest
 from gateway.security.tls import BackendTLSConfig, ListenTLS, identity_clash
 from regions.inventory import ProviderKind
 
@@ -74,7 +74,10 @@ class SecretRef(Strict):
         secret = environ.get(value)
         if not secret:
             raise ConfigError(f"environment variable {value} is not set")
-        return hashlib.sha256(secret.encode()).hexdigest()
+        try:
+            return secret_digest(secret)  # stripped: a secret file's newline is not the key
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {value} {exc}") from None
 
 
 def _secret(value: Any) -> Any:

@@ -114,6 +114,17 @@ class KeyRing:
         return found.tenant, digest
 
 
+def secret_digest(secret: str) -> str:
+    """The SHA-256 hex digest of a secret read from an ``env:`` variable, without the
+    whitespace around it: a secret file, ``echo`` or a mounted Secret Manager value
+    often ends in a newline, and a presented key is stripped the same way, so the
+    two would never match; raises ValueError for a blank value."""
+    stripped = secret.strip()
+    if not stripped:
+        raise ValueError("is empty")
+    return hashlib.sha256(stripped.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def bearer_matches(authorization: str | None, token_digest: str | None) -> bool:
     """Constant-time check of an admin bearer token against its SHA-256 digest."""
     if token_digest is None or not authorization:

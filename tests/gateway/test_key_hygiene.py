@@ -171,3 +171,24 @@ async def test_grpc_refuses_an_expired_key_as_unauthenticated_saying_so(
             assert "expired" in (caught.value.details() or "")
             assert LAPSED not in (caught.value.details() or "")
     assert em.stats.requests == 1
+
+
+def test_an_env_secret_with_a_trailing_newline_matches_the_key(tmp_path: Path) -> None:
+    """A secret file or ``echo`` leaves a newline; the presented key never has one."""
+    from gateway.app.runtime import keyring_from
+    from gateway.security.admin_tokens import admin_tokens_from
+
+    text = config_with('      - {key: "env:TENANT_KEY", name: q1}', tmp_path)
+    text = text.replace(f'admin: {{token: "{sha("a")}"}}', 'admin: {token: "env:ADMIN_TOKEN"}')
+    config = parse(text)
+    environ = {"TENANT_KEY": f" {NEW}\r\n", "ADMIN_TOKEN": "demo-admin\n"}
+    found = keyring_from(config, environ).authenticate(f"Bearer {NEW}")
+    assert found is not None and found[0].name == "t" and found[0].key == "q1"
+    identity = admin_tokens_from(config.admin, environ).authenticate("Bearer demo-admin")
+    assert identity is not None and identity.role.name == "admin"
+
+
+def test_a_blank_env_secret_is_a_config_error(tmp_path: Path) -> None:
+    config = parse(config_with('      - "env:TENANT_KEY"', tmp_path))
+    with pytest.raises(ConfigError, match="TENANT_KEY is empty"):
+        config.tenants[0].api_keys[0].digests({"TENANT_KEY": " \n"})
