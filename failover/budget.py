@@ -35,6 +35,7 @@ ttl + ratio ×`` the deposits made in those slots and the ttl before them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 _UNIT = 1_000_000  # one withdrawal, in the integer units of the ledger
 
@@ -112,3 +113,11 @@ class RetryBudget:
                 self._ring[e % n] = 0
             self._epoch = epoch
         return self._epoch % n
+
+
+@dataclass(slots=True)
+class Budgets:
+    """Shared across requests: retries ≈ 20% of requests, hedges ≈ 5%."""
+
+    retries: RetryBudget = field(default_factory=RetryBudget)
+    hedges: RetryBudget = field(default_factory=lambda: RetryBudget(ratio=0.05, min_per_s=1.0))

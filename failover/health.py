@@ -13,7 +13,7 @@ The request path only *asks* (``admit``, ``signal``, ``hedge_delay``) and
   in-flight count, and a small window of TTFT samples for the p95 that sets
   the hedge delay.
 
-It implements ``routing.signals.Signals`` and ``failover.executor.OutcomeSink``.
+It implements ``routing.signals.Signals`` and ``failover.attempt.OutcomeSink``.
 The clock is injected.
 """
 
@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from failover.attempt import Attempt
 from failover.breaker import BreakerPolicy, BreakerState, CircuitBreaker, outcome_of
-from failover.executor import Attempt
 from failover.outlier import EjectionPolicy, OutlierDetector
 from regions.errors import FailureClass
 from regions.inventory import BackendSpec
@@ -152,7 +152,7 @@ class BackendHealth:
             return "throttled (Retry-After)"
         return ""
 
-    # -- failover.executor.OutcomeSink --------------------------------------
+    # -- failover.attempt.OutcomeSink ---------------------------------------
 
     def admit(self, backend: BackendSpec, now: float) -> int | None:
         """None when the breaker or an ejection refuses; else the breaker's epoch,

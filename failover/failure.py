@@ -1,0 +1,40 @@
+"""What a client is told when no attempt produced a first token."""
+
+from __future__ import annotations
+
+from regions.errors import BackendError
+
+
+class ExecutionFailed(Exception):
+    """No attempt produced a first token; ``status`` is what the client gets."""
+
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def client_error(exc: BackendError) -> ExecutionFailed:
+    """A 4xx from the model: the client's request is at fault, in the model's words."""
+    message = exc.message.split(": ", 1)[1] if ": " in exc.message else exc.message
+    return ExecutionFailed(400, "invalid_request_error", message)
+
+
+def exhausted(failures: list[BackendError], attempts: int) -> ExecutionFailed:
+    """Every round failed (or nothing could be tried): a 503 passing the hints on."""
+    if not failures:
+        return ExecutionFailed(
+            503, "no_backend_available", "no backend could be tried for this request", 1.0
+        )
+    hints = [f.retry_after for f in failures if f.retry_after is not None]
+    kinds = sorted({f.failure.value for f in failures})
+    return ExecutionFailed(
+        503,
+        "upstream_unavailable",
+        f"all {attempts} attempts failed ({', '.join(kinds)})",
+        min(hints) if hints else 1.0,
+    )
