@@ -20,6 +20,7 @@ from gateway.admin.reload import register as register_reload
 from gateway.admin.replication import register as register_replication
 from gateway.admin.shadow import register as register_shadow
 from gateway.admin.store import register as register_store
+from gateway.admin.usage import register as register_usage
 from gateway.http.api import RUNTIME, openai_errors
 from gateway.http.errors import INVALID_REQUEST, error_response
 from gateway.http.schema import MAX_TOKENS_LIMIT, BadRequest
@@ -129,4 +130,5 @@ def admin_app(runtime_app: web.Application) -> web.Application:
     register_shadow(app)
     register_store(app)
     register_reload(app)
+    register_usage(app)
     return app

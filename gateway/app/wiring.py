@@ -1,9 +1,9 @@
 """Wiring the control plane into a runtime: the one place that sees both.
 
 :func:`attach` opens the configured store and connects the control plane
-(``gateway.control.plane``), the canary tap and controller, the tenant limiter
-and the shadow mirror to a :class:`Runtime`, each given only what it uses
-(``Gateway.start`` calls it, after ``gateway.app.build``).
+(``gateway.control.plane``), the canary tap and controller, the usage tap,
+the tenant limiter and the shadow mirror to a :class:`Runtime`, each given
+only what it uses (``Gateway.start`` calls it, after ``gateway.app.build``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from gateway.canary.controller import CanaryController
 from gateway.canary.tap import CanaryTap
 from gateway.control.limits import TenantLimiter
 from gateway.control.plane import ControlPlane, SharedHealthEvents
+from gateway.control.usage import UsageTap
 from gateway.shadow.mirror import ShadowMirror
 from gateway.store import open_store
 
@@ -40,6 +41,8 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
         runtime.health.events = SharedHealthEvents(runtime.health.events, control, open_s)
     tap = CanaryTap(store, config.store.counts_flush_s)
     runtime.taps.append(tap)
+    usage = UsageTap(store, config.store.counts_flush_s)
+    runtime.taps.append(usage)
     controller = CanaryController(
         store,
         lambda: control.state,
@@ -73,4 +76,5 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     control.spawn(tap.run())
     control.spawn(controller.run())
     control.spawn(mirror.run())
+    control.spawn(usage.run())  # cancelled by control.stop(), it flushes what is pending
     return control

@@ -47,6 +47,9 @@ from gateway.cli import (
     status as cli_status,
 )
 from gateway.cli import (
+    usage as cli_usage,
+)
+from gateway.cli import (
     weights as cli_weights,
 )
 from gateway.cli.admin_client import AdminError
@@ -204,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
         cli_config,
         cli_completion,
         cli_status,
+        cli_usage,
         cli_weights,
         cli_region,
         cli_canary,

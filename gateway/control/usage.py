@@ -1,15 +1,28 @@
 """Tokens and spend per tenant and model, counted by every replica into the store.
 
-A request tap (``Runtime.taps``) adds each finished request's tokens and cost
+A request tap (``Runtime.taps``) adds each served request's tokens and cost
 to the counters of its minute's window, ``usage/<minute>``, fields
 ``<tenant>\\x1f<model>\\x1f<what>``; :class:`PendingCounts` adds the sums to
-the store in the background, so the request path never awaits it. Spend is
-kept in micro-USD because store counters are integers. :func:`read_usage`
-sums the minutes of a window across the fleet.
+the store in the background, so the request path never awaits it, and once
+more when the control plane stops (the spawned ``run`` flushes on cancel).
+A request counts when a backend served it (some attempt streamed text):
+one refused at the edge (401, 400, 404) or by a tenant limit (429), or
+failed everywhere before a first token, used nothing.
+
+Spend is kept in nano-USD because store counters are integers (64-bit: a
+window's counter overflows past $9.2 billion): each request's cost
+(``Price.cost``) is rounded to the nearest nano-USD before it is added, so a
+total is the sum of its requests' rounded costs, exact whenever the prices
+per million tokens have at most three decimals.
+
+:func:`read_usage` sums the minutes of a window across the fleet. A window is
+whole minutes, the current one included, at most :data:`MAX_WINDOW_S`: Redis
+keeps a counter hash 7 days after its last write, which covers it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +32,12 @@ from gateway.control.counts import PendingCounts
 from gateway.store import Store
 
 _SEP = "\x1f"
-_WHAT = ("requests", "prompt_tokens", "completion_tokens", "spend_uusd")
+_WHAT = ("requests", "prompt_tokens", "completion_tokens", "spend_nusd")
+
+DEFAULT_WINDOW_S = 3600
+MIN_WINDOW_S = 60  # counters are per minute: a shorter window cannot be answered
+MAX_WINDOW_S = 24 * 3600  # 1440 reads of one window each; Redis keeps them 7 days
+_READS_AT_ONCE = 16
 
 
 def window_name(minute: int) -> str:
@@ -30,7 +48,7 @@ def fields(
     tenant: str, model: str, prompt: int, completion: int, cost_usd: float
 ) -> dict[str, int]:
     key = f"{tenant}{_SEP}{model}{_SEP}"
-    values = (1, prompt, completion, round(cost_usd * 1e6))
+    values = (1, prompt, completion, round(cost_usd * 1e9))
     return {key + what: n for what, n in zip(_WHAT, values, strict=True)}
 
 
@@ -41,7 +59,31 @@ class UsageRow:
     requests: int
     prompt_tokens: int
     completion_tokens: int
-    spend_usd: float
+    spend_nusd: int  # nano-USD: sums stay exact
+
+    @property
+    def spend_usd(self) -> float:
+        return self.spend_nusd / 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The fleet's usage over ``[start, end)`` (Unix seconds, whole minutes)."""
+
+    start: int
+    end: int
+    rows: list[UsageRow]
+
+    @property
+    def totals(self) -> UsageRow:
+        return UsageRow(
+            "",
+            "",
+            sum(r.requests for r in self.rows),
+            sum(r.prompt_tokens for r in self.rows),
+            sum(r.completion_tokens for r in self.rows),
+            sum(r.spend_nusd for r in self.rows),
+        )
 
 
 class UsageTap:
@@ -59,11 +101,11 @@ class UsageTap:
 
     def __call__(self, execution: Execution, status: int) -> None:
         usage = execution.usage
-        serving = execution.serving or (execution.attempts[-1] if execution.attempts else None)
-        price = serving.backend.price if serving is not None else None
-        prompt = usage.prompt_tokens if usage is not None else 0
-        completion = usage.completion_tokens if usage is not None else 0
-        cost = 0.0 if price is None else price.cost(prompt, completion)
+        if usage is None:
+            return  # no backend served it: nothing used
+        serving = execution.serving or execution.attempts[-1]
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        cost = serving.backend.price.cost(prompt, completion)
         self.count(execution.request.tenant, execution.request.model, prompt, completion, cost)
 
     async def flush(self) -> None:
@@ -73,29 +115,35 @@ class UsageTap:
         await self._counts.run()
 
 
-async def read_usage(store: Store, window_s: int, now: float | None = None) -> list[UsageRow]:
-    """The fleet's usage over the last ``window_s`` seconds, whole minutes, by tenant and model."""
-    if window_s <= 0:
-        raise ValueError("window must be a positive number of seconds")
-    last = int((time.time() if now is None else now) // 60)
-    first = last - max(1, -(-window_s // 60)) + 1
+def minutes(window_s: int, now: float) -> range:
+    """The minutes (``Unix time // 60``) of the window ending in ``now``'s minute."""
+    last = int(now // 60)
+    return range(last - max(1, -(-window_s // 60)) + 1, last + 1)
+
+
+async def read_usage(store: Store, window_s: int, now: float | None = None) -> Usage:
+    """The fleet's usage over the last ``window_s`` seconds, rounded up to whole
+    minutes, by tenant and model."""
+    if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
+        raise ValueError(
+            f"window must be a whole number of seconds from {MIN_WINDOW_S} to {MAX_WINDOW_S}"
+        )
+    span = minutes(window_s, time.time() if now is None else now)
+    windows: list[dict[str, int]] = []
+    for i in range(0, len(span), _READS_AT_ONCE):  # a day is 1440 windows: not one by one
+        batch = span[i : i + _READS_AT_ONCE]
+        windows += await asyncio.gather(*(store.read_counts(window_name(m)) for m in batch))
     sums: dict[tuple[str, str], dict[str, int]] = {}
-    for minute in range(first, last + 1):
-        for name, n in (await store.read_counts(window_name(minute))).items():
+    for counts in windows:
+        for name, n in counts.items():
             parts = name.split(_SEP)
             if len(parts) != 3:
                 continue
             row = sums.setdefault((parts[0], parts[1]), dict.fromkeys(_WHAT, 0))
             if parts[2] in row:
                 row[parts[2]] += n
-    return [
-        UsageRow(
-            tenant,
-            model,
-            c["requests"],
-            c["prompt_tokens"],
-            c["completion_tokens"],
-            c["spend_uusd"] / 1e6,
-        )
+    rows = [
+        UsageRow(tenant, model, *(c[what] for what in _WHAT))
         for (tenant, model), c in sorted(sums.items())
     ]
+    return Usage(span.start * 60, span.stop * 60, rows)

@@ -62,6 +62,7 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role] = {
     ("GET", "/admin/v1/replications/{job}"): V,
     ("GET", "/admin/v1/shadow/{model}"): V,
     ("GET", "/admin/v1/store"): V,
+    ("GET", "/admin/v1/usage"): V,
     # the whole config: tenants, backends and key digests are an operator's business
     ("GET", "/admin/v1/config"): OP,
     ("PUT", "/admin/v1/weights/{model}"): OP,

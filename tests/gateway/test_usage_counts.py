@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.control.usage import UsageRow, UsageTap, read_usage
+from gateway.control.usage import MAX_WINDOW_S, UsageRow, UsageTap, read_usage
 from gateway.store import EmbeddedStore
 
 
@@ -24,15 +24,26 @@ async def test_two_replicas_counts_sum_per_tenant_and_model(store: EmbeddedStore
     b.count("beta", "m1", 7, 1, 0.0)
     await a.flush()
     await b.flush()
-    rows = await read_usage(store, 3600, now=now)
-    assert rows == [
-        UsageRow("acme", "m1", 2, 13, 7, 0.003),
-        UsageRow("beta", "m1", 1, 7, 1, 0.0),
+    usage = await read_usage(store, 3600, now=now)
+    assert usage.rows == [
+        UsageRow("acme", "m1", 2, 13, 7, 3_000_000),
+        UsageRow("beta", "m1", 1, 7, 1, 0),
     ]
+    assert usage.totals == UsageRow("", "", 3, 20, 8, 3_000_000)
+    assert usage.rows[0].spend_usd == 0.003
+    assert (usage.start, usage.end) == (6000 - 3540, 6060)  # 60 whole minutes, this one last
     # a one-minute window sees only the current minute
-    assert await read_usage(store, 60, now=now) == [UsageRow("acme", "m1", 1, 10, 5, 0.002)]
+    assert (await read_usage(store, 60, now=now)).rows == [
+        UsageRow("acme", "m1", 1, 10, 5, 2_000_000)
+    ]
 
 
-async def test_a_non_positive_window_is_refused(store: EmbeddedStore) -> None:
-    with pytest.raises(ValueError, match="positive"):
-        await read_usage(store, 0)
+async def test_a_window_is_rounded_up_to_whole_minutes(store: EmbeddedStore) -> None:
+    usage = await read_usage(store, 61, now=6030.0)
+    assert (usage.start, usage.end, usage.rows) == (5940, 6060, [])
+
+
+@pytest.mark.parametrize("window", [0, -60, 59, MAX_WINDOW_S + 1])
+async def test_a_window_outside_the_bounds_is_refused(store: EmbeddedStore, window: int) -> None:
+    with pytest.raises(ValueError, match="from 60 to 86400"):
+        await read_usage(store, window)
