@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from regions.throughput import Throughput
 from regions.tls import BackendTLS
 
 
@@ -35,14 +36,43 @@ class Region:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """US dollars per one million tokens."""
+    """US dollars per one million tokens, or per hour for a self-hosted backend.
+
+    A backend priced by the hour (GPU hours) costs per output token
+    ``per_hour / (3600 × capacity)``, its capacity measured by ``meter``
+    (:mod:`regions.throughput`); an input token costs ``input_ratio`` output
+    tokens (0: prefill is taken as free, which it nearly is beside decoding).
+    Build it with :meth:`hourly`. The meter is live state, not part of the
+    value: two prices with the same figures are equal.
+    """
 
     input_per_m: float = 0.0
     output_per_m: float = 0.0
+    per_hour: float = 0.0
+    input_ratio: float = 0.0
+    meter: Throughput | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def hourly(
+        cls, per_hour: float, tokens_per_s: float | None = None, input_ratio: float = 0.0
+    ) -> Price:
+        return cls(per_hour=per_hour, input_ratio=input_ratio, meter=Throughput(tokens_per_s))
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """US dollars for one request's tokens (metrics, access log and usage agree)."""
-        return (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m) / 1e6
+        """US dollars for one request's tokens: routing's estimate, the metrics, the
+        access log and usage all use this. A per-hour price whose capacity is not
+        known yet (no seed, nothing measured) costs 0."""
+        meter = self.meter
+        if meter is None:
+            return (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m) / 1e6
+        capacity = meter.capacity
+        if not capacity:
+            return 0.0
+        return (
+            (completion_tokens + prompt_tokens * self.input_ratio)
+            * self.per_hour
+            / (3600.0 * capacity)
+        )
 
 
 Container = Literal["vllm", "tgi", "lmi"]

@@ -5,9 +5,11 @@ the request, inflated by its load (peak-EWMA × (pending + 1), Finagle/tower)::
 
     latency = (ttft + itl × expected_tokens) × (in_flight + queue_depth + 1)
 
-and its *price* is what the request would cost there::
+and its *price* is what the request would cost there, by the same
+``Price.cost`` that counts spend (per token, or per GPU hour over the
+backend's measured capacity, ``regions.throughput``)::
 
-    price = input_per_m × prompt_tokens / 1e6 + output_per_m × expected_tokens / 1e6
+    price = Price.cost(prompt_tokens, expected_tokens)
 
 Both are normalised by the best candidate's value, so the score is unitless::
 
@@ -53,13 +55,6 @@ class Scored(NamedTuple):
     score: float
     cold: bool
 
-    def describe(self) -> str:
-        cold = " cold" if self.cold else ""
-        return (
-            f"score {self.score:.3f} (latency {self.latency * 1000:.1f} ms{cold}, "
-            f"price ${self.price:.6f})"
-        )
-
 
 def _median(values: list[float]) -> float:
     values.sort()
@@ -93,8 +88,7 @@ def rank(
         ttft = cold_ttft if sig.ttft_s is None else sig.ttft_s
         itl = cold_itl if sig.itl_s is None else sig.itl_s
         latency = (ttft + itl * expected_tokens) * (sig.in_flight + sig.queue_depth + 1)
-        price = spec.price
-        cost = (price.input_per_m * prompt_tokens + price.output_per_m * expected_tokens) / 1e6
+        cost = spec.price.cost(prompt_tokens, expected_tokens)
         latencies[i] = latency
         prices[i] = cost
         if latency < best_latency:

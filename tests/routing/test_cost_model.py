@@ -1,0 +1,126 @@
+"""The cost model: per-token and per-hour prices, the measured capacity, and routing's use of both."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from regions.inventory import BackendSpec, Price, ProviderKind, Region
+from regions.throughput import Throughput
+from routing.score import rank
+from routing.signals import BackendSignal
+
+REGION = Region("onprem:fra1", frozenset({"EU"}))
+
+
+def spec(name: str, price: Price) -> BackendSpec:
+    return BackendSpec(name, "m", "v1", REGION, ProviderKind.VLLM, "http://x", "s", price=price)
+
+
+def test_per_token_cost_is_tokens_times_price() -> None:
+    assert Price(0.5, 2.0).cost(1000, 500) == pytest.approx((1000 * 0.5 + 500 * 2.0) / 1e6)
+
+
+def test_hourly_cost_from_the_seed_before_anything_is_measured() -> None:
+    price = Price.hourly(3.6, tokens_per_s=1000.0)
+    # $3.60/h at 1000 tokens/s: $1e-6 per output token; input free by default.
+    assert price.cost(5000, 100) == pytest.approx(100e-6)
+    assert Price.hourly(3.6, 1000.0, input_ratio=0.25).cost(400, 100) == pytest.approx(200e-6)
+
+
+def test_hourly_cost_unknown_without_seed_or_sample_is_zero() -> None:
+    price = Price.hourly(3.6)
+    assert price.meter is not None and price.meter.source == "unknown"
+    assert price.cost(100, 100) == 0.0
+
+
+def test_the_meter_is_not_part_of_the_price_value() -> None:
+    a, b = Price.hourly(2.0, 100.0), Price.hourly(2.0, 100.0)
+    assert a.meter is not b.meter
+    assert a == b and hash(a) == hash(b)  # a reload that keeps the figures changes nothing
+
+
+def test_aggregate_throughput_of_concurrent_streams_is_the_sum() -> None:
+    meter = Throughput(bucket_s=5.0)
+    # Ten streams at 50 tokens/s each over the same 10 s: 500 tokens/s together.
+    for _ in range(10):
+        meter.observe(500, 100.0, 110.0)
+    assert meter.capacity == pytest.approx(500.0)
+    assert meter.source == "measured"
+
+
+def test_tokens_are_spread_over_the_time_the_request_ran() -> None:
+    meter = Throughput(bucket_s=5.0)
+    meter.observe(600, 0.0, 60.0)  # one long stream at 10 tokens/s, finished at once
+    assert meter.capacity == pytest.approx(10.0)  # not 600 tokens in one 5 s bucket
+
+
+def test_the_peak_is_taken_at_once_and_decays_only_while_busy() -> None:
+    meter = Throughput(bucket_s=1.0, decay_s=100.0)
+    meter.observe(1000, 0.0, 1.0)  # a burst: 1000 tokens/s
+    assert meter.capacity == pytest.approx(1000.0)
+    # An hour idle, then a small request: the idle hour decays nothing (one bucket only).
+    meter.observe(10, 3600.0, 3601.0)
+    assert meter.capacity == pytest.approx(1000.0 * math.exp(-1 / 100))
+    # Busy at 100 tokens/s for 200 s: the peak decays toward that, by exp(-busy/τ).
+    for t in range(3602, 3802):
+        meter.observe(100, float(t - 1), float(t))
+    expected = 1000.0 * math.exp(-201 / 100)
+    assert meter.capacity == pytest.approx(max(expected, 100.0), rel=1e-6)
+    assert (meter.capacity or 0) > 100.0  # a decayed *peak*, not the current rate
+
+
+def test_the_seed_stands_until_measured_and_stays_a_floor() -> None:
+    meter = Throughput(seed=2000.0, bucket_s=1.0)
+    assert (meter.capacity, meter.source) == (2000.0, "configured")
+    meter.observe(50, 0.0, 1.0)  # light traffic is not a slower backend
+    assert (meter.capacity, meter.source) == (2000.0, "configured")
+    meter.observe(5000, 1.0, 2.0)
+    assert (meter.capacity, meter.source) == (5000.0, "measured")
+
+
+def test_a_bad_seed_is_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Throughput(seed=0.0)
+
+
+def test_old_buckets_are_forgotten() -> None:
+    meter = Throughput(bucket_s=1.0)
+    for t in range(1000):
+        meter.observe(1, float(t), float(t) + 0.5)
+    assert len(meter._buckets) <= 48
+
+
+def signal() -> BackendSignal:
+    return BackendSignal(ttft_s=0.1, itl_s=0.02)
+
+
+def test_routing_prices_a_request_with_the_method_spend_uses() -> None:
+    hourly = Price.hourly(7.2, tokens_per_s=1000.0)
+    token = Price(0.1, 1.5)
+    backends = [(spec("gpu", hourly), 1.0, signal()), (spec("api", token), 1.0, signal())]
+    ranked = rank(
+        backends, prompt_tokens=300, expected_tokens=200, cost_weight=1.0, rng=random.Random(1)
+    )
+    prices = {s.backend.name: s.price for s in ranked}
+    assert prices == {"gpu": hourly.cost(300, 200), "api": token.cost(300, 200)}
+
+
+def test_measured_capacity_changes_the_route() -> None:
+    """Equal latency: the cheaper per token wins; a GPU backend measured faster becomes cheaper."""
+    hourly = Price.hourly(7.2, tokens_per_s=500.0)  # $4e-6 per output token
+    token = Price(0.0, 2.0)  # $2e-6 per output token
+    backends = [(spec("gpu", hourly), 1.0, signal()), (spec("api", token), 1.0, signal())]
+
+    def winner() -> str:
+        ranked = rank(
+            backends, prompt_tokens=10, expected_tokens=100, cost_weight=5.0, rng=random.Random(3)
+        )
+        return ranked[0].backend.name
+
+    assert winner() == "api"
+    assert hourly.meter is not None
+    hourly.meter.observe(20_000, 0.0, 5.0)  # 4000 tokens/s measured: $0.5e-6 per token
+    assert winner() == "gpu"
