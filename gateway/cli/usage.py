@@ -43,15 +43,16 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     usage.set_defaults(func=run_usage)
 
 
-def _minute(ts: int) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+def _span(start: int, end: int) -> str:
+    first, last = (datetime.datetime.fromtimestamp(t, datetime.UTC) for t in (start, end))
+    until = f"{last:%H:%M}" if first.date() == last.date() else f"{last:%Y-%m-%d %H:%M}"
+    return f"{first:%Y-%m-%d %H:%M} → {until} UTC"
 
 
 def render(body: dict[str, Any]) -> Table:
     minutes = (body["to"] - body["from"]) // 60
     title = (
-        f"usage {_minute(body['from'])} → {_minute(body['to'])} UTC "
-        f"({minutes} min, this minute included; every replica)"
+        f"usage {_span(body['from'], body['to'])} ({minutes} min, this one included; all replicas)"
     )
     table = Table(
         "tenant", "model", "requests", "prompt tokens", "completion tokens", "spend USD",

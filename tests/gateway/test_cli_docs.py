@@ -34,6 +34,7 @@ CHECKED = [
     "meridian canary start llama-3.1-8b-instruct --to v2 --steps 50,25",
     "meridian canary start llama-3.1-8b-instruct --to v2 --require-shadow",
     "meridian weights set llama-3.1-8b-instruct v1=90 v2=10",
+    "meridian usage --window 2w",  # `meridian usage` itself shows the clock and the traffic
 ]
 
 
