@@ -230,6 +230,7 @@ class Discovery:
         for live in retired:
             self._retiring[live.provider] = live.spec
         self.rt.health.track(desired[n] for n in fresh)
+        self.rt.metrics.track(desired[n] for n in fresh)  # their series, as at start
         self._publish()
         for name in fresh:
             if self._checks is not None and self._live[name].provider.probeable:

@@ -203,10 +203,11 @@ class Metrics:
         observability: ObservabilityConfig | None = None,
     ) -> None:
         """Every breaker, ejection, attempt and SLO series from the start (a closed
-        breaker reads 0 before its first change), so alerts and dashboards see them."""
+        breaker reads 0 before its first change), so alerts and dashboards see them.
+        Also for backends discovery adds; a series already there keeps its value."""
         for b in backends:
             region = b.region.name
-            self.breaker.labels(b.name, region).set(0)
+            self.breaker.labels(b.name, region)  # a new child reads 0: closed
             self.ejections.labels(b.name, region)
             self.attempts.labels(b.name, region, "ok")
         for event in ("hedged", "resumed", "budget_exhausted"):
