@@ -202,7 +202,7 @@ async def test_two_replicas_on_redis_count_the_fleets_usage_per_tenant(
     assert cells[:4] == ["total", "", "6", str(found["totals"]["prompt_tokens"])]
 
 
-async def test_counts_pending_at_shutdown_are_flushed(
+async def test_counts_pending_at_shutdown_are_flushed_and_failures_cost_nothing(
     emulators: EmulatorFactory, tmp_path: Path
 ) -> None:
     em = await emulators()
@@ -216,6 +216,14 @@ async def test_counts_pending_at_shutdown_are_flushed(
         async with aiohttp.ClientSession() as s:
             await _chat(s, gw, EU_KEY, sent, "eu", stream=False)
             await _chat(s, gw, GLOBAL_KEY, sent, "global", stream=True)
+            # every backend failing before a first token: nothing was used
+            async with s.post(em.url + "/_emulator/faults", json={"status": 500}) as r:
+                assert r.status == 200
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+            headers = {"Authorization": f"Bearer {GLOBAL_KEY}"}
+            url = gw.http_url + "/v1/chat/completions"
+            async with s.post(url, json=body, headers=headers) as r:
+                assert r.status >= 500
     finally:
         await gw.stop(grace=0.5)
     reader = EmbeddedStore(path)
