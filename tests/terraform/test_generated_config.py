@@ -33,26 +33,31 @@ def evaluator() -> Any:
 
 
 @pytest.fixture(scope="module")
-def rendered(evaluator: Any, terraform: Terraform, tmp_path_factory: pytest.TempPathFactory) -> str:
+def outputs(evaluator: Any, terraform: Terraform, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The meridian-config module's YAML outputs, rendered by terraform apply (name → YAML)."""
     root = tmp_path_factory.mktemp("render")
     args = evaluator.module_args("meridian_config")
     source = evaluator.module_dir("meridian_config")
+    names = ("yaml", "cloud_run_yaml")
     main = {
         "module": {"meridian_config": {"source": str(source), **args}},
-        "output": {"yaml": {"value": "${module.meridian_config.yaml}"}},
+        "output": {n: {"value": f"${{module.meridian_config.{n}}}"} for n in names},
     }
     (root / "main.tf.json").write_text(json.dumps(main, indent=2))
     for step in (("init", "-no-color"), ("apply", "-auto-approve", "-no-color", "-lock=false")):
         result = terraform.run(root, *step)
         assert result.returncode == 0, f"terraform {step[0]}:\n{result.stdout}{result.stderr}"
-    output = terraform.run(root, "output", "-raw", "yaml")
-    assert output.returncode == 0, output.stderr
-    return output.stdout
+    rendered = {}
+    for name in names:
+        output = terraform.run(root, "output", "-raw", name)
+        assert output.returncode == 0, output.stderr
+        rendered[name] = output.stdout
+    return rendered
 
 
 @pytest.fixture(scope="module")
-def config(rendered: str) -> Config:
-    return parse(rendered, "terraform output meridian_yaml")
+def config(outputs: dict[str, str]) -> Config:
+    return parse(outputs["yaml"], "terraform output meridian_yaml")
 
 
 def test_generated_config_validates(config: Config, evaluator: Any) -> None:
@@ -109,6 +114,42 @@ def test_every_env_reference_in_the_config_is_a_deployed_secret(
             f"aws {region} lacks {refs - set(network['secret_arns'])}"
         )
     assert refs <= set(evaluator.vars["gcp_secret_ids"])
+
+
+def test_the_listeners_name_the_certificate_files_the_aws_tasks_write(
+    config: Config, evaluator: Any
+) -> None:
+    """listen.tls names the files each AWS gateway module writes from Secrets Manager."""
+    files = evaluator.value(evaluator.locals["tls_files"])
+    tls = config.listen.tls
+    assert tls.http is not None and tls.admin is not None and tls.grpc is not None
+    for listener in (tls.http, tls.admin, tls.grpc):
+        assert (listener.cert, listener.key) == (files["cert"], files["key"])
+    # client certificates reach the gateway only through the gRPC passthrough
+    assert tls.grpc.client_ca == files["client_ca"]
+    assert tls.http.client_ca is None and tls.admin.client_ca is None
+    for module in ("gateway_us", "gateway_eu"):
+        given = evaluator.module_args(module, strict=False)["listener_tls"]
+        assert given["files"] == files, module
+        for secret in ("cert_secret_arn", "key_secret_arn", "client_ca_secret_arn"):
+            assert given[secret].startswith("arn:aws:secretsmanager:"), (module, secret)
+    # the autoscaling sidecar scrapes /metrics on loopback, without the admin token
+    assert config.listen.metrics == "127.0.0.1:9091"
+
+
+def test_cloud_run_gets_the_config_without_listener_certificates(
+    config: Config, outputs: dict[str, str], evaluator: Any
+) -> None:
+    """Cloud Run's front end terminates TLS and reaches the container in clear."""
+    cloud = parse(outputs["cloud_run_yaml"], "terraform output cloud_run_yaml")
+    assert cloud.listen.tls.model_dump() == {"http": None, "admin": None, "grpc": None}
+    assert cloud.model_dump(exclude={"listen": {"tls"}}) == config.model_dump(
+        exclude={"listen": {"tls"}}
+    )
+    for module in ("gcp_gateway_us", "gcp_gateway_eu"):
+        assert (
+            evaluator.modules[module]["config_yaml"] == "${module.meridian_config.cloud_run_yaml}"
+        )
 
 
 async def test_gce_discovery_finds_the_pool_terraform_deploys(

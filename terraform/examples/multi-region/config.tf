@@ -56,4 +56,5 @@ module "meridian_config" {
   }
   allowed_networks = [var.gcp_regions["us-central1"].cidr]
   tenants          = var.tenants
+  listener_tls     = local.tls_files
 }

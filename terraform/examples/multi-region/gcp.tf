@@ -19,35 +19,35 @@ module "gcp_weights_eu" {
 }
 
 module "gcp_gateway_us" {
-  source            = "../../modules/gcp-gateway-region"
-  name              = "${var.name}-us-central1"
-  project           = var.gcp_project
-  region            = "us-central1"
-  image             = var.image.gcp
-  config_yaml       = module.meridian_config.yaml
-  secret_ids        = var.gcp_secret_ids
-  network           = var.gcp_network
-  subnetwork        = var.gcp_regions["us-central1"].subnetwork
-  proxy_subnet_cidr = var.gcp_regions["us-central1"].proxy_subnet_cidr
-  ssl_certificates  = var.gcp_regions["us-central1"].ssl_certificates
-  weights_bucket    = module.gcp_weights_us.bucket
-  labels            = local.labels
+  source                           = "../../modules/gcp-gateway-region"
+  name                             = "${var.name}-us-central1"
+  project                          = var.gcp_project
+  region                           = "us-central1"
+  image                            = var.image.gcp
+  config_yaml                      = module.meridian_config.cloud_run_yaml
+  secret_ids                       = var.gcp_secret_ids
+  network                          = var.gcp_network
+  subnetwork                       = var.gcp_regions["us-central1"].subnetwork
+  proxy_subnet_cidr                = var.gcp_regions["us-central1"].proxy_subnet_cidr
+  certificate_manager_certificates = var.gcp_regions["us-central1"].certificates
+  weights_bucket                   = module.gcp_weights_us.bucket
+  labels                           = local.labels
 }
 
 module "gcp_gateway_eu" {
-  source            = "../../modules/gcp-gateway-region"
-  name              = "${var.name}-europe-west4"
-  project           = var.gcp_project
-  region            = "europe-west4"
-  image             = var.image.gcp
-  config_yaml       = module.meridian_config.yaml
-  secret_ids        = var.gcp_secret_ids
-  network           = var.gcp_network
-  subnetwork        = var.gcp_regions["europe-west4"].subnetwork
-  proxy_subnet_cidr = var.gcp_regions["europe-west4"].proxy_subnet_cidr
-  ssl_certificates  = var.gcp_regions["europe-west4"].ssl_certificates
-  weights_bucket    = module.gcp_weights_eu.bucket
-  labels            = local.labels
+  source                           = "../../modules/gcp-gateway-region"
+  name                             = "${var.name}-europe-west4"
+  project                          = var.gcp_project
+  region                           = "europe-west4"
+  image                            = var.image.gcp
+  config_yaml                      = module.meridian_config.cloud_run_yaml
+  secret_ids                       = var.gcp_secret_ids
+  network                          = var.gcp_network
+  subnetwork                       = var.gcp_regions["europe-west4"].subnetwork
+  proxy_subnet_cidr                = var.gcp_regions["europe-west4"].proxy_subnet_cidr
+  certificate_manager_certificates = var.gcp_regions["europe-west4"].certificates
+  weights_bucket                   = module.gcp_weights_eu.bucket
+  labels                           = local.labels
 }
 
 module "gpu_pool_us" {

@@ -28,6 +28,14 @@ locals {
   ]
   discovery_labels = { "meridian-role" = "llm-backend", "meridian-pool" = "llama-8b" }
 
+  # Where the AWS tasks write the listener certificate from Secrets Manager, and
+  # the paths meridian.yaml's listen.tls names: one value for both.
+  tls_files = {
+    cert      = "/tmp/tls/cert.pem"
+    key       = "/tmp/tls/key.pem"
+    client_ca = "/tmp/tls/client-ca.pem"
+  }
+
   gateway_cidrs = concat([for n in values(var.aws_networks) : n.cidr], [for r in values(var.gcp_regions) : r.cidr])
 }
 
@@ -111,6 +119,12 @@ module "gateway_us" {
   weights_bucket_arns     = [module.weights_us.arn, module.weights_eu.arn]
   kms_key_arns            = [module.weights_us.kms_key_arn, module.weights_eu.kms_key_arn]
   sagemaker_endpoint_arns = [module.sagemaker_us.endpoint_arn]
+  listener_tls = {
+    cert_secret_arn      = var.aws_networks["us-east-1"].listener_tls.cert_secret_arn
+    key_secret_arn       = var.aws_networks["us-east-1"].listener_tls.key_secret_arn
+    client_ca_secret_arn = var.aws_networks["us-east-1"].listener_tls.client_ca_secret_arn
+    files                = local.tls_files
+  }
 }
 
 module "gateway_eu" {
@@ -129,6 +143,12 @@ module "gateway_eu" {
   backend_cidrs       = [var.gcp_regions["us-central1"].cidr]
   weights_bucket_arns = [module.weights_us.arn, module.weights_eu.arn]
   kms_key_arns        = [module.weights_us.kms_key_arn, module.weights_eu.kms_key_arn]
+  listener_tls = {
+    cert_secret_arn      = var.aws_networks["eu-west-1"].listener_tls.cert_secret_arn
+    key_secret_arn       = var.aws_networks["eu-west-1"].listener_tls.key_secret_arn
+    client_ca_secret_arn = var.aws_networks["eu-west-1"].listener_tls.client_ca_secret_arn
+    files                = local.tls_files
+  }
 }
 
 module "global_entry" {

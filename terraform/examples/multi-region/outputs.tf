@@ -18,6 +18,14 @@ output "regional_entries" {
   }
 }
 
+output "grpc_entries" {
+  description = "Each AWS region's gRPC entry: the network load balancer passing TLS through to the gateway (port 443). Give each a DNS name the gateway's certificate covers."
+  value = {
+    "aws:us-east-1" = module.gateway_us.grpc_dns_name
+    "aws:eu-west-1" = module.gateway_eu.grpc_dns_name
+  }
+}
+
 output "redis_primary_endpoint" {
   description = "Host for the MERIDIAN_REDIS_URL secret (rediss://:TOKEN@HOST:6379/0)."
   value       = var.control_plane_home == "aws" ? module.redis[0].primary_endpoint : module.memorystore[0].host

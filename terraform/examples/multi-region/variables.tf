@@ -21,7 +21,7 @@ variable "public_name" {
 }
 
 variable "aws_networks" {
-  description = "Per AWS region: the VPC, subnets, certificate, access-log bucket and secret ARNs (env name => ARN) the gateways use."
+  description = "Per AWS region: the VPC, subnets, the ALB's ACM certificate, access-log bucket, secret ARNs (env name => ARN) the gateways use, and the Secrets Manager secrets of the gateway's own listener certificate (listener_tls: PEM chain, key, and the CA of internal services' client certificates)."
   type = map(object({
     vpc_id             = string
     cidr               = string
@@ -30,6 +30,11 @@ variable "aws_networks" {
     certificate_arn    = string
     access_logs_bucket = string
     secret_arns        = map(string)
+    listener_tls = object({
+      cert_secret_arn      = string
+      key_secret_arn       = string
+      client_ca_secret_arn = string
+    })
   }))
 }
 
@@ -49,12 +54,12 @@ variable "gcp_network" {
 }
 
 variable "gcp_regions" {
-  description = "Per GCP region: subnetwork, its CIDR, the load balancer's proxy-only range and certificates."
+  description = "Per GCP region: subnetwork, its CIDR, the load balancer's proxy-only range and its regional Certificate Manager certificates for the public name."
   type = map(object({
     subnetwork        = string
     cidr              = string
     proxy_subnet_cidr = string
-    ssl_certificates  = list(string)
+    certificates      = list(string)
   }))
 }
 
@@ -88,12 +93,13 @@ variable "control_plane_home" {
 }
 
 variable "tenants" {
-  description = "Tenants; API keys as sha256:<hex> or env:VARIABLE (the variable must be among the secrets)."
+  description = "Tenants; API keys as sha256:<hex> or env:VARIABLE (the variable must be among the secrets); identities: client-certificate SANs (SPIFFE IDs) of internal services on the mTLS gRPC listener."
   type = list(object({
-    name      = string
-    api_keys  = list(string)
-    residency = optional(list(string))
-    models    = optional(list(string))
+    name       = string
+    api_keys   = optional(list(string), [])
+    identities = optional(list(string), [])
+    residency  = optional(list(string))
+    models     = optional(list(string))
   }))
   default = [
     { name = "default", api_keys = ["env:MERIDIAN_KEY_DEFAULT"] },

@@ -1,8 +1,17 @@
 # The regional entry: an internet-facing ALB (TLS 1.3 policy, WAF, access
-# logs) forwarding the OpenAI-compatible API to port 8080 and gRPC
-# (content-type application/grpc) to port 50051. Deregistration waits
-# 120 s so streams finish on a task being replaced; the idle timeout is long
-# enough for a slow first token.
+# logs) forwarding the OpenAI-compatible API to port 8080 and, without
+# listener_tls, gRPC (content-type application/grpc) to port 50051. With
+# listener_tls the ALB reaches the tasks over HTTPS and gRPC leaves the ALB
+# for the TLS-passthrough network load balancer (nlb.tf). Deregistration
+# waits 120 s so streams finish on a task being replaced; the idle timeout is
+# long enough for a slow first token.
+
+locals {
+  # listener_tls: the gateway terminates TLS itself; gRPC is passed through the NLB
+  passthrough = var.listener_tls != null
+  alb_ports   = local.passthrough ? [local.ports.http] : [local.ports.http, local.ports.grpc]
+  target      = local.passthrough ? "HTTPS" : "HTTP"
+}
 
 resource "aws_security_group" "alb" {
   name        = "${var.name}-alb"
@@ -22,7 +31,7 @@ resource "aws_vpc_security_group_ingress_rule" "alb_https" {
 }
 
 resource "aws_vpc_security_group_egress_rule" "alb_tasks" {
-  for_each                     = toset([for p in [local.ports.http, local.ports.grpc] : tostring(p)])
+  for_each                     = toset([for p in local.alb_ports : tostring(p)])
   security_group_id            = aws_security_group.alb.id
   description                  = "To the gateway tasks"
   referenced_security_group_id = aws_security_group.tasks.id
@@ -39,7 +48,7 @@ resource "aws_security_group" "tasks" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "tasks_from_alb" {
-  for_each                     = toset([for p in [local.ports.http, local.ports.grpc] : tostring(p)])
+  for_each                     = toset([for p in local.alb_ports : tostring(p)])
   security_group_id            = aws_security_group.tasks.id
   description                  = "From the load balancer"
   referenced_security_group_id = aws_security_group.alb.id
@@ -109,9 +118,10 @@ resource "aws_lb_target_group" "http" {
   target_type          = "ip"
   vpc_id               = var.vpc_id
   port                 = local.ports.http
-  protocol             = "HTTP"
+  protocol             = local.target
   deregistration_delay = 120
   health_check {
+    protocol            = local.target
     path                = "/readyz"
     matcher             = "200"
     interval            = 10
@@ -124,6 +134,7 @@ resource "aws_lb_target_group" "http" {
 
 resource "aws_lb_target_group" "grpc" {
   #checkov:skip=CKV_AWS_378:Reached only through a rule of the HTTPS listener (TLS 1.3 policy), which checkov's graph does not follow; targets sit in private subnets.
+  count                = local.passthrough ? 0 : 1
   name                 = "${var.name}-grpc"
   target_type          = "ip"
   vpc_id               = var.vpc_id
@@ -156,11 +167,12 @@ resource "aws_lb_listener" "https" {
 }
 
 resource "aws_lb_listener_rule" "grpc" {
+  count        = local.passthrough ? 0 : 1
   listener_arn = aws_lb_listener.https.arn
   priority     = 10
   action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.grpc.arn
+    target_group_arn = aws_lb_target_group.grpc[0].arn
   }
   condition {
     http_header {

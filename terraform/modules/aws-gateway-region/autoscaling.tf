@@ -1,9 +1,11 @@
 # Autoscaling on concurrent streams, the gateway's real load (CPU stays low
-# while streams wait on GPUs). The ADOT sidecar scrapes Meridian's admin
-# /metrics every 15 s, sums meridian_in_flight_requests over models into
-# meridian_streams_in_flight and publishes it to CloudWatch (namespace
-# Meridian) with this service's dimensions; target tracking keeps the
-# per-task average near var.streams_per_task.
+# while streams wait on GPUs). The ADOT sidecar scrapes Meridian's loopback
+# /metrics listener (listen.metrics: no token and no TLS, reachable only from
+# inside the task's network namespace) every 15 s, sums
+# meridian_in_flight_requests over models into meridian_streams_in_flight and
+# publishes it to CloudWatch (namespace Meridian) with this service's
+# dimensions; target tracking keeps the per-task average near
+# var.streams_per_task.
 
 locals {
   dimensions = { ClusterName = var.name, ServiceName = var.name }
@@ -15,8 +17,7 @@ locals {
             job_name        = "meridian"
             scrape_interval = "15s"
             metrics_path    = "/metrics"
-            authorization   = { credentials = "$${env:MERIDIAN_ADMIN_TOKEN}" }
-            static_configs  = [{ targets = ["127.0.0.1:${local.ports.admin}"] }]
+            static_configs  = [{ targets = ["127.0.0.1:${local.metrics}"] }]
           }]
         }
       }

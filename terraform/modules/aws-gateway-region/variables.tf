@@ -147,3 +147,34 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "listener_tls" {
+  description = "TLS on the gateway's own listeners. The PEM certificate chain, its key and (optional) the client CA are Secrets Manager secrets created outside Terraform (their values stay out of its state); the task writes each to its file under /tmp (files: the paths meridian-config's listener_tls names) before Meridian starts, and drops them from its environment. With it the ALB reaches the tasks over HTTPS, and gRPC is served by a network load balancer passing TLS through (TCP) to the gateway, so the gateway's certificate and its client-certificate check (mTLS) face the client. null: listeners in clear inside the VPC, gRPC through the ALB."
+  type = object({
+    cert_secret_arn      = string
+    key_secret_arn       = string
+    client_ca_secret_arn = optional(string)
+    files = object({
+      cert      = string
+      key       = string
+      client_ca = optional(string)
+    })
+  })
+  default = null
+  validation {
+    condition = var.listener_tls == null || alltrue([
+      for f in compact([try(var.listener_tls.files.cert, null), try(var.listener_tls.files.key, null), try(var.listener_tls.files.client_ca, null)]) : startswith(f, "/tmp/")
+    ])
+    error_message = "listener_tls.files must be under /tmp/: the task's root filesystem is read-only."
+  }
+  validation {
+    condition     = var.listener_tls == null || (try(var.listener_tls.client_ca_secret_arn, null) == null) == (try(var.listener_tls.files.client_ca, null) == null)
+    error_message = "listener_tls: client_ca_secret_arn and files.client_ca go together."
+  }
+}
+
+variable "grpc_port" {
+  description = "Port of the gRPC network load balancer's TLS-passthrough listener (with listener_tls)."
+  type        = number
+  default     = 443
+}

@@ -216,8 +216,16 @@ resource "google_compute_region_target_https_proxy" "gateway" {
   project          = var.project
   region           = var.region
   url_map          = google_compute_region_url_map.gateway.id
-  ssl_certificates = var.ssl_certificates
-  ssl_policy       = google_compute_region_ssl_policy.gateway.id
+  ssl_certificates = length(var.ssl_certificates) > 0 ? var.ssl_certificates : null
+  # the API takes one kind or the other, never both
+  certificate_manager_certificates = length(var.certificate_manager_certificates) > 0 ? var.certificate_manager_certificates : null
+  ssl_policy                       = google_compute_region_ssl_policy.gateway.id
+  lifecycle {
+    precondition {
+      condition     = (length(var.certificate_manager_certificates) > 0) != (length(var.ssl_certificates) > 0)
+      error_message = "Give the load balancer's certificates as ssl_certificates or certificate_manager_certificates, exactly one of them."
+    }
+  }
 }
 
 resource "google_compute_address" "gateway" {

@@ -19,7 +19,7 @@ variable "image" {
 }
 
 variable "config_yaml" {
-  description = "meridian.yaml (the meridian-config module's output), mounted as a file."
+  description = "meridian.yaml (the meridian-config module's cloud_run_yaml output, without listen.tls: Cloud Run's front end terminates TLS), mounted as a file."
   type        = string
 }
 
@@ -44,8 +44,15 @@ variable "proxy_subnet_cidr" {
 }
 
 variable "ssl_certificates" {
-  description = "Regional SSL certificates (self links) for the public name."
+  description = "Regional Compute SSL certificates (self links) for the public name; or certificate_manager_certificates instead."
   type        = list(string)
+  default     = []
+}
+
+variable "certificate_manager_certificates" {
+  description = "Regional Certificate Manager certificates (projects/P/locations/REGION/certificates/NAME) for the public name: Google-managed or uploaded, renewed there without a change here. Exactly one of this and ssl_certificates."
+  type        = list(string)
+  default     = []
 }
 
 variable "security_policy" {

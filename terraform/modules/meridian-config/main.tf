@@ -49,12 +49,30 @@ locals {
 
   discovering = var.gce_discovery != null || length(var.sagemaker_discovery_regions) > 0
 
+  # listen.tls: one certificate on the three listeners; client_ca on gRPC alone, the
+  # listener a passthrough load balancer exposes (the HTTP listener sits behind a
+  # TLS-terminating ALB, which presents no client certificate). The one-element
+  # list keeps Terraform's conditional types simple: no list, no tls key.
+  tls_given = var.listener_tls == null ? [] : [var.listener_tls]
+  tls = [
+    for t in local.tls_given : {
+      tls = {
+        http  = { cert = t.cert, key = t.key }
+        admin = { cert = t.cert, key = t.key }
+        grpc  = { cert = t.cert, key = t.key, client_ca = t.client_ca }
+      }
+    }
+  ]
+
   config = {
-    listen = {
+    listen = merge({
       http  = "0.0.0.0:${var.ports.http}"
       grpc  = "0.0.0.0:${var.ports.grpc}"
       admin = "0.0.0.0:${var.ports.admin}"
-    }
+      # /metrics without a token or TLS, on loopback: only a sidecar in the same
+      # network namespace (the ADOT collector) reaches it
+      metrics = "127.0.0.1:${var.ports.metrics}"
+    }, local.tls...)
     store = { kind = "redis", url = var.store_url }
     admin = { token = var.admin_token }
     regions = [
@@ -66,10 +84,11 @@ locals {
     backends = concat(local.sagemaker, local.vertex)
     tenants = [
       for t in var.tenants : {
-        name      = t.name
-        api_keys  = t.api_keys
-        residency = t.residency
-        models    = t.models
+        name       = t.name
+        api_keys   = t.api_keys
+        identities = t.identities
+        residency  = t.residency
+        models     = t.models
       }
     ]
     discovery = local.discovering ? {

@@ -84,12 +84,13 @@ variable "refresh_seconds" {
 }
 
 variable "tenants" {
-  description = "Tenants: API keys as sha256:<hex> or env:VARIABLE references, never in clear."
+  description = "Tenants: API keys as sha256:<hex> or env:VARIABLE references, never in clear; identities: client-certificate SANs (a SPIFFE ID URI or a DNS name) that are the tenant on the mTLS gRPC listener (listener_tls.client_ca)."
   type = list(object({
-    name      = string
-    api_keys  = list(string)
-    residency = optional(list(string))
-    models    = optional(list(string))
+    name       = string
+    api_keys   = optional(list(string), [])
+    identities = optional(list(string), [])
+    residency  = optional(list(string))
+    models     = optional(list(string))
   }))
 }
 
@@ -106,11 +107,22 @@ variable "admin_token" {
 }
 
 variable "ports" {
-  description = "Listener ports inside the container."
+  description = "Listener ports inside the container (metrics: the loopback-only /metrics listener a sidecar scrapes)."
   type = object({
-    http  = optional(number, 8080)
-    grpc  = optional(number, 50051)
-    admin = optional(number, 9090)
+    http    = optional(number, 8080)
+    grpc    = optional(number, 50051)
+    admin   = optional(number, 9090)
+    metrics = optional(number, 9091)
   })
   default = {}
+}
+
+variable "listener_tls" {
+  description = "TLS on the gateway's listeners (listen.tls): PEM paths inside the container, where the platform module writes them from the secret store (aws-gateway-region: listener_tls.files). cert and key serve HTTP, admin and gRPC; client_ca makes gRPC require client certificates from that CA (mTLS; tenants' identities name them). null: the listeners speak clear (Cloud Run, whose front end terminates TLS, drops listen.tls in any case)."
+  type = object({
+    cert      = string
+    key       = string
+    client_ca = optional(string)
+  })
+  default = null
 }
