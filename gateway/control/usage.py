@@ -44,12 +44,9 @@ def window_name(minute: int) -> str:
     return f"usage/{minute}"
 
 
-def fields(
-    tenant: str, model: str, prompt: int, completion: int, cost_usd: float
-) -> dict[str, int]:
-    key = f"{tenant}{_SEP}{model}{_SEP}"
-    values = (1, prompt, completion, round(cost_usd * 1e9))
-    return {key + what: n for what, n in zip(_WHAT, values, strict=True)}
+def field_names(tenant: str, model: str) -> tuple[str, ...]:
+    """The counters of one tenant and model in a window, in :data:`_WHAT`'s order."""
+    return tuple(f"{tenant}{_SEP}{model}{_SEP}{what}" for what in _WHAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +89,24 @@ class UsageTap:
     ) -> None:
         self._counts = PendingCounts(store, "usage", flush_s=flush_s)
         self._clock = clock
+        self._minute, self._window = -1, ""
+        # field names per (tenant, model): both configured names, so a bounded cache
+        self._fields: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def count(self, tenant: str, model: str, prompt: int, completion: int, cost: float) -> None:
+        """Add one request (on the request path: a few dict updates, no I/O)."""
         minute = int(self._clock() // 60)
-        self._counts.window(window_name(minute)).update(
-            fields(tenant, model, prompt, completion, cost)
-        )
+        if minute != self._minute:
+            self._minute, self._window = minute, window_name(minute)
+        names = self._fields.get((tenant, model))
+        if names is None:
+            names = self._fields[(tenant, model)] = field_names(tenant, model)
+        counts = self._counts.window(self._window)
+        requests, prompt_tokens, completion_tokens, spend = names
+        counts[requests] += 1
+        counts[prompt_tokens] += prompt
+        counts[completion_tokens] += completion
+        counts[spend] += round(cost * 1e9)  # nano-USD
 
     def __call__(self, execution: Execution, status: int) -> None:
         usage = execution.usage
