@@ -7,6 +7,10 @@ this module is the part they share (reference/protocols.md §1, §3):
 - what a container accepts: :func:`parse_request` (TGI/LMI ``inputs``, or an
   OpenAI body) and :func:`parse_openai`, raising :class:`BadRequest` (the
   container's own 4xx, which each front door wraps its own way);
+  :func:`embedding` answers an OpenAI embeddings body the vLLM container gets
+  at ``/invocations``, and :func:`rich` picks the bodies it answers as the vLLM
+  emulator does (tools, JSON output, logprobs, ``n``, batches, content parts:
+  :mod:`emulators.openai_tools`);
 - what it writes: :class:`ContainerStream`, the payload formats — ``vllm``
   (OpenAI SSE, its envelope, usage and ``[DONE]`` from
   :mod:`emulators.openai_wire`), ``tgi`` (generate SSE, or Messages
@@ -31,9 +35,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from emulators import text
+from emulators import embeddings, openai_tools, text
 from emulators.faults import Faults
-from emulators.openai_wire import SSE_DONE, CompletionJob, chunk_envelope, usage
+from emulators.openai_wire import SSE_DONE, CompletionJob, RequestError, chunk_envelope, usage
 from regions.inventory import Container
 
 
@@ -67,6 +71,40 @@ def _budget(limit: int | None, default: int) -> tuple[int, str]:
     """Tokens to generate and the finish reason: without a limit the emulated
     model stops at ``default`` as if it emitted EOS."""
     return (limit, "length") if limit is not None else (default, "stop")
+
+
+def embedding(container: Container, payload: Any, served_model: str) -> bytes | None:
+    """The vLLM container's answer to an embeddings body, or None for any other body.
+
+    vLLM's SageMaker-style ``/invocations`` (vllm/entrypoints/sagemaker/api_router.py)
+    tries each request type the model serves in order, generation first
+    (``get_generate_invocation_types``), then ``EmbeddingRequest``
+    (vllm/entrypoints/pooling/factories.py ``get_pooling_invocation_types``): a
+    body with ``input`` and neither ``messages`` nor ``prompt`` is an embedding,
+    answered as :mod:`emulators.embeddings` (vLLM's ``EmbeddingResponse``).
+    TGI and LMI (generation containers) take no such body.
+    """
+    if container != "vllm" or not isinstance(payload, dict) or "input" not in payload:
+        return None
+    if "messages" in payload or "prompt" in payload:
+        return None
+    model = payload.get("model")
+    if model not in (None, "", served_model):
+        raise BadRequest(404, f"The model `{model}` does not exist.")
+    try:
+        return orjson.dumps(embeddings.answer(payload, served_model))
+    except RequestError as exc:
+        raise BadRequest(exc.status, exc.message) from None
+
+
+def rich(container: Container, payload: Any, served_model: str) -> dict[str, Any] | None:
+    """``payload`` when the vLLM container answers it the way :mod:`emulators.openai_tools`
+    does (it asks more than text), else None; a model it does not serve is its 404."""
+    if container != "vllm" or not isinstance(payload, dict) or not openai_tools.rich(payload):
+        return None
+    if payload.get("model") not in (None, "", served_model):
+        raise BadRequest(404, f"The model `{payload.get('model')}` does not exist.")
+    return payload
 
 
 def parse_openai(

@@ -32,6 +32,7 @@ built from its ``parameters`` schema. Otherwise text from
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -228,9 +229,14 @@ async def respond(
     model: str,
     default_max_tokens: int,
     reset_after: int | None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    frame: Callable[[bytes], bytes] | None = None,
 ) -> tuple[web.StreamResponse, int]:
     """Serve one rich request; the response and the completion tokens it produced.
-    ``reset_after``: abort the connection after that many content chunks."""
+    ``reset_after``: abort the connection after that many content chunks.
+    ``headers`` and ``frame`` let a provider's front door carry the stream in its
+    own envelope (SageMaker's event-stream frames around the SSE bytes)."""
     choices, prompt_tokens = _plan(payload, chat, default_max_tokens)
     k = _k(payload, chat)
     completion = sum(len(c.pieces) or 1 for c in choices)
@@ -240,11 +246,15 @@ async def respond(
         body["choices"] = [_whole(c, chat, k) for c in choices]
         body["usage"] = usage(prompt_tokens, completion)
         return web.Response(body=orjson.dumps(body), content_type="application/json"), completion
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    sse = {"Content-Type": "text/event-stream; charset=utf-8"}
+    response = web.StreamResponse(headers=headers or sse)
     await response.prepare(request)
 
+    async def write(data: bytes) -> None:
+        await response.write(frame(data) if frame is not None else data)
+
     async def send(choice: dict[str, Any]) -> None:
-        await response.write(b"data: " + orjson.dumps({**envelope, "choices": [choice]}) + b"\n\n")
+        await write(b"data: " + orjson.dumps({**envelope, "choices": [choice]}) + b"\n\n")
 
     if chat:
         for c in choices:
@@ -267,8 +277,8 @@ async def respond(
     options = payload.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):
         tail = {**envelope, "choices": [], "usage": usage(prompt_tokens, completion)}
-        await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
-    await response.write(SSE_DONE)
+        await write(b"data: " + orjson.dumps(tail) + b"\n\n")
+    await write(SSE_DONE)
     return response, completion
 
 

@@ -9,8 +9,10 @@ and in-stream ``ModelStreamError`` / ``InternalStreamFailure`` frames. The
 stock boto3 client parses it (tests/regions/test_sagemaker_emulator.py).
 
 Each endpoint runs one container whose payload format it copies: ``vllm``
-(OpenAI SSE), ``tgi`` (generate SSE, or Messages API chunks) or ``lmi`` (JSON
-lines). The containers — what they accept, the bytes they stream and their
+(OpenAI SSE; tools, JSON output, logprobs and ``n`` as the vLLM emulator
+answers them; an OpenAI embeddings body gets vLLM's ``EmbeddingResponse``),
+``tgi`` (generate SSE, or Messages API chunks) or ``lmi`` (JSON lines). The
+containers — what they accept, the bytes they stream and their
 token schedule — are :mod:`emulators.containers`, shared with the
 Vertex emulator; this module is SageMaker's front door around them: auth,
 endpoints, variants and inference components, AWS error shapes, and the
@@ -36,14 +38,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from emulators import openai_tools
 from emulators.containers import (
     BadRequest,
     ContainerStream,
     Playback,
+    embedding,
     fault_timing,
     parse_request,
     play,
     reset_connection,
+    rich,
 )
 from emulators.faults import Faults
 from emulators.server import EmulatorServer
@@ -291,9 +296,13 @@ class _Reject(Exception):
 
 @dataclass(slots=True)
 class _Work:
-    stream: ContainerStream
+    stream: ContainerStream | None
     fault: SageMakerFaults | None
     variant: str
+    answer: bytes | None = None
+    """A whole JSON answer (an embedding) instead of a generation."""
+    rich: dict[str, Any] | None = None
+    """A body the vLLM container answers as :mod:`emulators.openai_tools` does."""
 
 
 class SageMakerEmulator(EmulatorServer):
@@ -360,30 +369,44 @@ class SageMakerEmulator(EmulatorServer):
             raise _Reject(model_error(400, "invalid JSON body", name)) from None
         if isinstance(payload, dict):
             self.stats.last_request = payload
+        variant = variant or self.config.variants[0]
         try:
+            answer = embedding(container, payload, self.config.served_model)
+            if answer is not None:
+                return _Work(None, fault, variant, answer)
+            asked = rich(container, payload, self.config.served_model)
+            if asked is not None:
+                return _Work(None, fault, variant, rich=asked)
             job = parse_request(
                 container, payload, self.config.served_model, self.config.default_max_tokens
             )
         except BadRequest as exc:
             raise _Reject(model_error(exc.status, exc.message, name)) from None
-        return _Work(ContainerStream(container, job), fault, variant or self.config.variants[0])
+        return _Work(ContainerStream(container, job), fault, variant)
 
-    async def _invoke(self, request: web.Request) -> web.Response:
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
         try:
             work = await self._admit(request)
         except _Reject as reject:
             return reject.response
+        if work.rich is not None:
+            return await self._rich(request, work, stream=False)
         ttft, itl = fault_timing(self.config.ttft_s, self.config.itl_s, work.fault)
-        delay = ttft + itl * max(len(work.stream.tokens) - 1, 0)
+        tokens = len(work.stream.tokens) if work.stream is not None else 1
+        delay = ttft + itl * max(tokens - 1, 0)
         if delay > 0:
             await asyncio.sleep(delay)
         if work.fault is not None and work.fault.reset_after_tokens is not None:
             reset_connection(request)
             return web.Response()
         self.stats.completed += 1
-        self.stats.generation_tokens += len(work.stream.tokens)
+        if work.stream is None:
+            body = work.answer or b""
+        else:
+            self.stats.generation_tokens += tokens
+            body = work.stream.complete()
         return web.Response(
-            body=work.stream.complete(),
+            body=body,
             content_type="application/json",
             headers={"x-Amzn-Invoked-Production-Variant": work.variant},
         )
@@ -393,6 +416,12 @@ class SageMakerEmulator(EmulatorServer):
             work = await self._admit(request)
         except _Reject as reject:
             return reject.response
+        if work.rich is not None:
+            return await self._rich(request, work, stream=True)
+        if work.stream is None:
+            # vLLM answers an embedding whole, even here: SageMaker frames its bytes.
+            self.stats.completed += 1
+            return await self._whole_in_parts(request, work.variant, work.answer or b"")
         response = web.StreamResponse(
             headers={
                 "Content-Type": "application/vnd.amazon.eventstream",
@@ -431,6 +460,59 @@ class SageMakerEmulator(EmulatorServer):
             self.stats.generation_tokens += playback.sent
             if transport is not None:
                 self._inflight.discard(transport)
+        return response
+
+    async def _rich(self, request: web.Request, work: _Work, stream: bool) -> web.StreamResponse:
+        """Tools, JSON output, logprobs, ``n``...: the vLLM container's answer, from
+        :mod:`emulators.openai_tools`. The streaming call carries its SSE bytes in
+        PayloadParts; InvokeEndpoint returns the container's body as it is (a
+        stream too, when the body asks one), and a body that does not ask to
+        stream is framed whole on the streaming call."""
+        payload = work.rich or {}
+        reset = work.fault.reset_after_tokens if work.fault is not None else None
+        chat, model = "messages" in payload, self.config.served_model
+        limit = self.config.default_max_tokens
+        variant = {"x-Amzn-Invoked-Production-Variant": work.variant}
+        if stream and payload.get("stream"):
+            headers = {
+                **variant,
+                "Content-Type": "application/vnd.amazon.eventstream",
+                "X-Amzn-SageMaker-Content-Type": "text/event-stream",
+                "x-amzn-RequestId": str(uuid.uuid4()),
+            }
+            response, produced = await openai_tools.respond(
+                request, payload, chat, model, limit, reset, headers=headers, frame=self._parts
+            )
+        else:
+            sse = {**variant, "Content-Type": "text/event-stream; charset=utf-8"}
+            response, produced = await openai_tools.respond(
+                request, payload, chat, model, limit, reset, headers=sse
+            )
+            if isinstance(response, web.Response):  # a whole answer, not sent yet
+                body = response.body if isinstance(response.body, bytes) else b""
+                if stream:
+                    response = await self._whole_in_parts(request, work.variant, body)
+                else:
+                    response.headers.update(variant)
+        self.stats.completed += 1
+        self.stats.generation_tokens += produced
+        return response
+
+    async def _whole_in_parts(
+        self, request: web.Request, variant: str, body: bytes
+    ) -> web.StreamResponse:
+        """A container's whole body on the streaming call, in PayloadParts."""
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.amazon.eventstream",
+                "X-Amzn-SageMaker-Content-Type": "application/json",
+                "x-Amzn-Invoked-Production-Variant": variant,
+                "x-amzn-RequestId": str(uuid.uuid4()),
+            }
+        )
+        await response.prepare(request)
+        await response.write(self._parts(body))
+        await response.write_eof()
         return response
 
     def _parts(self, data: bytes) -> bytes:

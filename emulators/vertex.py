@@ -2,14 +2,16 @@
 
 Vertex endpoints here serve a vLLM container behind Google's front door
 (reference/protocols.md §3), so the container half — request parsing and the
-OpenAI SSE it streams, deterministic text from :mod:`emulators.text`
-— is the vLLM container of :mod:`emulators.containers`, the one the
+OpenAI SSE it streams, deterministic text from :mod:`emulators.text`, tools,
+JSON output, logprobs and ``n`` as :mod:`emulators.openai_tools` writes them,
+embeddings — is the vLLM container of :mod:`emulators.containers`, the one the
 SageMaker emulator runs too. Google's half is this module:
 
 - ``POST /{v1,v1beta1}/projects/{p}/locations/{l}/endpoints/{e}/chat/completions``
   (the OpenAI-compatible chat route of Model Garden deployments);
 - ``POST /{v1,v1beta1}/projects/{p}/locations/{l}/endpoints/{e}:streamRawPredict``
-  and ``:rawPredict`` (the raw body to the container; chat or completion by body);
+  and ``:rawPredict`` (the raw body to the container; chat, completion or an
+  embedding by body, :func:`emulators.containers.embedding`);
 - a bearer-token check (401 UNAUTHENTICATED without one, or with a token not
   in ``tokens`` when that is set), the project and location in the path
   checked against the config, 404 for unknown endpoints;
@@ -38,14 +40,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from emulators import openai_tools
 from emulators.containers import (
     BadRequest,
     ContainerStream,
     Playback,
+    embedding,
     fault_timing,
     parse_openai,
     play,
     reset_connection,
+    rich,
 )
 from emulators.faults import Faults
 from emulators.server import EmulatorServer
@@ -211,6 +216,19 @@ class VertexEmulator(EmulatorServer):
         except _Reject as reject:
             return reject.response
         ttft, itl = fault_timing(self.config.ttft_s, self.config.itl_s, fault)
+        if isinstance(stream, bytes):
+            return await self._embedding(request, stream, ttft, fault)
+        if isinstance(stream, dict):
+            # Tools, JSON output, logprobs, n...: the vLLM container's way. The raw
+            # routes hand back the container's bytes, streamed or whole as it wrote them.
+            reset = fault.reset_after_tokens if fault is not None else None
+            chat, model = "messages" in stream, self.config.served_model
+            response, produced = await openai_tools.respond(
+                request, stream, chat, model, self.config.default_max_tokens, reset
+            )
+            self.stats.completed += 1
+            self.stats.generation_tokens += produced
+            return response
         if raw or not stream.job.stream:
             return await self._complete(request, stream, ttft, itl, fault)
         response = web.StreamResponse(
@@ -245,7 +263,9 @@ class VertexEmulator(EmulatorServer):
 
     async def _admit(
         self, request: web.Request, endpoint: str, chat_only: bool
-    ) -> tuple[ContainerStream, Faults | None]:
+    ) -> tuple[ContainerStream | bytes | dict[str, Any], Faults | None]:
+        """The container's work — a stream, a whole embedding answer, or a body
+        :mod:`emulators.openai_tools` answers — and the faults."""
         stats, config, info = self.stats, self.config, request.match_info
         stats.requests += 1
         stats.last_path = request.path
@@ -292,10 +312,28 @@ class VertexEmulator(EmulatorServer):
         if chat_only and "messages" not in payload:
             raise _Reject(google_error(400, "chat/completions requires `messages`."))
         try:
+            answer = embedding("vllm", payload, config.served_model)
+            if answer is not None:
+                return answer, fault
+            asked = rich("vllm", payload, config.served_model)
+            if asked is not None:
+                return asked, fault
             job = parse_openai(payload, config.served_model, config.default_max_tokens, False)
         except BadRequest as exc:
             raise _Reject(google_error(400 if exc.status < 500 else 500, exc.message)) from None
         return ContainerStream("vllm", job), fault
+
+    async def _embedding(
+        self, request: web.Request, answer: bytes, ttft: float, fault: Faults | None
+    ) -> web.Response:
+        """vLLM answers an embedding whole, on either raw route."""
+        if ttft > 0:
+            await asyncio.sleep(ttft)
+        if fault is not None and fault.reset_after_tokens is not None:
+            reset_connection(request)
+            return web.Response()
+        self.stats.completed += 1
+        return web.Response(body=answer, content_type="application/json")
 
     async def _complete(
         self,

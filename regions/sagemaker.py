@@ -21,7 +21,20 @@ CONNECT. Closing the iterator closes the upstream connection (aiohttp does not
 return a half-read connection to the pool).
 
 Only the vLLM container's chunks are OpenAI SSE for the client's API, so only
-it is a pass-through backend; TGI's and LMI's events are re-encoded.
+it is a pass-through backend; TGI's and LMI's events are re-encoded. With
+``n`` above 1 (vLLM only) the decoder takes each choice's chunks until every
+choice has its finish reason.
+
+Embeddings are one answer, so they go to ``InvokeEndpoint``
+(``POST /endpoints/{name}/invocations``; botocore's sagemaker-runtime model
+names its headers: ``Accept`` here, not the streaming call's
+``X-Amzn-SageMaker-Accept``), with the client's OpenAI embeddings body. Only
+the vLLM container takes it: vLLM's SageMaker ``/invocations``
+(vllm/entrypoints/sagemaker/api_router.py) validates the body against each
+request type the model serves and hands an ``EmbeddingRequest`` to its
+embeddings handler, whose ``EmbeddingResponse`` SageMaker returns unchanged
+(``regions.embeddings`` checks it). The container's refusals arrive as
+ModelError 424 with its status, classified by ``sagemaker_errors``.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from regions import embeddings
 from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.eventstream import FrameDecoder, FrameError
@@ -49,6 +63,10 @@ from regions.transport_errors import TRANSPORT_ERRORS
 
 def stream_url(base: str, endpoint_name: str) -> str:
     return f"{base}/endpoints/{quote(endpoint_name, safe='')}/invocations-response-stream"
+
+
+def invoke_url(base: str, endpoint_name: str) -> str:
+    return f"{base}/endpoints/{quote(endpoint_name, safe='')}/invocations"
 
 
 class SageMakerProvider:
@@ -70,6 +88,8 @@ class SageMakerProvider:
         self._max_event_bytes = max_event_bytes
         self._url = stream_url(spec.url, self.options.endpoint_name)
         self._yarl = URL(self._url, encoded=True)  # signed as-is: no re-quoting
+        self._invoke_url = invoke_url(spec.url, self.options.endpoint_name)
+        self._invoke_yarl = URL(self._invoke_url, encoded=True)
         if credentials is None:
             credentials = (
                 AwsCredentials.emulator()
@@ -93,6 +113,10 @@ class SageMakerProvider:
         await self._credentials.close()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        if request.kind is Kind.EMBEDDING:
+            async for event in self._embed(request):
+                yield event
+            return
         options = self.options
         body = build_body(request, options.container, self.spec.served_model)
         frozen = await self._credentials.frozen()
@@ -108,7 +132,10 @@ class SageMakerProvider:
             },
         )
         decoder = PayloadDecoder(
-            request.kind is Kind.CHAT, self.passthrough(request.kind), self._max_event_bytes
+            request.kind is Kind.CHAT,
+            self.passthrough(request.kind),
+            self._max_event_bytes,
+            request.choices,
         )
         with TRANSPORT_ERRORS:
             # Accept-Encoding is sent unsigned, as aiohttp's own default is.
@@ -123,6 +150,36 @@ class SageMakerProvider:
                     raise response_error(resp.status, resp.headers, await _read(resp))
                 check_identity(resp)
                 async for event in _events(resp, decoder):
+                    yield event
+
+    async def _embed(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """One InvokeEndpoint call with the client's embeddings body (module docstring)."""
+        if self.options.container != "vllm" or request.body is None:
+            # routing.capabilities gives embeddings to the vLLM container only
+            raise BackendError(
+                FailureClass.SERVER,
+                f"backend {self.spec.name}: container {self.options.container} has no embeddings",
+            )
+        body = embeddings.body(dict(request.body), self.spec.served_model)
+        headers = {k: v for k, v in self._headers.items() if k != "X-Amzn-SageMaker-Accept"}
+        headers["Accept"] = "application/json"
+        headers["X-Amzn-SageMaker-Inference-Id"] = request.request_id[:64]
+        frozen = await self._credentials.frozen()
+        signed = sign(
+            frozen, self.options.region, self._invoke_url, body, {**headers, **trace_headers()}
+        )
+        with TRANSPORT_ERRORS:
+            async with self._session.post(
+                self._invoke_yarl,
+                data=body,
+                headers={**signed, **IDENTITY},
+                auto_decompress=False,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status != 200:
+                    raise response_error(resp.status, resp.headers, await _read(resp))
+                check_identity(resp)
+                async for event in embeddings.events(resp, request.choices):
                     yield event
 
 

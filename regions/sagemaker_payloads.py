@@ -124,13 +124,28 @@ class PayloadDecoder:
     role chunk) are dropped.
     """
 
-    __slots__ = ("_chat", "_lines", "_passthrough", "_usage_seen", "done", "finished")
+    __slots__ = (
+        "_chat",
+        "_choices",
+        "_lines",
+        "_passthrough",
+        "_unfinished",
+        "_usage_seen",
+        "done",
+        "finished",
+    )
 
     def __init__(
-        self, chat: bool, passthrough: bool = False, max_line_bytes: int = MAX_EVENT_BYTES
+        self,
+        chat: bool,
+        passthrough: bool = False,
+        max_line_bytes: int = MAX_EVENT_BYTES,
+        choices: int = 1,
     ) -> None:
         self._chat = chat
         self._passthrough = passthrough
+        self._choices = choices
+        self._unfinished = set(range(choices))
         self._lines = Delimited(b"\n", max_line_bytes, "a payload line")
         self._usage_seen = False
         self.finished = False
@@ -192,22 +207,26 @@ class PayloadDecoder:
             raise BackendError(FailureClass.STREAM_BROKEN, f"container error: {message[:300]}")
 
     def _openai(self, chunk: dict[str, Any], raw: bytes | None, out: list[Event]) -> None:
-        parsed = parse_chunk(chunk, self._chat)
+        parsed = parse_chunk(chunk, self._chat, self._choices)
         if parsed.choice and parsed.usage is not None:
             raw = None  # re-encoded, so a client that did not ask for usage does not get it
         skipped = False
         if parsed.choice:
-            if self.finished:
+            if self.finished or parsed.at not in self._unfinished:
                 skipped = True  # text or a second finish after the finish reason: not the answer
             else:
                 if parsed.text or raw is not None:
-                    out.append(TokenDelta(parsed.text, raw))
+                    out.append(TokenDelta(parsed.text, raw, False, parsed.progress))
                 if parsed.reason in _BROKEN:
                     raise BackendError(
                         FailureClass.STREAM_BROKEN,
                         f"container reported a generation error (finish_reason {parsed.reason})",
                     )
-                if parsed.reason:
+                if parsed.reason and len(self._unfinished) > 1:
+                    # n > 1 (vLLM): one choice is done, the answer is not; its finish
+                    # chunk went out as content, and one Finish ends the answer.
+                    self._unfinished.discard(parsed.at)
+                elif parsed.reason:
                     self.finished = True
                     reason = _FINISH.get(parsed.reason, parsed.reason)
                     out.append(Finish(reason, b"" if raw is not None else None))

@@ -11,6 +11,14 @@ Two routes (reference/protocols.md §3.1), chosen per backend:
   whose body goes to the custom container unchanged; here a vLLM container
   that picks chat or completion from the body, as its ``/invocations`` does.
 
+Embeddings (route ``stream_raw_predict`` only) go to ``:rawPredict`` on the
+same endpoint, the one-answer form of the raw route: the body reaches the
+container and its response comes back unchanged (google-cloud-aiplatform's
+``Endpoint.raw_predict``, google/cloud/aiplatform/models.py), so the client's
+OpenAI embeddings body reaches vLLM, whose ``/invocations``-style dispatch by
+body shape serves it as an ``EmbeddingRequest`` (``regions.sagemaker``), and
+its ``EmbeddingResponse`` is checked by ``regions.embeddings``.
+
 Both stream the container's OpenAI SSE back unchanged, so both are
 pass-through for the APIs they serve, and they share the SageMaker vLLM
 decoder (:class:`regions.sagemaker_payloads.PayloadDecoder`). The host is a
@@ -39,6 +47,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from regions import embeddings
 from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.inventory import BackendSpec, VertexOptions
@@ -70,14 +79,16 @@ def regional_host(location: str) -> str:
     return f"https://{location}-aiplatform.googleapis.com"
 
 
-def route_url(base: str, options: VertexOptions) -> str:
+def route_url(base: str, options: VertexOptions, method: str = "streamRawPredict") -> str:
+    """The prediction URL of ``options``' route; ``method`` names the raw route's
+    (``streamRawPredict``, or ``rawPredict`` for one whole answer)."""
     resource = (
         f"projects/{quote(options.project, safe='')}/locations/{quote(options.location, safe='')}"
         f"/endpoints/{quote(options.endpoint_id, safe='')}"
     )
     if options.route == "chat_completions":
         return f"{base}/v1beta1/{resource}/chat/completions"
-    return f"{base}/v1/{resource}:streamRawPredict"
+    return f"{base}/v1/{resource}:{method}"
 
 
 class VertexProvider:
@@ -128,21 +139,28 @@ class VertexProvider:
                 FailureClass.SERVER,
                 f"backend {self.spec.name} serves chat only (route chat_completions)",
             )
-        body = orjson.dumps(build_body(request, self.spec.served_model))
         if not self._resolved:
             await self._discover_dns()
         headers = await self._credentials.headers()
         if self._host is not None:
             headers["Host"] = self._host
         headers["Content-Type"] = "application/json"
-        headers["Accept"] = "text/event-stream"
         headers.update(IDENTITY)
         headers.update(trace_headers())  # W3C trace context (regions.trace_context)
+        if request.kind is Kind.EMBEDDING:
+            async for event in self._embed(request, headers):
+                yield event
+            return
+        body = orjson.dumps(build_body(request, self.spec.served_model))
+        headers["Accept"] = "text/event-stream"
         decoder = PayloadDecoder(
-            request.kind is Kind.CHAT, self.passthrough(request.kind), self._max_event_bytes
+            request.kind is Kind.CHAT,
+            self.passthrough(request.kind),
+            self._max_event_bytes,
+            request.choices,
         )
         with TRANSPORT_ERRORS:
-            async with await self._post(body, headers) as resp:
+            async with await self._post(self._url, body, headers) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
                 check_identity(resp)
@@ -153,6 +171,23 @@ class VertexProvider:
                         await drain(resp)
                         return
                 for event in decoder.close():
+                    yield event
+
+    async def _embed(
+        self, request: GenerationRequest, headers: dict[str, str]
+    ) -> AsyncIterator[Event]:
+        """One ``:rawPredict`` with the client's embeddings body (module docstring)."""
+        if request.body is None:
+            raise BackendError(FailureClass.SERVER, "an embedding request without its body")
+        body = embeddings.body(dict(request.body), self.spec.served_model)
+        headers["Accept"] = "application/json"
+        url = self._url.removesuffix(":streamRawPredict") + ":rawPredict"
+        with TRANSPORT_ERRORS:
+            async with await self._post(url, body, headers) as resp:
+                if resp.status != 200:
+                    raise response_error(resp.status, resp.headers, await _read(resp))
+                check_identity(resp)
+                async for event in embeddings.events(resp, request.choices):
                     yield event
 
     async def _discover_dns(self) -> None:
@@ -198,11 +233,11 @@ class VertexProvider:
                 self._host = _host_override(self.spec.url, dns)
             self._resolved = True
 
-    async def _post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """The response; a 401 refreshes the token and sends once more
         (``regions.vertex_auth``: as google-auth's AuthorizedSession)."""
         resp = await self._session.post(
-            self._url, data=body, headers=headers, auto_decompress=False, allow_redirects=False
+            url, data=body, headers=headers, auto_decompress=False, allow_redirects=False
         )
         if resp.status != 401 or not self._credentials.refreshable:
             return resp
@@ -210,7 +245,7 @@ class VertexProvider:
         resp.release()
         retry = await self._credentials.refreshed(headers) or {}
         return await self._session.post(
-            self._url,
+            url,
             data=body,
             headers={**headers, **retry},
             auto_decompress=False,

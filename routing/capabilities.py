@@ -9,14 +9,18 @@ backend inherits what it can do from what it speaks:
   OpenAI-compatible API, SageMaker's and Vertex's vLLM containers) gets the
   body itself, so it can honour every field. TGI's Messages API takes no
   ``n`` above 1 (its ``ChatRequest`` has no ``n``), so it is not given
-  several choices; nor are SageMaker and Vertex, whose payload decoder
-  (``regions.sagemaker_payloads``) reads one choice, and whose embedding
-  endpoints the gateway does not call yet;
+  several choices; nor is Vertex's chat route, whose container may be TGI;
 - ``embeddings``: ``/v1/embeddings`` on vLLM, TEI (``provider: tgi``) and
-  OpenAI-compatible servers (``regions.embeddings``);
+  OpenAI-compatible servers (``regions.embeddings``); the OpenAI body at
+  SageMaker's InvokeEndpoint to a vLLM container and at Vertex's
+  ``:rawPredict`` (route ``stream_raw_predict``), which vLLM's
+  ``/invocations`` routes by its shape (``regions.sagemaker``,
+  ``regions.vertex``);
 - SageMaker's TGI and LMI containers get the gateway's own native payloads
   (``regions.sagemaker_payloads``): text messages and the sampling the
-  gateway models, nothing more.
+  gateway models, nothing more (TGI's generate ``best_of`` returns one
+  sequence and refuses to stream, router/src/validation.rs in
+  huggingface/text-generation-inference, so ``n`` stays refused).
 
 Routing drops the backends that lack a capability the request asks; when
 that leaves no backend inside the residency, the request is refused with
@@ -66,9 +70,10 @@ def _carried(backend: BackendSpec) -> frozenset[str]:
     """The capabilities ``backend`` inherits from its provider and container."""
     if backend.kind is ProviderKind.SAGEMAKER:
         container = backend.sagemaker.container if backend.sagemaker else "vllm"
-        return ALL - {"multiple_choices", "embeddings"} if container == "vllm" else frozenset()
+        return ALL if container == "vllm" else frozenset()
     if backend.kind is ProviderKind.VERTEX:
-        return ALL - {"multiple_choices", "embeddings"}
+        raw = backend.vertex is not None and backend.vertex.route == "stream_raw_predict"
+        return ALL if raw else ALL - {"multiple_choices", "embeddings"}
     if backend.kind is ProviderKind.TGI:
         return ALL - {"multiple_choices"}
     return ALL

@@ -114,9 +114,14 @@ async def test_a_backend_without_embeddings_is_refused_naming_input(
     emulators: EmulatorFactory, gateways: GatewayFactory
 ) -> None:
     em = await emulators()
-    sagemaker = {
+    sagemaker = {  # TGI, a generation container (SageMaker's vLLM one serves embeddings)
         "provider": "sagemaker",
-        "sagemaker": {"endpoint_name": "e", "region": "eu-central-1", "credentials": "emulator"},
+        "sagemaker": {
+            "endpoint_name": "e",
+            "region": "eu-central-1",
+            "container": "tgi",
+            "credentials": "emulator",
+        },
     }
     gw = await gateways(gateway_config([("sm", "onprem:fra1", "v1", em.url, sagemaker)]))
     async with client(gw.http_url) as c:
