@@ -57,6 +57,14 @@ def _row(row: UsageRow) -> dict[str, Any]:
 
 
 async def usage(request: web.Request) -> web.Response:
+    unknown = sorted(set(request.query) - {"window"})
+    if unknown:  # e.g. a tenant filter this route does not have: never ignored in silence
+        return error_response(
+            400, f"unknown query parameter {unknown[0]!r} (known: window)", INVALID_REQUEST,
+            param=unknown[0],
+        )  # fmt: skip
+    if len(request.query.getall("window", ())) > 1:
+        return error_response(400, "window given more than once", INVALID_REQUEST, param="window")
     try:
         window = window_of(request.query.get("window"))
     except ValueError as exc:

@@ -261,6 +261,10 @@ async def test_a_bad_window_is_a_400_naming_it(
         assert "from 60 to 86400" in body["error"]["message"]
         status, body = await _usage(s, gw, "", token="not-a-token")
         assert status == 401
+        status, body = await _usage(s, gw, "?window=60&window=120")
+        assert status == 400 and body["error"]["param"] == "window"
+        status, body = await _usage(s, gw, "?tenant=global")  # no such filter: not ignored
+        assert status == 400 and body["error"]["param"] == "tenant", body
         status, body = await _usage(s, gw)
     assert status == 200 and body["window"] == 3600 and body["rows"] == []
 
