@@ -21,7 +21,12 @@ from failover.health import BackendHealth
 from failover.policy import FailoverPolicy
 from failover.probing import Prober
 from gateway.app.lifecycle import Lifecycle
-from gateway.config.model import Config, SageMakerBackendOptions, VertexBackendOptions
+from gateway.config.model import (
+    Config,
+    PriceConfig,
+    SageMakerBackendOptions,
+    VertexBackendOptions,
+)
 from gateway.control.snapshots import SnapshotComposer
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics
@@ -121,6 +126,12 @@ def _vertex_options(o: VertexBackendOptions | None) -> VertexOptions | None:
     )
 
 
+def _price(p: PriceConfig) -> Price:
+    if p.per_hour is not None:  # a fresh meter: a reload measures again from the seed
+        return Price.hourly(p.per_hour, p.tokens_per_s, p.input_ratio)
+    return Price(p.input_per_m, p.output_per_m)
+
+
 def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
     regions = {r.name: Region(r.name, frozenset(r.tags)) for r in config.regions}
     return tuple(
@@ -132,7 +143,7 @@ def backend_specs(config: Config) -> tuple[BackendSpec, ...]:
             kind=b.provider,
             url=b.url,
             served_model=b.served_model,
-            price=Price(b.price.input_per_m, b.price.output_per_m),
+            price=_price(b.price),
             max_concurrency=b.max_concurrency,
             weight=b.weight,
             sagemaker=_sagemaker_options(b.sagemaker),

@@ -25,6 +25,7 @@ from pydantic import (
 
 from gateway.config.base import AWS_REGION, GCP_LOCATION, Strict, location
 from gateway.config.cloud import DiscoveryConfig, ReplicationConfig
+from gateway.config.cost import CostConfig
 from gateway.config.lease import LeaseConfig
 from gateway.config.observability import ObservabilityConfig
 from gateway.security.keys import secret_digest
@@ -213,8 +214,26 @@ class ModelConfig(Strict):
 
 
 class PriceConfig(Strict):
+    """Per 1M tokens, or ``per_hour`` (GPU hours) for a self-hosted backend: then a token
+    costs ``per_hour / (3600 × tokens/s)`` at the backend's measured output capacity,
+    ``tokens_per_s`` until measured and its floor after (regions.throughput); an input
+    token costs ``input_ratio`` output tokens (default 0: prefill taken as free)."""
+
     input_per_m: float = Field(0.0, ge=0)
     output_per_m: float = Field(0.0, ge=0)
+    per_hour: float | None = Field(None, gt=0)
+    tokens_per_s: float | None = Field(None, gt=0)
+    input_ratio: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PriceConfig:
+        if self.per_hour is None:
+            hourly = [n for n in ("tokens_per_s", "input_ratio") if n in self.model_fields_set]
+            if hourly:
+                raise ValueError(f"{', '.join(hourly)}: only with per_hour")
+        elif self.input_per_m or self.output_per_m:
+            raise ValueError("per_hour or input_per_m/output_per_m, not both")
+        return self
 
 
 class SageMakerBackendOptions(Strict):
@@ -487,6 +506,7 @@ class Config(Strict):
     discovery: DiscoveryConfig | None = None
     replication: ReplicationConfig = ReplicationConfig()
     observability: ObservabilityConfig = ObservabilityConfig()  # access log, SLOs
+    cost: CostConfig = CostConfig()  # transfer between regions (gateway.config.cost)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -510,6 +530,8 @@ class Config(Strict):
                 raise ValueError(
                     f"@backends.{i}.version: model {b.model!r} has no version {b.version!r}"
                 )
+        if self.cost.region is not None and self.cost.region not in regions:
+            raise ValueError(f"@cost.region: unknown region {self.cost.region!r}")
         for model in self.observability.slo:
             if model not in versions:
                 raise ValueError(f"@observability.slo.{model}: unknown model {model!r}")
