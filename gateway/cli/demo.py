@@ -158,10 +158,10 @@ def demo_config(
                 "url": url,
                 "served_model": SERVED,
                 "price": {"input_per_m": spec.price_in, "output_per_m": spec.price_out},
+                # What each serves is its container's (routing.capabilities): the
+                # cloud emulators' vLLM containers answer tools, JSON output,
+                # logprobs and n as the vLLM emulator does; TGI's native payload does not.
                 **_cloud_options(spec),
-                # The SageMaker and Vertex emulators' containers generate plain text
-                # only: tools, JSON output, logprobs, n and images go to vLLM's.
-                **({"capabilities": ["openai_body"]} if spec.provider != "vllm" else {}),
             }
         )
     return Config.model_validate(

@@ -411,3 +411,33 @@ async def test_tools_json_and_logprobs_through_the_vllm_containers(
     assert logprobs is not None and logprobs.content
     assert len(logprobs.content[0].top_logprobs) == 2
     assert (vx if backend == "sm" else sm).stats.requests == 0
+
+
+async def test_the_demo_serves_tools_and_n_from_its_cloud_backends() -> None:
+    """The demo's SageMaker and Vertex backends are no longer declared text-only: a
+    tool call kept in the Netherlands (Vertex only) and n=2 kept in the US
+    (SageMaker and Vertex only) are served, not refused."""
+    from gateway.cli.demo import MODEL as DEMO_MODEL
+    from gateway.cli.demo import Demo
+
+    demo = Demo("127.0.0.1:0", "127.0.0.1:0", None)
+    gw = await demo.start()
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=gw.http_url + "/v1", api_key="sk-demo-global", max_retries=0
+        ) as c:
+            tools = await c.chat.completions.with_raw_response.create(
+                model=DEMO_MODEL,
+                messages=HELLO,
+                tools=[WEATHER],
+                extra_headers={"x-meridian-residency": "NL"},
+            )
+            several = await c.chat.completions.with_raw_response.create(
+                model=DEMO_MODEL, messages=HELLO, n=2, max_tokens=2, extra_headers=US_ONLY
+            )
+    finally:
+        await demo.stop()
+    assert tools.headers["x-meridian-region"] == "gcp:europe-west4"
+    assert tools.parse().choices[0].message.tool_calls
+    assert several.headers["x-meridian-region"] in ("aws:us-east-1", "gcp:us-central1")
+    assert len(several.parse().choices) == 2
