@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from failover.breaker import BreakerState
 from failover.executor import Attempt, Execution
 from gateway.config.observability import TTFT_QUANTILE, ObservabilityConfig
+from gateway.observe.transfer import Transfer
 from regions.inventory import BackendSpec
 
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -78,6 +79,20 @@ class Metrics:
             "meridian_spend_usd",
             "US dollars spent at the backends' configured prices",
             ["tenant", "model", "backend"],
+            registry=r,
+        )
+        # Cross-region transfer (config cost, gateway.observe.transfer): bytes by the
+        # direction they flow, spend by the gateway's and the serving backend's region.
+        self.transfer_bytes = Counter(
+            "meridian_transfer_bytes",
+            "Request and response bytes between the gateway's region and the serving backend's",
+            ["from_region", "to_region"],
+            registry=r,
+        )
+        self.transfer_spend = Counter(
+            "meridian_transfer_spend_usd",
+            "US dollars of cross-region transfer at the configured price per GB",
+            ["tenant", "gateway_region", "backend_region"],
             registry=r,
         )
         self.duration = Histogram(
@@ -252,6 +267,12 @@ class Metrics:
         self.tokens.labels(model, name, "prompt", tenant).inc(usage.prompt_tokens)
         self.tokens.labels(model, name, "completion", tenant).inc(usage.completion_tokens)
         self.spend.labels(tenant, model, name).inc(cost)  # a free backend's series reads 0
+
+    def transferred(self, tenant: str, transfer: Transfer) -> None:
+        here, there = transfer.source, transfer.target
+        self.transfer_bytes.labels(here, there).inc(transfer.request_bytes)
+        self.transfer_bytes.labels(there, here).inc(transfer.response_bytes)
+        self.transfer_spend.labels(tenant, here, there).inc(transfer.usd)
 
     def first_token(
         self, execution: Execution, attempt: Attempt, ttft: float, overhead: float

@@ -1,0 +1,62 @@
+"""Cross-region transfer: bytes each way between the gateway's region and the backend's, per GB."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config.cost import CostConfig
+from gateway.observe.metrics import Metrics
+from gateway.observe.transfer import Transfer, TransferPricing
+from regions.inventory import Region
+
+HERE = "aws:us-east-1"
+AWS_EU = Region("aws:eu-west-1", frozenset({"EU"}))
+GCP = Region("gcp:europe-west4", frozenset({"EU"}))
+LOCAL = Region(HERE, frozenset({"US"}))
+
+
+def pricing(**fields: object) -> TransferPricing:
+    return TransferPricing(CostConfig.model_validate({"region": HERE, **fields}))
+
+
+def test_same_region_and_unknown_gateway_region_count_nothing() -> None:
+    assert pricing(transfer_per_gb=0.02).price(LOCAL, 10_000, 50_000) is None
+    unknown = TransferPricing(CostConfig(transfer_per_gb=0.02))
+    assert unknown.price(AWS_EU, 10_000, 50_000) is None
+
+
+def test_bytes_each_way_at_the_default_price_per_gb() -> None:
+    t = pricing(transfer_per_gb=0.02).price(AWS_EU, 1_000_000, 3_000_000)
+    assert t == Transfer(
+        HERE, "aws:eu-west-1", 1_000_000, 3_000_000, pytest.approx(4e6 * 0.02 / 1e9)
+    )
+
+
+def test_a_cloud_pair_is_priced_in_the_direction_the_bytes_flow() -> None:
+    p = pricing(transfer_per_gb=0.02, transfer_pairs={"aws->gcp": 0.09, "gcp->aws": 0.12})
+    t = p.price(GCP, 1_000_000_000, 2_000_000_000)
+    assert t is not None
+    assert t.usd == pytest.approx(1 * 0.09 + 2 * 0.12)  # request out of AWS, response out of GCP
+    free = pricing(transfer_pairs={"aws->aws": 0.0}).price(AWS_EU, 10, 10)
+    assert free is not None and free.usd == 0.0  # counted in bytes even when free
+
+
+def test_metrics_count_bytes_by_direction_and_spend_by_tenant() -> None:
+    metrics = Metrics()
+    t = pricing(transfer_per_gb=0.5).price(AWS_EU, 2_000, 8_000)
+    assert t is not None
+    metrics.transferred("acme", t)
+    text = generate_latest(metrics.registry).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    out = (("from_region", HERE), ("to_region", "aws:eu-west-1"))
+    back = (("from_region", "aws:eu-west-1"), ("to_region", HERE))
+    assert samples[("meridian_transfer_bytes_total", out)] == 2_000
+    assert samples[("meridian_transfer_bytes_total", back)] == 8_000
+    spend = (("backend_region", "aws:eu-west-1"), ("gateway_region", HERE), ("tenant", "acme"))
+    assert samples[("meridian_transfer_spend_usd_total", spend)] == pytest.approx(1e4 * 0.5 / 1e9)
