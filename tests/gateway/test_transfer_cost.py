@@ -29,9 +29,9 @@ def test_same_region_and_unknown_gateway_region_count_nothing() -> None:
 
 def test_bytes_each_way_at_the_default_price_per_gb() -> None:
     t = pricing(transfer_per_gb=0.02).price(AWS_EU, 1_000_000, 3_000_000)
-    assert t == Transfer(
-        HERE, "aws:eu-west-1", 1_000_000, 3_000_000, pytest.approx(4e6 * 0.02 / 1e9)
-    )
+    assert t is not None
+    assert t[:4] == (HERE, "aws:eu-west-1", 1_000_000, 3_000_000)
+    assert t.usd == pytest.approx(4e6 * 0.02 / 1e9)
 
 
 def test_a_cloud_pair_is_priced_in_the_direction_the_bytes_flow() -> None:
