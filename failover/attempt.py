@@ -82,7 +82,8 @@ class Attempts:
     """The attempts of one request, in the order they started.
 
     ``failed`` names the backends not to try again in the current pass (or
-    resumption); ``deadline`` is the request's total deadline on the loop's clock.
+    resumption); ``deadline`` is the request's total deadline on ``clock``, the
+    one clock of every timestamp, deadline and idle check of the request.
     """
 
     request: GenerationRequest
@@ -132,6 +133,7 @@ class Attempts:
                 idle=self.policy.timeouts.idle,
                 total_deadline=self.deadline,
                 loop=loop,
+                clock=self.clock,
             ):
                 async for event in stream:
                     head.append(event)

@@ -18,14 +18,20 @@ called sooner, and waiting less than the hint only earns another 429. But a
 hint is capped by ``max_retry_after``: a backend answering ``Retry-After: 3600``
 must not hold a client's request (and its connection) for an hour. When the hint
 exceeds the cap, the caller should prefer another backend or give up with a 503
-that passes the hint on (:func:`exceeds_retry_after`); either way the delay must
-also be clipped to the request's remaining deadline by the caller.
+that passes the hint on (:func:`exceeds_retry_after`); either way a delay that
+would end past the request's deadline is not worth waiting (the caller answers
+at once: :mod:`failover.rounds`).
+
+A round's hint is the soonest any of its backends asked to be called again
+(:func:`soonest_retry_after`): NaN and negative hints are no hints, in every
+decision alike; 0 is a hint that asks for no wait; ``inf`` exceeds any cap.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 
 from tenacity import RetryCallState, Retrying, wait_exponential
 
@@ -41,8 +47,8 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait after round ``round`` (1-based) of attempts failed.
 
-    ``retry_after`` is the largest (or only) Retry-After hint of that round, in
-    seconds; None, negative or NaN means none.
+    ``retry_after`` is that round's Retry-After hint in seconds
+    (:func:`soonest_retry_after`); None, 0, negative or NaN means no floor.
     """
     if round < 1:
         raise ValueError("round is 1-based: the number of the round that just failed")
@@ -52,6 +58,11 @@ def backoff_delay(
     if retry_after is not None and retry_after > 0:  # NaN > 0 is False
         delay = max(delay, min(retry_after, max_retry_after))
     return delay
+
+
+def soonest_retry_after(hints: Iterable[float | None]) -> float | None:
+    """The soonest of a round's Retry-After hints; None when none is usable."""
+    return min((h for h in hints if h is not None and h >= 0), default=None)  # NaN ≥ 0 is False
 
 
 def exceeds_retry_after(retry_after: float | None, *, max_retry_after: float = 5.0) -> bool:

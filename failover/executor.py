@@ -18,6 +18,12 @@ request cost is :mod:`failover.usage`. An optional :class:`Admission`
 (:mod:`failover.admission`, the tenant limits) is asked before the first
 attempt and told, once, when the request ends.
 
+Time is injected: ``clock`` stamps every attempt and bounds every deadline,
+backoff and idle check, ``sleep`` waits out the backoff between rounds. The
+defaults are the loop's: ``time.monotonic`` is asyncio's ``loop.time`` (and
+uvloop's, at finer resolution), ``asyncio.sleep`` its sleep. On virtual time
+(looptime) pass ``clock=loop.time``.
+
 The names other packages use are importable from here.
 """
 
@@ -26,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from failover.admission import Admission
@@ -61,6 +67,7 @@ class Execution:
     sink: OutcomeSink
     budgets: Budgets
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     admission: Admission | None = None
     _attempts: Attempts = field(init=False)
@@ -104,11 +111,11 @@ class Execution:
         if self.admission is not None:
             self.admission.admit()
             self._admitted = True
-        loop = asyncio.get_running_loop()
-        self._attempts.deadline = loop.time() + self.policy.timeouts.total
-        self.budgets.retries.deposit(self.clock())
-        self.budgets.hedges.deposit(self.clock())
-        opened = await first_token(self._attempts, self.plan, self.budgets, self.rng)
+        now = self.clock()
+        self._attempts.deadline = now + self.policy.timeouts.total
+        self.budgets.retries.deposit(now)
+        self.budgets.hedges.deposit(now)
+        opened = await first_token(self._attempts, self.plan, self.budgets, self.rng, self.sleep)
         self._transcript.opened(opened)
         return opened.head
 

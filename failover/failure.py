@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+from failover.backoff import soonest_retry_after
 from regions.errors import BackendError
 
 
@@ -30,11 +33,12 @@ def exhausted(failures: list[BackendError], attempts: int) -> ExecutionFailed:
         return ExecutionFailed(
             503, "no_backend_available", "no backend could be tried for this request", 1.0
         )
-    hints = [f.retry_after for f in failures if f.retry_after is not None]
+    hint = soonest_retry_after(f.retry_after for f in failures)
     kinds = sorted({f.failure.value for f in failures})
     return ExecutionFailed(
         503,
         "upstream_unavailable",
         f"all {attempts} attempts failed ({', '.join(kinds)})",
-        min(hints) if hints else 1.0,
+        # A Retry-After header is a finite number of seconds.
+        hint if hint is not None and math.isfinite(hint) else 1.0,
     )

@@ -57,7 +57,7 @@ async def stream(
     """The events after the head; the last one is a StreamError on failure.
     ``close`` ends the execution when the caller leaves during a continuation's head."""
     assert transcript.current is not None, "start() must succeed first"
-    policy, texts = attempts.policy, transcript.texts
+    policy, texts, clock = attempts.policy, transcript.texts, attempts.clock
     idle = policy.timeouts.idle
     loop = asyncio.get_running_loop()
     while True:
@@ -69,13 +69,14 @@ async def stream(
             idle=idle,
             total_deadline=attempts.deadline,
             loop=loop,
+            clock=clock,
         )
         watchdog.first_token()
         failure: BackendError | None = None
         # When text last arrived, less the time spent writing other events to
         # the client: content-free chunks keep the watchdog fed, but a stream of
         # nothing else is idle all the same.
-        texted = loop.time()
+        texted = clock()
         try:
             with watchdog:
                 async for event in current.stream:
@@ -91,7 +92,7 @@ async def stream(
                             # max_tokens is computed from these counts.
                             texts.append(event.text)
                             attempt.tokens += 1
-                        elif not event.progress and loop.time() - texted > idle:
+                        elif not event.progress and clock() - texted > idle:
                             raise BackendError(
                                 FailureClass.TIMEOUT, "no text within the idle timeout"
                             )
@@ -110,13 +111,13 @@ async def stream(
                     else:
                         continue  # adapters never yield StreamError: only this loop does
                     watchdog.pause()
-                    before = loop.time()
+                    before = clock()
                     yield event
                     watchdog.resume()
                     if type(event) is TokenDelta and (event.text or event.progress):
-                        texted = loop.time()
+                        texted = clock()
                     else:
-                        texted += loop.time() - before
+                        texted += clock() - before
         except BackendError as exc:
             failure = exc
         except Exception as exc:

@@ -2,20 +2,25 @@
 
 Per-chunk ``asyncio.wait_for`` would create a task per token; rescheduling an
 ``asyncio.timeout`` per chunk pushes a heap entry per token. Instead the hot
-path only stores a timestamp (:meth:`progress`), and a single timer wakes at
-the earliest possible deadline, checks, and either re-arms for the next one or
-cancels the consuming task — the same mechanism ``asyncio.timeout`` uses, so
-the expiry surfaces as :class:`regions.errors.BackendError` (``TIMEOUT``) at
-the ``with`` block, with the reason.
+path only stores a timestamp (:meth:`resume`, after each event is handed on),
+and a single timer wakes at the earliest possible deadline, checks, and either
+re-arms for the next one or cancels the consuming task — the same mechanism
+``asyncio.timeout`` uses, so the expiry surfaces as
+:class:`regions.errors.BackendError` (``TIMEOUT``) at the ``with`` block, with
+the reason.
 
 Deadlines: first token (from start until :meth:`first_token`), idle gap
-(between :meth:`progress` calls after the first token), and an absolute
-``total`` deadline.
+(since the last :meth:`resume` after the first token, time paused excluded),
+and an absolute ``total`` deadline. All are read on the injected ``clock``
+(default the loop's); the timer is armed with the delay left on that clock
+(``call_later``), so any clock works, and on virtual time (looptime, the
+loop's clock) nothing waits for real.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 
 from regions.errors import BackendError, FailureClass
@@ -23,6 +28,7 @@ from regions.errors import BackendError, FailureClass
 
 class Watchdog:
     __slots__ = (
+        "_clock",
         "_expired",
         "_first_token_at",
         "_handle",
@@ -42,9 +48,11 @@ class Watchdog:
         idle: float,
         total_deadline: float,
         loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._loop = loop
-        now = loop.time()
+        self._clock = clock = loop.time if clock is None else clock
+        now = clock()
         self._first_token_at = now + first_token
         self._idle = idle
         self._total_at = total_deadline
@@ -57,18 +65,16 @@ class Watchdog:
 
     def first_token(self) -> None:
         self._waiting_first = False
-        self._last = self._loop.time()
-
-    def progress(self) -> None:
-        self._last = self._loop.time()
+        self._last = self._clock()
 
     def pause(self) -> None:
         """The consumer is busy elsewhere (writing to a slow client): not the upstream's gap."""
         self._paused = True
 
     def resume(self) -> None:
+        """The consumer is back: the idle gap runs from now."""
         self._paused = False
-        self._last = self._loop.time()
+        self._last = self._clock()
 
     def _next_deadline(self) -> tuple[float, str]:
         if self._waiting_first:
@@ -79,22 +85,23 @@ class Watchdog:
 
     def _fire(self) -> None:
         deadline, reason = self._next_deadline()
-        now = self._loop.time()
+        now = self._clock()
         if self._paused:
             # Never cancel while the consumer is suspended outside the guarded
             # block: the CancelledError would surface in the wrong place.
-            self._handle = self._loop.call_at(now + self._idle, self._fire)
+            self._handle = self._loop.call_later(self._idle, self._fire)
         elif now >= deadline:
             self._expired = reason
             self._handle = None
             if self._task is not None:
                 self._task.cancel()
         else:
-            self._handle = self._loop.call_at(deadline, self._fire)
+            self._handle = self._loop.call_later(deadline - now, self._fire)
 
     def __enter__(self) -> Watchdog:
         self._task = asyncio.current_task()
-        self._handle = self._loop.call_at(self._next_deadline()[0], self._fire)
+        delay = self._next_deadline()[0] - self._clock()
+        self._handle = self._loop.call_later(max(0.0, delay), self._fire)
         return self
 
     def __exit__(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from failover.executor import Budgets, Execution, ExecutionFailed
@@ -43,6 +45,7 @@ def _execution(provider: Scripted, admission: Recorded) -> Execution:
         policy,
         Sink(),
         Budgets(),
+        clock=asyncio.get_running_loop().time,  # virtual time: the loop's clock
         admission=admission,
     )
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from failover.backoff import backoff_delay, exceeds_retry_after
+from failover.backoff import backoff_delay, exceeds_retry_after, soonest_retry_after
 
 
 class Top(random.Random):
@@ -59,6 +59,14 @@ def test_a_huge_retry_after_is_capped() -> None:
     assert not exceeds_retry_after(4.0, max_retry_after=5.0)
     assert not exceeds_retry_after(None)
     assert not exceeds_retry_after(math.nan)
+
+
+def test_a_rounds_hint_is_the_soonest_usable_one_whatever_the_order() -> None:
+    assert soonest_retry_after([math.nan, 3.0, None, -1.0]) == 3.0
+    assert soonest_retry_after([3.0, math.nan]) == 3.0
+    assert soonest_retry_after([math.inf, 0.0]) == 0.0  # 0 asks for no wait: a hint
+    assert soonest_retry_after([math.inf]) == math.inf
+    assert soonest_retry_after([None, math.nan, -2.0]) is None
 
 
 @pytest.mark.parametrize("hint", [None, -1.0, 0.0, math.nan])

@@ -89,7 +89,9 @@ def execution(
     sink = Sink()
     request = GenerationRequest(Kind.CHAT, "m", "rid", residency=residency)
     plan = Plan("m", "v1", tuple(Candidate(b, "test") for b in order))
-    return Execution(request, plan, providers, policy, sink, Budgets()), sink  # type: ignore[arg-type]
+    clock = asyncio.get_running_loop().time  # virtual time: the loop's clock
+    ex = Execution(request, plan, providers, policy, sink, Budgets(), clock=clock)  # type: ignore[arg-type]
+    return ex, sink
 
 
 async def drain(ex: Execution) -> list[Event]:

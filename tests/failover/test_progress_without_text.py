@@ -50,7 +50,8 @@ def run(provider: Silent) -> Execution:
     )
     plan = Plan("m", "v1", (Candidate(spec, "test"),))
     request = GenerationRequest(Kind.CHAT, "m", "rid")
-    return Execution(request, plan, {"a": provider}, policy, Sink(), Budgets())  # type: ignore[dict-item]
+    clock = asyncio.get_running_loop().time  # virtual time: the loop's clock
+    return Execution(request, plan, {"a": provider}, policy, Sink(), Budgets(), clock=clock)  # type: ignore[dict-item]
 
 
 async def test_tool_call_arguments_for_longer_than_the_idle_timeout_are_not_idle() -> None:

@@ -17,6 +17,12 @@ def dog(first: float = 10.0, idle: float = 10.0, total: float = 100.0) -> Watchd
     return Watchdog(first_token=first, idle=idle, total_deadline=loop.time() + total, loop=loop)
 
 
+def handed_on(w: Watchdog) -> None:
+    """An event went to the consumer, as the executor reports it: pause, then resume."""
+    w.pause()
+    w.resume()
+
+
 async def test_first_token_timeout_raises_timeout_failure() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -31,12 +37,12 @@ async def test_idle_gap_after_first_token() -> None:
     loop = asyncio.get_running_loop()
     with pytest.raises(BackendError, match="idle"), dog(first=0.01, idle=0.05) as w:
         w.first_token()
-        for _ in range(5):  # progress every 40 ms keeps it alive past several idle periods
+        for _ in range(5):  # an event every 40 ms keeps it alive past several idle periods
             await asyncio.sleep(0.04)
-            w.progress()
+            handed_on(w)
         last = loop.time()
         await asyncio.Event().wait()
-    assert loop.time() - last == pytest.approx(0.05)  # cut one idle period after the last progress
+    assert loop.time() - last == pytest.approx(0.05)  # cut one idle period after the last event
 
 
 async def test_total_deadline_cuts_a_stream_that_keeps_progressing() -> None:
@@ -46,7 +52,7 @@ async def test_total_deadline_cuts_a_stream_that_keeps_progressing() -> None:
         w.first_token()
         while True:
             await asyncio.sleep(0.5)
-            w.progress()
+            handed_on(w)
     assert loop.time() - started == pytest.approx(2.5)
 
 
@@ -79,3 +85,17 @@ async def test_outer_cancellation_is_not_swallowed() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_deadlines_are_read_on_the_injected_clock() -> None:
+    """A clock that stands still holds every deadline, however long the loop runs;
+    once it reaches one, the watchdog fires within one period."""
+    loop = asyncio.get_running_loop()
+    now = [0.0]
+    w = Watchdog(first_token=1.0, idle=1.0, total_deadline=5.0, loop=loop, clock=lambda: now[0])
+    with pytest.raises(BackendError, match="first-token"), w:
+        await asyncio.sleep(10.0)  # ten seconds of the loop's time, none of the clock's
+        now[0] = 1.0
+        fired = loop.time()
+        await asyncio.Event().wait()
+    assert loop.time() - fired <= 1.0
