@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config.cost import CostConfig
 from gateway.observe.metrics import Metrics
-from gateway.observe.transfer import Transfer, TransferPricing
+from gateway.observe.transfer import TransferPricing
 from regions.inventory import Region
 
 HERE = "aws:us-east-1"
