@@ -185,3 +185,52 @@ def test_chat_bodies_end_with_the_assistant_prefix(container: str) -> None:
     ]
     assert "continue_final_message" not in body
     assert body["temperature"] == 0.0 and body["max_tokens"] == 5
+
+
+def _choice_chunk(index: int, content: str, finish: str | None = None) -> bytes:
+    choice = {"index": index, "delta": {"content": content}, "finish_reason": finish}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [choice]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+TWO_CHOICES = (
+    _choice_chunk(0, " a")
+    + _choice_chunk(1, " x")
+    + _choice_chunk(0, " b", "stop")
+    + _choice_chunk(0, " late")  # after its own finish: not the answer
+    + _choice_chunk(1, " y", "length")
+    + b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("step", [1, 7, len(TWO_CHOICES)])
+def test_several_choices_end_when_every_choice_has_finished(step: int) -> None:
+    """vLLM's n > 1 on SageMaker/Vertex: each choice's chunks pass through, the first
+    choice's finish is content, one Finish ends the answer after the last."""
+    decoder = PayloadDecoder(True, passthrough=True, choices=2)
+    events: list[Event] = []
+    for i in range(0, len(TWO_CHOICES), step):
+        events += decoder.feed(TWO_CHOICES[i : i + step])
+    events += decoder.close()
+    deltas = [e for e in events if isinstance(e, TokenDelta)]
+    assert [e.text for e in deltas] == [" a", " x", " b", " y"]
+    assert all(e.raw for e in deltas)
+    assert [e.reason for e in events if isinstance(e, Finish)] == ["length"]
+    assert isinstance(events[-1], Finish)
+
+
+def test_a_choice_not_asked_for_is_a_broken_stream() -> None:
+    decoder = PayloadDecoder(True, passthrough=True, choices=2)
+    with pytest.raises(BackendError) as caught:
+        decoder.feed(_choice_chunk(2, " z"))
+    assert caught.value.failure is FailureClass.STREAM_BROKEN
+    with pytest.raises(BackendError):
+        PayloadDecoder(True, passthrough=True).feed(_choice_chunk(1, " z"))
+
+
+def test_several_choices_cut_before_the_last_finish_are_broken() -> None:
+    decoder = PayloadDecoder(True, passthrough=True, choices=2)
+    decoder.feed(_choice_chunk(0, " a", "stop") + _choice_chunk(1, " x"))
+    with pytest.raises(BackendError) as caught:
+        decoder.close()
+    assert "before a finish reason" in str(caught.value)
