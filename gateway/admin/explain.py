@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from gateway.app.runtime import Runtime
-from gateway.pipeline.core import Caller, Pipeline
+from gateway.pipeline.edge import Caller
+from gateway.pipeline.edge import residency as narrowed_residency
 from gateway.security.keys import Tenant
 from regions.request import GenerationRequest, Kind, Message, Sampling
 from routing.plan import RoutingError
@@ -30,11 +31,10 @@ def explain(
     BadRequest for a residency the API would refuse (``,``). ``needs``: capabilities
     the request asks (routing.capabilities: tools, vision...), each its own field."""
     caller = _caller(rt, tenant)
-    pipeline = Pipeline(rt)
     out: dict[str, Any] = {"model": model, "tenant": caller.tenant.name if caller else None}
     try:
         # Without a tenant, the header narrows an unrestricted policy, parsed as the API does.
-        narrowed = pipeline.residency(caller or _ANYONE, residency)
+        narrowed = narrowed_residency(caller or _ANYONE, residency)
         request = GenerationRequest(
             Kind.CHAT,
             model,

@@ -7,39 +7,48 @@ the one :class:`Pipeline` every front end calls. ``Gateway.start``
 (``gateway/control/plane.py``: store, tenant limiter, canary and shadow taps),
 starts discovery (``gateway/control/discovery.py``) and binds the listeners.
 
-The stages of one request, in order, and the module that owns each:
+The stages of one request, in order, and the module that owns each (the
+``Pipeline``, ``gateway/pipeline/core.py``, composes them; :func:`pipeline`
+below gives each stage only what it reads):
 
 ==============  =====================================================================
 stage           owner
 ==============  =====================================================================
-edge checks     ``gateway/http/api.py`` (``admit``: draining, one API key), body
-                limits ``gateway/http/body.py``, validation ``gateway/http/schema.py``;
-                for gRPC all of it in ``gateway/grpc/service.py``. A refusal is
-                answered and recorded by ``gateway/http/refusal.py``.
-plan            ``Pipeline.plan`` (``gateway/pipeline/core.py``) → ``routing/router.py``
-                (pure: snapshot + signals + request → ``Plan``)
-admission       ``failover.executor.Admission``, the tenant limits' implementation
-                ``gateway/control/limits.py`` (``TenantAdmission``): before the
-                first attempt (429), released when the execution closes
+edge checks     the front end's wire format: ``gateway/http/api.py`` (``admit``:
+                draining, one API key), body limits ``gateway/http/body.py``,
+                validation ``gateway/http/schema.py``; gRPC ``gateway/grpc/service.py``.
+                Shared by both:
+                ``gateway/pipeline/edge.py`` (the caller behind a key or a client
+                certificate, residency narrowing). A refusal is answered by
+                ``gateway/http/refusal.py`` (gRPC: ``gateway/grpc/status.py``)
+plan            ``gateway/pipeline/plan.py`` → ``routing/router.py`` (pure: snapshot
+                + signals + request → ``Plan``)
+admission       ``gateway/pipeline/admit.py`` gives the execution its tenant's
+                ``failover.executor.Admission`` (``gateway/control/limits.py``,
+                ``TenantAdmission``): admitted before the first attempt (429),
+                released when the execution closes
 execute         ``failover/executor.py`` (attempts, hedges, rounds, resumption),
                 deadlines ``failover/watchdog.py``, breakers ``failover/health.py``
-encode          HTTP ``gateway/http/streaming.py`` (SSE or one JSON body) with
-                ``gateway/http/chunks.py``; embeddings and responses in their own
-                route modules; gRPC ``gateway/grpc/service.py``
-report          ``Pipeline.serving`` / ``Pipeline.refused`` (``gateway/pipeline/core.py``):
-                metrics, access log, traces, then the request taps (canary, shadow)
+encode          ``gateway/pipeline/encode.py`` (pass the upstream's bytes through?);
+                HTTP ``gateway/http/streaming.py`` (SSE or one JSON body) with
+                ``gateway/http/chunks.py``, embeddings and responses in their own
+                route modules; gRPC ``gateway/grpc/convert.py``
+report          ``gateway/pipeline/report.py`` (``serving``, ``first_token``,
+                ``refused``): metrics, access log, traces, then the request taps
+                (canary, usage, shadow)
 ==============  =====================================================================
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from failover.breaker import BreakerPolicy
 from failover.budget import RetryBudget
-from failover.executor import Budgets
+from failover.executor import Admission, Budgets
 from failover.health import BackendHealth, HealthPolicy
 from failover.health_check import HealthCheckPolicy
 from failover.outlier import EjectionPolicy
@@ -50,7 +59,11 @@ from gateway.config.model import Config, ConfigError
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
+from gateway.pipeline.admit import Admitter
 from gateway.pipeline.core import Pipeline
+from gateway.pipeline.edge import Authenticator
+from gateway.pipeline.plan import Planner
+from gateway.pipeline.report import Reporter
 from gateway.security.admin_tokens import admin_tokens_from
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
@@ -65,7 +78,39 @@ class Built:
 async def build(config: Config, environ: Mapping[str, str] | None = None) -> Built:
     """Inside the event loop that will serve (the upstream sessions bind to it)."""
     runtime = await build_runtime(config, environ)
-    return Built(runtime, Pipeline(runtime))
+    return Built(runtime, pipeline(runtime))
+
+
+def pipeline(rt: Runtime, clock: Callable[[], float] = time.monotonic) -> Pipeline:
+    """The stages over ``rt``, each given what it reads. Getters for what is swapped
+    after build (a reload: key ring, providers; the composer: snapshot; the control
+    plane's attach: limiter, shadow); the fixed parts themselves."""
+
+    def admission(tenant: str) -> Admission | None:
+        limiter = rt.limiter
+        return None if limiter is None else limiter.admission(tenant)
+
+    return Pipeline(
+        Authenticator(lambda: rt.keyring),
+        Planner(rt.router, lambda: rt.snapshot, rt.health, clock),
+        Admitter(
+            lambda: rt.providers,
+            admission,
+            policy=rt.policy,
+            health=rt.health,
+            budgets=rt.budgets,
+        ),
+        Reporter(
+            rt.metrics,
+            rt.access_log,
+            rt.lifecycle,
+            taps=rt.taps,
+            shadow=lambda: rt.shadow,
+            snapshot=lambda: rt.snapshot,
+            clock=clock,
+        ),
+        rt.lifecycle,
+    )
 
 
 async def build_runtime(config: Config, environ: Mapping[str, str] | None = None) -> Runtime:

@@ -88,7 +88,7 @@ def admit(
     request: web.Request, pipeline: Pipeline, headers: dict[str, str]
 ) -> Caller | web.Response:
     """The checks that need no body: draining (503), one valid API key (400/401)."""
-    if pipeline.rt.lifecycle.draining:
+    if pipeline.lifecycle.draining:
         return shutting_down(headers)
     presented = request.headers.getall(hdrs.AUTHORIZATION, [])
     if len(presented) > 1:
@@ -228,7 +228,7 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
                 head,
                 writer,
                 headers,
-                passthrough=rt.providers[backend.name].passthrough(gen.kind),
+                passthrough=pipeline.passthrough(execution),
                 served_model=backend.served_model,
                 lifecycle=rt.lifecycle,
                 buffer_bytes=rt.config.limits.stream_buffer_bytes,

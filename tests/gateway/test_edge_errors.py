@@ -15,11 +15,11 @@ from multidict import CIMultiDict
 
 from emulators.vllm import VllmEmulator
 from failover.executor import Execution
+from gateway.app.build import pipeline as build_pipeline
 from gateway.app.server import Gateway
 from gateway.cli.admin_client import AdminClient, AdminError
 from gateway.cli.main import main as cli_main
 from gateway.http.schema import parse_request
-from gateway.pipeline.core import Pipeline
 from regions.request import UNRESTRICTED, Kind
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -128,7 +128,7 @@ async def test_a_fault_is_counted_500_and_a_client_leaving_499(emulators, gatewa
     _, gw = await one_backend(emulators, gateways)
     rt = gw.runtime
     assert rt is not None
-    pipeline = Pipeline(rt)
+    pipeline = build_pipeline(rt)
     caller = pipeline.authenticate(AUTH["Authorization"])
     assert caller is not None
 
