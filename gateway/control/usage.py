@@ -17,7 +17,9 @@ per million tokens have at most three decimals.
 
 :func:`read_usage` sums the minutes of a window across the fleet. A window is
 whole minutes, the current one included, at most :data:`MAX_WINDOW_S`: Redis
-keeps a counter hash 7 days after its last write, which covers it.
+keeps a counter hash 7 days after its last write, which covers it. The
+embedded store has no expiry for counters yet: its windows stay until the
+file is removed.
 """
 
 from __future__ import annotations
