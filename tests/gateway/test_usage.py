@@ -31,6 +31,8 @@ from tests.conftest import (
     wait_for,
 )
 from tests.gateway.control_kit import redis_config
+from tests.gateway.test_grpc_helpers import auth, stub
+from tests.gateway.test_grpc_helpers import chat as grpc_chat
 from tests.redis_server import RedisServer
 
 VIEWER = "tok-usage-viewer"
@@ -210,13 +212,20 @@ async def test_counts_pending_at_shutdown_are_flushed_and_failures_cost_nothing(
     path = str(tmp_path / "store.db")
     # no periodic flush during the test: only the stop can have written them
     store = {"path": path, "counts_flush_s": 3600}
-    gw = Gateway(gateway_config(_rows(em.url), store=store, failover={"hedge": False}))
+    listen = {"grpc": "127.0.0.1:0"}
+    config = gateway_config(_rows(em.url), store=store, listen=listen, failover={"hedge": False})
+    gw = Gateway(config)
     await gw.start()
     sent = Sent()
     try:
         async with aiohttp.ClientSession() as s:
             await _chat(s, gw, EU_KEY, sent, "eu", stream=False)
             await _chat(s, gw, GLOBAL_KEY, sent, "global", stream=True)
+            async with stub(gw) as grpc_client:  # the gRPC front end counts alike
+                call = grpc_client.StreamChat(grpc_chat(4, include_usage=True), metadata=auth())
+                chunks = [c async for c in call]
+            used = next(c.usage for c in chunks if c.HasField("usage"))
+            sent.add("global", chunks[0].served.backend, used.prompt_tokens, used.completion_tokens)
             # every backend failing before a first token: nothing was used
             async with s.post(em.url + "/_emulator/faults", json={"status": 500}) as r:
                 assert r.status == 200
