@@ -14,10 +14,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import boto3
 import openai
 import orjson
 import pytest
+from aiohttp import web
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
@@ -441,3 +443,84 @@ async def test_the_demo_serves_tools_and_n_from_its_cloud_backends() -> None:
     assert tools.parse().choices[0].message.tool_calls
     assert several.headers["x-meridian-region"] in ("aws:us-east-1", "gcp:us-central1")
     assert len(several.parse().choices) == 2
+
+
+@pytest.mark.parametrize(("backend", "key"), [("sm", GLOBAL_KEY), ("vx", EU_KEY)])
+async def test_the_container_gets_the_clients_body_but_what_the_gateway_owns(
+    clouds: tuple[SageMakerEmulator, VertexEmulator],
+    gateways: GatewayFactory,
+    backend: str,
+    key: str,
+) -> None:
+    sm, vx = clouds
+    gw = await gateways(config(sm.url, vx.url))
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [
+            *HELLO,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call-1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call-1", "content": "sunny"},
+        ],
+        "tools": [WEATHER],
+        "tool_choice": "auto",
+        "top_k": 5,
+        "seed": 7,
+        "n": 2,
+        "logprobs": True,
+        "max_tokens": 3,
+    }
+    headers = {"Authorization": f"Bearer {key}", **(US_ONLY if backend == "sm" else {})}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gw.http_url + "/v1/chat/completions", json=body, headers=headers) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        answer = await resp.json()
+    assert len(answer["choices"]) == 2
+    got = (sm if backend == "sm" else vx).stats.last_request
+    assert got == {
+        **body,
+        "model": SERVED,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+async def test_a_malformed_embedding_answer_fails_over(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    """An endpoint answering InvokeEndpoint with something that is not an
+    ``EmbeddingResponse`` is a broken backend: the request moves to the next one."""
+    calls: list[str] = []
+
+    async def invocations(request: web.Request) -> web.Response:
+        calls.append(request.match_info["name"])
+        return web.json_response({"data": [[0.1, 0.2]]})  # TEI-like vectors, no objects
+
+    app = web.Application()
+    app.router.add_post("/endpoints/{name}/invocations", invocations)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        em: VllmEmulator = await emulators()
+        gw = await gateways(config(f"http://127.0.0.1:{port}", None, em.url))
+        async with client(gw) as c:
+            raw = await c.embeddings.with_raw_response.create(model=MODEL, input="x")
+        assert raw.headers["x-meridian-backend"] == "vllm"
+        assert close(raw.parse().data[0].embedding, vector("x"))
+        assert calls == ["llm-vllm"]  # tried first (cheapest), then the next backend
+    finally:
+        await runner.cleanup()
