@@ -98,7 +98,7 @@ class SharedHealthEvents:
 
     def ejected(self, backend: BackendSpec, until: float) -> None:
         self._inner.ejected(backend, until)
-        self._control.share(backend.name, until - time.monotonic(), "ejected")
+        self._control.share(backend.name, until - self._control.clock(), "ejected")
 
     def count(self, event: str) -> None:
         self._inner.count(event)
@@ -121,6 +121,7 @@ class ControlPlane:
     ) -> None:
         self._publish_state = publish  # the snapshot composer's overlay feed
         self._health, self._metrics = health, metrics
+        self.clock = health.clock  # local holds and ejections are on the health's clock
         self.store = store
         self.cache = cache  # store.snapshot_path (gateway.store.cache)
         self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -354,4 +355,4 @@ class ControlPlane:
         left = min(hold.until - time.time(), _MAX_HOLD_S)
         if left > 0:
             why = f"{hold.reason} on peer {hold.origin}"
-            self._health.hold(hold.backend, time.monotonic() + left, why)
+            self._health.hold(hold.backend, self.clock() + left, why)
