@@ -29,6 +29,7 @@ from emulators.vertex import VertexEmulator, VertexEmulatorConfig
 from emulators.vllm import VllmEmulator
 from gateway.app.server import Gateway
 from gateway.config.model import Config
+from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Finish, TokenDelta
 from regions.sagemaker_payloads import PayloadDecoder
 from tests.conftest import (
@@ -41,6 +42,7 @@ from tests.conftest import (
     GatewayFactory,
     sha,
 )
+from tests.gateway.test_grpc_helpers import auth, stub
 
 US_ONLY = {"x-meridian-residency": "US"}
 WEATHER: Any = {
@@ -77,6 +79,7 @@ def config(
     vx_url: str | None,
     vllm_url: str | None = None,
     container: str = "vllm",
+    grpc: bool = False,
 ) -> Config:
     """SageMaker in the US (cheapest), Vertex in the EU, vLLM in the US (dearest):
     with the cost weight, routing tries them in that order when all are allowed."""
@@ -121,7 +124,11 @@ def config(
         )
     return Config.model_validate(
         {
-            "listen": {"http": "127.0.0.1:0", "admin": "127.0.0.1:0", "grpc": None},
+            "listen": {
+                "http": "127.0.0.1:0",
+                "admin": "127.0.0.1:0",
+                "grpc": "127.0.0.1:0" if grpc else None,
+            },
             "admin": {"token": sha(ADMIN_TOKEN)},
             "regions": [
                 {"name": "aws:us-east-1", "tags": ["US"]},
@@ -290,6 +297,17 @@ async def test_embeddings_fail_over_from_sagemaker_to_vllm(
             served.append(raw.headers["x-meridian-backend"])
     assert served == ["vllm", "vllm", "sm"]
     assert em.stats.completed == 2 and sm.stats.completed == 1
+
+
+async def test_grpc_embed_through_sagemaker(
+    clouds: tuple[SageMakerEmulator, VertexEmulator], gateways: GatewayFactory
+) -> None:
+    sm, _ = clouds
+    gw = await gateways(config(sm.url, None, grpc=True))
+    async with stub(gw) as s:
+        reply = await s.Embed(pb.EmbedRequest(model=MODEL, input=["a"]), metadata=auth())
+    assert reply.served.backend == "sm" and close(list(reply.data[0].values), vector("a"))
+    assert sm.stats.last_request == {"model": SERVED, "input": ["a"], "encoding_format": "float"}
 
 
 async def test_a_container_refusal_of_an_embedding_is_the_clients_400(
