@@ -467,7 +467,10 @@ class SageMakerEmulator(EmulatorServer):
         :mod:`emulators.openai_tools`. The streaming call carries its SSE bytes in
         PayloadParts; InvokeEndpoint returns the container's body as it is (a
         stream too, when the body asks one), and a body that does not ask to
-        stream is framed whole on the streaming call."""
+        stream is framed whole on the streaming call. As in the vLLM emulator,
+        these answers are not paced and of the stream faults only
+        ``reset_after_tokens`` applies (``status`` and ``error_code`` refuse them
+        on arrival)."""
         payload = work.rich or {}
         reset = work.fault.reset_after_tokens if work.fault is not None else None
         chat, model = "messages" in payload, self.config.served_model

@@ -21,7 +21,8 @@ its ``EmbeddingResponse`` is checked by ``regions.embeddings``.
 
 Both stream the container's OpenAI SSE back unchanged, so both are
 pass-through for the APIs they serve, and they share the SageMaker vLLM
-decoder (:class:`regions.sagemaker_payloads.PayloadDecoder`). The host is a
+decoder (:class:`regions.sagemaker_payloads.PayloadDecoder`), which reads
+each of several choices (``n``, on ``stream_raw_predict``). The host is a
 dedicated endpoint's (``options.dedicated_dns``; the shared regional host does
 not stream, gateway/config/model.py refuses it): the backend's ``url`` is
 ``https://{dns}``, or an emulator, proxy or Private Service Connect address
