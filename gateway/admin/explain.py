@@ -15,7 +15,7 @@ from gateway.pipeline.edge import Caller
 from gateway.pipeline.edge import residency as narrowed_residency
 from gateway.security.keys import Tenant
 from regions.request import GenerationRequest, Kind, Message, Sampling
-from routing.plan import RoutingError
+from routing.plan import Candidate, RoutingError
 
 
 def explain(
@@ -58,17 +58,29 @@ def explain(
         out["error"] = {"status": exc.status, "code": exc.code, "message": exc.message}
         return out
     out["version"] = plan.version
-    out["candidates"] = [
-        {
-            "backend": c.backend.name,
-            "region": c.backend.region.name,
-            "provider": c.backend.kind.value,
-            "reason": c.reason,
-            "score": c.score,
-        }
-        for c in plan.candidates
-    ]
+    out["candidates"] = [_candidate(c) for c in plan.candidates]
     out["excluded"] = [{"backend": name, "why": why} for name, why in plan.excluded]
+    return out
+
+
+def _candidate(c: Candidate) -> dict[str, Any]:
+    """A per-hour backend also shows the capacity its price per token comes from."""
+    out: dict[str, Any] = {
+        "backend": c.backend.name,
+        "region": c.backend.region.name,
+        "provider": c.backend.kind.value,
+        "reason": c.reason,
+        "score": c.score,
+        "price_usd": c.price,
+    }
+    price, meter = c.backend.price, c.backend.price.meter
+    if meter is not None:
+        capacity = meter.capacity
+        out["per_hour"] = price.per_hour
+        out["capacity_tokens_per_s"] = capacity
+        out["capacity_source"] = meter.source
+        at = "capacity not measured yet" if capacity is None else f"at {capacity:.0f} tokens/s"
+        out["reason"] += f"; ${price.per_hour:g}/h {at} ({meter.source})"
     return out
 
 

@@ -59,6 +59,7 @@ from gateway.config.model import Config, ConfigError
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
+from gateway.observe.transfer import TransferPricing
 from gateway.pipeline.admit import Admitter
 from gateway.pipeline.core import Pipeline
 from gateway.pipeline.edge import Authenticator
@@ -108,6 +109,7 @@ def pipeline(rt: Runtime, clock: Callable[[], float] = time.monotonic) -> Pipeli
             shadow=lambda: rt.shadow,
             snapshot=lambda: rt.snapshot,
             clock=clock,
+            transfer=TransferPricing(rt.config.cost) if rt.config.cost.region else None,
         ),
         rt.lifecycle,
     )

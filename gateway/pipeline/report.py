@@ -22,6 +22,7 @@ from gateway.app.lifecycle import Lifecycle
 from gateway.observe import tracing
 from gateway.observe.access_log import KEY_NAME, AccessLog
 from gateway.observe.metrics import OTHER, Metrics
+from gateway.observe.transfer import TransferPricing
 from routing.snapshot import RoutingSnapshot
 
 _STATUS_REASON = {499: "client_closed", 500: "internal_error", 503: "shutting_down"}
@@ -41,6 +42,9 @@ class Outcome:
 
     status: int = 200
     reason: str = ""  # the error code the client got, when it is not a 200
+    # Bytes of the request body and the response, for cross-region transfer (config cost)
+    request_bytes: int = 0
+    response_bytes: int = 0
 
 
 class Reporter:
@@ -53,6 +57,7 @@ class Reporter:
         "_shadow",
         "_snapshot",
         "_taps",
+        "_transfer",
     )
 
     def __init__(
@@ -65,8 +70,10 @@ class Reporter:
         shadow: Callable[[], Mirror | None],
         snapshot: Callable[[], RoutingSnapshot],
         clock: Callable[[], float],
+        transfer: TransferPricing | None = None,
     ) -> None:
         self._metrics = metrics
+        self._transfer = transfer  # None: the gateway's region is unknown, nothing counted
         self._access = access_log
         self._lifecycle = lifecycle
         self._taps = taps  # the control plane appends its taps after build
@@ -179,7 +186,18 @@ class Reporter:
         price = serving.backend.price if serving is not None else None
         cost = 0.0
         if usage is not None and price is not None:
+            if price.meter is not None and execution.serving is not None:
+                # A per-hour price's capacity (regions.throughput): before the cost, so
+                # this request's spend and the usage tap's agree.
+                price.meter.observe(usage.completion_tokens, execution.serving.started, now)
             cost = price.cost(usage.prompt_tokens, usage.completion_tokens)
+        transfer = None
+        if self._transfer is not None and serving is not None:
+            transfer = self._transfer.price(
+                serving.backend.region, outcome.request_bytes, outcome.response_bytes
+            )
+            if transfer is not None:
+                self._metrics.transferred(request.tenant, transfer)
         self._metrics.finished(
             execution,
             status=status,
@@ -222,6 +240,9 @@ class Reporter:
             "residency": request.residency.describe(),
             "client": client,
         }
+        if transfer is not None:
+            record["transfer_bytes"] = transfer.request_bytes + transfer.response_bytes
+            record["transfer_usd"] = round(transfer.usd, 9)
         tracing.finish(record, execution, request.kind.value)
         if logged and access is not None:
             access.write(record)

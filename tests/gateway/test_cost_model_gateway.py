@@ -9,7 +9,9 @@ import aiohttp
 import pytest
 
 from gateway.config.model import ConfigError, parse
+from routing.router import DEFAULT_EXPECTED_TOKENS
 from tests.conftest import (
+    ADMIN_TOKEN,
     EU_KEY,
     GLOBAL_KEY,
     MODEL,
@@ -108,3 +110,41 @@ def test_the_gateway_region_must_be_a_configured_one() -> None:
         parse(config_text({}, "cost: {region: 'aws:mars-1'}"))
     with pytest.raises(ConfigError, match="FROM->TO"):
         parse(config_text({}, "cost: {transfer_pairs: {aws: 0.1}}"))
+
+
+async def explain(s: aiohttp.ClientSession, admin_url: str) -> dict[str, Any]:
+    async with s.get(
+        admin_url + "/admin/v1/route/explain",
+        params={"model": MODEL, "tenant": "eu"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as r:
+        assert r.status == 200
+        body = await r.json()
+        first: dict[str, Any] = body["candidates"][0]
+        return first
+
+
+async def test_a_per_hour_backend_is_priced_at_its_measured_capacity(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    fra = await emulators(itl_s=0.005)
+    gw = await gateways(
+        gateway_config([("fra", "onprem:fra1", "v1", fra.url, {"price": {"per_hour": 3.6}})])
+    )
+    async with aiohttp.ClientSession() as s:
+        before = await explain(s, gw.admin_url)
+        assert before["capacity_source"] == "unknown" and before["capacity_tokens_per_s"] is None
+        assert before["price_usd"] == 0  # not known yet: routing ignores its cost
+        _, prompt, completion = await ask(s, gw.http_url, EU_KEY, 40)
+        after = await explain(s, gw.admin_url)
+        samples = await scrape(s, gw.admin_url)
+    capacity = after["capacity_tokens_per_s"]
+    assert after["capacity_source"] == "measured" and capacity > 0
+    assert "$3.6/h at" in after["reason"] and "(measured)" in after["reason"]
+    # Spend used the capacity measured from this very request (and input is free).
+    spend = total(samples, "meridian_spend_usd_total", tenant="eu")
+    assert spend == pytest.approx(completion * 3.6 / (3600 * capacity))
+    assert prompt > 0
+    # Routing's estimate is the same formula, over the completion it expects (no max_tokens).
+    expected = DEFAULT_EXPECTED_TOKENS * 3.6 / (3600 * capacity)
+    assert after["price_usd"] == pytest.approx(expected)

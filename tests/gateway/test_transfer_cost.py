@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
+import orjson
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.app.build import build
 from gateway.config.cost import CostConfig
+from gateway.http.schema import parse_request
 from gateway.observe.metrics import Metrics
 from gateway.observe.transfer import TransferPricing
+from gateway.pipeline.core import Pipeline
 from regions.inventory import Region
+from regions.request import Kind
+from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, gateway_config
 
 HERE = "aws:us-east-1"
 AWS_EU = Region("aws:eu-west-1", frozenset({"EU"}))
@@ -60,3 +69,70 @@ def test_metrics_count_bytes_by_direction_and_spend_by_tenant() -> None:
     assert samples[("meridian_transfer_bytes_total", back)] == 8_000
     spend = (("backend_region", "aws:eu-west-1"), ("gateway_region", HERE), ("tenant", "acme"))
     assert samples[("meridian_transfer_spend_usd_total", spend)] == pytest.approx(1e4 * 0.5 / 1e9)
+
+
+async def serve_one(pipeline: Pipeline, request_bytes: int, response_bytes: int) -> None:
+    """What a front end does for one chat request, telling the pipeline its bytes."""
+    caller = pipeline.authenticate(f"Bearer {GLOBAL_KEY}")
+    assert caller is not None
+    body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    request = parse_request(
+        Kind.CHAT,
+        body,
+        request_id="transfer-1",
+        tenant=caller.tenant.name,
+        residency=caller.tenant.residency,
+        session=None,
+        key_digest=caller.key_digest,
+    )
+    execution = pipeline.execution(request, pipeline.plan(request, caller))
+    async with pipeline.serving(execution) as outcome:
+        await execution.start()
+        async with contextlib.aclosing(execution.events()) as events:
+            async for _ in events:
+                pass
+        outcome.request_bytes, outcome.response_bytes = request_bytes, response_bytes
+
+
+async def test_a_served_request_counts_its_bytes_and_their_price(
+    emulators: EmulatorFactory, tmp_path: Path
+) -> None:
+    em = await emulators()
+    log = tmp_path / "access.log"
+    config = gateway_config(
+        [("fra", "onprem:fra1", "v1", em.url)],
+        cost={"region": HERE, "transfer_per_gb": 0.5, "transfer_pairs": {"onprem->aws": 0.1}},
+        observability={"access_log": {"destination": str(log)}},
+    )
+    built = await build(config)
+    try:
+        await serve_one(built.pipeline, 2_000_000, 6_000_000)
+    finally:
+        await built.runtime.close()
+    text = generate_latest(built.runtime.metrics.registry).decode()
+    got = {
+        (s.name, s.labels.get("from_region"), s.labels.get("to_region")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "meridian_transfer_bytes_total"
+    }
+    name = "meridian_transfer_bytes_total"
+    assert got == {(name, HERE, "onprem:fra1"): 2e6, (name, "onprem:fra1", HERE): 6e6}
+    usd = (2e6 * 0.5 + 6e6 * 0.1) / 1e9  # out of AWS at the default, back at the pair's rate
+    line = orjson.loads(log.read_text().splitlines()[-1])
+    assert line["transfer_bytes"] == 8_000_000
+    assert line["transfer_usd"] == pytest.approx(usd)
+    assert line["cost_usd"] == 0  # token spend apart (this backend is free)
+
+
+async def test_without_the_gateway_region_nothing_is_counted(emulators: EmulatorFactory) -> None:
+    em = await emulators()
+    built = await build(
+        gateway_config([("fra", "onprem:fra1", "v1", em.url)], cost={"transfer_per_gb": 0.5})
+    )
+    try:
+        await serve_one(built.pipeline, 2_000_000, 6_000_000)
+    finally:
+        await built.runtime.close()
+    text = generate_latest(built.runtime.metrics.registry).decode()
+    assert "meridian_transfer_bytes_total{" not in text
