@@ -80,16 +80,14 @@ def regional_host(location: str) -> str:
     return f"https://{location}-aiplatform.googleapis.com"
 
 
-def route_url(base: str, options: VertexOptions, method: str = "streamRawPredict") -> str:
-    """The prediction URL of ``options``' route; ``method`` names the raw route's
-    (``streamRawPredict``, or ``rawPredict`` for one whole answer)."""
+def route_url(base: str, options: VertexOptions) -> str:
     resource = (
         f"projects/{quote(options.project, safe='')}/locations/{quote(options.location, safe='')}"
         f"/endpoints/{quote(options.endpoint_id, safe='')}"
     )
     if options.route == "chat_completions":
         return f"{base}/v1beta1/{resource}/chat/completions"
-    return f"{base}/v1/{resource}:{method}"
+    return f"{base}/v1/{resource}:streamRawPredict"
 
 
 class VertexProvider:
@@ -182,7 +180,7 @@ class VertexProvider:
             raise BackendError(FailureClass.SERVER, "an embedding request without its body")
         body = embeddings.body(dict(request.body), self.spec.served_model)
         headers["Accept"] = "application/json"
-        url = self._url.removesuffix(":streamRawPredict") + ":rawPredict"
+        url = self._url.removesuffix(":streamRawPredict") + ":rawPredict"  # same endpoint
         with TRANSPORT_ERRORS:
             async with await self._post(url, body, headers) as resp:
                 if resp.status != 200:
