@@ -35,7 +35,7 @@ from gateway.observe import tracing
 from gateway.observe.access_log import valid_request_id
 from gateway.pipeline.core import RESIDENCY_HEADER, Caller, Pipeline
 from gateway.security.keys import KeyExpired
-from gateway.security.tls import http_identities
+from gateway.security.tls import CertificateRefused, http_identities
 from regions.request import Kind
 from routing.plan import RoutingError
 
@@ -102,6 +102,8 @@ def admit(
         )
     except KeyExpired as exc:
         return error_response(401, str(exc), "invalid_api_key", headers=headers)
+    except CertificateRefused as exc:  # even with a good key: the listener requires the cert
+        return error_response(401, str(exc), "invalid_client_certificate", headers=headers)
     if caller is None:
         return error_response(
             401, "Incorrect or missing API key.", "invalid_api_key", headers=headers

@@ -14,8 +14,18 @@ streams in flight keep the session they negotiated. gRPC asks for the
 current pair on every new handshake (grpcio's dynamic server credentials).
 
 ``client_ca`` makes the listener require a client certificate issued by that
-CA (mTLS): a connection without one, or with one from another CA or past its
-dates, fails the handshake, and the reason is logged, never sent.
+CA (mTLS). Neither Python's ``ssl`` nor grpcio can ask for a client
+certificate without verifying it at the handshake (no verify callback;
+grpcio's only choices are "require and verify" and "do not ask"), so a
+connection without one or with one from another CA fails the handshake; on
+the HTTP and admin listeners the reason is logged (:class:`_Handshake`), on
+gRPC only grpc-core knows it. The HTTP listener, whose certificates are
+identities, leaves the validity dates out of the handshake
+(``X509_V_FLAG_NO_CHECK_TIME``) and checks the whole chain again, dates
+included, for every request (:class:`ClientCheck`, cryptography's
+verifier): an expired certificate there is a 401 and a log line naming the
+certificate and the reason, never an identity. Nothing is told to the client
+beyond the refusal.
 """
 
 from __future__ import annotations
@@ -26,13 +36,22 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 import grpc
+from cryptography import x509
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 from pydantic import Field, model_validator
 
 from gateway.config.base import Strict
@@ -104,9 +123,126 @@ def _signature(*paths: str | None) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-def server_context(cfg: ListenerTLS, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
-    """A server context for ``cfg``; raises OSError/ssl.SSLError naming what is wrong."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+# OpenSSL's X509_V_FLAG_NO_CHECK_TIME (1.1.0+): the handshake leaves the dates to ClientCheck
+_NO_CHECK_TIME = 0x200000
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CertificateRefused(Exception):
+    """A client certificate its listener's CA does not vouch for now; ``str()`` is what the
+    client may read (the reason is in the log only)."""
+
+    def __init__(self) -> None:
+        super().__init__("The client certificate is not accepted.")
+
+
+def _is_ca(_policy: object, _cert: x509.Certificate, ext: x509.BasicConstraints | None) -> None:
+    if ext is None or not ext.ca:
+        raise ValueError("an issuer must be a CA (basicConstraints CA:TRUE)")
+
+
+class ClientCheck:
+    """A listener's client certificates verified against its ``client_ca`` at the current time.
+
+    The handshake has already checked the chain (signatures, CA constraints, key
+    usage, proof of the key) with the dates left out; this verification is the
+    whole chain again with the dates, by cryptography's verifier. Its end-entity
+    extension policy is permissive (OpenSSL accepted the leaf's extensions, and
+    the Web PKI rules refuse common private-CA leaves); issuers must still be CAs.
+    """
+
+    def __init__(self, what: str, ca_file: str, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.what, self.ca_file = what, ca_file
+        self._store = Store(x509.load_pem_x509_certificates(Path(ca_file).read_bytes()))
+        self._clock = clock
+        ca_policy = ExtensionPolicy.permit_all().require_present(
+            x509.BasicConstraints, Criticality.AGNOSTIC, _is_ca
+        )
+        self._policies = (ca_policy, ExtensionPolicy.permit_all())
+
+    def verify(self, chain: list[bytes]) -> None:
+        """``chain``: DER, the leaf first; raises CertificateRefused, logging why."""
+        leaf, *rest = (x509.load_der_x509_certificate(der) for der in chain)
+        now = self._clock()
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .extension_policies(ca_policy=self._policies[0], ee_policy=self._policies[1])
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(leaf, rest)
+        except VerificationError as exc:
+            log.info(
+                "listen.tls.%s: client certificate %s (serial %x) refused: %s",
+                self.what,
+                leaf.subject.rfc4514_string() or "(no subject)",
+                leaf.serial_number,
+                self._reason(leaf, now, exc),
+            )
+            raise CertificateRefused from None
+
+    def _reason(self, leaf: x509.Certificate, now: datetime, exc: VerificationError) -> str:
+        if now >= leaf.not_valid_after_utc:
+            return f"expired at {leaf.not_valid_after_utc.isoformat()}"
+        if now < leaf.not_valid_before_utc:
+            return f"not valid before {leaf.not_valid_before_utc.isoformat()}"
+        detail = str(exc).split(" (encountered processing", 1)[0]
+        return f"no valid chain to {self.ca_file} now ({detail})"
+
+
+class _ServerContext(ssl.SSLContext):
+    """A listener's context: which listener it is, and its ClientCheck (HTTP with client_ca)."""
+
+    listener = ""
+    client_check: ClientCheck | None = None
+
+
+class _Handshake(ssl.SSLObject):
+    """Logs why a handshake refused the client's certificate (asyncio and uvloop call
+    ``do_handshake`` until it completes or fails; only the failure is logged)."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            log.info(
+                "listen.tls.%s: client certificate refused at the handshake: %s",
+                getattr(self.context, "listener", "?"),
+                exc.verify_message,
+            )
+            raise
+        except ssl.SSLError as exc:
+            if exc.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+                log.info(
+                    "listen.tls.%s: no client certificate: refused at the handshake",
+                    getattr(self.context, "listener", "?"),
+                )
+            raise
+
+
+def server_context(
+    cfg: ListenerTLS,
+    alpn: tuple[str, ...] = ("http/1.1",),
+    *,
+    what: str = "",
+    dates_in_app: bool = False,
+) -> ssl.SSLContext:
+    """A server context for ``cfg``; raises OSError/ssl.SSLError naming what is wrong.
+
+    ``dates_in_app``: with ``client_ca``, the handshake skips the validity dates and
+    the context carries a :class:`ClientCheck` that every request must pass
+    (:func:`http_identities`); only for a listener whose every authenticated
+    request goes through it."""
+    ctx = _ServerContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.listener = what
+    ctx.sslobject_class = _Handshake
     ctx.minimum_version = (
         ssl.TLSVersion.TLSv1_3 if cfg.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     )
@@ -118,6 +254,9 @@ def server_context(cfg: ListenerTLS, alpn: tuple[str, ...] = ("http/1.1",)) -> s
     if cfg.client_ca is not None:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(cafile=cfg.client_ca)
+        if dates_in_app:
+            ctx.client_check = ClientCheck(what, cfg.client_ca)
+            ctx.verify_flags |= _NO_CHECK_TIME
     return ctx
 
 
@@ -127,7 +266,8 @@ class TLSError(OSError):
 
 def _loaded(what: str, cfg: ListenerTLS, alpn: tuple[str, ...]) -> ssl.SSLContext:
     try:
-        return server_context(cfg, alpn)
+        # the HTTP listener's certificates are identities: every request checks them
+        return server_context(cfg, alpn, what=what, dates_in_app=what == "http")
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise TLSError(
             f"listen.tls.{what}: cannot load {cfg.cert} / {cfg.key}"
@@ -159,6 +299,9 @@ class ServerCert:
         self.context.load_cert_chain(self.cfg.cert, self.cfg.key)
         if self.cfg.client_ca is not None:
             self.context.load_verify_locations(cafile=self.cfg.client_ca)
+            if isinstance(self.context, _ServerContext) and self.context.client_check:
+                # the request-time check follows the new bundle at once (a removed CA too)
+                self.context.client_check = ClientCheck(self.what, self.cfg.client_ca)
         self.rotations += 1
         log.info("listen.tls.%s: certificate reloaded from %s", self.what, self.cfg.cert)
         return True
@@ -242,13 +385,31 @@ class Watcher:
 
 
 def http_identities(transport: asyncio.BaseTransport | None) -> tuple[str, ...]:
-    """The URI and DNS SANs of the client certificate the handshake verified (else ())."""
+    """The URI and DNS SANs of the client certificate the handshake verified (else ());
+    raises CertificateRefused where the listener's :class:`ClientCheck` refuses it now."""
     if transport is None:
         return ()
     cert = transport.get_extra_info("peercert")  # {} unless verified against client_ca
     if not cert:
         return ()
+    tls = transport.get_extra_info("ssl_object")
+    check = getattr(getattr(tls, "context", None), "client_check", None)
+    if isinstance(check, ClientCheck):
+        check.verify(_peer_chain(tls))
     return tuple(str(v) for kind, v in cert.get("subjectAltName", ()) if kind in ("URI", "DNS"))
+
+
+def _peer_chain(tls: Any) -> list[bytes]:
+    """The certificates the client sent, DER, leaf first: public from Python 3.13
+    (``get_unverified_chain``), on the private ``_sslobj`` before; without it the
+    leaf alone (its intermediates must then be in client_ca: stricter, never laxer)."""
+    get = getattr(tls, "get_unverified_chain", None) or getattr(
+        getattr(tls, "_sslobj", None), "get_unverified_chain", None
+    )
+    chain = get() if get is not None else None
+    if not chain:
+        return [tls.getpeercert(binary_form=True)]
+    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
 
 
 def grpc_identities(context: Any) -> tuple[str, ...]:

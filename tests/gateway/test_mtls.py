@@ -6,7 +6,9 @@ cannot write, are signed with its CA key through cryptography."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.app.server import Gateway
 from gateway.config.model import ConfigError, parse
+from gateway.security.tls import CertificateRefused, ClientCheck, ListenerTLS, ServerCert
 from meridian_proto.meridian.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import (
     GLOBAL_KEY,
@@ -29,6 +32,7 @@ from tests.conftest import (
     EmulatorFactory,
     GatewayFactory,
     gateway_config,
+    wait_for,
 )
 from tests.gateway.test_grpc_helpers import auth, chat
 
@@ -82,6 +86,11 @@ def client_cert(
     return out
 
 
+def _append(path: str, data: bytes) -> None:
+    with Path(path).open("ab") as out:
+        out.write(data)
+
+
 @dataclass
 class World:
     gw: Gateway
@@ -101,7 +110,11 @@ async def world(emulators: EmulatorFactory, gateways: GatewayFactory, tmp_path: 
         "key": str(tmp_path / "server.key"),
         "client_ca": str(tmp_path / "clients-ca.pem"),
     }
+    intermediate = client_ca.create_child_ca()
+    chained = client_cert(intermediate, tmp_path, "chained", [SPIFFE])
+    _append(chained.cert, intermediate.cert_pem.bytes())  # the client sends its intermediate
     clients = {
+        "chained": chained,
         "spiffe": client_cert(client_ca, tmp_path, "spiffe", [SPIFFE]),
         "dns": client_cert(client_ca, tmp_path, "dns", [DNS_ID]),
         "unknown": client_cert(client_ca, tmp_path, "unknown", ["spiffe://corp.example/x"]),
@@ -114,17 +127,15 @@ async def world(emulators: EmulatorFactory, gateways: GatewayFactory, tmp_path: 
         listen={"grpc": "127.0.0.1:0", "tls": {"http": tls, "grpc": tls}},
     )
     tenants = [
-        *[t.model_dump() for t in config.tenants],
+        *[t.model_dump(exclude_unset=True) for t in config.tenants],
         {"name": "summariser", "identities": [SPIFFE]},
         {"name": "indexer", "identities": [DNS_ID], "api_keys": []},
     ]
-    config = config.model_validate({**config.model_dump(), "tenants": tenants})
+    config = config.model_validate({**config.model_dump(exclude_unset=True), "tenants": tenants})
     return World(await gateways(config), server_ca, clients)
 
 
 def _ssl(world: World, who: str | None) -> Any:
-    import ssl
-
     ctx = ssl.create_default_context()
     world.server_ca.configure_trust(ctx)
     if who is not None:
@@ -164,12 +175,46 @@ async def test_http_certificate_identities_are_tenants(
     assert any("spiffe://corp.example/x" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("who", [None, "other_ca", "expired"])
-async def test_http_without_a_good_certificate_is_refused_at_the_handshake(
-    world: World, who: str | None
+@pytest.mark.parametrize(
+    ("who", "reason"),
+    [
+        (None, "listen.tls.http: no client certificate: refused at the handshake"),
+        (
+            "other_ca",
+            "listen.tls.http: client certificate refused at the handshake: "
+            "unable to get local issuer certificate",
+        ),
+    ],
+)
+async def test_http_without_a_certificate_of_the_ca_is_refused_at_the_handshake_saying_why(
+    world: World, who: str | None, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(aiohttp.ClientError):
+    """Python's ssl cannot ask for a certificate without verifying it: the handshake
+    refuses these, and the log (never the client) says why."""
+    with caplog.at_level(logging.INFO, "meridian.tls"), pytest.raises(aiohttp.ClientError):
         await _chat(world, who, GLOBAL_KEY)
+    await wait_for(lambda: reason in caplog.text)
+
+
+@pytest.mark.parametrize("key", [None, GLOBAL_KEY])
+async def test_http_an_expired_certificate_is_a_401_with_the_reason_in_the_log(
+    world: World, key: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, "meridian.tls"):
+        status, raw = await _chat(world, "expired", key)
+    assert status == 401  # even with a good API key: the listener requires a valid certificate
+    error = json.loads(raw)["error"]
+    assert error["code"] == "invalid_client_certificate"
+    assert error["message"] == "The client certificate is not accepted."
+    assert b"expired" not in raw and b"spiffe" not in raw  # nothing about the certificate
+    (line,) = [r.getMessage() for r in caplog.records if "refused:" in r.getMessage()]
+    assert line.startswith("listen.tls.http: client certificate CN=expired (serial ")
+    assert "refused: expired at " in line
+
+
+async def test_http_a_client_sending_its_intermediate_is_its_identity(world: World) -> None:
+    """client_ca holds the root alone; the request-time check uses the chain the client sent."""
+    assert (await _chat(world, "chained"))[0] == 200
 
 
 def _channel(world: World, who: str | None) -> grpc.aio.Channel:
@@ -185,12 +230,58 @@ def _channel(world: World, who: str | None) -> grpc.aio.Channel:
 
 
 @pytest.mark.parametrize("who", [None, "other_ca", "expired"])
-async def test_grpc_without_a_good_certificate_is_refused(world: World, who: str | None) -> None:
+async def test_grpc_without_a_good_certificate_is_refused_at_the_handshake(
+    world: World, who: str | None
+) -> None:
     async with _channel(world, who) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await pb_grpc.InferenceStub(channel).Chat(chat(2), metadata=auth(), timeout=10)
-    # the handshake fails: grpc reports the transport as unavailable
+    # grpcio can only require-and-verify a client certificate or not ask for one (no
+    # verify callback): the handshake fails, grpc reports the transport unavailable
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_request_time_check_follows_the_clock(tmp_path: Path) -> None:
+    """A certificate valid at the handshake is refused from its expiry on (injected clock)."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf = x509.load_pem_x509_certificate(
+        Path(client_cert(ca, tmp_path, "svc", [SPIFFE]).cert).read_bytes()
+    )
+    now = [leaf.not_valid_after_utc - dt.timedelta(seconds=1)]
+    check = ClientCheck("http", str(tmp_path / "ca.pem"), clock=lambda: now[0])
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    check.verify([der])
+    now[0] = leaf.not_valid_after_utc + dt.timedelta(seconds=1)
+    with pytest.raises(CertificateRefused):
+        check.verify([der])
+    other = trustme.CA()
+    stranger = client_cert(other, tmp_path, "stranger", [SPIFFE])
+    now[0] = leaf.not_valid_before_utc + dt.timedelta(seconds=1)
+    with pytest.raises(CertificateRefused):
+        check.verify([x509.load_pem_x509_certificate(Path(stranger.cert).read_bytes())
+                      .public_bytes(serialization.Encoding.DER)])  # fmt: skip
+
+
+def test_only_the_http_listener_leaves_the_dates_to_the_request(tmp_path: Path) -> None:
+    """The admin listener's client certificates gate the handshake alone: dates included."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "s.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "s.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cfg = ListenerTLS(
+        cert=str(tmp_path / "s.pem"),
+        key=str(tmp_path / "s.key"),
+        client_ca=str(tmp_path / "ca.pem"),
+    )
+    no_check_time = 0x200000
+    http, admin = ServerCert("http", cfg).context, ServerCert("admin", cfg).context
+    assert isinstance(getattr(http, "client_check", None), ClientCheck)
+    assert http.verify_flags & no_check_time
+    assert getattr(admin, "client_check", None) is None
+    assert not admin.verify_flags & no_check_time
+    assert admin.verify_mode == http.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_one_identity_is_one_tenant() -> None:
