@@ -16,10 +16,9 @@ total is the sum of its requests' rounded costs, exact whenever the prices
 per million tokens have at most three decimals.
 
 :func:`read_usage` sums the minutes of a window across the fleet. A window is
-whole minutes, the current one included, at most :data:`MAX_WINDOW_S`: Redis
-keeps a counter hash 7 days after its last write, which covers it. The
-embedded store has no expiry for counters yet: its windows stay until the
-file is removed.
+whole minutes, the current one included, at most :data:`MAX_WINDOW_S`: every
+store keeps a counter window ``COUNTS_TTL_S`` (7 days) after its last write,
+which covers it.
 """
 
 from __future__ import annotations

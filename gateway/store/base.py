@@ -33,6 +33,10 @@ log = logging.getLogger("meridian.store")
 
 Doc = dict[str, Any]
 
+# Counter windows (canary steps, shadow runs, usage minutes) live this long after their
+# last write, in every store: longer than any window a reader asks for.
+COUNTS_TTL_S = 7 * 24 * 3600
+
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; ``str()`` is one line for an operator."""
@@ -190,7 +194,9 @@ class Store(Protocol):
 
     async def publish(self, hold: HealthHold) -> None: ...
 
-    async def add_counts(self, name: str, counts: Mapping[str, int]) -> None: ...
+    async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
+        """Add to the window ``name``; a window unwritten for ``COUNTS_TTL_S`` is deleted."""
+        ...
 
     async def read_counts(self, name: str) -> dict[str, int]: ...
 

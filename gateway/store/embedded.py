@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from gateway.store.base import (
+    COUNTS_TTL_S,
     AuditEntry,
     Changed,
     Commit,
@@ -52,6 +53,8 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (name, field));
+CREATE TABLE IF NOT EXISTS count_windows (name TEXT PRIMARY KEY, touched REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS count_windows_touched ON count_windows (touched);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL);
 """
@@ -125,6 +128,12 @@ class EmbeddedStore:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
+            # A file from before count_windows: its windows start their TTL now.
+            conn.execute(
+                "INSERT OR IGNORE INTO count_windows (name, touched) "
+                "SELECT DISTINCT name, ? FROM counters",
+                (self._clock(),),
+            )
             return conn
 
         if self._conn is None:
@@ -215,13 +224,34 @@ class EmbeddedStore:
 
     async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
         rows = [(name, f, n) for f, n in counts.items() if n]
+        now = self._clock()
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO counters (name, field, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (name, field) DO UPDATE SET value = value + excluded.value",
-                rows,
-            )
+            # Redis's EXPIRE on each write, in SQL: touching a window renews it, and
+            # windows untouched for COUNTS_TTL_S go in the same transaction.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO counters (name, field, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name, field) DO UPDATE SET value = value + excluded.value",
+                    rows,
+                )
+                conn.execute(
+                    "INSERT INTO count_windows (name, touched) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET touched = excluded.touched",
+                    (name, now),
+                )
+                expired = now - COUNTS_TTL_S
+                conn.execute(
+                    "DELETE FROM counters WHERE name IN "
+                    "(SELECT name FROM count_windows WHERE touched < ?)",
+                    (expired,),
+                )
+                conn.execute("DELETE FROM count_windows WHERE touched < ?", (expired,))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
         if rows:
             await self._run(write)

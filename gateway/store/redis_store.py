@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from gateway.store import lua
 from gateway.store.base import (
+    COUNTS_TTL_S,
     AuditEntry,
     Changed,
     Commit,
@@ -54,7 +55,6 @@ from gateway.store.base import (
 )
 from gateway.store.quota import Quota, Verdict, minute
 
-_COUNTS_TTL_S = 7 * 24 * 3600
 Arg = bytes | str | int | float
 
 
@@ -255,7 +255,7 @@ class RedisStore:
                 for field, n in counts.items():
                     if n:
                         pipe.hincrby(key, field, n)
-                pipe.expire(key, _COUNTS_TTL_S)
+                pipe.expire(key, COUNTS_TTL_S)
                 await pipe.execute()
 
         await self._call(write())
