@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from failover.attempt import Attempt
+from failover.backoff import soonest_retry_after
 from failover.breaker import BreakerPolicy, BreakerState, CircuitBreaker, outcome_of
 from failover.outlier import EjectionPolicy, OutlierDetector
 from regions.errors import FailureClass
@@ -205,7 +206,7 @@ class BackendHealth:
         else:
             st.breaker.record(success, duration, now, epoch=attempt.permit)
         if failure is FailureClass.OVERLOADED and attempt.failure is not None:
-            hint = attempt.failure.retry_after or 1.0
+            hint = soonest_retry_after([attempt.failure.retry_after]) or 1.0
             st.throttled_until = max(st.throttled_until, now + hint)
         gateway_or_5xx = failure is not None and failure not in (
             FailureClass.CLIENT,

@@ -296,18 +296,20 @@ class ControlPlane:
 
     async def _follow(self, sub: Subscription) -> None:
         # The revision is checked every resync_s whatever arrives meanwhile: a
-        # steady flow of health holds must not postpone it forever.
-        check_at = time.monotonic() + self.resync_s
+        # steady flow of health holds must not postpone it forever. On the loop's
+        # clock, like every wait here (virtual under looptime).
+        clock = asyncio.get_running_loop().time
+        check_at = clock() + self.resync_s
         while True:
             # A subscription to a frozen server waits quietly: the probe's verdict
             # is read at least every probe_s (a wait, not a cancellation, which a
             # redis-py retry could swallow and read on for the rest of the wait).
             if self._lost.is_set():
                 raise StoreUnavailable(self.last_error or f"{self.store.where} stopped answering")
-            wait = min(self.probe_s, max(0.0, check_at - time.monotonic()))
+            wait = min(self.probe_s, max(0.0, check_at - clock()))
             notice = await sub.next(wait)
-            if time.monotonic() >= check_at:
-                check_at = time.monotonic() + self.resync_s
+            if clock() >= check_at:
+                check_at = clock() + self.resync_s
                 if await self.store.revision() != self.state.revision:
                     await self.sync()
             if notice is None:

@@ -135,7 +135,7 @@ class ShadowMirror:
                 self._snapshot(),
                 request,
                 signals=self._health,
-                now=time.monotonic(),
+                now=self._health.clock(),
                 version=plan.candidate,
             )
         except ResidencyViolation:
@@ -191,8 +191,15 @@ class ShadowMirror:
             if routed is None:
                 pair.candidate = Side(True)
             else:
+                # The copy's attempts report to the health: stamped on its clock.
                 copy = Execution(
-                    request, routed, self._providers(), self._policy, self._health, self._budgets
+                    request,
+                    routed,
+                    self._providers(),
+                    self._policy,
+                    self._health,
+                    self._budgets,
+                    clock=self._health.clock,
                 )
                 pair.candidate, used = await run_copy(copy)
                 self._spend(plan, used)
