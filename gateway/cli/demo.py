@@ -29,12 +29,14 @@ from emulators.vllm import EmulatorConfig, VllmEmulator
 from gateway.app.server import Gateway
 from gateway.config.model import Config
 from gateway.security.demo_ca import DemoCertificates, write_demo_certificates
+from regions.inventory import Container
 
 MODEL = "llama-3.1-8b-instruct"
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"
 EMBED_MODEL = "bge-small-en-v1.5"  # POST /v1/embeddings (vLLM's embed task)
 EMBED_SERVED = "BAAI/bge-small-en-v1.5"
 EMBED_REGIONS = ("onprem:fra1", "aws:us-east-1")  # one in the EU, one in the US
+EMBED_ENDPOINT = "bge-small-en-v15"  # the US one: a SageMaker endpoint running vLLM
 ADMIN_TOKEN = "demo-admin"
 _NO_RELOAD = "SIGHUP: the demo has no config file to reload; ignored"
 
@@ -116,6 +118,23 @@ def _emulator(b: DemoBackend) -> Emulator:
     return VllmEmulator(EmulatorConfig(served_models=(SERVED,), ttft_s=ttft, itl_s=itl, name=name))
 
 
+def _embed_provider(region: str) -> dict[str, object]:
+    if not region.startswith("aws:"):
+        return {"provider": "vllm"}
+    options = {"endpoint_name": EMBED_ENDPOINT, "container": "vllm", "credentials": "emulator"}
+    return {"provider": "sagemaker", "sagemaker": options}
+
+
+def _embedder(region: str) -> Emulator:
+    name = f"{region}-embed"
+    if region.startswith("aws:"):
+        endpoints: dict[str, Container] = {EMBED_ENDPOINT: "vllm"}
+        return SageMakerEmulator(
+            SageMakerEmulatorConfig(endpoints=endpoints, served_model=EMBED_SERVED, name=name)
+        )
+    return VllmEmulator(EmulatorConfig(served_models=(EMBED_SERVED,), name=name))
+
+
 def _sha(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
@@ -131,7 +150,8 @@ def demo_config(
 ) -> Config:
     """The demo's config; ``redis`` puts its control plane in Redis (several
     demos, or a demo and `meridian serve`, then share weights and canaries).
-    ``embed_urls``: the embedding model's vLLM servers, one per EMBED_REGIONS.
+    ``embed_urls``: the embedding model's servers, one per EMBED_REGIONS (vLLM
+    on-prem, a SageMaker vLLM endpoint in AWS).
     ``tls``: the certificate every listener presents."""
     regions: dict[str, tuple[str, ...]] = {}
     backends: list[dict[str, object]] = [
@@ -140,9 +160,9 @@ def demo_config(
             "model": EMBED_MODEL,
             "version": "v1",
             "region": region,
-            "provider": "vllm",
             "url": url,
             "served_model": EMBED_SERVED,
+            **_embed_provider(region),
         }
         for region, url in zip(EMBED_REGIONS, embed_urls or (), strict=False)
     ]
@@ -205,10 +225,7 @@ class Demo:
         self._grpc = grpc
         self._redis = redis
         self.emulators = [_emulator(b) for b in BACKENDS]
-        self.embedders = [
-            VllmEmulator(EmulatorConfig(served_models=(EMBED_SERVED,), name=f"{r}-embed"))
-            for r in EMBED_REGIONS
-        ]
+        self.embedders = [_embedder(r) for r in EMBED_REGIONS]
         self.gateway: Gateway | None = None
         self._tls = tls
         self.certificates: DemoCertificates | None = None  # made by start when tls

@@ -542,3 +542,23 @@ async def test_a_malformed_embedding_answer_fails_over(
         assert calls == ["llm-vllm"]  # tried first (cheapest), then the next backend
     finally:
         await runner.cleanup()
+
+
+async def test_the_demo_embeds_in_the_us_on_a_sagemaker_endpoint() -> None:
+    from gateway.cli.demo import EMBED_MODEL, Demo
+
+    demo = Demo("127.0.0.1:0", "127.0.0.1:0", None)
+    gw = await demo.start()
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=gw.http_url + "/v1", api_key="sk-demo-global", max_retries=0
+        ) as c:
+            reply = await c.embeddings.with_raw_response.create(
+                model=EMBED_MODEL, input="Hello", extra_headers=US_ONLY
+            )
+        sagemaker = [e for e in demo.embedders if isinstance(e, SageMakerEmulator)]
+    finally:
+        await demo.stop()
+    assert reply.headers["x-meridian-region"] == "aws:us-east-1"
+    assert close(reply.parse().data[0].embedding, vector("Hello"))
+    assert [e.stats.completed for e in sagemaker] == [1]
