@@ -8,7 +8,10 @@ broken stream) and works on complete lines, and accepts every framing
 the three containers use:
 
 - ``vllm``: OpenAI SSE (``data: {chunk}`` ... ``data: [DONE]``), chat or
-  completion depending on the body, exactly what vLLM's ``/invocations`` does.
+  completion depending on the body, exactly what vLLM's ``/invocations`` does;
+  with ``n`` above 1 (or a batch of prompts) each chunk carries one choice's
+  ``index``, and the answer is finished when every choice has its finish
+  reason (a choice's finish before then is forwarded as content).
 - ``tgi``: chat requests use TGI's Messages API (OpenAI ``chat.completion.chunk``
   SSE, ``[DONE]``); completion requests use generate (SSE of
   ``{"token": {...}, "generated_text", "details"}``, the last event carrying
