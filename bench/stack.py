@@ -204,11 +204,13 @@ def start_stack(
     nginx: bool = False,
     pin: Pinning | None = None,
     gateway_wrap: tuple[str, ...] = (),
+    gateway_ready_s: float = _READY_S,
 ) -> Iterator[Stack]:
     """Start the emulator (always) and the proxies asked for; stop them all on exit.
 
     With ``pin``, the emulator runs on the load cores and every proxy on the proxy core.
-    ``gateway_wrap`` prefixes the gateway's command (a profiler, e.g. ``python -m cProfile``).
+    ``gateway_wrap`` prefixes the gateway's command (a profiler, e.g. ``python -m cProfile``);
+    ``gateway_ready_s`` is how long it may take to become ready (longer under valgrind).
     """
     env = dict(os.environ)
     env["MERIDIAN_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
@@ -250,7 +252,9 @@ def start_stack(
         proxy_cpus = pin.proxy if pin else None
         if gateway:
             endpoints.append(
-                _start_gateway(stop, emu_port, workdir, env, workers, proxy_cpus, gateway_wrap)
+                _start_gateway(
+                    stop, emu_port, workdir, env, workers, proxy_cpus, gateway_wrap, gateway_ready_s
+                )
             )
         if nginx:
             endpoints.append(_start_nginx(stop, emu_port, workdir, env, proxy_cpus))
@@ -267,6 +271,7 @@ def _start_gateway(
     workers: int,
     cpus: frozenset[int] | None,
     wrap: tuple[str, ...] = (),
+    ready_s: float = _READY_S,
 ) -> Endpoint:
     port, admin_port = free_port(), free_port()
     key = "sk-bench-" + secrets.token_urlsafe(18)
@@ -279,7 +284,7 @@ def _start_gateway(
         argv += ["--workers", str(workers)]
     child = Child("gateway", argv, workdir / f"gateway-{port}.log", env, cpus)
     stop.callback(child.stop)
-    wait_http_ok(child, f"http://127.0.0.1:{port}/readyz", _READY_S)
+    wait_http_ok(child, f"http://127.0.0.1:{port}/readyz", ready_s)
     return Endpoint(
         "gateway",
         f"http://127.0.0.1:{port}/v1/chat/completions",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Protocol
 
@@ -199,13 +200,29 @@ class OpenAICompatProvider:
                     raise await _status_error(resp)
                 check_identity(resp)
                 if request.kind is Kind.EMBEDDING:
-                    events = embeddings.events(resp, request.choices)
-                else:
-                    events = _events(
-                        resp, request.kind is Kind.CHAT, request.choices, self._max_event_bytes
-                    )
-                async for event in events:
-                    yield event
+                    async for event in embeddings.events(resp, request.choices):
+                        yield event
+                    return
+                parser = _Parser(request.kind is Kind.CHAT, request.choices, self._max_event_bytes)
+                progress = parser.progress
+                content = resp.content
+                # One read at a time, its events yielded from here: no generator per
+                # event between the socket and the executor.
+                while True:
+                    if progress.finished:
+                        piece = await _tail_read(content)
+                    else:
+                        piece = await content.readany()
+                    if not piece:
+                        parser.end()
+                        return
+                    for event in parser.feed(piece):
+                        yield event
+                    if parser.failure is not None:
+                        raise parser.failure
+                    if parser.done:
+                        await drain(resp)
+                        return
 
 
 async def _status_error(resp: aiohttp.ClientResponse) -> BackendError:
@@ -379,6 +396,17 @@ async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> Async
         yield piece
 
 
+async def _tail_read(content: aiohttp.StreamReader) -> bytes:
+    """A read after the finish reason: the usage chunk and the end come at once."""
+    try:
+        async with asyncio.timeout(_TAIL_S):
+            return await content.readany()
+    except TimeoutError:
+        raise BackendError(
+            FailureClass.TIMEOUT, f"no end of stream within {_TAIL_S} s of the finish reason"
+        ) from None
+
+
 async def drain(resp: aiohttp.ClientResponse) -> None:
     """Read to the end of the body, discarding it, for at most ``_DRAIN_S``.
 
@@ -395,65 +423,196 @@ async def drain(resp: aiohttp.ClientResponse) -> None:
                 pass
 
 
-async def _events(
-    resp: aiohttp.ClientResponse,
-    chat: bool,
-    choices: int = 1,
-    max_event_bytes: int = MAX_EVENT_BYTES,
-) -> AsyncIterator[Event]:
-    """With several choices the stream is finished when each has its finish reason:
-    the earlier ones are forwarded as content, and one Finish ends the answer."""
-    splitter = SseSplitter(max_event_bytes)
-    progress = _Progress()
-    usage_seen = False
-    unfinished = set(range(choices))
-    async for piece in body_pieces(resp, progress):
-        events = splitter.feed(piece)
+class _Parser:
+    """One stream's SSE bytes → events, a whole upstream read at a time (no
+    generator per event: the adapter's loop yields what :meth:`feed` returns).
+
+    With several choices the stream is finished when each has its finish reason:
+    the earlier ones are forwarded as content, and one Finish ends the answer.
+
+    A failure met inside a read does not cost the events before it in that read
+    (they reach the client, and a resumption continues after them): :meth:`feed`
+    returns them and keeps the failure in ``failure`` for the caller to raise.
+
+    Fast path: a plain content chunk (text only, no finish, no usage) is the
+    stream's constant envelope around one JSON string. The first one is parsed
+    in full and its bytes before and after the string are kept
+    (:func:`_template`); a later chunk with exactly those bytes around a plain
+    JSON string needs no JSON parse, and yields what the full parse would.
+    """
+
+    __slots__ = (
+        "_chat",
+        "_choices",
+        "_head",
+        "_splitter",
+        "_tail",
+        "done",
+        "failure",
+        "progress",
+        "unfinished",
+        "usage_seen",
+    )
+
+    def __init__(self, chat: bool, choices: int, max_event_bytes: int) -> None:
+        self._chat = chat
+        self._choices = choices
+        self._splitter = SseSplitter(max_event_bytes)
+        self._head: bytes | None = None
+        self._tail = b""
+        self.progress = _Progress()
+        self.usage_seen = False
+        self.unfinished = set(range(choices))
+        self.done = False  # [DONE] arrived
+        self.failure: Exception | None = None
+
+    def feed(self, piece: bytes) -> list[Event]:
+        out: list[Event] = []
+        events = self._splitter.feed(piece)  # an event over the cap: raised, nothing taken
         last = len(events) - 1
+        head = self._head
         for index, event in enumerate(events):
-            data = event_data(event)
-            if data is None:
-                continue
-            if data == _DONE:
-                if not progress.finished:
-                    raise BackendError(FailureClass.STREAM_BROKEN, "[DONE] before a finish reason")
-                await drain(resp)
-                return
+            if head is not None and event.startswith(b"data: ") and b"\n" not in event:
+                text = _templated(event, head, self._tail)
+                if text is not None:
+                    if not self.progress.finished and 0 in self.unfinished:
+                        out.append(TokenDelta(text, event + b"\n\n", index < last))
+                    continue
             try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise broken("not JSON") from None
-            chunk = parse_chunk(obj, chat, choices)
-            raw = _forwardable(event, data) if whole_chunk(obj) else None
-            if chunk.choice:
-                if progress.finished or chunk.at not in unfinished:
-                    continue  # text or a second finish after the finish reason: not the answer
-                if chunk.reason and len(unfinished) > 1:
-                    unfinished.discard(chunk.at)
-                    yield TokenDelta(chunk.text, raw, index < last, chunk.progress)
-                    continue
-                more = index < last and not chunk.reason
-                if chunk.reason and chunk.usage is not None:
-                    # Usage on the finish chunk (TGI's Messages API): re-encoded, so
-                    # a client that did not ask for usage does not get it. Usage on
-                    # earlier content chunks would be a running count: ignored.
-                    progress.finished = usage_seen = True
-                    yield TokenDelta(chunk.text, None, more)
-                    yield Finish(chunk.reason, None)
-                    yield Usage(*chunk.usage, None)
-                    continue
-                yield TokenDelta(chunk.text, raw, more, chunk.progress)
-                if chunk.reason:
-                    progress.finished = True
-                    yield Finish(chunk.reason, b"" if raw is not None else None)
-            elif chunk.usage is not None and progress.finished and not usage_seen:
-                # Usage describes a finished answer: one reported before the finish
-                # (a stream that then breaks) would be counted beside the resumption's.
-                usage_seen = True
-                yield Usage(*chunk.usage, raw)
-    if progress.finished:
-        return  # some servers end without [DONE]; a finish reason is the real end
-    raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before a finish reason")
+                if self._event(event, index < last, out):
+                    break
+            except Exception as exc:  # after the events before it, raised by the caller
+                self.failure = exc
+                break
+        return out
+
+    def _event(self, event: bytes, more: bool, out: list[Event]) -> bool:
+        """Parse one event into ``out``; True at ``[DONE]``."""
+        data = event_data(event)
+        if data is None:
+            return False
+        progress = self.progress
+        if data == _DONE:
+            if not progress.finished:
+                raise BackendError(FailureClass.STREAM_BROKEN, "[DONE] before a finish reason")
+            self.done = True
+            return True
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise broken("not JSON") from None
+        chunk = parse_chunk(obj, self._chat, self._choices)
+        raw = _forwardable(event, data) if whole_chunk(obj) else None
+        unfinished = self.unfinished
+        if chunk.choice:
+            if progress.finished or chunk.at not in unfinished:
+                return False  # text or a second finish after the finish reason: not the answer
+            if chunk.reason and len(unfinished) > 1:
+                unfinished.discard(chunk.at)
+                out.append(TokenDelta(chunk.text, raw, more, chunk.progress))
+                return False
+            more = more and not chunk.reason
+            if chunk.reason and chunk.usage is not None:
+                # Usage on the finish chunk (TGI's Messages API): re-encoded, so
+                # a client that did not ask for usage does not get it. Usage on
+                # earlier content chunks would be a running count: ignored.
+                progress.finished = self.usage_seen = True
+                out.append(TokenDelta(chunk.text, None, more))
+                out.append(Finish(chunk.reason, None))
+                out.append(Usage(*chunk.usage, None))
+                return False
+            out.append(TokenDelta(chunk.text, raw, more, chunk.progress))
+            if chunk.reason:
+                progress.finished = True
+                out.append(Finish(chunk.reason, b"" if raw is not None else None))
+            elif (
+                self._head is None
+                and raw is not None
+                and chunk.text
+                and not chunk.progress
+                and chunk.usage is None
+                and self._choices == 1
+            ):
+                found = _template(data, chunk.text, self._chat)
+                if found is not None:
+                    self._head, self._tail = found
+        elif chunk.usage is not None and progress.finished and not self.usage_seen:
+            # Usage describes a finished answer: one reported before the finish
+            # (a stream that then breaks) would be counted beside the resumption's.
+            self.usage_seen = True
+            out.append(Usage(*chunk.usage, raw))
+        return False
+
+    def end(self) -> None:
+        """The body ended without ``[DONE]``: fine after a finish reason."""
+        if not self.progress.finished:
+            # some servers end without [DONE]; a finish reason is the real end
+            raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before a finish reason")
+
+
+_PLAIN_BREAKERS = re.compile(rb'["\\\x00-\x1f]')
+"""What a JSON string's content may hold only escaped (quote, backslash) or not at all."""
+
+
+def _templated(event: bytes, head: bytes, tail: bytes) -> str | None:
+    """The text of ``data: head "…" tail``, when the middle is one JSON string; else None
+    (then the event takes the full parse, which also refuses what is malformed)."""
+    start = 6 + len(head)
+    end = len(event) - len(tail)
+    if end - start < 2 or not event.endswith(tail) or not event.startswith(head, 6):
+        return None
+    if event[start] != 0x22 or event[end - 1] != 0x22:
+        return None
+    if _PLAIN_BREAKERS.search(event, start + 1, end - 1) is None:
+        try:
+            return event[start + 1 : end - 1].decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        text = orjson.loads(event[start:end])  # escapes: one string, or not this shape
+    except orjson.JSONDecodeError:
+        return None
+    return text if isinstance(text, str) else None
+
+
+def _template(data: bytes, text: str, chat: bool) -> tuple[bytes, bytes] | None:
+    """The bytes around a plain content chunk's text string (``data`` parsed to a
+    chunk whose text is ``text`` and nothing else), or None if they cannot be told
+    apart. The string is the last ``"content":`` (``"text":``) member; the split
+    is proved by parsing the chunk again with an empty string in its place: the
+    text must be gone (not a shadowed duplicate member) and nothing else changed."""
+    key = b'"content":' if chat else b'"text":'
+    at = data.rfind(key)
+    if at < 0:
+        return None
+    start = at + len(key)
+    if data[start : start + 1] != b'"':
+        return None  # whitespace or another value after the colon: not worth a template
+    end = start + 1
+    while True:
+        end = data.find(b'"', end)
+        if end < 0:
+            return None
+        backslashes = len(data[start + 1 : end]) - len(data[start + 1 : end].rstrip(b"\\"))
+        if backslashes % 2 == 0:
+            break
+        end += 1
+    head, tail = data[:start], data[end + 1 :]
+    try:
+        if orjson.loads(data[start : end + 1]) != text:
+            return None
+        emptied = orjson.loads(head + b'""' + tail)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(emptied, dict) or not whole_chunk(emptied):
+        return None
+    try:
+        again = parse_chunk(emptied, chat)
+    except BackendError:
+        return None
+    if again != Chunk("", None, None, True, 0, False):
+        return None
+    return head, tail
 
 
 def whole_chunk(obj: dict[str, Any]) -> bool:
