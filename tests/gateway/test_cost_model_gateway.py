@@ -3,6 +3,7 @@ per-GPU-hour backends alike, and the config that states a price."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -124,12 +125,28 @@ async def explain(s: aiohttp.ClientSession, admin_url: str) -> dict[str, Any]:
         return first
 
 
+async def usage_rows(s: aiohttp.ClientSession, admin_url: str) -> dict[str, dict[str, Any]]:
+    """The fleet's usage per tenant, once the tap has flushed a request to the store."""
+    while True:
+        async with s.get(
+            admin_url + "/admin/v1/usage", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as r:
+            assert r.status == 200
+            body = await r.json()
+        if body["totals"]["requests"]:
+            return {row["tenant"]: row for row in body["rows"]}
+        await asyncio.sleep(0.02)
+
+
 async def test_a_per_hour_backend_is_priced_at_its_measured_capacity(
     emulators: EmulatorFactory, gateways: GatewayFactory
 ) -> None:
     fra = await emulators(itl_s=0.005)
     gw = await gateways(
-        gateway_config([("fra", "onprem:fra1", "v1", fra.url, {"price": {"per_hour": 3.6}})])
+        gateway_config(
+            [("fra", "onprem:fra1", "v1", fra.url, {"price": {"per_hour": 3.6}})],
+            store={"counts_flush_s": 0.05},
+        )
     )
     async with aiohttp.ClientSession() as s:
         before = await explain(s, gw.admin_url)
@@ -138,12 +155,15 @@ async def test_a_per_hour_backend_is_priced_at_its_measured_capacity(
         _, prompt, completion = await ask(s, gw.http_url, EU_KEY, 40)
         after = await explain(s, gw.admin_url)
         samples = await scrape(s, gw.admin_url)
+        usage = await asyncio.wait_for(usage_rows(s, gw.admin_url), 10)
     capacity = after["capacity_tokens_per_s"]
     assert after["capacity_source"] == "measured" and capacity > 0
     assert "$3.6/h at" in after["reason"] and "(measured)" in after["reason"]
     # Spend used the capacity measured from this very request (and input is free).
     spend = total(samples, "meridian_spend_usd_total", tenant="eu")
     assert spend == pytest.approx(completion * 3.6 / (3600 * capacity))
+    # The usage tap priced it after the measurement too: the same figure (to the nano-USD).
+    assert usage["eu"]["spend_usd"] == pytest.approx(spend, abs=1e-9)
     assert prompt > 0
     # Routing's estimate is the same formula, over the completion it expects (no max_tokens).
     expected = DEFAULT_EXPECTED_TOKENS * 3.6 / (3600 * capacity)
