@@ -10,6 +10,7 @@ the rest end with an error) and closes upstream pools.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -231,6 +232,11 @@ class Gateway:
         # Before start: a SIGHUP sent as soon as the gateway logs "serving" must not kill it.
         loop.add_signal_handler(signal.SIGHUP, self._sighup, reloads)
         await self.start()
+        # What start-up made (imports, config, runtime: ~86,000 objects) lives as long
+        # as the process: out of the collector's generations, a collection walks only
+        # what requests allocate (it was a quarter of the busy CPU at 200 streams).
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
