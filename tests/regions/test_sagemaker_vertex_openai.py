@@ -80,13 +80,18 @@ def config(
     vllm_url: str | None = None,
     container: str = "vllm",
     grpc: bool = False,
+    **sagemaker_options: str,
 ) -> Config:
     """SageMaker in the US (cheapest), Vertex in the EU, vLLM in the US (dearest):
     with the cost weight, routing tries them in that order when all are allowed."""
     backends: list[dict[str, Any]] = []
     common = {"model": MODEL, "version": "v1", "served_model": SERVED}
     if sm_url is not None:
-        sagemaker = {"endpoint_name": f"llm-{container}", "container": container}
+        sagemaker = {
+            "endpoint_name": f"llm-{container}",
+            "container": container,
+            **sagemaker_options,
+        }
         backends.append(
             {
                 **common,
@@ -562,3 +567,67 @@ async def test_the_demo_embeds_in_the_us_on_a_sagemaker_endpoint() -> None:
     assert reply.headers["x-meridian-region"] == "aws:us-east-1"
     assert close(reply.parse().data[0].embedding, vector("Hello"))
     assert [e.stats.completed for e in sagemaker] == [1]
+
+
+async def test_a_broken_stream_of_several_choices_from_sagemaker_is_not_resumed(
+    clouds: tuple[SageMakerEmulator, VertexEmulator], gateways: GatewayFactory
+) -> None:
+    """A SageMaker stream of n=2 cut after its first token ends with an explicit
+    error event; it is not spliced onto Vertex (issue 17 item 3)."""
+    sm, vx = clouds
+    sm.faults.update({"reset_after_tokens": 3, "times": 1})
+    gw = await gateways(config(sm.url, vx.url))
+    body = {"model": MODEL, "messages": HELLO, "n": 2, "max_tokens": 4, "stream": True}
+    headers = {"Authorization": f"Bearer {GLOBAL_KEY}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gw.http_url + "/v1/chat/completions", json=body, headers=headers) as resp,
+    ):
+        assert resp.status == 200 and resp.headers["x-meridian-backend"] == "sm"
+        events = [line async for line in resp.content if line.startswith(b"data: ")]
+    error = orjson.loads(events[-1].removeprefix(b"data: "))["error"]
+    assert error["code"] == "stream_failed"
+    assert "several choices (n) cannot be continued exactly" in error["message"]
+    assert vx.stats.requests == 0
+
+
+async def test_structured_output_parses_through_sagemaker(
+    clouds: tuple[SageMakerEmulator, VertexEmulator], gateways: GatewayFactory
+) -> None:
+    """The SDK's ``parse()`` with a pydantic schema: the json_schema reaches the
+    vLLM container and its JSON validates."""
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        days: int
+
+    sm, _ = clouds
+    gw = await gateways(config(sm.url, None))
+    async with client(gw) as c:
+        parsed = await c.chat.completions.parse(
+            model=MODEL, messages=HELLO, response_format=Weather
+        )
+    assert parsed.choices[0].message.parsed == Weather(city="text", days=1)
+    sent = sm.stats.last_request
+    assert sent is not None and sent["response_format"]["type"] == "json_schema"
+
+
+async def test_embeddings_reach_an_inference_component_with_its_headers(
+    gateways: GatewayFactory,
+) -> None:
+    sm = SageMakerEmulator(
+        SageMakerEmulatorConfig(inference_components=("bge-ic",), variants=("blue",))
+    )
+    await sm.start()
+    try:
+        gw = await gateways(
+            config(sm.url, None, inference_component="bge-ic", target_variant="blue")
+        )
+        async with client(gw) as c:
+            reply = await c.embeddings.create(model=MODEL, input="x")
+    finally:
+        await sm.stop()
+    assert close(reply.data[0].embedding, vector("x"))
+    assert sm.stats.last_headers["X-Amzn-SageMaker-Inference-Component"] == "bge-ic"
+    assert sm.stats.last_headers["X-Amzn-SageMaker-Target-Variant"] == "blue"
