@@ -80,6 +80,7 @@ def config(
     vllm_url: str | None = None,
     container: str = "vllm",
     grpc: bool = False,
+    vertex_options: dict[str, str] | None = None,
     **sagemaker_options: str,
 ) -> Config:
     """SageMaker in the US (cheapest), Vertex in the EU, vLLM in the US (dearest):
@@ -104,7 +105,12 @@ def config(
             }
         )
     if vx_url is not None:
-        vertex = {"project": "proj", "endpoint_id": "1234567890", "route": "stream_raw_predict"}
+        vertex = {
+            "project": "proj",
+            "endpoint_id": "1234567890",
+            "route": "stream_raw_predict",
+            **(vertex_options or {}),
+        }
         backends.append(
             {
                 **common,
@@ -631,3 +637,17 @@ async def test_embeddings_reach_an_inference_component_with_its_headers(
     assert close(reply.data[0].embedding, vector("x"))
     assert sm.stats.last_headers["X-Amzn-SageMaker-Inference-Component"] == "bge-ic"
     assert sm.stats.last_headers["X-Amzn-SageMaker-Target-Variant"] == "blue"
+
+
+async def test_embeddings_go_to_a_dedicated_endpoints_own_host(
+    clouds: tuple[SageMakerEmulator, VertexEmulator], gateways: GatewayFactory
+) -> None:
+    """With ``project_number`` the adapter names the dedicated host (``Host``), which
+    the emulator checks, for ``:rawPredict`` as for the stream."""
+    _, vx = clouds
+    gw = await gateways(config(None, vx.url, vertex_options={"project_number": "123456789012"}))
+    async with client(gw, EU_KEY) as c:
+        reply = await c.embeddings.create(model=MODEL, input="x")
+    assert close(reply.data[0].embedding, vector("x"))
+    assert vx.stats.last_host == "1234567890.europe-west4-123456789012.prediction.vertexai.goog"
+    assert vx.stats.last_path.endswith(":rawPredict")
