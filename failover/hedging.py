@@ -6,6 +6,11 @@ on the next admissible backend, within the hedge budget: the first to produce
 a token wins and the other is cancelled (its connection closed). At most one
 hedge per pass. An attempt with nothing to race runs without a task or a wait
 set, which is the common path.
+
+The hedge delay is a timer of the loop (``asyncio.wait``'s timeout), like the
+watchdog's, not a sleep of its own: a task per hedged request just to wait
+would cost the data plane, and under looptime the loop's timers are virtual.
+The budgets read the attempts' clock.
 """
 
 from __future__ import annotations
