@@ -38,7 +38,7 @@ def outputs(evaluator: Any, terraform: Terraform, tmp_path_factory: pytest.TempP
     root = tmp_path_factory.mktemp("render")
     args = evaluator.module_args("meridian_config")
     source = evaluator.module_dir("meridian_config")
-    names = ("yaml", "cloud_run_yaml")
+    names = ("yaml", "cloud_run_yaml", "cloud_run_grpc_yaml")
     main = {
         "module": {"meridian_config": {"source": str(source), **args}},
         "output": {n: {"value": f"${{module.meridian_config.{n}}}"} for n in names},
@@ -150,6 +150,19 @@ def test_cloud_run_gets_the_config_without_listener_certificates(
         assert (
             evaluator.modules[module]["config_yaml"] == "${module.meridian_config.cloud_run_yaml}"
         )
+
+
+def test_cloud_runs_grpc_service_serves_grpc_on_its_one_port(
+    config: Config, outputs: dict[str, str], evaluator: Any
+) -> None:
+    grpc = parse(outputs["cloud_run_grpc_yaml"], "terraform output cloud_run_grpc_yaml")
+    assert grpc.listen.grpc == "0.0.0.0:8080"  # the container port Cloud Run sends h2c to
+    assert grpc.listen.http.startswith("127.0.0.1:") and grpc.listen.admin.startswith("127.0.0.1:")
+    assert grpc.listen.tls.model_dump() == {"http": None, "admin": None, "grpc": None}
+    assert grpc.model_dump(exclude={"listen"}) == config.model_dump(exclude={"listen"})
+    for module in ("gcp_gateway_us", "gcp_gateway_eu"):
+        given = evaluator.modules[module]["grpc_config_yaml"]
+        assert given == "${module.meridian_config.cloud_run_grpc_yaml}"
 
 
 async def test_gce_discovery_finds_the_pool_terraform_deploys(

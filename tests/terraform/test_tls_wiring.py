@@ -1,27 +1,30 @@
-"""TLS in terraform/: the AWS gateway's gRPC entry passes TLS through to the gateway.
+"""TLS in terraform/: how gRPC reaches the gateway on each cloud.
 
-With ``listener_tls`` the gateway terminates TLS itself (its certificate from
-Secrets Manager, the client certificates of internal services checked against
-``listen.tls.grpc.client_ca``), so the gRPC load balancer must be a network
-load balancer forwarding TCP: a TLS-terminating one would drop the client
-certificate. Read from the module's HCL (python-hcl2): the AWS provider
-cannot plan offline.
+AWS: with ``listener_tls`` the gateway terminates TLS itself (its certificate
+from Secrets Manager, the client certificates of internal services checked
+against ``listen.tls.grpc.client_ca``), so the gRPC load balancer must be a
+network load balancer forwarding TCP: a TLS-terminating one would drop the
+client certificate. GCP: Cloud Run takes h2c on one named port, so gRPC is a
+second service behind an HTTP2 backend service, and gRPC's paths route to it.
+Read from the modules' HCL (python-hcl2): neither provider plans offline.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.terraform.conftest import TERRAFORM_DIR
 
 AWS = TERRAFORM_DIR / "modules" / "aws-gateway-region"
+GCP = TERRAFORM_DIR / "modules" / "gcp-gateway-region"
 
 
-def resources() -> dict[tuple[str, str], dict[str, Any]]:
+def resources(module: Path = AWS) -> dict[tuple[str, str], dict[str, Any]]:
     from tests.terraform.hcl_eval import load, unquote
 
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(AWS.glob("*.tf")):
+    for path in sorted(module.glob("*.tf")):
         for block in load(path).get("resource", []):
             for kind, named in block.items():
                 for name, body in named.items():
@@ -87,3 +90,29 @@ def test_the_task_may_read_the_certificate_secrets_and_writes_them_before_meridi
     assert "${local.write_tls}exec meridian serve" in definitions
     iam = str(load(AWS / "iam.tf"))
     assert "values(local.tls)" in iam  # the execution role reads the TLS secrets
+
+
+def test_gcp_grpc_is_an_h2c_service_behind_an_http2_backend_on_the_grpc_paths() -> None:
+    from grpc_reflection.v1alpha import reflection
+
+    from gateway.grpc.server import _HEALTH_NAME, SERVICE_NAME
+    from tests.terraform.hcl_eval import Evaluator
+
+    r = resources(GCP)
+    service = r[("google_cloud_run_v2_service", "grpc")]
+    (container,) = service["template"][0]["containers"]
+    (port,) = container["ports"]
+    assert (text(port["name"]), port["container_port"]) == ("h2c", 8080)
+    assert "grpc" in container["startup_probe"][0]  # grpc.health.v1, not an HTTP path
+    backend = r[("google_compute_region_backend_service", "grpc")]
+    assert text(backend["protocol"]) == "HTTP2"
+    matcher = r[("google_compute_region_url_map", "gateway")]["dynamic"][1]['"path_matcher"']
+    (content,) = matcher["content"]
+    (rule,) = content["path_rule"]
+    assert rule["service"] == "${google_compute_region_backend_service.grpc[0].id}"
+    assert rule["paths"] == "${local.grpc_paths}"
+    gcp = Evaluator(GCP)
+    paths = set(gcp.value(gcp.locals["grpc_paths"]))
+    # every service the gRPC listener registers routes to the gRPC backend
+    names = (SERVICE_NAME, _HEALTH_NAME, reflection.SERVICE_NAME)
+    assert paths == {f"/{name}/*" for name in names}

@@ -25,6 +25,7 @@ module "gcp_gateway_us" {
   region                           = "us-central1"
   image                            = var.image.gcp
   config_yaml                      = module.meridian_config.cloud_run_yaml
+  grpc_config_yaml                 = module.meridian_config.cloud_run_grpc_yaml
   secret_ids                       = var.gcp_secret_ids
   network                          = var.gcp_network
   subnetwork                       = var.gcp_regions["us-central1"].subnetwork
@@ -41,6 +42,7 @@ module "gcp_gateway_eu" {
   region                           = "europe-west4"
   image                            = var.image.gcp
   config_yaml                      = module.meridian_config.cloud_run_yaml
+  grpc_config_yaml                 = module.meridian_config.cloud_run_grpc_yaml
   secret_ids                       = var.gcp_secret_ids
   network                          = var.gcp_network
   subnetwork                       = var.gcp_regions["europe-west4"].subnetwork

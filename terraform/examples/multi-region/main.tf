@@ -183,3 +183,39 @@ module "global_entry" {
     },
   ]
 }
+
+# gRPC's own name: on AWS the network load balancers passing TLS through to the
+# gateways (mTLS identities), on GCP the regional load balancers (gRPC paths to
+# the h2c service). Health is each region's /readyz on its HTTP entry.
+module "grpc_entry" {
+  source      = "../../modules/aws-global-entry"
+  providers   = { aws = aws.us_east_1 }
+  zone_id     = var.public_name.zone_id
+  record_name = var.public_name.grpc_record
+  entries = [
+    {
+      id             = "grpc-aws-us-east-1"
+      latency_region = "us-east-1"
+      alias          = { dns_name = module.gateway_us.grpc_dns_name, zone_id = module.gateway_us.grpc_zone_id }
+      health_fqdn    = module.gateway_us.alb_dns_name
+    },
+    {
+      id             = "grpc-aws-eu-west-1"
+      latency_region = "eu-west-1"
+      alias          = { dns_name = module.gateway_eu.grpc_dns_name, zone_id = module.gateway_eu.grpc_zone_id }
+      health_fqdn    = module.gateway_eu.alb_dns_name
+    },
+    {
+      id             = "grpc-gcp-us-central1"
+      latency_region = "us-east-2"
+      ip             = module.gcp_gateway_us.ip_address
+      health_ip      = module.gcp_gateway_us.ip_address
+    },
+    {
+      id             = "grpc-gcp-europe-west4"
+      latency_region = "eu-central-1"
+      ip             = module.gcp_gateway_eu.ip_address
+      health_ip      = module.gcp_gateway_eu.ip_address
+    },
+  ]
+}

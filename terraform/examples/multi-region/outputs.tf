@@ -18,11 +18,18 @@ output "regional_entries" {
   }
 }
 
+output "grpc_name" {
+  description = "Where gRPC clients connect (port 443)."
+  value       = module.grpc_entry.fqdn
+}
+
 output "grpc_entries" {
-  description = "Each AWS region's gRPC entry: the network load balancer passing TLS through to the gateway (port 443). Give each a DNS name the gateway's certificate covers."
+  description = "Each region's gRPC entry: on AWS the network load balancer passing TLS through to the gateway, on GCP the regional load balancer."
   value = {
-    "aws:us-east-1" = module.gateway_us.grpc_dns_name
-    "aws:eu-west-1" = module.gateway_eu.grpc_dns_name
+    "aws:us-east-1"    = module.gateway_us.grpc_dns_name
+    "aws:eu-west-1"    = module.gateway_eu.grpc_dns_name
+    "gcp:us-central1"  = module.gcp_gateway_us.ip_address
+    "gcp:europe-west4" = module.gcp_gateway_eu.ip_address
   }
 }
 

@@ -13,10 +13,11 @@ variable "image" {
 }
 
 variable "public_name" {
-  description = "The name clients call (api.example.com) and the Route 53 zone holding it."
+  description = "The names clients call: record for the HTTP API (api.example.com), grpc_record for gRPC (grpc.api.example.com: on AWS the TLS-passthrough NLBs, on GCP the same load balancer), and the Route 53 zone holding them. The listener certificates and the GCP load balancer's must cover grpc_record."
   type = object({
-    record  = string
-    zone_id = string
+    record      = string
+    grpc_record = string
+    zone_id     = string
   })
 }
 

@@ -23,6 +23,12 @@ variable "config_yaml" {
   type        = string
 }
 
+variable "grpc_config_yaml" {
+  description = "meridian.yaml for the gRPC service (meridian-config's cloud_run_grpc_yaml): a second Cloud Run service serving gRPC in h2c on its one port, behind the same load balancer (an HTTP2 backend service; gRPC paths route to it). The load balancer terminates TLS, so client certificates (mTLS identities) do not reach it: internal services use API keys here. null: no gRPC in this region."
+  type        = string
+  default     = null
+}
+
 variable "secret_ids" {
   description = "Environment variables from Secret Manager (name => secret id): MERIDIAN_REDIS_URL, MERIDIAN_ADMIN_TOKEN, the env: API keys. Created outside Terraform."
   type        = map(string)
