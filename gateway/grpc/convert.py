@@ -1,14 +1,11 @@
-"""Protobuf messages to the internal request, and token events to protobuf chunks.
+"""Protobuf messages to the OpenAI body a backend is sent, and token events to protobuf chunks.
 
-Requests are validated by the HTTP API's own schema (``gateway.http.schema``):
-a gRPC request is restated as the OpenAI body it stands for and parsed by
-``parse_request``, so both front ends accept exactly the same values (model
-name length, roles, ``max_tokens >= 1``, temperature 0..2, top_p 0..1, at most
-4 stop sequences, penalties -2..2) with the same messages and build the same
-``GenerationRequest``. The round trip through JSON costs a few microseconds
-per request, never per token. The only checks added here are those JSON
-cannot express: a NaN or infinite double, which JSON would turn into ``null``.
-Parameter names in errors are the protobuf paths (``sampling.temperature``).
+The checks come first (``gateway/grpc/validate.py``); what is built here is
+the body an OpenAI-compatible backend gets for a valid message (and that the
+other adapters translate), the same body an HTTP client would have sent for
+it. A tool's parameters and a response format's schema may come as JSON text
+or as a ``google.protobuf.Struct``; JSON text that does not parse is refused
+here, naming its field.
 
 Chunks: one per event, empty text deltas (a role-only upstream chunk)
 dropped; the first chunk carries ``Served``; the usage chunk is sent only when
@@ -17,17 +14,14 @@ the client asked for it.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Generic, TypeVar
 
 import orjson
 from google.protobuf import json_format
 
-from gateway.http import embeddings
-from gateway.http.schema import BadRequest, parse_request
+from gateway.grpc.status import invalid
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.events import Event, Finish, TokenDelta, Usage
-from regions.request import GenerationRequest, Kind, Residency
 
 _SAMPLING_FIELDS = (
     "max_tokens",
@@ -37,11 +31,16 @@ _SAMPLING_FIELDS = (
     "presence_penalty",
     "frequency_penalty",
 )
-_FLOAT_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_PROTO_PATHS = {name: f"sampling.{name}" for name in (*_SAMPLING_FIELDS, "stop")}
-_PROTO_PATHS["user"] = "routing.user"
 
 Request = pb.ChatRequest | pb.CompletionRequest | pb.EmbedRequest
+
+
+def content_text(m: pb.Message) -> str:
+    """A message's text as routing and text-only backends read it: ``content``, then
+    its text parts (the HTTP schema's ``ChatMessage.text``)."""
+    if not m.parts:
+        return m.content
+    return m.content + "".join(p.text for p in m.parts if p.type == "text")
 
 
 def _message(m: pb.Message) -> dict[str, Any]:
@@ -81,11 +80,11 @@ def _schema(which: str | None, text: str, struct: Any, at: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise BadRequest(f"{at}: not valid JSON", at) from None
+        raise invalid(at, "not valid JSON") from None
 
 
 def _chat_fields(request: pb.ChatRequest, body: dict[str, Any]) -> None:
-    """Tools, tool choice, response format, logprobs and the extra fields."""
+    """Tools, tool choice, response format and logprobs."""
     if request.tools:
         tools = []
         for i, tool in enumerate(request.tools):
@@ -129,39 +128,42 @@ def _chat_fields(request: pb.ChatRequest, body: dict[str, Any]) -> None:
         body["logprobs"] = True
     if request.HasField("top_logprobs"):
         body["top_logprobs"] = request.top_logprobs
-    if request.extra_json:
-        try:
-            extra = orjson.loads(request.extra_json)
-        except orjson.JSONDecodeError:
-            raise BadRequest("extra_json: not valid JSON", "extra_json") from None
-        if not isinstance(extra, dict):
-            raise BadRequest("extra_json: must be a JSON object", "extra_json")
-        for name in extra:
-            if name in body or name in _NOT_EXTRA:
-                raise BadRequest(
-                    f"extra_json.{name}: set by the request's own fields, or not carried by "
-                    "the gRPC API",
-                    f"extra_json.{name}",
-                )
-        body.update(extra)
 
 
-_NOT_EXTRA = frozenset(
-    {"model", "messages", "stream", "stream_options", "n", "tools", "tool_choice"}
-    | {"response_format", "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens"}
-)
-"""Fields extra_json may not set: the request's own, and ``n`` (a chunk names no choice)."""
+def chat_body(request: pb.ChatRequest, extra: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    """The OpenAI body of a valid chat request; ``extra``: its parsed ``extra_json``."""
+    body: dict[str, Any] = {"model": request.model, "stream": stream}
+    body["messages"] = [_message(m) for m in request.messages]
+    _chat_fields(request, body)
+    body.update(extra)
+    _common(request, body, stream)
+    return body
 
 
-def embed_request(
-    request: pb.EmbedRequest,
-    *,
-    request_id: str,
-    tenant: str,
-    residency: Residency,
-    key_digest: str,
-) -> GenerationRequest:
-    """The embedding request, validated by the HTTP API's own schema; raises BadRequest."""
+def completion_body(request: pb.CompletionRequest, *, stream: bool) -> dict[str, Any]:
+    """The OpenAI body of a valid completion request."""
+    body: dict[str, Any] = {"model": request.model, "stream": stream, "prompt": request.prompt}
+    _common(request, body, stream)
+    return body
+
+
+def _common(
+    request: pb.ChatRequest | pb.CompletionRequest, body: dict[str, Any], stream: bool
+) -> None:
+    if stream and request.include_usage:
+        body["stream_options"] = {"include_usage": True}
+    sampling = request.sampling
+    for name in _SAMPLING_FIELDS:
+        if sampling.HasField(name):  # type: ignore[arg-type]  # the names are its fields
+            body[name] = getattr(sampling, name)
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+    if request.routing.user:
+        body["user"] = request.routing.user
+
+
+def embed_body(request: pb.EmbedRequest) -> dict[str, Any]:
+    """The OpenAI body of a valid embedding request (floats: the answer is protobuf)."""
     body: dict[str, Any] = {
         "model": request.model,
         "input": list(request.input),
@@ -171,79 +173,7 @@ def embed_request(
         body["dimensions"] = request.dimensions
     if request.routing.user:
         body["user"] = request.routing.user
-    gen, _ = embeddings.parse(
-        orjson.dumps(body),
-        request_id=request_id,
-        tenant=tenant,
-        residency=residency,
-        affinity_key=request.routing.session or request.routing.user or key_digest,
-    )
-    return gen
-
-
-def openai_body(request: pb.ChatRequest | pb.CompletionRequest, *, stream: bool) -> dict[str, Any]:
-    """The OpenAI request body equivalent to ``request``; raises BadRequest on NaN/inf."""
-    body: dict[str, Any] = {"model": request.model, "stream": stream}
-    if isinstance(request, pb.ChatRequest):
-        body["messages"] = [_message(m) for m in request.messages]
-        _chat_fields(request, body)
-    else:
-        body["prompt"] = request.prompt
-    if stream and request.include_usage:
-        body["stream_options"] = {"include_usage": True}
-    sampling = request.sampling
-    for name in _SAMPLING_FIELDS:
-        if sampling.HasField(name):  # type: ignore[arg-type]  # the names are its fields
-            body[name] = getattr(sampling, name)
-    for name in _FLOAT_FIELDS:
-        if name in body and not math.isfinite(body[name]):
-            raise BadRequest(f"sampling.{name}: must be a finite number", f"sampling.{name}")
-    if sampling.stop:
-        body["stop"] = list(sampling.stop)
-    if request.routing.user:
-        body["user"] = request.routing.user
     return body
-
-
-def generation_request(
-    kind: Kind,
-    request: pb.ChatRequest | pb.CompletionRequest,
-    *,
-    stream: bool,
-    request_id: str,
-    tenant: str,
-    residency: Residency,
-    key_digest: str,
-) -> GenerationRequest:
-    """Validate ``request`` exactly as the HTTP API validates its body; raises BadRequest."""
-    body = orjson.dumps(openai_body(request, stream=stream))
-    try:
-        return parse_request(
-            kind,
-            body,
-            request_id=request_id,
-            tenant=tenant,
-            residency=residency,
-            session=request.routing.session or None,
-            key_digest=key_digest,
-        )
-    except BadRequest as exc:
-        raise _in_proto_terms(exc) from None
-
-
-def _in_proto_terms(exc: BadRequest) -> BadRequest:
-    """``exc`` with the OpenAI parameter name replaced by the protobuf field path."""
-    param = exc.param or exc.message.partition(":")[0]
-    head, _, rest = param.partition(".")
-    path = _PROTO_PATHS.get(head)
-    if path is None:
-        return exc
-    renamed = path + ("." + rest if rest else "")
-    if exc.message.startswith(param):
-        message = renamed + exc.message[len(param) :]
-    else:
-        message = exc.message.replace(f"'{param}'", f"'{renamed}'")
-    return BadRequest(message, renamed)
 
 
 def residency_narrowing(request: Request) -> str | None:

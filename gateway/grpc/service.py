@@ -47,8 +47,6 @@ from gateway.app.runtime import Runtime
 from gateway.grpc.convert import (
     ChunkEncoder,
     Request,
-    embed_request,
-    generation_request,
     residency_narrowing,
     served,
     served_metadata,
@@ -57,6 +55,7 @@ from gateway.grpc.convert import (
     usage_message,
 )
 from gateway.grpc.status import Refusal
+from gateway.grpc.validate import chat_request, completion_request, embed_request
 from gateway.http.assemble import Assembler
 from gateway.http.errors import INVALID_REQUEST
 from gateway.http.schema import BadRequest
@@ -173,11 +172,11 @@ class InferenceService:
 
     async def StreamChat(self, request: pb.ChatRequest, context: Context) -> None:
         call = _Call(context)
-        await _guard(call, self._stream(call, Kind.CHAT, request, pb.ChatChunk))
+        await _guard(call, self._stream(call, request, pb.ChatChunk))
 
     async def Complete(self, request: pb.CompletionRequest, context: Context) -> None:
         call = _Call(context)
-        await _guard(call, self._stream(call, Kind.COMPLETION, request, pb.CompletionChunk))
+        await _guard(call, self._stream(call, request, pb.CompletionChunk))
 
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
         call = _Call(context)
@@ -189,9 +188,7 @@ class InferenceService:
 
     async def _embed(self, call: _Call, request: pb.EmbedRequest) -> pb.EmbedResponse:
         keep = _Embeddings()
-        who, execution = await self._run(
-            call, Kind.EMBEDDING, request, stream=False, sink=lambda _who, _gen: keep
-        )
+        who, execution = await self._run(call, request, stream=False, sink=lambda _who, _gen: keep)
         try:
             data = orjson.loads(keep.raw)["data"]
             vectors = [pb.Embedding(index=i, values=d["embedding"]) for i, d in enumerate(data)]
@@ -215,7 +212,6 @@ class InferenceService:
     async def _stream(
         self,
         call: _Call,
-        kind: Kind,
         request: Request,
         make: type[pb.ChatChunk] | type[pb.CompletionChunk],
     ) -> None:
@@ -223,12 +219,12 @@ class InferenceService:
             rich = "tools" in gen.needs or "logprobs" in gen.needs
             return _Writer(call.context, ChunkEncoder(make, who, gen.include_usage, rich))
 
-        await self._run(call, kind, request, stream=True, sink=sink)
+        await self._run(call, request, stream=True, sink=sink)
 
     async def _unary(self, call: _Call, request: pb.ChatRequest) -> pb.ChatResponse:
         collector = _Collector()
         who, execution = await self._run(
-            call, Kind.CHAT, request, stream=False, sink=lambda _who, _gen: collector
+            call, request, stream=False, sink=lambda _who, _gen: collector
         )
         response = pb.ChatResponse(
             text="".join(collector.parts), finish_reason=collector.finish, served=who
@@ -260,7 +256,7 @@ class InferenceService:
         )
 
     def _admit(
-        self, call: _Call, kind: Kind, request: Request, *, stream: bool
+        self, call: _Call, request: Request, *, stream: bool
     ) -> tuple[GenerationRequest, Plan]:
         """The edge checks, in the HTTP API's order; raises Refusal."""
         pipeline = self._pipeline
@@ -281,28 +277,33 @@ class InferenceService:
             if isinstance(exc, BadRequest):
                 raise Refusal(400, message, INVALID_REQUEST, param="routing.residency") from None
             raise Refusal(exc.status, message, exc.code) from None
+        tenant = caller.tenant.name
+        digest = caller.key_digest
+        rid = call.request_id
+        if isinstance(request, pb.EmbedRequest):  # each raises Refusal(400) naming the field
+            gen = embed_request(
+                request, request_id=rid, tenant=tenant, residency=residency, key_digest=digest
+            )
+        elif isinstance(request, pb.ChatRequest):
+            gen = chat_request(
+                request,
+                stream=stream,
+                request_id=rid,
+                tenant=tenant,
+                residency=residency,
+                key_digest=digest,
+            )
+        else:
+            gen = completion_request(
+                request,
+                stream=stream,
+                request_id=rid,
+                tenant=tenant,
+                residency=residency,
+                key_digest=digest,
+            )
         try:
-            if isinstance(request, pb.EmbedRequest):
-                gen = embed_request(
-                    request,
-                    request_id=call.request_id,
-                    tenant=caller.tenant.name,
-                    residency=residency,
-                    key_digest=caller.key_digest,
-                )
-            else:
-                gen = generation_request(
-                    kind,
-                    request,
-                    stream=stream,
-                    request_id=call.request_id,
-                    tenant=caller.tenant.name,
-                    residency=residency,
-                    key_digest=caller.key_digest,
-                )
             plan = pipeline.plan(gen, caller)
-        except BadRequest as exc:
-            raise Refusal(400, exc.message, INVALID_REQUEST, param=exc.param) from None
         except RoutingError as exc:
             log_refusal(log, call.request_id, caller.tenant.name, exc)
             raise Refusal(
@@ -319,7 +320,6 @@ class InferenceService:
     async def _run(
         self,
         call: _Call,
-        kind: Kind,
         request: Request,
         *,
         stream: bool,
@@ -332,7 +332,7 @@ class InferenceService:
             tracing.begin(
                 self._rt.tracing, call.header("traceparent"), call.header("tracestate"), arrived
             )
-            gen, plan = self._admit(call, kind, request, stream=stream)
+            gen, plan = self._admit(call, request, stream=stream)
         except Refusal as refusal:  # counted and logged as the HTTP API's refusals are
             pipeline.refused(
                 call.request_id, refusal.status, refusal.code or "", client=call.context.peer()

@@ -30,6 +30,8 @@ from typing import Any
 
 import grpc
 
+from gateway.http.errors import INVALID_REQUEST
+
 ERROR_DOMAIN = "meridian.v1"
 
 _BY_HTTP_STATUS: dict[int, grpc.StatusCode] = {
@@ -99,6 +101,12 @@ class Refusal(Exception):
         if details is not None:
             md.append(("grpc-status-details-bin", details))
         return tuple(md)
+
+
+def invalid(path: str, message: str) -> Refusal:
+    """A bad request (400, ``INVALID_ARGUMENT``) whose message and ``param`` name the
+    protobuf field at fault (``sampling.temperature``)."""
+    return Refusal(400, f"{path}: {message}", INVALID_REQUEST, param=path)
 
 
 def rich_details(refusal: Refusal) -> bytes | None:
