@@ -19,7 +19,9 @@ A cost weight of 0 ignores price; 1 makes "twice as expensive" as bad as
 "twice as slow". A cold backend (no TTFT sample yet) is assumed to be as fast
 as the median warm one: it gets a fair share of probes instead of being
 starved (no history) or flooded (optimism), and its own samples take over
-after the first request.
+after the first request. Likewise a per-hour backend whose capacity is not
+measured yet (and has no configured ``tokens_per_s``) is priced at the
+median of the others' prices.
 
 Choice is power of two choices (Mitzenmacher): two candidates drawn at
 random, weighted by backend weight × region dial, and the lower score wins.
@@ -83,18 +85,31 @@ def rank(
     cold_itl = _median(warm_itl) if warm_itl else COLD_ITL_S
     latencies = [0.0] * n
     prices = [0.0] * n
+    unpriced: list[int] = []
     best_latency = best_price = float("inf")
     for i, (spec, _, sig) in enumerate(backends):
         ttft = cold_ttft if sig.ttft_s is None else sig.ttft_s
         itl = cold_itl if sig.itl_s is None else sig.itl_s
         latency = (ttft + itl * expected_tokens) * (sig.in_flight + sig.queue_depth + 1)
-        cost = spec.price.cost(prompt_tokens, expected_tokens)
+        price = spec.price
+        cost = price.cost(prompt_tokens, expected_tokens)
         latencies[i] = latency
         prices[i] = cost
         if latency < best_latency:
             best_latency = latency
-        if cost < best_price:
+        if not cost and price.meter is not None and price.meter.capacity is None:
+            unpriced.append(i)  # per hour, capacity not measured yet: priced below
+        elif cost < best_price:
             best_price = cost
+    if unpriced:
+        # As a cold backend's latency: the median known price, so it gets a fair share
+        # until its first request measures it (neither free nor the dearest).
+        skip = set(unpriced)
+        known = [p for i, p in enumerate(prices) if i not in skip]
+        guess = _median(known) if known else 0.0
+        for i in unpriced:
+            prices[i] = guess
+        best_price = min(best_price, guess)
     inv_latency = 1.0 / (best_latency or 1e-9)
     if cost_weight > 0 and best_price > 0:
         k = cost_weight / best_price

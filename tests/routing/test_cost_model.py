@@ -124,3 +124,29 @@ def test_measured_capacity_changes_the_route() -> None:
     assert hourly.meter is not None
     hourly.meter.observe(20_000, 0.0, 5.0)  # 4000 tokens/s measured: $0.5e-6 per token
     assert winner() == "gpu"
+
+
+def test_an_unmeasured_per_hour_backend_is_priced_at_the_median_of_the_others() -> None:
+    """Neither free (flooded) nor ignored: cost weighting still compares the rest."""
+    backends = [
+        (spec("cheap", Price(0.0, 1.0)), 1.0, signal()),
+        (spec("dear", Price(0.0, 3.0)), 1.0, signal()),
+        (spec("gpu", Price.hourly(2.0)), 1.0, signal()),  # no seed, nothing measured
+    ]
+    ranked = rank(
+        backends, prompt_tokens=10, expected_tokens=1000, cost_weight=1.0, rng=random.Random(1)
+    )
+    by_name = {s.backend.name: s for s in ranked}
+    assert by_name["gpu"].price == pytest.approx(2.0e-3)  # median of 1e-3 and 3e-3
+    assert by_name["cheap"].score < by_name["gpu"].score < by_name["dear"].score
+
+
+def test_alone_an_unmeasured_per_hour_backend_leaves_cost_out() -> None:
+    ranked = rank(
+        [(spec("gpu", Price.hourly(2.0)), 1.0, signal())],
+        prompt_tokens=10,
+        expected_tokens=100,
+        cost_weight=1.0,
+        rng=random.Random(1),
+    )
+    assert ranked[0].price == 0.0 and ranked[0].score == 1.0
