@@ -11,10 +11,14 @@ Read from the modules' HCL (python-hcl2): neither provider plans offline.
 
 from __future__ import annotations
 
+import json
+import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests.terraform.conftest import TERRAFORM_DIR
+from tests.terraform.conftest import TERRAFORM_DIR, Terraform
 
 AWS = TERRAFORM_DIR / "modules" / "aws-gateway-region"
 GCP = TERRAFORM_DIR / "modules" / "gcp-gateway-region"
@@ -87,9 +91,62 @@ def test_the_task_may_read_the_certificate_secrets_and_writes_them_before_meridi
         if isinstance(body, dict)
     ]
     definitions = str(task["container_definitions"])
-    assert "${local.write_tls}exec meridian serve" in definitions
+    assert "umask 077 && " in definitions
+    assert "${module.listener_tls.shell}exec meridian serve" in definitions
     iam = str(load(AWS / "iam.tf"))
-    assert "values(local.tls)" in iam  # the execution role reads the TLS secrets
+    assert "values(module.listener_tls.secrets)" in iam  # the execution role reads them
+
+
+def test_the_rendered_shell_writes_each_pem_to_its_file_and_out_of_the_environment(
+    terraform: Terraform, tmp_path: Path
+) -> None:
+    """The listener-tls module applied offline; its shell run as the task runs it."""
+    files = {n: str(tmp_path / "tls" / f"{n}.pem") for n in ("cert", "key", "client_ca")}
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:meridian/"
+    root = tmp_path / "root"
+    root.mkdir()
+    given = {
+        "cert_secret_arn": arn + "cert",
+        "key_secret_arn": arn + "key",
+        "client_ca_secret_arn": arn + "ca",
+        "files": files,
+    }
+    main = {
+        "module": {"tls": {"source": str(AWS / "listener-tls"), "listener_tls": given}},
+        "output": {n: {"value": f"${{module.tls.{n}}}"} for n in ("shell", "secrets")},
+    }
+    (root / "main.tf.json").write_text(json.dumps(main))
+    for step in (("init", "-no-color"), ("apply", "-auto-approve", "-no-color", "-lock=false")):
+        result = terraform.run(root, *step)
+        assert result.returncode == 0, f"terraform {step[0]}:\n{result.stdout}{result.stderr}"
+    out = json.loads(terraform.run(root, "output", "-json").stdout)
+    assert out["secrets"]["value"] == {
+        "MERIDIAN_TLS_CERT": arn + "cert",
+        "MERIDIAN_TLS_KEY": arn + "key",
+        "MERIDIAN_TLS_CLIENT_CA": arn + "ca",
+    }
+    pems = {  # what ECS puts in the environment: a secret's value, maybe % and quotes in it
+        "MERIDIAN_TLS_CERT": "-----BEGIN CERTIFICATE-----\nMIIB%s'\"x\n-----END CERTIFICATE-----",
+        "MERIDIAN_TLS_KEY": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        "MERIDIAN_TLS_CLIENT_CA": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----",
+    }
+    dump = f"{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))'"
+    script = f"umask 077 && {out['shell']['value']}exec {dump}"
+    ran = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": "/usr/bin:/bin", **pems},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    environ = json.loads(ran.stdout)
+    assert not {k for k in environ if k.startswith("MERIDIAN_TLS_")}  # Meridian never sees them
+    for env, name in (("MERIDIAN_TLS_CERT", "cert"), ("MERIDIAN_TLS_KEY", "key")):
+        path = Path(files[name])
+        assert path.read_text().rstrip("\n") == pems[env].rstrip("\n")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Path(files["client_ca"]).read_text().startswith("-----BEGIN CERTIFICATE-----\nCA")
 
 
 def test_gcp_grpc_is_an_h2c_service_behind_an_http2_backend_on_the_grpc_paths() -> None:

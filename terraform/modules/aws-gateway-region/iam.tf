@@ -38,7 +38,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "Secrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = concat(values(var.secret_arns), [for v in values(local.tls) : v.arn])
+    resources = concat(values(var.secret_arns), values(module.listener_tls.secrets))
   }
   statement {
     sid       = "Decrypt"

@@ -11,22 +11,18 @@ locals {
   region  = data.aws_region.current.name
   ports   = { http = 8080, grpc = 50051, admin = 9090 }
   metrics = 9091 # meridian-config's loopback /metrics listener, which the sidecar scrapes
-  # listener_tls: environment variable => (secret, file the task writes it to)
-  tls_given = var.listener_tls == null ? [] : [var.listener_tls]
-  tls = { for e in flatten([for t in local.tls_given : [
-    { env = "MERIDIAN_TLS_CERT", arn = t.cert_secret_arn, file = t.files.cert },
-    { env = "MERIDIAN_TLS_KEY", arn = t.key_secret_arn, file = t.files.key },
-    { env = "MERIDIAN_TLS_CLIENT_CA", arn = t.client_ca_secret_arn, file = t.files.client_ca },
-  ]]) : e.env => e if e.arn != null }
-  secrets = merge(var.secret_arns, { MERIDIAN_CONFIG = aws_ssm_parameter.config.arn }, { for k, v in local.tls : k => v.arn })
-  # Each PEM to its file (owner-only: umask 077), then out of the environment Meridian
-  # inherits. ECS reads secrets at task start: a rotated certificate reaches new tasks
-  # (aws ecs update-service --force-new-deployment), whose draining predecessors finish
-  # their streams first.
-  write_tls = join("", [
-    for k in sort(keys(local.tls)) : format("mkdir -p \"$(dirname '%s')\" && printf '%%s\\n' \"$%s\" > '%s' && unset %s && ", local.tls[k].file, k, local.tls[k].file, k)
-  ])
-  log = { logDriver = "awslogs", options = { "awslogs-group" = aws_cloudwatch_log_group.gateway.name, "awslogs-region" = local.region } }
+  secrets = merge(var.secret_arns, { MERIDIAN_CONFIG = aws_ssm_parameter.config.arn }, module.listener_tls.secrets)
+  log     = { logDriver = "awslogs", options = { "awslogs-group" = aws_cloudwatch_log_group.gateway.name, "awslogs-region" = local.region } }
+}
+
+# The listener certificate: its secrets, and the shell writing them to files
+# under umask 077 (then out of the environment) before Meridian starts. ECS reads
+# secrets at task start: a rotated certificate reaches new tasks
+# (aws ecs update-service --force-new-deployment), whose draining predecessors
+# finish their streams first.
+module "listener_tls" {
+  source       = "./listener-tls"
+  listener_tls = var.listener_tls
 }
 
 data "aws_iam_policy_document" "key" {
@@ -122,7 +118,7 @@ resource "aws_ecs_task_definition" "gateway" {
       # The config arrives in an environment variable (from SSM) and is
       # written to the task's scratch volume: the root filesystem is read-only.
       entryPoint             = ["/bin/sh", "-c"]
-      command                = ["umask 077 && printf '%s' \"$MERIDIAN_CONFIG\" > /tmp/meridian.yaml && ${local.write_tls}exec meridian serve --config /tmp/meridian.yaml"]
+      command                = ["umask 077 && printf '%s' \"$MERIDIAN_CONFIG\" > /tmp/meridian.yaml && ${module.listener_tls.shell}exec meridian serve --config /tmp/meridian.yaml"]
       readonlyRootFilesystem = true
       mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp" }]
       portMappings           = [for port in values(local.ports) : { containerPort = port, protocol = "tcp" }]

@@ -163,9 +163,9 @@ variable "listener_tls" {
   default = null
   validation {
     condition = var.listener_tls == null || alltrue([
-      for f in compact([try(var.listener_tls.files.cert, null), try(var.listener_tls.files.key, null), try(var.listener_tls.files.client_ca, null)]) : startswith(f, "/tmp/")
+      for f in compact([try(var.listener_tls.files.cert, null), try(var.listener_tls.files.key, null), try(var.listener_tls.files.client_ca, null)]) : can(regex("^/tmp/[A-Za-z0-9._/-]+$", f))
     ])
-    error_message = "listener_tls.files must be under /tmp/: the task's root filesystem is read-only."
+    error_message = "listener_tls.files must be plain paths under /tmp/ (letters, digits, . _ - /): the task's root filesystem is read-only, and the paths are quoted into its shell."
   }
   validation {
     condition     = var.listener_tls == null || (try(var.listener_tls.client_ca_secret_arn, null) == null) == (try(var.listener_tls.files.client_ca, null) == null)
