@@ -13,17 +13,30 @@ appears in an answer or the log.
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from aiohttp import web
 
 from gateway.http.api import RUNTIME
 from gateway.http.errors import error_response
-from gateway.store import StoreUnavailable
-from gateway.store.replicated import ReplicatedStore
+from gateway.store import Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.store.replicated import ReplicatedStore
 
 _SCHEMES = ("redis://", "rediss://")
+
+
+def _replicated(store: Store) -> ReplicatedStore | None:
+    """``store`` if it is a ReplicatedStore. Asked without importing redis-py (~9 MiB
+    a gateway on the embedded store never needs): an instance exists only once its
+    module is loaded."""
+    module = sys.modules.get("gateway.store.replicated")
+    if module is None or not isinstance(store, module.ReplicatedStore):
+        return None
+    return cast("ReplicatedStore", store)
 
 
 def _json(body: dict[str, Any]) -> web.Response:
@@ -37,9 +50,10 @@ async def get_store(request: web.Request) -> web.Response:
         return error_response(503, "the control plane is not running", "control_plane_off")
     store = control.store
     body: dict[str, Any] = {"kind": store.kind, "where": store.where}
-    primary = store.primary if isinstance(store, ReplicatedStore) else store
-    if isinstance(store, ReplicatedStore):
-        body["primary"], body["reads"] = store.primary.where, store.replica.where
+    replicated = _replicated(store)
+    primary = replicated.primary if replicated is not None else store
+    if replicated is not None:
+        body["primary"], body["reads"] = replicated.primary.where, replicated.replica.where
     try:  # the follower may be fine on its copy while writes have nowhere to go
         await primary.ping(rt.config.store.probe_timeout_s)
         body["primary_answers"] = True
@@ -55,8 +69,8 @@ async def set_primary(request: web.Request) -> web.Response:
     control = rt.control
     if control is None:
         return error_response(503, "the control plane is not running", "control_plane_off")
-    store = control.store
-    if not isinstance(store, ReplicatedStore):
+    store = _replicated(control.store)
+    if store is None:
         return error_response(
             409,
             "this replica's store has no store.read_url, so its write URL is fixed "

@@ -1,12 +1,16 @@
-"""A serving gateway keeps its start-up heap out of the cyclic collector's way."""
+"""Start-up's memory: what a gateway imports, and its heap kept out of the collector's way."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +39,43 @@ async def test_serving_freezes_what_start_up_made(
     finally:
         os.kill(os.getpid(), signal.SIGTERM)  # the handler serve_until_signalled installed
         await asyncio.wait_for(serving, 20.0)
+
+
+_STARTED_MODULES = """
+import asyncio, json, sys
+from bench.stack import gateway_config
+from gateway.app.server import Gateway
+from gateway.config.model import Config
+
+async def main():
+    config = Config.model_validate(gateway_config(0, 0, 9, "sk-unused"))
+    gw = Gateway(config, environ={"MERIDIAN_ADMIN_TOKEN": "t" * 32})
+    await gw.start()
+    await gw.stop(grace=0.0)
+
+asyncio.run(main())
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_gateway_without_redis_or_grpc_does_not_import_them() -> None:
+    """Idle RSS: redis-py (with the OpenTelemetry SDK it pulls in) and grpcio's
+    server, health and reflection modules cost ~20 MiB a gateway on the embedded
+    store with no gRPC listener never uses."""
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTED_MODULES],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    unused = {
+        "redis",
+        "opentelemetry.sdk",
+        "grpc_reflection.v1alpha.reflection",  # grpcio itself imports the bare packages
+        "grpc_health.v1.health",
+        "gateway.grpc",
+    }
+    assert not unused & loaded
