@@ -130,6 +130,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.capacity = Gauge(
+            "meridian_backend_capacity_tokens_per_second",
+            "A per-hour priced backend's output capacity, its price per token's divisor: "
+            "the decayed peak measured by this process, at least price.tokens_per_s",
+            ["backend", "region"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.ejections = Counter(
             "meridian_ejections", "Outlier ejections", ["backend", "region"], registry=r
         )
@@ -225,6 +233,9 @@ class Metrics:
             self.breaker.labels(b.name, region)  # a new child reads 0: closed
             self.ejections.labels(b.name, region)
             self.attempts.labels(b.name, region, "ok")
+            meter = b.price.meter
+            if meter is not None and meter.capacity is not None:
+                self.capacity.labels(b.name, region).set(meter.capacity)
         for event in ("hedged", "resumed", "budget_exhausted"):
             self.failover_events.labels(event)
         slos = observability or ObservabilityConfig()
@@ -301,6 +312,9 @@ class Metrics:
 
     def breaker_changed(self, backend: BackendSpec, state: BreakerState) -> None:
         self.breaker.labels(backend.name, backend.region.name).set(_BREAKER_VALUE[state])
+
+    def measured(self, backend: BackendSpec, tokens_per_s: float) -> None:
+        self.capacity.labels(backend.name, backend.region.name).set(tokens_per_s)
 
     def ejected(self, backend: BackendSpec, until: float) -> None:
         self.ejections.labels(backend.name, backend.region.name).inc()

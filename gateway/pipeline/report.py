@@ -186,10 +186,13 @@ class Reporter:
         price = serving.backend.price if serving is not None else None
         cost = 0.0
         if usage is not None and price is not None:
-            if price.meter is not None and execution.serving is not None:
+            meter = price.meter
+            if meter is not None and execution.serving is not None:
                 # A per-hour price's capacity (regions.throughput): before the cost, so
                 # this request's spend and the usage tap's agree.
-                price.meter.observe(usage.completion_tokens, execution.serving.started, now)
+                meter.observe(usage.completion_tokens, execution.serving.started, now)
+                if meter.capacity is not None:
+                    self._metrics.measured(execution.serving.backend, meter.capacity)
             cost = price.cost(usage.prompt_tokens, usage.completion_tokens)
         transfer = None
         if self._transfer is not None and serving is not None:

@@ -67,6 +67,8 @@ async def test_spend_per_tenant_is_tokens_times_price(
     )
     expected = {"global": 0.0, "eu": 0.0}
     async with aiohttp.ClientSession() as s:
+        capacity = "meridian_backend_capacity_tokens_per_second"
+        assert total(await scrape(s, gw.admin_url), capacity, backend="fra") == 500  # seed
         for n in (3, 7, 12):
             backend, prompt, completion = await ask(
                 s, gw.http_url, GLOBAL_KEY, n, **{"x-meridian-residency": "US"}
@@ -162,6 +164,8 @@ async def test_a_per_hour_backend_is_priced_at_its_measured_capacity(
     # Spend used the capacity measured from this very request (and input is free).
     spend = total(samples, "meridian_spend_usd_total", tenant="eu")
     assert spend == pytest.approx(completion * 3.6 / (3600 * capacity))
+    gauge = "meridian_backend_capacity_tokens_per_second"
+    assert total(samples, gauge, backend="fra") == pytest.approx(capacity)
     # The usage tap priced it after the measurement too: the same figure (to the nano-USD).
     assert usage["eu"]["spend_usd"] == pytest.approx(spend, abs=1e-9)
     assert prompt > 0
