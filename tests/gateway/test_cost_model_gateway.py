@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.cli.main import main
 from gateway.config.model import ConfigError, parse
 from routing.router import DEFAULT_EXPECTED_TOKENS
 from tests.conftest import (
@@ -140,8 +141,13 @@ async def usage_rows(s: aiohttp.ClientSession, admin_url: str) -> dict[str, dict
         await asyncio.sleep(0.02)
 
 
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().out
+
+
 async def test_a_per_hour_backend_is_priced_at_its_measured_capacity(
-    emulators: EmulatorFactory, gateways: GatewayFactory
+    emulators: EmulatorFactory, gateways: GatewayFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fra = await emulators(itl_s=0.005)
     gw = await gateways(
@@ -158,6 +164,9 @@ async def test_a_per_hour_backend_is_priced_at_its_measured_capacity(
         after = await explain(s, gw.admin_url)
         samples = await scrape(s, gw.admin_url)
         usage = await asyncio.wait_for(usage_rows(s, gw.admin_url), 10)
+        argv = ["route", "explain", MODEL, "--tenant", "eu", "--admin-url", gw.admin_url]
+        code, table = await asyncio.to_thread(cli, [*argv, "--token", ADMIN_TOKEN], capsys)
+    assert code == 0 and "$3.6/h at" in table and "(measured)" in table
     capacity = after["capacity_tokens_per_s"]
     assert after["capacity_source"] == "measured" and capacity > 0
     assert "$3.6/h at" in after["reason"] and "(measured)" in after["reason"]
