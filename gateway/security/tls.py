@@ -163,10 +163,26 @@ class ClientCheck:
         )
         self._policies = (ca_policy, ExtensionPolicy.permit_all())
 
-    def verify(self, chain: list[bytes]) -> None:
-        """``chain``: DER, the leaf first; raises CertificateRefused, logging why."""
-        leaf, *rest = (x509.load_der_x509_certificate(der) for der in chain)
+    def connection(self, tls: Any) -> None:
+        """Verify a connection's client certificate now; raises CertificateRefused.
+
+        A success holds while the clock stays inside the verified chain's common
+        validity window (nothing else in it changes with time), so it is kept on
+        the connection's SSLObject with this check (a rotated bundle is a new
+        check): further requests on the connection cost a comparison."""
         now = self._clock()
+        seen = getattr(tls, "verified", None)
+        if seen is not None and seen[0] is self and seen[1] <= now < seen[2]:
+            return
+        window = self.verify(_peer_chain(tls), now)
+        with contextlib.suppress(AttributeError):  # an SSLObject not made by _Handshake
+            tls.verified = (self, *window)
+
+    def verify(self, chain: list[bytes], now: datetime | None = None) -> tuple[datetime, datetime]:
+        """``chain``: DER, the leaf first. The window in which the verified chain is
+        valid; raises CertificateRefused, logging why."""
+        leaf, *rest = (x509.load_der_x509_certificate(der) for der in chain)
+        now = self._clock() if now is None else now
         verifier = (
             PolicyBuilder()
             .store(self._store)
@@ -175,7 +191,7 @@ class ClientCheck:
             .build_client_verifier()
         )
         try:
-            verifier.verify(leaf, rest)
+            verified = verifier.verify(leaf, rest)
         except VerificationError as exc:
             log.info(
                 "listen.tls.%s: client certificate %s (serial %x) refused: %s",
@@ -185,6 +201,10 @@ class ClientCheck:
                 self._reason(leaf, now, exc),
             )
             raise CertificateRefused from None
+        return (
+            max(c.not_valid_before_utc for c in verified.chain),
+            min(c.not_valid_after_utc for c in verified.chain),
+        )
 
     def _reason(self, leaf: x509.Certificate, now: datetime, exc: VerificationError) -> str:
         if now >= leaf.not_valid_after_utc:
@@ -204,7 +224,10 @@ class _ServerContext(ssl.SSLContext):
 
 class _Handshake(ssl.SSLObject):
     """Logs why a handshake refused the client's certificate (asyncio and uvloop call
-    ``do_handshake`` until it completes or fails; only the failure is logged)."""
+    ``do_handshake`` until it completes or fails; only the failure is logged), and
+    keeps the last ClientCheck verdict of its connection."""
+
+    verified: tuple[ClientCheck, datetime, datetime] | None = None
 
     def do_handshake(self) -> None:
         try:
@@ -395,7 +418,7 @@ def http_identities(transport: asyncio.BaseTransport | None) -> tuple[str, ...]:
     tls = transport.get_extra_info("ssl_object")
     check = getattr(getattr(tls, "context", None), "client_check", None)
     if isinstance(check, ClientCheck):
-        check.verify(_peer_chain(tls))
+        check.connection(tls)
     return tuple(str(v) for kind, v in cert.get("subjectAltName", ()) if kind in ("URI", "DNS"))
 
 

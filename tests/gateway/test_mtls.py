@@ -241,6 +241,18 @@ async def test_grpc_without_a_good_certificate_is_refused_at_the_handshake(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+@dataclass
+class _Connection:
+    """An SSLObject's surface the request-time check reads (no client chain: the leaf)."""
+
+    der: bytes
+    verified: Any = None
+
+    def getpeercert(self, binary_form: bool = False) -> bytes:
+        assert binary_form
+        return self.der
+
+
 def test_the_request_time_check_follows_the_clock(tmp_path: Path) -> None:
     """A certificate valid at the handshake is refused from its expiry on (injected clock)."""
     ca = trustme.CA()
@@ -255,6 +267,20 @@ def test_the_request_time_check_follows_the_clock(tmp_path: Path) -> None:
     now[0] = leaf.not_valid_after_utc + dt.timedelta(seconds=1)
     with pytest.raises(CertificateRefused):
         check.verify([der])
+    # per connection: verified once, then only the clock against the chain's window
+    now[0] = leaf.not_valid_before_utc + dt.timedelta(seconds=1)
+    connection = _Connection(der)
+    check.connection(connection)
+    assert connection.verified is not None and connection.verified[0] is check
+    connection.der = b"not even a certificate"  # not read again inside the window
+    check.connection(connection)
+    now[0] = leaf.not_valid_after_utc
+    with pytest.raises(ValueError):  # outside it: verified afresh
+        check.connection(connection)
+    connection.der = der
+    now[0] = leaf.not_valid_after_utc + dt.timedelta(seconds=1)
+    with pytest.raises(CertificateRefused):
+        check.connection(connection)
     other = trustme.CA()
     stranger = client_cert(other, tmp_path, "stranger", [SPIFFE])
     now[0] = leaf.not_valid_before_utc + dt.timedelta(seconds=1)
