@@ -195,9 +195,9 @@ class Reporter:
                     self._metrics.measured(execution.serving.backend, meter.capacity)
             cost = price.cost(usage.prompt_tokens, usage.completion_tokens)
         transfer = None
-        if self._transfer is not None and serving is not None:
+        if self._transfer is not None and execution.serving is not None:  # a backend answered
             transfer = self._transfer.price(
-                serving.backend.region, outcome.request_bytes, outcome.response_bytes
+                execution.serving.backend.region, outcome.request_bytes, outcome.response_bytes
             )
             if transfer is not None:
                 self._metrics.transferred(request.tenant, transfer)
