@@ -310,6 +310,32 @@ def test_only_the_http_listener_leaves_the_dates_to_the_request(tmp_path: Path) 
     assert admin.verify_mode == http.verify_mode == ssl.CERT_REQUIRED
 
 
+def test_a_ca_dropped_from_client_ca_is_refused_at_the_next_request(tmp_path: Path) -> None:
+    """OpenSSL's store only grows on a reload; the request-time check reads the new bundle."""
+    ca, successor = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "s.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "s.key"))
+    bundle = tmp_path / "clients.pem"
+    bundle.write_bytes(ca.cert_pem.bytes())
+    cfg = ListenerTLS(
+        cert=str(tmp_path / "s.pem"), key=str(tmp_path / "s.key"), client_ca=str(bundle)
+    )
+    cert = ServerCert("http", cfg)
+    client = x509.load_pem_x509_certificate(
+        Path(client_cert(ca, tmp_path, "svc", [SPIFFE]).cert).read_bytes()
+    ).public_bytes(serialization.Encoding.DER)
+    check = getattr(cert.context, "client_check", None)
+    assert isinstance(check, ClientCheck)
+    check.verify([client])
+    bundle.write_bytes(successor.cert_pem.bytes() + b"\n")  # size changes: a rotation
+    assert cert.poll()
+    check = getattr(cert.context, "client_check", None)
+    assert isinstance(check, ClientCheck)
+    with pytest.raises(CertificateRefused):
+        check.verify([client])
+
+
 def test_one_identity_is_one_tenant() -> None:
     text = """
 regions: [{name: "aws:us-east-1"}]
