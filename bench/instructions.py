@@ -86,7 +86,9 @@ def _control(pid: int, *args: str) -> None:
         raise RuntimeError(f"callgrind_control {' '.join(args)}: {done.stdout}{done.stderr}")
 
 
-def measure(upstream: Upstream, requests: int, warmup: int, concurrency: int) -> Count:
+def measure(
+    upstream: Upstream, requests: int, warmup: int, concurrency: int, keep: Path | None = None
+) -> Count:
     with tempfile.TemporaryDirectory(prefix="meridian-instr-") as tmp:
         workdir = Path(tmp)
         out = workdir / "callgrind.out"
@@ -113,11 +115,13 @@ def measure(upstream: Upstream, requests: int, warmup: int, concurrency: int) ->
             _control(gateway.pid, "-i", "on")
             chunks = asyncio.run(_drive(gateway.url, headers, body, requests, concurrency))
             _control(gateway.pid, "-d")  # before "-i off", which spoils the counts
-            total = _dumped(workdir)
+            total, dump = _dumped(workdir)
+            if keep is not None:
+                shutil.copyfile(dump, keep)
         return Count(requests, chunks, total)
 
 
-def _dumped(workdir: Path) -> int:
+def _dumped(workdir: Path) -> tuple[int, Path]:
     """The instructions in the dump ``callgrind_control -d`` asked for (written
     asynchronously, at the process's next trip through valgrind's scheduler)."""
     deadline = time.monotonic() + _DUMP_S
@@ -125,7 +129,7 @@ def _dumped(workdir: Path) -> int:
         for dump in workdir.glob("callgrind.out.*"):
             found = _TOTALS.search(dump.read_bytes())
             if found:
-                return int(found.group(1))
+                return int(found.group(1)), dump
         time.sleep(0.2)  # polling a file's appearance, bounded by the deadline
     raise RuntimeError(f"no callgrind dump in {workdir} within {_DUMP_S:g} s")
 
@@ -139,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--itl-ms", type=float, default=20.0)
+    p.add_argument("--out", type=Path, help="keep the callgrind dump here (callgrind_annotate)")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (callgrind) is not installed: apt-get install valgrind")
         return 3
     upstream = Upstream(ttft_ms=5.0, itl_ms=args.itl_ms, max_tokens=args.tokens)
-    count = measure(upstream, args.requests, args.warmup, args.concurrency)
+    count = measure(upstream, args.requests, args.warmup, args.concurrency, args.out)
     print(
         f"{count.requests} requests, {count.chunks} chunks at concurrency {args.concurrency}"
         f" (upstream gap {args.itl_ms:g} ms): {count.instructions:,} instructions ="

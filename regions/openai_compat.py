@@ -470,8 +470,8 @@ class _Parser:
         out: list[Event] = []
         events = self._splitter.feed(piece)  # an event over the cap: raised, nothing taken
         last = len(events) - 1
-        head = self._head
         for index, event in enumerate(events):
+            head = self._head  # learnt from an earlier event, perhaps of this same read
             if head is not None and event.startswith(b"data: ") and b"\n" not in event:
                 text = _templated(event, head, self._tail)
                 if text is not None:

@@ -161,3 +161,23 @@ def test_completions_use_the_text_member(monkeypatch: pytest.MonkeyPatch) -> Non
         full = run(body, chat=False)
     assert fast[:2] == full[:2] and fast[2]
     assert [e.text for e in fast[0]] == ["a", "b\tc", "d"]  # type: ignore[union-attr]
+
+
+def test_the_template_serves_the_rest_of_the_read_it_was_learnt_in() -> None:
+    """A gateway behind on its reads gets a stream in a few large reads: the chunks
+    after the first plain one in that same read already take the fast path."""
+    parser = openai_compat._Parser(True, 1, 1 << 20)
+    parsed: list[bytes] = []
+    full = openai_compat.parse_chunk
+
+    def counting(obj: object, chat: bool, allowed: int = 1) -> openai_compat.Chunk:
+        parsed.append(b"")
+        return full(obj, chat, allowed)
+
+    body = sse(ROLE, *(content(b'"t%d"' % i) for i in range(10)), FINISH)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(openai_compat, "parse_chunk", counting)
+        events = parser.feed(body)
+    assert [getattr(e, "text", None) for e in events][1:11] == [f"t{i}" for i in range(10)]
+    # the role chunk, the first content chunk (and its template's proof), the finish
+    assert len(parsed) == 4
