@@ -4,8 +4,10 @@
 a request reads: snapshot, keys, providers, breakers, budgets, metrics) and
 the one :class:`Pipeline` every front end calls. ``Gateway.start``
 (``gateway/app/server.py``) then attaches the control plane to that runtime
-(``gateway/control/plane.py``: store, tenant limiter, canary and shadow taps),
-starts discovery (``gateway/control/discovery.py``) and binds the listeners.
+(``gateway/app/wiring.py``: store, tenant limiter, canary and shadow taps),
+makes its :func:`reloader` and starts :func:`start_discovery`. Neither the
+pipeline's stages nor the reloader nor discovery sees the Runtime: each is
+given here the getters, setters and parts it uses.
 
 The stages of one request, in order, and the module that owns each (the
 ``Pipeline``, ``gateway/pipeline/core.py``, composes them; :func:`pipeline`
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from failover.breaker import BreakerPolicy
@@ -54,8 +56,11 @@ from failover.health_check import HealthCheckPolicy
 from failover.outlier import EjectionPolicy
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from failover.probing import Prober
+from gateway.app.reload import Applied, Reloader, counted
 from gateway.app.runtime import Runtime, backend_specs, keyring_from, snapshot_from
+from gateway.config.cloud import DiscoveryConfig
 from gateway.config.model import Config, ConfigError
+from gateway.control.discovery import Discovery, catalog_from
 from gateway.observe.access_log import AccessLog
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
@@ -66,6 +71,8 @@ from gateway.pipeline.edge import Authenticator
 from gateway.pipeline.plan import Planner
 from gateway.pipeline.report import Reporter
 from gateway.security.admin_tokens import admin_tokens_from
+from regions.discovery import Source
+from regions.inventory import BackendSpec
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
 
@@ -175,20 +182,95 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
         if config.observability.tracing.enabled
         else None,
     )
-    hc = f.health_checks
-    if hc.enabled:
-        runtime.prober = Prober(
-            providers,
-            health,
-            HealthCheckPolicy(
-                interval_s=hc.interval_s,
-                timeout_s=hc.timeout_s,
-                unhealthy_threshold=hc.unhealthy_threshold,
-                healthy_threshold=hc.healthy_threshold,
-            ),
-        )
+    checks = health_checks(config)
+    if checks is not None:
+        runtime.prober = Prober(providers, health, checks)
         runtime.prober.start()
     return runtime
+
+
+def health_checks(config: Config) -> HealthCheckPolicy | None:
+    """``failover.health_checks`` as the probers' policy; None when they are off."""
+    hc = config.failover.health_checks
+    if not hc.enabled:
+        return None
+    return HealthCheckPolicy(
+        interval_s=hc.interval_s,
+        timeout_s=hc.timeout_s,
+        unhealthy_threshold=hc.unhealthy_threshold,
+        healthy_threshold=hc.healthy_threshold,
+    )
+
+
+def reloader(rt: Runtime, path: str, environ: Mapping[str, str] | None = None) -> Reloader:
+    """The reloads of ``rt`` from the config file at ``path`` (Gateway.start)."""
+    rt.providers = counted(rt.providers, rt.config)
+
+    def apply(new: Applied) -> None:
+        rt.config = new.config
+        rt.keyring = new.keyring
+        rt.admin_digest = new.admin_digest
+        rt.admin_tokens = new.admin_tokens
+        rt.providers = new.providers
+
+    checks = health_checks(rt.config)  # a restart-only section: the same after a reload
+
+    async def reprobe(static: Mapping[str, Provider]) -> None:
+        assert checks is not None
+        if rt.prober is not None:
+            await rt.prober.stop()
+        rt.prober = Prober(dict(static), rt.health, checks)
+        rt.prober.start()
+
+    assert rt.pool is not None, "build_runtime always makes the pool"
+    return Reloader(
+        path,
+        environ,
+        config=lambda: rt.config,
+        providers=lambda: rt.providers,
+        apply=apply,
+        snapshot=rt.snapshots.config,
+        pool=rt.pool,
+        health=rt.health,
+        retire_after_s=rt.policy.timeouts.total + 1.0,
+        limiter=lambda: rt.limiter,
+        reprobe=reprobe if checks is not None else None,
+        control=lambda: rt.control,
+    )
+
+
+def discovery(
+    rt: Runtime, config: DiscoveryConfig, sources: Sequence[Source] | None = None
+) -> Discovery:
+    """Discovery over ``rt``: it swaps the providers dict and feeds the snapshot
+    composer its backends, in one step."""
+
+    def publish(providers: dict[str, Provider], found: tuple[BackendSpec, ...]) -> None:
+        rt.providers = providers
+        rt.snapshots.discovered(found)
+
+    return Discovery(
+        config,
+        catalog=catalog_from(rt.config),
+        checks=health_checks(rt.config),
+        timeouts=rt.policy.timeouts,
+        max_event_bytes=rt.config.limits.max_event_bytes,
+        health=rt.health,
+        metrics=rt.metrics,
+        providers=lambda: rt.providers,
+        publish=publish,
+        sources=sources,
+    )
+
+
+async def start_discovery(rt: Runtime) -> Discovery | None:
+    """Start discovery when the config has a ``discovery:`` section (Gateway.start,
+    after the control plane is attached: discovered backends join its overlay)."""
+    if rt.config.discovery is None:
+        return None
+    found = discovery(rt, rt.config.discovery)
+    await found.start()
+    return found
 
 
 def failover_policy(config: Config) -> FailoverPolicy:

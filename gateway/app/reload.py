@@ -5,7 +5,7 @@ SIGHUP, ``POST /admin/v1/reload`` and ``meridian config reload`` all call
 
 * the file is validated whole (``gateway.config.check.problems``); a config
   with any problem is refused, logged, and nothing changes;
-* a valid one is applied in one step on the event loop: ``runtime.config``,
+* a valid one is applied in one step on the event loop: the config,
   the key ring (tenants and keys), the providers dict and the routing
   snapshot (backends, models, prices, regions: a new config base for the
   snapshot composer, ``gateway.control.snapshots``, which keeps the
@@ -29,23 +29,24 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from failover.health_check import HealthCheckPolicy
-from failover.probing import Prober
-from gateway.app.runtime import Runtime, backend_specs, keyring_from, snapshot_from
+from failover.health import BackendHealth
+from gateway.app.runtime import backend_specs, keyring_from, snapshot_from
 from gateway.config.check import diff, problems, summary
 from gateway.config.model import Config, ConfigError
-from gateway.security.admin_tokens import admin_tokens_from
+from gateway.control.limits import TenantLimiter
+from gateway.control.plane import ControlPlane
+from gateway.security.admin_tokens import AdminTokens, admin_tokens_from
+from gateway.security.keys import KeyRing
+from gateway.store.lease import TenantShare
 from regions.discovery import TrackedProvider
 from regions.provider import Provider
-from regions.registry import build_provider
+from regions.registry import SessionPool, build_provider
 from regions.tasks import BackgroundTasks
-
-if TYPE_CHECKING:
-    pass
+from routing.snapshot import RoutingSnapshot
 
 log = logging.getLogger("meridian.reload")
 
@@ -89,27 +90,66 @@ class Outcome:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one reload swaps, together (``apply`` assigns it in one step)."""
+
+    config: Config
+    keyring: KeyRing
+    admin_digest: str | None
+    admin_tokens: AdminTokens
+    providers: dict[str, Provider]
+
+
+def counted(providers: Mapping[str, Provider], config: Config) -> dict[str, Provider]:
+    """The static backends' adapters counted, so a reload that removes one can wait
+    for its streams to finish (discovery's are tracked already)."""
+    static = {s.name for s in backend_specs(config)}
+    return {
+        n: p if n not in static or isinstance(p, TrackedProvider) else _Counted(n, p)
+        for n, p in providers.items()
+    }
+
+
 class Reloader:
-    """One gateway's reloads; ``Gateway.start`` makes it when it knows its config file."""
+    """One gateway's reloads; the composition root makes it (``gateway.app.build.reloader``)
+    when the gateway knows its config file, giving it what a reload reads and swaps:
+    the current config and providers, ``apply`` (config, keys and providers in one
+    step) and ``snapshot`` (the snapshot composer's config base); the pool new
+    adapters join, the health registry that tracks them, and, when configured, the
+    tenant limiter, the active health checks' restart and the control plane's audit log."""
 
     def __init__(
         self,
-        runtime: Runtime,
         path: str,
         environ: Mapping[str, str] | None = None,
+        *,
+        config: Callable[[], Config],
+        providers: Callable[[], Mapping[str, Provider]],
+        apply: Callable[[Applied], None],
+        snapshot: Callable[[RoutingSnapshot], object],
+        pool: SessionPool,
+        health: BackendHealth,
+        retire_after_s: float,
+        limiter: Callable[[], TenantLimiter | None] = lambda: None,
+        reprobe: Callable[[Mapping[str, Provider]], Awaitable[None]] | None = None,
+        control: Callable[[], ControlPlane | None] = lambda: None,
     ) -> None:
-        self.rt = runtime
         self.path = path
         self._environ = os.environ if environ is None else environ
+        self._config = config
+        self._providers = providers
+        self._apply = apply
+        self._snapshot = snapshot
+        self._pool = pool
+        self._health = health
+        self._retire_after_s = retire_after_s
+        self._limiter = limiter
+        self._reprobe = reprobe
+        self._control = control
         self._lock = asyncio.Lock()
         self._tasks = BackgroundTasks()
         self._retiring: dict[str, Provider] = {}
-        # Static adapters counted, so a removed one can wait for its streams to finish.
-        static = {s.name for s in backend_specs(runtime.config)}
-        runtime.providers = {
-            n: p if n not in static or isinstance(p, TrackedProvider) else _Counted(n, p)
-            for n, p in runtime.providers.items()
-        }
 
     async def reload(self, actor: str = "reload") -> Outcome:
         async with self._lock:  # two reloads at once would interleave their swaps
@@ -141,9 +181,9 @@ class Reloader:
             admin_tokens = admin_tokens_from(new.admin, self._environ)
         except ConfigError as exc:
             return Outcome(False, problems=[f"{self.path}: {exc}"])
-        old = self.rt.config
+        old = self._config()
         restart = [s for s in RESTART_SECTIONS if getattr(old, s) != getattr(new, s)]
-        if self.rt.limiter is None and any(t.limits is not None for t in new.tenants):
+        if self._limiter() is None and any(t.limits is not None for t in new.tenants):
             restart.append("tenant limits (no tenant had limits at start)")
         changes = diff(summary(old), summary(new))
         applied = new.model_copy(update={s: getattr(old, s) for s in RESTART_SECTIONS})
@@ -153,42 +193,35 @@ class Reloader:
         removed = [n for n in old_specs if n not in new_specs] + changed
         added = [n for n in new_specs if n not in old_specs] + changed
         built: dict[str, Provider] = {}
-        pool = self.rt.pool
-        assert pool is not None, "build_runtime always makes the pool"
         try:
             for name in added:
-                built[name] = _Counted(name, build_provider(new_specs[name], pool))
+                built[name] = _Counted(name, build_provider(new_specs[name], self._pool))
         except LookupError as exc:
             for provider in built.values():
                 await provider.close()
             return Outcome(False, problems=[f"{self.path}: backend {name}: {exc}"])
         # One step, no await: a request sees the old world or the new one.
-        rt = self.rt
-        retiring = {n: rt.providers[n] for n in removed if n in rt.providers}
-        providers = {n: p for n, p in rt.providers.items() if n not in retiring}
+        current = self._providers()
+        retiring = {n: current[n] for n in removed if n in current}
+        providers = {n: p for n, p in current.items() if n not in retiring}
         providers.update(built)
-        rt.health.track(new_specs[n] for n in added)
-        rt.config = applied
-        rt.keyring = keyring
-        rt.admin_digest = admin_digest
-        rt.admin_tokens = admin_tokens
-        rt.providers = providers
-        rt.snapshots.config(snapshot_from(applied))
+        self._health.track(new_specs[n] for n in added)
+        self._apply(Applied(applied, keyring, admin_digest, admin_tokens, providers))
+        self._snapshot(snapshot_from(applied))
         self._limits(applied)
         for name, provider in retiring.items():
             self._tasks.spawn(self._retire(name, provider))
-        await self._reprobe(providers)
+        if self._reprobe is not None:  # the old checks' dict is stale
+            static = {s.name for s in new_specs.values()}
+            await self._reprobe({n: p for n, p in providers.items() if n in static})
         revision = await self._audit(actor, changes, restart)
         return Outcome(True, changes=changes, restart_needed=restart, revision=revision)
 
     def _limits(self, config: Config) -> None:
         """New quotas for new requests; tickets already issued settle as before."""
-        limiter = self.rt.limiter
+        limiter = self._limiter()
         if limiter is None:
             return  # limits were off at start; turning them on needs a restart
-        from gateway.control.limits import TenantLimiter
-        from gateway.store.lease import TenantShare
-
         fresh = TenantLimiter.from_config(config, limiter._store, limiter._metrics, lambda: False)
         quotas = {} if fresh is None else fresh._quotas
         limiter._quotas = dict(quotas)
@@ -196,25 +229,6 @@ class Reloader:
             share = limiter._shares.get(name)
             if share is None or share.quota != quota:
                 limiter._shares[name] = TenantShare(name, quota, limiter.settings)
-
-    async def _reprobe(self, providers: dict[str, Provider]) -> None:
-        """Active health checks over the new static backends (the old prober's dict is stale)."""
-        hc = self.rt.config.failover.health_checks
-        if self.rt.prober is None or not hc.enabled:
-            return
-        await self.rt.prober.stop()
-        static = {s.name for s in backend_specs(self.rt.config)}
-        self.rt.prober = Prober(
-            {n: p for n, p in providers.items() if n in static},
-            self.rt.health,
-            HealthCheckPolicy(
-                interval_s=hc.interval_s,
-                timeout_s=hc.timeout_s,
-                unhealthy_threshold=hc.unhealthy_threshold,
-                healthy_threshold=hc.healthy_threshold,
-            ),
-        )
-        self.rt.prober.start()
 
     async def _retire(self, name: str, provider: Provider) -> None:
         self._retiring[name] = provider
@@ -225,7 +239,7 @@ class Reloader:
 
     async def _wait_and_close(self, name: str, provider: Provider) -> None:
         if isinstance(provider, TrackedProvider):
-            left = await provider.retire(self.rt.policy.timeouts.total + 1.0)
+            left = await provider.retire(self._retire_after_s)
         else:  # not one of ours (discovery's own retire it); never cut a stream
             return
         if left:
@@ -234,7 +248,7 @@ class Reloader:
             log.info("config reload: %s retired, its streams finished", name)
 
     async def _audit(self, actor: str, changes: list[str], restart: list[str]) -> int | None:
-        control = self.rt.control
+        control = self._control()
         if control is None:
             return None
         note = "; ".join(changes) or "no change"
@@ -267,13 +281,14 @@ _RELOADERS: dict[int, Reloader] = {}
 ADMIN_RELOAD = True
 
 
-def register(reloader: Reloader) -> None:
-    _RELOADERS[id(reloader.rt)] = reloader
+def register(runtime: object, reloader: Reloader) -> None:
+    """``reloader`` is the one of ``runtime`` (the admin API finds it by its runtime)."""
+    _RELOADERS[id(runtime)] = reloader
 
 
-def unregister(runtime: Runtime) -> None:
+def unregister(runtime: object) -> None:
     _RELOADERS.pop(id(runtime), None)
 
 
-def reloader_of(runtime: Runtime) -> Reloader | None:
+def reloader_of(runtime: object) -> Reloader | None:
     return _RELOADERS.get(id(runtime))

@@ -20,23 +20,32 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.admin.api import admin_app
-from gateway.app.build import Built, build
+from gateway.admin.api import admin_app, metrics
+from gateway.app.build import Built, build, reloader, start_discovery
 from gateway.app.reload import Reloader
 from gateway.app.reload import register as register_reloader
 from gateway.app.reload import unregister as unregister_reloader
 from gateway.app.runtime import Runtime
 from gateway.app.wiring import attach
 from gateway.config.model import Config
-from gateway.control.discovery import Discovery, start_discovery
+from gateway.control.discovery import Discovery
 from gateway.http.api import PIPELINE, RUNTIME, openai_errors, routes
-from gateway.security.admin_tokens import metrics_app
 from gateway.security.tls import Watcher
 
 if TYPE_CHECKING:
     from gateway.grpc.server import GrpcServer
 
 log = logging.getLogger("meridian")
+
+
+def metrics_app(client: web.Application) -> web.Application:
+    """``listen.metrics``: ``GET /metrics`` alone, without a token, for a scraper on an
+    address only it can reach (the admin listener's ``/metrics`` takes a viewer token)."""
+    app = web.Application(middlewares=[openai_errors])
+    app[RUNTIME] = client[RUNTIME]
+    app.router.add_get("/metrics", metrics)
+    return app
+
 
 # After a response to a request whose body was not read (401, 408, 413...),
 # aiohttp reads and drops what the client still sends for this long before it
@@ -121,8 +130,8 @@ class Gateway:
         runtime = self.runtime = built.runtime
         await attach(runtime, self._environ)  # the control plane: store, canary, limits
         if self.config_path is not None:
-            self.reloader = Reloader(runtime, self.config_path, self._environ)
-            register_reloader(self.reloader)
+            self.reloader = reloader(runtime, self.config_path, self._environ)
+            register_reloader(runtime, self.reloader)
         self.discovery = await start_discovery(runtime)  # after attach: it extends the base
         limits = self.config.limits
         client = self.client_app(built)
@@ -221,7 +230,7 @@ class Gateway:
         await self._tls.close()
         if self.reloader is not None:
             await self.reloader.stop()  # adapters a reload retired, streams ended above
-            unregister_reloader(self.reloader.rt)
+            unregister_reloader(self.runtime)
             self.reloader = None
         if self.discovery is not None:
             await self.discovery.stop()  # retiring adapters close; in-flight streams ended above

@@ -2,7 +2,8 @@
 
 :class:`Discovery` owns the :class:`regions.discovery.Refresher` built from
 the config's ``discovery:`` section and applies each inventory it produces
-to the :class:`gateway.app.runtime.Runtime`:
+to the running gateway, through the callables the composition root gives it
+(``gateway/app/build.py``, ``start_discovery``):
 
 * **added** backends get an adapter (``regions.registry``) wrapped in a
   :class:`~regions.discovery.TrackedProvider`, on a connection pool per
@@ -11,8 +12,8 @@ to the :class:`gateway.app.runtime.Runtime`:
   loads the weights), and is retried next round otherwise;
 * the health registry starts tracking them, each gets its own active health
   checker (``failover.probing.Prober``);
-* then, in one step on the event loop, ``runtime.providers`` becomes a new
-  dict and the discovered backends go to the snapshot composer
+* then, in one step on the event loop, the providers dict is replaced by a
+  new one and the discovered backends go to the snapshot composer
   (``gateway.control.snapshots``), which publishes the config plus them
   under the store's overlay, so the store's splits, dials and drains keep
   applying;
@@ -28,16 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
+from failover.health import BackendHealth
 from failover.health_check import HealthCheckPolicy
+from failover.policy import TimeoutPolicy
 from failover.probing import Prober
-from gateway.app.runtime import Runtime, backend_specs
 from gateway.config.cloud import DiscoveryConfig
 from gateway.config.model import Config
+from gateway.observe.metrics import Metrics
 from regions.discovery import (
     Catalog,
     GceSettings,
@@ -143,12 +146,26 @@ class _Live:
 
 
 class Discovery:
+    """Given what it changes and reads, not the runtime: the current providers
+    (``providers``) and one ``publish`` that swaps the providers dict and hands the
+    discovered backends to the snapshot composer in one step; the health registry
+    and metrics it extends; the gateway's catalog and health-check policy."""
+
     def __init__(
-        self, runtime: Runtime, config: DiscoveryConfig, sources: Sequence[Source] | None = None
+        self,
+        config: DiscoveryConfig,
+        *,
+        catalog: Catalog,
+        checks: HealthCheckPolicy | None,
+        timeouts: TimeoutPolicy,
+        max_event_bytes: int,
+        health: BackendHealth,
+        metrics: Metrics,
+        providers: Callable[[], Mapping[str, Provider]],
+        publish: Callable[[dict[str, Provider], tuple[BackendSpec, ...]], None],
+        sources: Sequence[Source] | None = None,
     ) -> None:
-        self.rt = runtime
         self.config = config
-        catalog = catalog_from(runtime.config)
         self.refresher = Refresher(
             sources if sources is not None else sources_from(config, catalog),
             catalog,
@@ -156,24 +173,16 @@ class Discovery:
             self.apply,
             interval_s=config.refresh_s,
         )
-        hc = runtime.config.failover.health_checks
-        self._checks = (
-            HealthCheckPolicy(
-                interval_s=hc.interval_s,
-                timeout_s=hc.timeout_s,
-                unhealthy_threshold=hc.unhealthy_threshold,
-                healthy_threshold=hc.healthy_threshold,
-            )
-            if hc.enabled
-            else None
-        )
-        self._static = backend_specs(runtime.config)
-        self._pools = _HostPools(
-            runtime.policy.timeouts.connect, runtime.config.limits.max_event_bytes
-        )
+        self._checks = checks
+        self._health = health
+        self._metrics = metrics
+        self._providers = providers
+        self._publish_to = publish
+        self._retire_after_s = timeouts.total + 1.0
+        self._pools = _HostPools(timeouts.connect, max_event_bytes)
         self._live: dict[str, _Live] = {}
         self._retiring: dict[TrackedProvider, BackendSpec] = {}
-        self._owned: set[str] = set()  # names this class ever put in runtime.providers
+        self._owned: set[str] = set()  # names this class ever put in the providers dict
         self._tasks = BackgroundTasks()
         self.pending: dict[str, str] = {}  # discovered, not yet answering its health check
 
@@ -229,12 +238,12 @@ class Discovery:
             self._live[name] = _Live(desired[name], provider)
         for live in retired:
             self._retiring[live.provider] = live.spec
-        self.rt.health.track(desired[n] for n in fresh)
-        self.rt.metrics.track(desired[n] for n in fresh)  # their series, as at start
+        self._health.track(desired[n] for n in fresh)
+        self._metrics.track(desired[n] for n in fresh)  # their series, as at start
         self._publish()
         for name in fresh:
             if self._checks is not None and self._live[name].provider.probeable:
-                prober = Prober({name: self._live[name].provider}, self.rt.health, self._checks)
+                prober = Prober({name: self._live[name].provider}, self._health, self._checks)
                 prober.start()
                 self._live[name].prober = prober
         for name in fresh:
@@ -298,11 +307,10 @@ class Discovery:
 
     def _publish(self) -> None:
         """Swap in a new providers dict and routing snapshot, in one step."""
-        rt = self.rt
         # Others' entries (static backends) stay; ours are rebuilt: live ones,
         # and retiring ones until closed (a stale plan then fails over cleanly).
         providers: dict[str, Provider] = {
-            n: p for n, p in rt.providers.items() if n not in self._owned
+            n: p for n, p in self._providers().items() if n not in self._owned
         }
         for provider in self._retiring:
             if not provider.closed:
@@ -310,15 +318,13 @@ class Discovery:
         for name, live in self._live.items():
             providers[name] = live.provider
         self._owned |= set(self._live) | {p.name for p in self._retiring}
-        rt.providers = providers
-        rt.snapshots.discovered(self.live)
+        self._publish_to(providers, self.live)
 
     async def _retire(self, live: _Live) -> None:
         try:
             if live.prober is not None:
                 await live.prober.stop()
-            deadline = self.rt.policy.timeouts.total + 1.0
-            cut = await live.provider.retire(deadline)
+            cut = await live.provider.retire(self._retire_after_s)
             if cut:
                 log.warning(
                     "discovery: %s closed with %d streams still running", live.spec.name, cut
@@ -335,12 +341,3 @@ class Discovery:
             "pending": dict(self.pending),
             "retiring": {p.name: p.in_flight for p in self._retiring},
         }
-
-
-async def start_discovery(runtime: Runtime) -> Discovery | None:
-    """Start discovery when the config has a ``discovery:`` section (Gateway.start)."""
-    if runtime.config.discovery is None:
-        return None
-    discovery = Discovery(runtime, runtime.config.discovery)
-    await discovery.start()
-    return discovery

@@ -159,15 +159,3 @@ def token_actor(request: web.Request) -> str | None:
     """The audit actor a named token imposes, or None (legacy token: the client's)."""
     identity = request.get(IDENTITY)
     return None if identity is None else identity.name
-
-
-def metrics_app(runtime_app: web.Application) -> web.Application:
-    """``listen.metrics``: ``GET /metrics`` alone, without a token, for a scraper on an
-    address only it can reach (the admin listener's ``/metrics`` takes a viewer token)."""
-    from gateway.admin.api import metrics  # gateway.admin.api imports this module
-    from gateway.http.api import RUNTIME, openai_errors
-
-    app = web.Application(middlewares=[openai_errors])
-    app[RUNTIME] = runtime_app[RUNTIME]
-    app.router.add_get("/metrics", metrics)
-    return app

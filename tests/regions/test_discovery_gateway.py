@@ -22,6 +22,7 @@ from moto import mock_aws
 
 from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
 from emulators.vllm import VllmEmulator
+from gateway.app.build import discovery
 from gateway.app.server import Gateway
 from gateway.config.cloud import DiscoveryConfig
 from gateway.config.model import Config
@@ -88,7 +89,7 @@ async def attach(gw: Gateway, source: Scripted) -> Discovery:
         }
     )
     assert gw.runtime is not None
-    gw.discovery = Discovery(gw.runtime, settings, sources=[source])
+    gw.discovery = discovery(gw.runtime, settings, sources=[source])
     await gw.discovery.start()
     return gw.discovery
 
