@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from failover.failure import ExecutionFailed
 from gateway.app.build import build
 from gateway.config.cost import CostConfig
 from gateway.http.schema import parse_request
@@ -87,11 +88,13 @@ async def serve_one(pipeline: Pipeline, request_bytes: int, response_bytes: int)
     )
     execution = pipeline.execution(request, pipeline.plan(request, caller))
     async with pipeline.serving(execution) as outcome:
+        # As a front end would: the body it read, then what it answered (set first here,
+        # so a request that fails still reports the bytes of its error answer).
+        outcome.request_bytes, outcome.response_bytes = request_bytes, response_bytes
         await execution.start()
         async with contextlib.aclosing(execution.events()) as events:
             async for _ in events:
                 pass
-        outcome.request_bytes, outcome.response_bytes = request_bytes, response_bytes
 
 
 async def test_a_served_request_counts_its_bytes_and_their_price(
@@ -132,6 +135,25 @@ async def test_without_the_gateway_region_nothing_is_counted(emulators: Emulator
     )
     try:
         await serve_one(built.pipeline, 2_000_000, 6_000_000)
+    finally:
+        await built.runtime.close()
+    text = generate_latest(built.runtime.metrics.registry).decode()
+    assert "meridian_transfer_bytes_total{" not in text
+
+
+async def test_a_request_no_backend_answered_counts_no_transfer(emulators: EmulatorFactory) -> None:
+    """The error body is the gateway's own: nothing came from the backend's region."""
+    em = await emulators()
+    em.faults.update({"status": 400})  # a client error from the model: no retry
+    built = await build(
+        gateway_config(
+            [("fra", "onprem:fra1", "v1", em.url)],
+            cost={"region": HERE, "transfer_per_gb": 0.5},
+        )
+    )
+    try:
+        with pytest.raises(ExecutionFailed):
+            await serve_one(built.pipeline, 2_000_000, 6_000_000)
     finally:
         await built.runtime.close()
     text = generate_latest(built.runtime.metrics.registry).decode()
