@@ -99,9 +99,17 @@ class Attempts:
         """The plan's candidates not failed yet, in order."""
         return [c for c in plan.candidates if c.backend.name not in self.failed]
 
+    def expired(self) -> bool:
+        """The request's total deadline has passed: no attempt may start any more."""
+        return self.clock() >= self.deadline
+
     def next_admissible(self, queue: list[Candidate]) -> tuple[Candidate, int] | None:
-        """Pop candidates until one may start now; it and its permit, or None."""
+        """Pop candidates until one may start now; it and its permit, or None (also
+        once the total deadline has passed: an attempt started then is cut at once,
+        a timeout charged to a backend that did nothing wrong)."""
         now = self.clock()
+        if now >= self.deadline:
+            return None
         while queue:
             cand = queue.pop(0)
             if not self.request.residency.admits(cand.backend.region.tags):

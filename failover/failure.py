@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from failover.backoff import soonest_retry_after
 from regions.errors import BackendError
 
 
@@ -27,13 +26,13 @@ def client_error(exc: BackendError) -> ExecutionFailed:
     return ExecutionFailed(400, "invalid_request_error", message)
 
 
-def exhausted(failures: list[BackendError], attempts: int) -> ExecutionFailed:
-    """Every round failed (or nothing could be tried): a 503 passing the hints on."""
+def exhausted(failures: list[BackendError], attempts: int, hint: float | None) -> ExecutionFailed:
+    """Every round failed (or nothing could be tried): a 503 passing on ``hint``, the
+    last round's Retry-After (:func:`~failover.backoff.soonest_retry_after`)."""
     if not failures:
         return ExecutionFailed(
             503, "no_backend_available", "no backend could be tried for this request", 1.0
         )
-    hint = soonest_retry_after(f.retry_after for f in failures)
     kinds = sorted({f.failure.value for f in failures})
     return ExecutionFailed(
         503,

@@ -44,6 +44,8 @@ async def run_pass(
     try:
         while queue or pending:
             if not pending:
+                if attempts.expired():
+                    return None  # before the withdrawal: no retry is made
                 if started_any and not budgets.retries.withdraw(clock()):
                     sink.count("budget_exhausted")
                     return None

@@ -4,12 +4,15 @@ deadline, exactly, without waiting; Retry-After hints that are no hints."""
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 
 import pytest
 
+from failover.budget import RetryBudget
 from failover.executor import Budgets, Execution, ExecutionFailed
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from regions.errors import BackendError, FailureClass
+from regions.events import Event
 from regions.request import GenerationRequest, Kind
 from routing.plan import Candidate, Plan
 from tests.failover.test_executor import Scripted, Sink, spec
@@ -107,3 +110,50 @@ async def test_a_nonsense_hint_never_reaches_the_client(hint: float) -> None:
     assert (info.value.status, info.value.retry_after) == (503, 1.0)
     assert backend.calls == (1 if hint == math.inf else 2)
     assert all(0.0 <= s <= 0.05 for s in clock.slept)  # round 1's ceiling: base 50 ms
+
+
+class Answers:
+    """A backend answering each call with the next of its errors."""
+
+    def __init__(self, *errors: BackendError) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def passthrough(self, kind: Kind) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        self.calls += 1
+        raise self.errors.pop(0)
+        yield  # an async generator, as adapters are
+
+
+async def test_a_rounds_hint_is_its_own_not_an_earlier_rounds() -> None:
+    # Round 1 asked for 0.3 s, which was waited; round 2 asks for 30 s, longer
+    # than a client may be held: answer at once with that hint, instead of
+    # waiting 0.3 s again on a hint already honoured.
+    clock = Clock()
+    backend = Answers(overloaded(0.3), overloaded(30.0), overloaded(0.3))
+    ex = execution({"a": backend}, policy(rounds=3, total=600.0), clock)  # type: ignore[dict-item]
+    with pytest.raises(ExecutionFailed) as info:
+        await ex.start()
+    assert clock.slept == pytest.approx([0.3])
+    assert backend.calls == 2
+    assert (info.value.status, info.value.retry_after) == (503, 30.0)
+
+
+async def test_a_round_that_could_try_nothing_ends_the_rounds() -> None:
+    # Round 2 spent the retry budget's only withdrawal (its floor is one); round 3
+    # could try nothing, so no round follows it: one backoff after each of the
+    # first two, none after the third.
+    clock = Clock()
+    backend = Scripted(overloaded(None))
+    ex = execution({"a": backend}, policy(rounds=5, total=600.0), clock)
+    ex.budgets.retries = RetryBudget(ratio=0.0, min_per_s=0.1, ttl_s=10.0)
+    with pytest.raises(ExecutionFailed):
+        await ex.start()
+    assert backend.calls == 2
+    assert len(clock.slept) == 2
