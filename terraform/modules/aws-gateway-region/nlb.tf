@@ -84,7 +84,8 @@ resource "aws_lb_target_group" "grpc_passthrough" {
 }
 
 resource "aws_lb_listener" "grpc_passthrough" {
-  #checkov:skip=CKV_AWS_2,CKV_AWS_103:TCP passthrough on purpose: TLS (1.2+, h2) ends in the gateway, which checks client certificates (mTLS); a TLS listener here would end the session and drop them.
+  # TCP on purpose: TLS (1.2+, h2) ends in the gateway, which checks client
+  # certificates (mTLS); a TLS listener here would end the session and drop them.
   count             = local.passthrough ? 1 : 0
   load_balancer_arn = aws_lb.grpc[0].arn
   port              = var.grpc_port
