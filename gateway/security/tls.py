@@ -174,7 +174,11 @@ class ClientCheck:
         seen = getattr(tls, "verified", None)
         if seen is not None and seen[0] is self and seen[1] <= now < seen[2]:
             return
-        window = self.verify(_peer_chain(tls), now)
+        chain = _peer_chain(tls)
+        if not chain:  # the handshake requires one: never reached, never a pass
+            log.warning("listen.tls.%s: a connection without a client certificate", self.what)
+            raise CertificateRefused
+        window = self.verify(chain, now)
         with contextlib.suppress(AttributeError):  # an SSLObject not made by _Handshake
             tls.verified = (self, *window)
 
@@ -412,13 +416,13 @@ def http_identities(transport: asyncio.BaseTransport | None) -> tuple[str, ...]:
     raises CertificateRefused where the listener's :class:`ClientCheck` refuses it now."""
     if transport is None:
         return ()
-    cert = transport.get_extra_info("peercert")  # {} unless verified against client_ca
-    if not cert:
-        return ()
     tls = transport.get_extra_info("ssl_object")
     check = getattr(getattr(tls, "context", None), "client_check", None)
     if isinstance(check, ClientCheck):
-        check.connection(tls)
+        check.connection(tls)  # before anything reads the certificate
+    cert = transport.get_extra_info("peercert")  # {} unless verified against client_ca
+    if not cert:
+        return ()
     return tuple(str(v) for kind, v in cert.get("subjectAltName", ()) if kind in ("URI", "DNS"))
 
 
@@ -431,7 +435,8 @@ def _peer_chain(tls: Any) -> list[bytes]:
     )
     chain = get() if get is not None else None
     if not chain:
-        return [tls.getpeercert(binary_form=True)]
+        leaf = tls.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
     return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
 
 

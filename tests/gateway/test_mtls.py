@@ -281,6 +281,8 @@ def test_the_request_time_check_follows_the_clock(tmp_path: Path) -> None:
     now[0] = leaf.not_valid_after_utc + dt.timedelta(seconds=1)
     with pytest.raises(CertificateRefused):
         check.connection(connection)
+    with pytest.raises(CertificateRefused):  # no certificate at all is never a pass
+        check.connection(_Connection(b""))
     other = trustme.CA()
     stranger = client_cert(other, tmp_path, "stranger", [SPIFFE])
     now[0] = leaf.not_valid_before_utc + dt.timedelta(seconds=1)
