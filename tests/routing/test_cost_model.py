@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regions.inventory import BackendSpec, Price, ProviderKind, Region
 from regions.throughput import Throughput
@@ -150,3 +153,41 @@ def test_alone_an_unmeasured_per_hour_backend_leaves_cost_out() -> None:
         rng=random.Random(1),
     )
     assert ranked[0].price == 0.0 and ranked[0].score == 1.0
+
+
+Requests = st.lists(
+    st.tuples(
+        st.floats(0, 100),  # start
+        st.floats(0, 20),  # duration
+        st.integers(1, 10_000),  # tokens
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@given(Requests)
+def test_without_decay_the_capacity_is_the_busiest_buckets_rate(requests: list[Any]) -> None:
+    """Against a brute-force count: each request's tokens spread over its time, per bucket."""
+    width = 5.0
+    meter = Throughput(bucket_s=width, decay_s=1e300)
+    spans = sorted(((s, s + d, n) for s, d, n in requests), key=lambda r: r[1])
+    totals: dict[int, float] = {}
+    for start, end, tokens in spans:
+        meter.observe(tokens, start, end)
+        for k in range(int(start // width), int(end // width) + 1):
+            if end > start:
+                overlap = min(end, (k + 1) * width) - max(start, k * width)
+                totals[k] = totals.get(k, 0.0) + tokens * overlap / (end - start)
+            elif k == int(end // width):
+                totals[k] = totals.get(k, 0.0) + tokens
+    assert meter.capacity == pytest.approx(max(totals.values()) / width)
+
+
+@given(Requests, st.floats(1, 1e5))
+def test_the_capacity_never_falls_below_the_seed(requests: list[Any], seed: float) -> None:
+    meter = Throughput(seed=seed, bucket_s=1.0, decay_s=10.0)
+    for start, duration, tokens in sorted(requests, key=lambda r: r[0] + r[1]):
+        meter.observe(tokens, start, start + duration)
+        assert (meter.capacity or 0) >= seed
+        assert meter.capacity == max(seed, meter.measured or 0)
