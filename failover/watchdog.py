@@ -36,6 +36,7 @@ class Watchdog:
         "_last",
         "_loop",
         "_paused",
+        "_rearm",
         "_task",
         "_total_at",
         "_waiting_first",
@@ -59,6 +60,7 @@ class Watchdog:
         self._last = now
         self._waiting_first = True
         self._paused = False
+        self._rearm = False  # the timer fired while paused: arm it again on resume
         self._expired: str | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[object] | None = None
@@ -75,6 +77,9 @@ class Watchdog:
         """The consumer is back: the idle gap runs from now."""
         self._paused = False
         self._last = self._clock()
+        if self._rearm:
+            self._rearm = False
+            self._arm()
 
     def _next_deadline(self) -> tuple[float, str]:
         if self._waiting_first:
@@ -88,8 +93,10 @@ class Watchdog:
         now = self._clock()
         if self._paused:
             # Never cancel while the consumer is suspended outside the guarded
-            # block: the CancelledError would surface in the wrong place.
-            self._handle = self._loop.call_later(self._idle, self._fire)
+            # block: the CancelledError would surface in the wrong place. The
+            # resume re-arms, so a total deadline passed meanwhile cuts at once.
+            self._handle = None
+            self._rearm = True
         elif now >= deadline:
             self._expired = reason
             self._handle = None
@@ -98,10 +105,13 @@ class Watchdog:
         else:
             self._handle = self._loop.call_later(deadline - now, self._fire)
 
-    def __enter__(self) -> Watchdog:
-        self._task = asyncio.current_task()
+    def _arm(self) -> None:
         delay = self._next_deadline()[0] - self._clock()
         self._handle = self._loop.call_later(max(0.0, delay), self._fire)
+
+    def __enter__(self) -> Watchdog:
+        self._task = asyncio.current_task()
+        self._arm()
         return self
 
     def __exit__(

@@ -99,3 +99,20 @@ async def test_deadlines_are_read_on_the_injected_clock() -> None:
         fired = loop.time()
         await asyncio.Event().wait()
     assert loop.time() - fired <= 1.0
+
+
+async def test_the_total_deadline_holds_right_after_a_pause_that_spanned_it() -> None:
+    # The consumer was away (a slow client) when the total deadline passed; the
+    # upstream keeps chunks coming well within the idle timeout. The stream is cut
+    # as soon as the consumer is back, not an idle period later.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendError, match="total"), dog(first=1.0, idle=10.0, total=1.0) as w:
+        w.first_token()
+        w.pause()
+        await asyncio.sleep(1.5)
+        w.resume()
+        for _ in range(20):
+            await asyncio.sleep(0.5)
+            handed_on(w)
+    assert loop.time() - started == pytest.approx(1.5)
