@@ -472,7 +472,9 @@ class _Parser:
         last = len(events) - 1
         for index, event in enumerate(events):
             head = self._head  # learnt from an earlier event, perhaps of this same read
-            if head is not None and event.startswith(b"data: ") and b"\n" not in event:
+            # find(10), not `b"\n" in`: bytes.__contains__ first tries the needle as an
+            # int and formats a TypeError, which cost more than the search.
+            if head is not None and event.startswith(b"data: ") and event.find(10) < 0:
                 text = _templated(event, head, self._tail)
                 if text is not None:
                     if not self.progress.finished and 0 in self.unfinished:
@@ -631,6 +633,6 @@ def _forwardable(event: bytes, data: bytes) -> bytes:
     an event that is anything but one ``data: `` line is rebuilt from its data;
     newlines in parsed JSON can only be whitespace between tokens.
     """
-    if event.startswith(b"data: ") and b"\n" not in event:
+    if event.startswith(b"data: ") and event.find(10) < 0:  # one line
         return event + b"\n\n"
     return b"data: " + data.replace(b"\n", b" ") + b"\n\n"

@@ -52,9 +52,25 @@ class Result:
 
 
 class _Encoder:
-    """Turns events into the bytes this client gets."""
+    """Turns events into the bytes this client gets.
 
-    __slots__ = ("adopted", "compact", "include_usage", "member", "passthrough", "writer")
+    The model rewrite learns: once a chunk had exactly one ``"model"`` member,
+    the served one as the usual upstream writes it, the bytes up to its end (the
+    stream's constant envelope: ``id``, ``object``, ``created``, ``model``) and
+    their rewritten form are kept, and a later chunk that starts with them and
+    has no other ``"model"`` only swaps that prefix: one comparison and one search
+    instead of a replace and two counts over the whole chunk."""
+
+    __slots__ = (
+        "adopted",
+        "compact",
+        "include_usage",
+        "member",
+        "passthrough",
+        "prefix",
+        "rewritten",
+        "writer",
+    )
 
     def __init__(
         self, writer: ChunkWriter, passthrough: bool, include_usage: bool, served_model: str
@@ -68,6 +84,8 @@ class _Encoder:
         # covers it; the regex is only for anything else.
         served = b'"model":' + orjson.dumps(served_model)
         self.compact = served if served != self.member else None
+        self.prefix = b""  # learnt: the original envelope up to the end of its model member
+        self.rewritten = b""
 
     def encode(self, event: Event) -> bytes:
         raw = event.raw if self.passthrough and not isinstance(event, StreamError) else None
@@ -76,13 +94,15 @@ class _Encoder:
                 self._adopt_id(raw)
             if isinstance(event, Usage) and not self.include_usage:
                 return b""
-            if b'"model"' in raw:
-                member = self.member
-                if self.compact is not None:
-                    raw = raw.replace(self.compact, member)
-                if raw.count(b'"model"') != raw.count(member):
-                    raw = _MODEL_MEMBER.sub(lambda _: member, raw)
-            return raw
+            prefix = self.prefix
+            if (
+                prefix
+                and raw.startswith(prefix)
+                # from inside the prefix: a member cannot straddle its end unseen
+                and raw.find(b'"model"', len(prefix) - 6) < 0
+            ):
+                return self.rewritten + raw[len(prefix) :]
+            return self._rewrite(raw)
         if isinstance(event, TokenDelta):
             return self.writer.chunk(event.text)
         if isinstance(event, Finish):
@@ -90,6 +110,25 @@ class _Encoder:
         if isinstance(event, Usage):
             return self.writer.usage(event) if self.include_usage else b""
         return error_event(event.message, event.code)
+
+    def _rewrite(self, raw: bytes) -> bytes:
+        """Every ``"model"`` member is the logical name's, however it was written."""
+        # find, not `in`: bytes.__contains__ first tries the needle as an int
+        # and formats a TypeError, which costs more than the search.
+        first = raw.find(b'"model"')
+        if first < 0:
+            return raw
+        member = self.member
+        usual = self.compact or member
+        if raw.find(b'"model"', first + 1) < 0 and raw.startswith(usual, first):
+            end = first + len(usual)
+            self.prefix, self.rewritten = raw[:end], raw[:first] + member
+            return self.rewritten + raw[end:]
+        if self.compact is not None:
+            raw = raw.replace(self.compact, member)
+        if raw.count(b'"model"') != raw.count(member):
+            raw = _MODEL_MEMBER.sub(lambda _: member, raw)
+        return raw
 
     def _adopt_id(self, raw: bytes) -> None:
         """Chunks the gateway writes itself (after a resumption) reuse the upstream's
