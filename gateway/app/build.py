@@ -57,7 +57,7 @@ from failover.outlier import EjectionPolicy
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from failover.probing import Prober
 from gateway.app.reload import Applied, Reloader, counted
-from gateway.app.runtime import Runtime, backend_specs, keyring_from, snapshot_from
+from gateway.app.runtime import Live, Runtime, backend_specs, keyring_from, snapshot_from
 from gateway.config.cloud import DiscoveryConfig
 from gateway.config.model import Config, ConfigError
 from gateway.control.discovery import Discovery, catalog_from
@@ -94,15 +94,17 @@ def pipeline(rt: Runtime, clock: Callable[[], float] = time.monotonic) -> Pipeli
     after build (a reload: key ring, providers; the composer: snapshot; the control
     plane's attach: limiter, shadow); the fixed parts themselves."""
 
+    live = rt.live
+
     def admission(tenant: str) -> Admission | None:
-        limiter = rt.limiter
+        limiter = live.limiter
         return None if limiter is None else limiter.admission(tenant)
 
     return Pipeline(
-        Authenticator(lambda: rt.keyring),
-        Planner(rt.router, lambda: rt.snapshot, rt.health, clock),
+        Authenticator(lambda: live.keyring),
+        Planner(rt.router, lambda: live.snapshot, rt.health, clock),
         Admitter(
-            lambda: rt.providers,
+            lambda: live.providers,
             admission,
             policy=rt.policy,
             health=rt.health,
@@ -113,8 +115,8 @@ def pipeline(rt: Runtime, clock: Callable[[], float] = time.monotonic) -> Pipeli
             rt.access_log,
             rt.lifecycle,
             taps=rt.taps,
-            shadow=lambda: rt.shadow,
-            snapshot=lambda: rt.snapshot,
+            shadow=lambda: live.shadow,
+            snapshot=lambda: live.snapshot,
             clock=clock,
             transfer=TransferPricing(rt.config.cost) if rt.config.cost.region else None,
         ),
@@ -161,12 +163,14 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     health.track(specs)
     metrics.track(specs, (m.name for m in config.models), config.observability)
     runtime = Runtime(
-        config=config,
-        snapshot=snapshot_from(config),
-        keyring=keyring,
-        admin_digest=admin_digest,
-        admin_tokens=admin_tokens,
-        providers=providers,
+        Live(
+            config=config,
+            snapshot=snapshot_from(config),
+            keyring=keyring,
+            admin_digest=admin_digest,
+            providers=providers,
+            admin_tokens=admin_tokens,
+        ),
         policy=policy,
         health=health,
         budgets=Budgets(
@@ -184,8 +188,8 @@ async def build_runtime(config: Config, environ: Mapping[str, str] | None = None
     )
     checks = health_checks(config)
     if checks is not None:
-        runtime.prober = Prober(providers, health, checks)
-        runtime.prober.start()
+        runtime.live.prober = Prober(providers, health, checks)
+        runtime.live.prober.start()
     return runtime
 
 
@@ -204,38 +208,39 @@ def health_checks(config: Config) -> HealthCheckPolicy | None:
 
 def reloader(rt: Runtime, path: str, environ: Mapping[str, str] | None = None) -> Reloader:
     """The reloads of ``rt`` from the config file at ``path`` (Gateway.start)."""
-    rt.providers = counted(rt.providers, rt.config)
+    live = rt.live
+    live.providers = counted(live.providers, live.config)
 
     def apply(new: Applied) -> None:
-        rt.config = new.config
-        rt.keyring = new.keyring
-        rt.admin_digest = new.admin_digest
-        rt.admin_tokens = new.admin_tokens
-        rt.providers = new.providers
+        live.config = new.config
+        live.keyring = new.keyring
+        live.admin_digest = new.admin_digest
+        live.admin_tokens = new.admin_tokens
+        live.providers = new.providers
 
     checks = health_checks(rt.config)  # a restart-only section: the same after a reload
 
     async def reprobe(static: Mapping[str, Provider]) -> None:
         assert checks is not None
-        if rt.prober is not None:
-            await rt.prober.stop()
-        rt.prober = Prober(dict(static), rt.health, checks)
-        rt.prober.start()
+        if live.prober is not None:
+            await live.prober.stop()
+        live.prober = Prober(dict(static), rt.health, checks)
+        live.prober.start()
 
     assert rt.pool is not None, "build_runtime always makes the pool"
     return Reloader(
         path,
         environ,
-        config=lambda: rt.config,
-        providers=lambda: rt.providers,
+        config=lambda: live.config,
+        providers=lambda: live.providers,
         apply=apply,
         snapshot=rt.snapshots.config,
         pool=rt.pool,
         health=rt.health,
         retire_after_s=rt.policy.timeouts.total + 1.0,
-        limiter=lambda: rt.limiter,
+        limiter=lambda: live.limiter,
         reprobe=reprobe if checks is not None else None,
-        control=lambda: rt.control,
+        control=lambda: live.control,
     )
 
 
@@ -245,8 +250,10 @@ def discovery(
     """Discovery over ``rt``: it swaps the providers dict and feeds the snapshot
     composer its backends, in one step."""
 
+    live = rt.live
+
     def publish(providers: dict[str, Provider], found: tuple[BackendSpec, ...]) -> None:
-        rt.providers = providers
+        live.providers = providers
         rt.snapshots.discovered(found)
 
     return Discovery(
@@ -257,7 +264,7 @@ def discovery(
         max_event_bytes=rt.config.limits.max_event_bytes,
         health=rt.health,
         metrics=rt.metrics,
-        providers=lambda: rt.providers,
+        providers=lambda: live.providers,
         publish=publish,
         sources=sources,
     )

@@ -4,8 +4,11 @@
 assembles it. The derivations here (backend specs, the routing snapshot, the
 key ring) are shared with reload and discovery.
 
-The routing snapshot is an immutable value swapped by assignment; a request
-reads ``runtime.snapshot`` once and keeps that value for its whole life.
+:class:`Runtime` is frozen: what changes after build (the routing snapshot,
+the config, keys and providers a reload swaps, the control plane attached at
+start) is in its :class:`Live` part, each value swapped whole by one
+assignment. The routing snapshot is an immutable value; a request reads it
+once and keeps that value for its whole life.
 Adapters come from ``regions.registry``, which also owns the upstream
 connection pools.
 """
@@ -47,13 +50,35 @@ if TYPE_CHECKING:
     from gateway.shadow.mirror import ShadowMirror
 
 
-@dataclass
-class Runtime:
+@dataclass(slots=True)
+class Live:
+    """What changes after build, each part with its one writer: the snapshot composer
+    (``snapshot``); a reload (``config``, the keys, ``providers`` and the health
+    checks' ``prober``); discovery (``providers``); the control plane's attach
+    (``control``, ``limiter``, ``shadow``: gateway/app/wiring.py). Each is swapped
+    whole, by one assignment, so a reader sees the old value or the new one."""
+
     config: Config
     snapshot: RoutingSnapshot
     keyring: KeyRing
     admin_digest: str | None
     providers: dict[str, Provider]
+    admin_tokens: AdminTokens = field(default_factory=AdminTokens)  # gateway.security.admin_tokens
+    prober: Prober | None = None
+    # The control plane (gateway.control.plane), tenant limits (gateway.control.limits)
+    # and the shadow mirror (gateway.shadow), attached by the Gateway.
+    control: ControlPlane | None = None
+    limiter: TenantLimiter | None = None
+    shadow: ShadowMirror | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The parts fixed at build, and ``live``: what changes after it. The live parts
+    read as the Runtime's own attributes (``rt.config``, ``rt.snapshot``...); they
+    are written only through ``rt.live``."""
+
+    live: Live
     policy: FailoverPolicy
     health: BackendHealth
     budgets: Budgets
@@ -61,12 +86,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     pool: SessionPool | None = None
-    prober: Prober | None = None
-    # The control plane (gateway.control.plane) and tenant limits (gateway.control.limits),
-    # attached by the Gateway; taps see every request once, when it ends.
-    control: ControlPlane | None = None
-    limiter: TenantLimiter | None = None
-    shadow: ShadowMirror | None = None  # mirrors admitted requests (gateway.shadow)
+    # Taps see every request once, when it ends; the control plane's attach adds them.
     taps: list[Callable[[Execution, int], None]] = field(default_factory=list)
     access_log: AccessLog | None = (
         None  # config.observability.access_log (gateway.observe.access_log)
@@ -74,15 +94,54 @@ class Runtime:
     tracing: Tracing | None = (
         None  # config.observability.tracing, when enabled (gateway.observe.tracing)
     )
-    admin_tokens: AdminTokens = field(default_factory=AdminTokens)  # gateway.security.admin_tokens
     # The only writer of ``snapshot``: config, discovery and the store's state feed it.
     snapshots: SnapshotComposer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.snapshots = SnapshotComposer(self.snapshot, self._publish)
+        object.__setattr__(self, "snapshots", SnapshotComposer(self.live.snapshot, self._publish))
 
     def _publish(self, snapshot: RoutingSnapshot) -> None:
-        self.snapshot = snapshot
+        self.live.snapshot = snapshot
+
+    @property
+    def config(self) -> Config:
+        return self.live.config
+
+    @property
+    def snapshot(self) -> RoutingSnapshot:
+        return self.live.snapshot
+
+    @property
+    def keyring(self) -> KeyRing:
+        return self.live.keyring
+
+    @property
+    def admin_digest(self) -> str | None:
+        return self.live.admin_digest
+
+    @property
+    def admin_tokens(self) -> AdminTokens:
+        return self.live.admin_tokens
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self.live.providers
+
+    @property
+    def prober(self) -> Prober | None:
+        return self.live.prober
+
+    @property
+    def control(self) -> ControlPlane | None:
+        return self.live.control
+
+    @property
+    def limiter(self) -> TenantLimiter | None:
+        return self.live.limiter
+
+    @property
+    def shadow(self) -> ShadowMirror | None:
+        return self.live.shadow
 
     async def close(self) -> None:
         if self.access_log is not None:

@@ -35,7 +35,7 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
         probe_s=config.store.probe_s,
         probe_timeout_s=config.store.probe_timeout_s,
     )
-    runtime.control = control
+    runtime.live.control = control
     if runtime.health.events is not None:
         open_s = config.failover.breaker.open_s
         runtime.health.events = SharedHealthEvents(runtime.health.events, control, open_s)
@@ -55,7 +55,7 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     control.listeners.append(lambda _state: controller.wake())
     limiter = TenantLimiter.from_config(config, store, runtime.metrics, lambda: control.degraded)
     if limiter is not None:
-        runtime.limiter = control.limiter = limiter
+        runtime.live.limiter = control.limiter = limiter
     mirror = ShadowMirror(
         store,
         snapshot=lambda: runtime.snapshot,
@@ -67,7 +67,7 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
         policy=runtime.policy,
         flush_s=config.store.counts_flush_s,
     )
-    runtime.shadow = mirror
+    runtime.live.shadow = mirror
     runtime.taps.append(mirror.finished)
     control.listeners.append(lambda _state: mirror.watch(control.entries))
     await control.start()
