@@ -193,6 +193,7 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
         )
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution, client=client, arrived=arrived) as outcome:
+        outcome.request_bytes = len(body)  # cross-region transfer (config cost)
         try:
             head = await execution.start()
         except ExecutionFailed as exc:
@@ -244,7 +245,15 @@ async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:
                 outcome.status = 503
                 return shutting_down(headers)
         outcome.status = result.status
+        outcome.response_bytes = sent_bytes(result.response)
         return result.response
+
+
+def sent_bytes(response: web.StreamResponse) -> int:
+    """The body bytes of an answer: a stream's as written, a whole body's before it goes."""
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        return len(response.body)
+    return response.body_length
 
 
 def cut_by_drain(lifecycle: Lifecycle) -> bool:

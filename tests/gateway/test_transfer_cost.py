@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from prometheus_client import generate_latest
@@ -19,7 +20,8 @@ from gateway.observe.transfer import TransferPricing
 from gateway.pipeline.core import Pipeline
 from regions.inventory import Region
 from regions.request import Kind
-from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, gateway_config
+from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
+from tests.gateway.test_metrics_requests import scrape, total
 
 HERE = "aws:us-east-1"
 AWS_EU = Region("aws:eu-west-1", frozenset({"EU"}))
@@ -158,3 +160,34 @@ async def test_a_request_no_backend_answered_counts_no_transfer(emulators: Emula
         await built.runtime.close()
     text = generate_latest(built.runtime.metrics.registry).decode()
     assert "meridian_transfer_bytes_total{" not in text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_http_api_reports_the_bytes_it_moved(
+    emulators: EmulatorFactory, gateways: GatewayFactory, stream: bool
+) -> None:
+    em = await emulators()
+    gw = await gateways(
+        gateway_config(
+            [("fra", "onprem:fra1", "v1", em.url)], cost={"region": HERE, "transfer_per_gb": 1.0}
+        )
+    )
+    body = orjson.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    )
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            gw.http_url + "/v1/chat/completions",
+            data=body,
+            headers={"Authorization": f"Bearer {GLOBAL_KEY}", "Content-Type": "application/json"},
+        ) as r:
+            assert r.status == 200
+            answer = await r.read()
+        samples = await scrape(s, gw.admin_url)
+    sent = total(samples, "meridian_transfer_bytes_total", from_region=HERE)
+    received = total(samples, "meridian_transfer_bytes_total", to_region=HERE)
+    assert sent == len(body)
+    if stream:  # as written to the wire: the chunked framing's few bytes per chunk too
+        assert len(answer) <= received <= 1.1 * len(answer)
+    else:
+        assert received == len(answer)
