@@ -1,8 +1,9 @@
 """The model container behind a provider's front door: what it accepts, what it writes, and when.
 
-SageMaker endpoints (:mod:`emulators.sagemaker`) run one of three
-containers and Vertex endpoints (:mod:`emulators.vertex`) a vLLM one;
-this module is the part they share (reference/protocols.md §1, §3):
+SageMaker endpoints (:mod:`emulators.sagemaker`) run one of three generation
+containers or TEI (embeddings only), and Vertex endpoints
+(:mod:`emulators.vertex`) a vLLM one; this module is the part they share
+(reference/protocols.md §1, §3):
 
 - what a container accepts: :func:`parse_request` (TGI/LMI ``inputs``, or an
   OpenAI body) and :func:`parse_openai`, raising :class:`BadRequest` (the
@@ -82,8 +83,14 @@ def embedding(container: Container, payload: Any, served_model: str) -> bytes | 
     (vllm/entrypoints/pooling/factories.py ``get_pooling_invocation_types``): a
     body with ``input`` and neither ``messages`` nor ``prompt`` is an embedding,
     answered as :mod:`emulators.embeddings` (vLLM's ``EmbeddingResponse``).
-    TGI and LMI (generation containers) take no such body.
+    TGI and LMI (generation containers) take no such body. TEI's ``/invocations``
+    is its ``embed`` handler for every body (:func:`emulators.embeddings.tei_answer`).
     """
+    if container == "tei":
+        try:
+            return orjson.dumps(embeddings.tei_answer(payload))
+        except RequestError as exc:
+            raise BadRequest(exc.status, exc.message) from None
     if container != "vllm" or not isinstance(payload, dict) or "input" not in payload:
         return None
     if "messages" in payload or "prompt" in payload:

@@ -12,6 +12,9 @@ SageMaker emulator runs too. Google's half is this module:
 - ``POST /{v1,v1beta1}/projects/{p}/locations/{l}/endpoints/{e}:streamRawPredict``
   and ``:rawPredict`` (the raw body to the container; chat, completion or an
   embedding by body, :func:`emulators.containers.embedding`);
+- ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:predict``:
+  Google's text-embedding models (``publisher_models``), on the shared
+  regional host as on any (:func:`emulators.embeddings.vertex_answer`);
 - a bearer-token check (401 UNAUTHENTICATED without one, or with a token not
   in ``tokens`` when that is set), the project and location in the path
   checked against the config, 404 for unknown endpoints;
@@ -40,7 +43,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from emulators import openai_tools
+from emulators import embeddings, openai_tools
 from emulators.containers import (
     BadRequest,
     ContainerStream,
@@ -53,6 +56,7 @@ from emulators.containers import (
     rich,
 )
 from emulators.faults import Faults
+from emulators.openai_wire import RequestError
 from emulators.server import EmulatorServer
 
 log = logging.getLogger(__name__)
@@ -99,6 +103,10 @@ class VertexEmulatorConfig:
     shared: tuple[str, ...] = ()
     """Endpoints that are not dedicated: served on the shared domain too."""
     served_model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    publisher_models: tuple[str, ...] = ("text-embedding-005",)
+    """Google's embedding models ``:predict`` serves."""
+    max_instances: int = 250
+    """Instances per ``:predict`` (text-embedding-005's limit)."""
     ttft_s: float = 0.0
     itl_s: float = 0.0
     default_max_tokens: int = 32
@@ -165,6 +173,8 @@ class VertexEmulator(EmulatorServer):
         app.router.add_post(base + "/{endpoint}/chat/completions", self._chat_route)
         app.router.add_post(base + "/{endpoint_method}", self._method_route)
         app.router.add_get(base + "/{endpoint}", self._get_endpoint)
+        publisher = "/{version:v1|v1beta1}/projects/{project}/locations/{location}/publishers"
+        app.router.add_post(publisher + "/google/models/{model_method}", self._publisher_route)
 
     def bad_request(self, message: str) -> web.Response:
         return google_error(400, message)
@@ -180,6 +190,56 @@ class VertexEmulator(EmulatorServer):
             self.stats.requests += 1
             return google_error(404, f"Method {method or '(none)'} not found on endpoints.")
         return await self._serve(request, endpoint, chat_only=False, raw=method == "rawPredict")
+
+    async def _publisher_route(self, request: web.Request) -> web.Response:
+        """``:predict`` on a Google embedding model: auth, project, location, model,
+        faults, then :func:`emulators.embeddings.vertex_answer`."""
+        stats, config, info = self.stats, self.config, request.match_info
+        stats.requests += 1
+        stats.last_path = request.path
+        stats.last_host = request.host
+        model, _, method = info["model_method"].partition(":")
+        resource = f"projects/{info['project']}/locations/{info['location']}"
+        token = _bearer(request)
+        if not token:
+            return google_error(401, _MISSING_CREDENTIAL)
+        if config.tokens is not None and token not in config.tokens:
+            return google_error(401, _INVALID_CREDENTIAL)
+        stats.last_token = token
+        if config.project is not None and info["project"] != config.project:
+            message = (
+                f"Permission 'aiplatform.endpoints.predict' denied on resource "
+                f"'//aiplatform.googleapis.com/{resource}/publishers/google/models/{model}' "
+                "(or it may not exist)."
+            )
+            return google_error(403, message)
+        if config.location is not None and info["location"] != config.location:
+            message = f"Location {info['location']} does not match this host ({config.location})."
+            return google_error(400, message)
+        if method != "predict":
+            return google_error(404, f"Method {method or '(none)'} not found on models.")
+        if model not in config.publisher_models:
+            # the emulator's own text: a model the location does not serve
+            return google_error(
+                404, f"Publisher Model `{resource}/publishers/google/models/{model}` not found."
+            )
+        raw = await request.read()
+        fault = self.faults.take()
+        if fault is not None and fault.status is not None:
+            message = _fault_message(fault.status, model)
+            return google_error(fault.status, message, fault.retry_after)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return google_error(400, "Invalid JSON payload received.")
+        if isinstance(payload, dict):
+            stats.last_request = payload
+        try:
+            answer = embeddings.vertex_answer(payload, config.max_instances)
+        except RequestError as exc:
+            return google_error(exc.status, exc.message)
+        ttft, _ = fault_timing(self.config.ttft_s, self.config.itl_s, fault)
+        return await self._embedding(request, orjson.dumps(answer), ttft, fault)
 
     def dedicated_dns(self, endpoint: str, location: str) -> str:
         """The endpoint's ``dedicatedEndpointDns``, in the form Google's own
@@ -326,7 +386,7 @@ class VertexEmulator(EmulatorServer):
     async def _embedding(
         self, request: web.Request, answer: bytes, ttft: float, fault: Faults | None
     ) -> web.Response:
-        """vLLM answers an embedding whole, on either raw route."""
+        """An embedding is answered whole: vLLM on either raw route, or ``:predict``."""
         if ttft > 0:
             await asyncio.sleep(ttft)
         if fault is not None and fault.reset_after_tokens is not None:

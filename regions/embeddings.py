@@ -13,11 +13,19 @@ front end already knows: one :class:`TokenDelta` with no text whose ``raw`` is
 the whole body (its shape checked), :class:`Usage`, then :class:`Finish`.
 Failover, breakers, limits and metrics then work on it as on a generation
 (the finish is the "first token": nothing reached the client before it).
+
+Backends with a native format (SageMaker's TEI container,
+``regions.sagemaker_tei``; Vertex's Google models, ``regions.vertex_embeddings``)
+are given the fields their format carries, a 400 naming any other
+(:func:`refuse_unknown`), and their vectors come back in this same body
+(:func:`openai_body`), ``encoding_format: base64`` encoded here from the floats.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import base64
+import struct
+from collections.abc import AsyncIterator, Collection, Iterator
 from typing import Any
 
 import aiohttp
@@ -38,27 +46,27 @@ def body(client_body: dict[str, Any], served_model: str) -> bytes:
 def check(obj: object, inputs: int) -> tuple[int, int]:
     """The body's (prompt_tokens, total_tokens), or STREAM_BROKEN for a wrong shape."""
     if not isinstance(obj, dict):
-        raise _broken("not a JSON object")
+        raise malformed("not a JSON object")
     data = obj.get("data")
     if not isinstance(data, list) or len(data) != inputs:
-        raise _broken(f"data is not a list of {inputs} embeddings")
+        raise malformed(f"data is not a list of {inputs} embeddings")
     for i, item in enumerate(data):
         if not isinstance(item, dict) or item.get("index", i) != i:
-            raise _broken("an embedding out of order")
+            raise malformed("an embedding out of order")
         vector = item.get("embedding")
         if not isinstance(vector, list | str):
-            raise _broken("an embedding is neither floats nor base64")
+            raise malformed("an embedding is neither floats nor base64")
     usage = obj.get("usage")
     if not isinstance(usage, dict):
         return 0, 0
     prompt, total = usage.get("prompt_tokens", 0), usage.get("total_tokens", 0)
     for value in (prompt, total):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _broken("usage is not token counts")
+            raise malformed("usage is not token counts")
     return int(prompt), int(total)
 
 
-def _broken(why: str) -> BackendError:
+def malformed(why: str) -> BackendError:
     return BackendError(FailureClass.STREAM_BROKEN, f"malformed embeddings body: {why}")
 
 
@@ -69,7 +77,8 @@ def inputs_of(client_body: dict[str, Any]) -> int:
     return 1
 
 
-async def events(resp: aiohttp.ClientResponse, inputs: int) -> AsyncIterator[Event]:
+async def read_whole(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body, at most :data:`MAX_EMBEDDINGS_BYTES` (else STREAM_BROKEN)."""
     raw = await resp.content.read(MAX_EMBEDDINGS_BYTES + 1)
     while len(raw) <= MAX_EMBEDDINGS_BYTES:
         more = await resp.content.read(MAX_EMBEDDINGS_BYTES + 1 - len(raw))
@@ -77,12 +86,88 @@ async def events(resp: aiohttp.ClientResponse, inputs: int) -> AsyncIterator[Eve
             break
         raw += more
     if len(raw) > MAX_EMBEDDINGS_BYTES:
-        raise _broken(f"over {MAX_EMBEDDINGS_BYTES} bytes")
+        raise malformed(f"over {MAX_EMBEDDINGS_BYTES} bytes")
+    return raw
+
+
+async def events(resp: aiohttp.ClientResponse, inputs: int) -> AsyncIterator[Event]:
+    raw = await read_whole(resp)
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _broken("not JSON") from None
+        raise malformed("not JSON") from None
     prompt, _ = check(obj, inputs)
+    for event in answered(raw, prompt):
+        yield event
+
+
+def answered(raw: bytes, prompt_tokens: int) -> Iterator[Event]:
+    """The events of one whole answer (module docstring)."""
     yield TokenDelta("", raw)
-    yield Usage(prompt, 0, None)
+    yield Usage(prompt_tokens, 0, None)
     yield Finish("stop", b"")
+
+
+OPENAI_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+"""What an OpenAI embeddings body may carry (``user`` names the caller's end user for
+OpenAI's abuse monitoring; it asks nothing of the model, so a native format need not
+carry it)."""
+
+
+def refuse_unknown(body: dict[str, Any], native: Collection[str], backend: str) -> None:
+    """A CLIENT error naming the first member neither OpenAI's nor the backend's format
+    carries: a translated request must not lose a field in silence."""
+    for name in body:
+        if name not in OPENAI_FIELDS and name not in native:
+            raise refused(backend, name, "is not a field of this backend's embeddings API")
+
+
+def refused(backend: str, name: str, why: str) -> BackendError:
+    # failover.failure.client_error shows the client what follows the first ": "
+    return BackendError(FailureClass.CLIENT, f"backend {backend}: '{name}' {why}", status=400)
+
+
+def texts(value: object) -> list[str] | None:
+    """``input`` as a list of strings, or None when it is token ids."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def prompt_estimate(value: object) -> int:
+    """Tokens in ``input`` for a backend that reports none: token ids are counted,
+    text is taken at about four characters a token (failover.usage's rule)."""
+    if isinstance(value, str):
+        return max(1, -(-len(value) // 4))
+    if isinstance(value, list):
+        if value and all(isinstance(v, int) for v in value):
+            return len(value)
+        return sum(prompt_estimate(v) for v in value)
+    return 0
+
+
+def openai_body(vectors: list[list[float]], encoding_format: object, prompt_tokens: int) -> bytes:
+    """OpenAI's ``CreateEmbeddingResponse`` for ``vectors`` (``model`` is set by the
+    front end); base64 is the float32 little-endian bytes, as OpenAI's and vLLM's."""
+    b64 = encoding_format == "base64"
+    data = [
+        {
+            "index": i,
+            "object": "embedding",
+            "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 else v,
+        }
+        for i, v in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return orjson.dumps({"object": "list", "model": "", "data": data, "usage": usage})
+
+
+def floats(value: object) -> list[float] | None:
+    """``value`` as one vector of floats, or None."""
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(v, float | int) and not isinstance(v, bool) for v in value):
+        return None
+    return [float(v) for v in value]

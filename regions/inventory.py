@@ -75,11 +75,13 @@ class Price:
         )
 
 
-Container = Literal["vllm", "tgi", "lmi"]
-"""The serving container behind a SageMaker endpoint: it decides the payload format."""
+Container = Literal["vllm", "tgi", "lmi", "tei"]
+"""The serving container behind a SageMaker endpoint: it decides the payload format
+(``tei``: Hugging Face text-embeddings-inference, embeddings only)."""
 
-VertexRoute = Literal["chat_completions", "stream_raw_predict"]
-"""Vertex's OpenAI-compatible chat route, or ``:streamRawPredict`` (custom containers)."""
+VertexRoute = Literal["chat_completions", "stream_raw_predict", "predict_embeddings"]
+"""Vertex's OpenAI-compatible chat route, ``:streamRawPredict`` (custom containers), or
+``:predict`` on Google's text-embedding models (``regions.vertex_embeddings``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class VertexOptions:
 
     project: str
     location: str
-    endpoint_id: str
+    endpoint_id: str  # "": a publisher model (route predict_embeddings)
     route: VertexRoute = "chat_completions"
     emulator_credentials: bool = False
     dedicated_dns: str | None = None  # the Host of a dedicated endpoint (url may connect elsewhere)

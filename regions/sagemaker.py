@@ -34,7 +34,9 @@ the vLLM container takes it: vLLM's SageMaker ``/invocations``
 request type the model serves and hands an ``EmbeddingRequest`` to its
 embeddings handler, whose ``EmbeddingResponse`` SageMaker returns unchanged
 (``regions.embeddings`` checks it). The container's refusals arrive as
-ModelError 424 with its status, classified by ``sagemaker_errors``.
+ModelError 424 with its status, classified by ``sagemaker_errors``. The
+``tei`` container (Hugging Face text-embeddings-inference) serves embeddings
+only, in its native format: ``regions.sagemaker_tei`` translates both ways.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from regions import embeddings
+from regions import embeddings, sagemaker_tei
 from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.eventstream import FrameDecoder, FrameError
@@ -118,6 +120,11 @@ class SageMakerProvider:
                 yield event
             return
         options = self.options
+        if options.container == "tei":
+            # routing.capabilities gives this container embeddings only
+            raise BackendError(
+                FailureClass.SERVER, f"backend {self.spec.name} serves embeddings only (tei)"
+            )
         body = build_body(request, options.container, self.spec.served_model)
         frozen = await self._credentials.frozen()
         headers = sign(
@@ -153,14 +160,19 @@ class SageMakerProvider:
                     yield event
 
     async def _embed(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        """One InvokeEndpoint call with the client's embeddings body (module docstring)."""
-        if self.options.container != "vllm" or request.body is None:
-            # routing.capabilities gives embeddings to the vLLM container only
+        """One InvokeEndpoint call with the client's embeddings body, or TEI's
+        translation of it (module docstring)."""
+        tei = self.options.container == "tei"
+        if self.options.container not in ("vllm", "tei") or request.body is None:
+            # routing.capabilities gives embeddings to the vLLM and TEI containers only
             raise BackendError(
                 FailureClass.SERVER,
                 f"backend {self.spec.name}: container {self.options.container} has no embeddings",
             )
-        body = embeddings.body(dict(request.body), self.spec.served_model)
+        if tei:
+            body = sagemaker_tei.request_body(request.body, self.spec.name)
+        else:
+            body = embeddings.body(dict(request.body), self.spec.served_model)
         headers = {k: v for k, v in self._headers.items() if k != "X-Amzn-SageMaker-Accept"}
         headers["Accept"] = "application/json"
         headers["X-Amzn-SageMaker-Inference-Id"] = request.request_id[:64]
@@ -177,10 +189,17 @@ class SageMakerProvider:
                 allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
-                    raise response_error(resp.status, resp.headers, await _read(resp))
+                    error = sagemaker_tei.error if tei else response_error
+                    raise error(resp.status, resp.headers, await _read(resp))
                 check_identity(resp)
-                async for event in embeddings.events(resp, request.choices):
-                    yield event
+                if not tei:
+                    async for event in embeddings.events(resp, request.choices):
+                        yield event
+                    return
+                raw = await embeddings.read_whole(resp)
+            answer, tokens = sagemaker_tei.answer(raw, request.body, request.choices)
+            for event in embeddings.answered(answer, tokens):
+                yield event
 
 
 def _static_headers(options: SageMakerOptions) -> dict[str, str]:

@@ -54,6 +54,7 @@ ACCEPT: dict[Container, str] = {
     "vllm": "text/event-stream",
     "tgi": "text/event-stream",
     "lmi": "application/jsonlines",
+    "tei": "application/json",  # never streamed: embeddings only (regions.sagemaker_tei)
 }
 """The streaming ``X-Amzn-SageMaker-Accept`` value each container answers with."""
 

@@ -17,7 +17,9 @@ container and its response comes back unchanged (google-cloud-aiplatform's
 ``Endpoint.raw_predict``, google/cloud/aiplatform/models.py), so the client's
 OpenAI embeddings body reaches vLLM, whose ``/invocations``-style dispatch by
 body shape serves it as an ``EmbeddingRequest`` (``regions.sagemaker``), and
-its ``EmbeddingResponse`` is checked by ``regions.embeddings``.
+its ``EmbeddingResponse`` is checked by ``regions.embeddings``. The third
+route, ``predict_embeddings``, serves embeddings only: ``:predict`` on Google's
+own embedding models, translated both ways by ``regions.vertex_embeddings``.
 
 Both stream the container's OpenAI SSE back unchanged, so both are
 pass-through for the APIs they serve, and they share the SageMaker vLLM
@@ -48,7 +50,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from regions import embeddings
+from regions import embeddings, vertex_embeddings
 from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.inventory import BackendSpec, VertexOptions
@@ -107,7 +109,11 @@ class VertexProvider:
         self.options: VertexOptions = spec.vertex
         self._session = session
         self._max_event_bytes = max_event_bytes
-        self._url = route_url(spec.url, self.options)
+        self._url = (
+            vertex_embeddings.predict_url(spec.url, self.options, spec.served_model)
+            if self.options.route == "predict_embeddings"
+            else route_url(spec.url, self.options)
+        )
         self._host = _host_override(spec.url, self.options.dedicated_dns)
         self._resolved = not self.options.discover_dns or self.options.dedicated_dns is not None
         self._resolving: asyncio.Lock | None = None
@@ -120,6 +126,8 @@ class VertexProvider:
         self._credentials = credentials
 
     def passthrough(self, kind: Kind) -> bool:
+        if self.options.route == "predict_embeddings":
+            return False
         return self.options.route == "stream_raw_predict" or kind is Kind.CHAT
 
     async def probe(self) -> Probe:
@@ -137,6 +145,11 @@ class VertexProvider:
             raise BackendError(
                 FailureClass.SERVER,
                 f"backend {self.spec.name} serves chat only (route chat_completions)",
+            )
+        if self.options.route == "predict_embeddings" and request.kind is not Kind.EMBEDDING:
+            raise BackendError(
+                FailureClass.SERVER,
+                f"backend {self.spec.name} serves embeddings only (route predict_embeddings)",
             )
         if not self._resolved:
             await self._discover_dns()
@@ -175,19 +188,31 @@ class VertexProvider:
     async def _embed(
         self, request: GenerationRequest, headers: dict[str, str]
     ) -> AsyncIterator[Event]:
-        """One ``:rawPredict`` with the client's embeddings body (module docstring)."""
+        """One ``:rawPredict`` with the client's embeddings body, or ``:predict`` with
+        its translation (module docstring)."""
         if request.body is None:
             raise BackendError(FailureClass.SERVER, "an embedding request without its body")
-        body = embeddings.body(dict(request.body), self.spec.served_model)
+        predict = self.options.route == "predict_embeddings"
+        if predict:
+            body = vertex_embeddings.request_body(request.body, self.spec.name)
+            url = self._url
+        else:
+            body = embeddings.body(dict(request.body), self.spec.served_model)
+            url = self._url.removesuffix(":streamRawPredict") + ":rawPredict"  # same endpoint
         headers["Accept"] = "application/json"
-        url = self._url.removesuffix(":streamRawPredict") + ":rawPredict"  # same endpoint
         with TRANSPORT_ERRORS:
             async with await self._post(url, body, headers) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
                 check_identity(resp)
-                async for event in embeddings.events(resp, request.choices):
-                    yield event
+                if not predict:
+                    async for event in embeddings.events(resp, request.choices):
+                        yield event
+                    return
+                raw = await embeddings.read_whole(resp)
+        answer, tokens = vertex_embeddings.answer(raw, request.body, request.choices)
+        for event in embeddings.answered(answer, tokens):
+            yield event
 
     async def _discover_dns(self) -> None:
         """Read the endpoint resource's ``dedicatedEndpointDns`` once (the lookup goes

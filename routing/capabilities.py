@@ -15,7 +15,10 @@ backend inherits what it can do from what it speaks:
   SageMaker's InvokeEndpoint to a vLLM container and at Vertex's
   ``:rawPredict`` (route ``stream_raw_predict``), which vLLM's
   ``/invocations`` routes by its shape (``regions.sagemaker``,
-  ``regions.vertex``);
+  ``regions.vertex``); and only embeddings on SageMaker's TEI container
+  (``regions.sagemaker_tei``) and Vertex's Google embedding models (route
+  ``predict_embeddings``, ``regions.vertex_embeddings``), whose native
+  formats the gateway translates;
 - SageMaker's TGI and LMI containers get the gateway's own native payloads
   (``regions.sagemaker_payloads``): text messages and the sampling the
   gateway models, nothing more (TGI's generate ``best_of`` returns one
@@ -47,6 +50,8 @@ ALL = frozenset(
     }
 )
 
+EMBEDDINGS_ONLY = frozenset({"embeddings"})
+
 DESCRIPTION = {
     "tools": "tool calling",
     "structured_output": "structured output",
@@ -70,8 +75,12 @@ def _carried(backend: BackendSpec) -> frozenset[str]:
     """The capabilities ``backend`` inherits from its provider and container."""
     if backend.kind is ProviderKind.SAGEMAKER:
         container = backend.sagemaker.container if backend.sagemaker else "vllm"
+        if container == "tei":
+            return EMBEDDINGS_ONLY
         return ALL if container == "vllm" else frozenset()
     if backend.kind is ProviderKind.VERTEX:
+        if backend.vertex is not None and backend.vertex.route == "predict_embeddings":
+            return EMBEDDINGS_ONLY
         raw = backend.vertex is not None and backend.vertex.route == "stream_raw_predict"
         return ALL if raw else ALL - {"multiple_choices", "embeddings"}
     if backend.kind is ProviderKind.TGI:

@@ -243,7 +243,7 @@ class SageMakerBackendOptions(Strict):
 
     endpoint_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
     region: str = Field(pattern=AWS_REGION.pattern)
-    container: Literal["vllm", "tgi", "lmi"] = "vllm"
+    container: Literal["vllm", "tgi", "lmi", "tei"] = "vllm"
     target_variant: str | None = Field(None, min_length=1, max_length=63)
     inference_component: str | None = Field(None, min_length=1, max_length=63)
     custom_attributes: str | None = Field(None, max_length=1024, pattern=r"^[\x20-\x7e]*$")
@@ -264,16 +264,29 @@ class VertexBackendOptions(Strict):
 
     project: str = Field(min_length=1)
     location: str = Field(pattern=GCP_LOCATION.pattern)
-    endpoint_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    route: Literal["chat_completions", "stream_raw_predict"] = "chat_completions"
+    # Unset only for route predict_embeddings: Google's model (served_model) itself.
+    endpoint_id: str = Field("", pattern=r"^[A-Za-z0-9_-]*$")
+    route: Literal["chat_completions", "stream_raw_predict", "predict_embeddings"] = (
+        "chat_completions"
+    )
     credentials: Literal["adc", "emulator"] = "adc"
     endpoint: Literal["dedicated", "psc"] = "dedicated"
     project_number: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
     dedicated_dns: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
     discover_dns: bool = False
 
+    @model_validator(mode="after")
+    def _endpoint(self) -> VertexBackendOptions:
+        if not self.endpoint_id and self.route != "predict_embeddings":
+            raise ValueError(f"endpoint_id: route {self.route} needs the endpoint's ID")
+        if not self.endpoint_id and self.discover_dns:
+            raise ValueError("discover_dns: reads an endpoint's resource; set endpoint_id")
+        return self
+
     def dns(self) -> str | None:
         """The dedicated endpoint's host name, when the config determines it."""
+        if not self.endpoint_id:
+            return None  # a publisher model is served from the regional host
         if self.dedicated_dns:
             return self.dedicated_dns
         if self.project_number and self.location != "global":
@@ -400,7 +413,9 @@ class BackendConfig(Strict):
         if self.vertex is not None and regional and not host.startswith(self.vertex.location + "-"):
             raise ValueError(f"url {host} is not the host of location {self.vertex.location}")
         shared = regional or host == "aiplatform.googleapis.com"
-        if self.vertex is not None and shared and not self.vertex.discover_dns:
+        # :predict answers whole, so Google's embedding models are served on the shared host.
+        streams = self.vertex is not None and self.vertex.route != "predict_embeddings"
+        if self.vertex is not None and shared and streams and not self.vertex.discover_dns:
             raise ValueError(f"url {host} {_SHARED_VERTEX}")
         return self
 

@@ -1,0 +1,89 @@
+"""OpenAI embeddings to and from Hugging Face TEI (text-embeddings-inference) on SageMaker.
+
+TEI's router (huggingface/text-embeddings-inference ``router/src/http/server.rs``)
+serves an embedding model's ``/invocations`` with the same ``embed`` handler as
+``/``, so InvokeEndpoint takes TEI's native ``EmbedRequest``
+(``router/src/http/types.rs``), not its OpenAI route:
+
+- ``inputs``: a string, a list of strings, token ids or lists of them (its
+  ``Input``/``InputType``, untagged: OpenAI's four ``input`` shapes map one to
+  one, so token ids are passed on);
+- ``dimensions`` (Matryoshka truncation; the default is the model's size,
+  ``core/src/infer.rs`` refuses 0 and more than it has), ``normalize`` (default
+  true), ``truncate`` (default the server's ``--auto-truncate``),
+  ``truncation_direction``, ``prompt_name``. The gateway sends ``truncate:
+  false`` unless the client sets it, so a too-long input is refused as OpenAI
+  refuses it (``"`inputs` must have less than N tokens. Given: M"``,
+  ``core/src/tokenization.rs``), not embedded in part in silence; the client may
+  send TEI's own fields, any other is a 400 naming it.
+
+The answer is ``EmbedResponse``, a bare list of vectors, one per input in
+order. Its token count goes out only as the ``x-compute-tokens`` header
+(``ResponseMetadata`` in ``router/src/lib.rs``), which InvokeEndpoint does not
+return (botocore's ``InvokeEndpointOutput`` carries the body, Content-Type, the
+invoked variant, custom attributes and session ids), so the usage is token ids
+counted, text estimated at four characters a token.
+
+Errors are ``ErrorResponse`` ``{"error", "error_type"}``: ``validation`` and
+``tokenizer`` 422, ``empty`` 400, ``overloaded`` 429, ``unhealthy`` 503,
+``backend`` 424 (``From<&ErrorType> for StatusCode``). SageMaker wraps them in
+a ModelError 424 with ``OriginalStatusCode`` (classified by
+``regions.sagemaker_errors``: 4xx CLIENT, 429 OVERLOADED, else SERVER) and
+``OriginalMessage``, whose TEI ``error`` text becomes the message the client
+sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from regions import embeddings
+from regions.errors import BackendError
+from regions.sagemaker_errors import response_error
+
+TEI_FIELDS = frozenset({"truncate", "truncation_direction", "prompt_name", "normalize"})
+"""``EmbedRequest``'s own members a client may send as extra body fields."""
+
+
+def request_body(client_body: Mapping[str, Any], backend: str) -> bytes:
+    body = dict(client_body)
+    embeddings.refuse_unknown(body, TEI_FIELDS, backend)
+    native: dict[str, Any] = {"inputs": body["input"], "truncate": False}
+    native.update((k, v) for k, v in body.items() if k in TEI_FIELDS)
+    if body.get("dimensions") is not None:
+        native["dimensions"] = body["dimensions"]
+    return orjson.dumps(native)
+
+
+def answer(raw: bytes, client_body: Mapping[str, Any], inputs: int) -> tuple[bytes, int]:
+    """The OpenAI body for TEI's ``EmbedResponse`` and its prompt tokens."""
+    try:
+        parsed: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise embeddings.malformed("not JSON") from None
+    if not isinstance(parsed, list) or len(parsed) != inputs:
+        raise embeddings.malformed(f"not a list of {inputs} vectors")
+    vectors = [embeddings.floats(v) for v in parsed]
+    if any(v is None for v in vectors):
+        raise embeddings.malformed("a vector is not a list of numbers")
+    tokens = embeddings.prompt_estimate(client_body.get("input"))
+    fmt = client_body.get("encoding_format")
+    return embeddings.openai_body([v for v in vectors if v is not None], fmt, tokens), tokens
+
+
+def error(status: int, headers: Mapping[str, str], payload: bytes) -> BackendError:
+    """SageMaker's error, its message TEI's own words when the container answered."""
+    exc = response_error(status, headers, payload)
+    try:
+        parsed: Any = orjson.loads(payload)
+        tei: Any = orjson.loads(parsed["OriginalMessage"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return exc
+    if not isinstance(tei, dict) or not isinstance(tei.get("error"), str):
+        return exc
+    original = parsed.get("OriginalStatusCode")
+    message = f"TEI {tei.get('error_type')} error (container status {original}): {tei['error']}"
+    return BackendError(exc.failure, message[:400], status=exc.status, retry_after=exc.retry_after)

@@ -1,0 +1,90 @@
+"""OpenAI embeddings to and from Google's embedding models on Vertex AI (``predict_embeddings``).
+
+Google's models (``text-embedding-005``, ``gemini-embedding-001``...) are served
+by ``:predict`` on the publisher model,
+``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:predict``
+(or on an endpoint a model of that format is deployed to,
+``.../endpoints/{e}:predict``), with the body of Google's "Text embeddings API"
+reference (cloud.google.com/vertex-ai/generative-ai/docs/model-reference/text-embeddings-api):
+
+- ``instances``: one ``{"content": text}`` per input, with the client's
+  ``task_type`` (``RETRIEVAL_QUERY``, ``SEMANTIC_SIMILARITY``...) on each when
+  it sends one; text only, so token-id ``input`` is a 400 naming ``input``;
+- ``parameters`` (``TextEmbeddingPredictionParams``): ``outputDimensionality``
+  from ``dimensions`` (a value the model does not support is Google's own 400
+  INVALID_ARGUMENT), and ``autoTruncate: false``: Google truncates a too-long
+  input in silence by default; without it the input is refused
+  (INVALID_ARGUMENT) as OpenAI refuses it.
+
+The answer is ``{"predictions": [{"embeddings": {"values": [floats],
+"statistics": {"token_count", "truncated"}}}]}``, one per instance in order;
+the token counts summed are the usage. ``:predict`` answers whole, so the
+shared regional host serves it (gateway/config/model.py refuses that host
+only for the streaming routes). Errors are google.rpc.Status, classified by
+``regions.vertex``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from regions import embeddings
+from regions.inventory import VertexOptions
+
+VERTEX_FIELDS = frozenset({"task_type"})
+"""The instance member a client may send as an extra body field, for every input."""
+
+
+def predict_url(base: str, options: VertexOptions, served_model: str) -> str:
+    location = (
+        f"projects/{quote(options.project, safe='')}/locations/{quote(options.location, safe='')}"
+    )
+    if options.endpoint_id:
+        return f"{base}/v1/{location}/endpoints/{quote(options.endpoint_id, safe='')}:predict"
+    return f"{base}/v1/{location}/publishers/google/models/{quote(served_model, safe='')}:predict"
+
+
+def request_body(client_body: Mapping[str, Any], backend: str) -> bytes:
+    body = dict(client_body)
+    embeddings.refuse_unknown(body, VERTEX_FIELDS, backend)
+    texts = embeddings.texts(body.get("input"))
+    if texts is None:
+        raise embeddings.refused(
+            backend, "input", "as token ids: Google's text embedding models take text only"
+        )
+    extra = {"task_type": body["task_type"]} if body.get("task_type") is not None else {}
+    parameters: dict[str, Any] = {"autoTruncate": False}
+    if body.get("dimensions") is not None:
+        parameters["outputDimensionality"] = body["dimensions"]
+    instances = [{"content": text, **extra} for text in texts]
+    return orjson.dumps({"instances": instances, "parameters": parameters})
+
+
+def answer(raw: bytes, client_body: Mapping[str, Any], inputs: int) -> tuple[bytes, int]:
+    """The OpenAI body for a ``:predict`` answer and its prompt tokens."""
+    try:
+        parsed: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise embeddings.malformed("not JSON") from None
+    predictions = parsed.get("predictions") if isinstance(parsed, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != inputs:
+        raise embeddings.malformed(f"predictions is not a list of {inputs}")
+    vectors: list[list[float]] = []
+    tokens = 0
+    for prediction in predictions:
+        got = prediction.get("embeddings") if isinstance(prediction, dict) else None
+        values = embeddings.floats(got.get("values")) if isinstance(got, dict) else None
+        if values is None or not isinstance(got, dict):
+            raise embeddings.malformed("a prediction without embeddings.values")
+        vectors.append(values)
+        stats = got.get("statistics")
+        count = stats.get("token_count") if isinstance(stats, dict) else None
+        # a google.protobuf.Value number: a double on the wire
+        if isinstance(count, int | float) and not isinstance(count, bool) and count >= 0:
+            tokens += int(count)
+    fmt = client_body.get("encoding_format")
+    return embeddings.openai_body(vectors, fmt, tokens), tokens
