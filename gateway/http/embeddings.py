@@ -121,6 +121,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         )
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution, client=client) as outcome:
+        outcome.request_bytes = len(body)  # cross-region transfer (config cost)
         started = time.monotonic()
         try:
             head = await execution.start()
@@ -146,6 +147,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
             headers["x-meridian-backend"] = serving.backend.name
             headers["x-meridian-region"] = serving.backend.region.name
         outcome.status = 200
-        return web.Response(
-            body=orjson.dumps(answer), content_type="application/json", headers=headers
-        )
+        sent = orjson.dumps(answer)
+        outcome.response_bytes = len(sent)
+        return web.Response(body=sent, content_type="application/json", headers=headers)

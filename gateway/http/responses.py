@@ -383,6 +383,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
         SESSION_HEADER,
         admitted,
         cut_by_drain,
+        sent_bytes,
         shutting_down,
         text_header,
     )
@@ -423,6 +424,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     translator = Translator("resp_" + request_id, gen.model, asked)
     execution = pipeline.execution(gen, plan)
     async with pipeline.serving(execution, client=client) as outcome:
+        outcome.request_bytes = len(body)  # cross-region transfer (config cost)
         try:
             head = await execution.start()
         except ExecutionFailed as exc:
@@ -455,11 +457,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
             translator.end()
             final = "incomplete" if translator.finish == "length" else "completed"
             outcome.status = 200
-            return web.Response(
-                body=orjson.dumps(translator.response(final)),
-                content_type="application/json",
-                headers=headers,
-            )
+            sent = orjson.dumps(translator.response(final))
+            outcome.response_bytes = len(sent)
+            return web.Response(body=sent, content_type="application/json", headers=headers)
         response = web.StreamResponse(
             status=200,
             headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
@@ -487,4 +487,5 @@ async def responses(request: web.Request) -> web.StreamResponse:
         except ConnectionResetError:
             status = 499
         outcome.status = status
+        outcome.response_bytes = sent_bytes(response)
         return response

@@ -162,9 +162,21 @@ async def test_a_request_no_backend_answered_counts_no_transfer(emulators: Emula
     assert "meridian_transfer_bytes_total{" not in text
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_the_http_api_reports_the_bytes_it_moved(
-    emulators: EmulatorFactory, gateways: GatewayFactory, stream: bool
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("path", "asked"),
+    [
+        ("/v1/chat/completions", {"messages": HI, "stream": False}),
+        ("/v1/chat/completions", {"messages": HI, "stream": True}),
+        ("/v1/embeddings", {"input": ["the sea", "the sky"]}),
+        ("/v1/responses", {"input": "hi", "stream": False}),
+        ("/v1/responses", {"input": "hi", "stream": True}),
+    ],
+)
+async def test_each_http_route_reports_the_bytes_it_moved(
+    emulators: EmulatorFactory, gateways: GatewayFactory, path: str, asked: dict[str, object]
 ) -> None:
     em = await emulators()
     gw = await gateways(
@@ -172,12 +184,10 @@ async def test_the_http_api_reports_the_bytes_it_moved(
             [("fra", "onprem:fra1", "v1", em.url)], cost={"region": HERE, "transfer_per_gb": 1.0}
         )
     )
-    body = orjson.dumps(
-        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    )
+    body = orjson.dumps({"model": MODEL, **asked})
     async with aiohttp.ClientSession() as s:
         async with s.post(
-            gw.http_url + "/v1/chat/completions",
+            gw.http_url + path,
             data=body,
             headers={"Authorization": f"Bearer {GLOBAL_KEY}", "Content-Type": "application/json"},
         ) as r:
@@ -187,7 +197,7 @@ async def test_the_http_api_reports_the_bytes_it_moved(
     sent = total(samples, "meridian_transfer_bytes_total", from_region=HERE)
     received = total(samples, "meridian_transfer_bytes_total", to_region=HERE)
     assert sent == len(body)
-    if stream:  # as written to the wire: the chunked framing's few bytes per chunk too
+    if asked.get("stream"):  # as written to the wire: the chunked framing's few bytes per chunk too
         assert len(answer) <= received <= 1.1 * len(answer)
     else:
         assert received == len(answer)
