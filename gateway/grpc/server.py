@@ -127,10 +127,12 @@ def _decoding(handler: Callable[[Any, Any], Awaitable[Any]], message: Any) -> An
 
 class GrpcServer:
     def __init__(self, runtime: Runtime, pipeline: Pipeline, *, reuse_port: bool = False) -> None:
-        self._runtime = runtime
         self._server: Any = grpc.aio.server(options=server_options(runtime, reuse_port=reuse_port))
         self._health = health.aio.HealthServicer()
-        handlers = method_handlers(InferenceService(runtime, pipeline))
+        service = InferenceService(
+            pipeline, models=lambda: runtime.snapshot.models, tracing=runtime.tracing
+        )
+        handlers = method_handlers(service)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )

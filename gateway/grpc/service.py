@@ -36,14 +36,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import grpc
 import orjson
 
 from failover.executor import Execution, ExecutionFailed
-from gateway.app.runtime import Runtime
 from gateway.grpc.convert import (
     ChunkEncoder,
     Request,
@@ -55,11 +54,12 @@ from gateway.grpc.convert import (
     usage_message,
 )
 from gateway.grpc.status import Refusal
-from gateway.grpc.validate import chat_request, completion_request, embed_request
+from gateway.grpc.validate import embed_request, generation_request
 from gateway.http.assemble import Assembler
 from gateway.http.errors import INVALID_REQUEST
 from gateway.http.schema import BadRequest
 from gateway.observe import tracing
+from gateway.observe.tracing import Tracing
 from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline, log_refusal
 from gateway.security.keys import KeyExpired
 from gateway.security.tls import grpc_identities
@@ -166,9 +166,17 @@ Sink = _Collector | _Writer | _Embeddings
 class InferenceService:
     """The RPC handlers (see ``gateway.grpc.server.method_handlers``); thin over the pipeline."""
 
-    def __init__(self, runtime: Runtime, pipeline: Pipeline) -> None:
-        self._rt = runtime
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        models: Callable[[], Collection[str]],
+        tracing: Tracing | None = None,
+    ) -> None:
         self._pipeline = pipeline  # the one the HTTP front end uses (gateway.app.build)
+        self._lifecycle = pipeline.lifecycle
+        self._model_names = models  # the routing snapshot's, read per call (it is swapped whole)
+        self._tracing = tracing
 
     async def StreamChat(self, request: pb.ChatRequest, context: Context) -> None:
         call = _Call(context)
@@ -250,7 +258,7 @@ class InferenceService:
         return pb.ListModelsResponse(
             models=[
                 pb.Model(id=name, owned_by="meridian")
-                for name in sorted(self._rt.snapshot.models)
+                for name in sorted(self._model_names())
                 if allowed is None or name in allowed
             ]
         )
@@ -260,7 +268,7 @@ class InferenceService:
     ) -> tuple[GenerationRequest, Plan]:
         """The edge checks, in the HTTP API's order; raises Refusal."""
         pipeline = self._pipeline
-        if self._rt.lifecycle.draining:
+        if self._lifecycle.draining:
             raise Refusal(503, "the gateway is shutting down", "shutting_down", retry_after=1)
         try:
             caller = pipeline.authenticate(
@@ -284,17 +292,8 @@ class InferenceService:
             gen = embed_request(
                 request, request_id=rid, tenant=tenant, residency=residency, key_digest=digest
             )
-        elif isinstance(request, pb.ChatRequest):
-            gen = chat_request(
-                request,
-                stream=stream,
-                request_id=rid,
-                tenant=tenant,
-                residency=residency,
-                key_digest=digest,
-            )
         else:
-            gen = completion_request(
+            gen = generation_request(
                 request,
                 stream=stream,
                 request_id=rid,
@@ -330,7 +329,7 @@ class InferenceService:
         try:
             # W3C trace context from metadata, as the HTTP API takes it from headers.
             tracing.begin(
-                self._rt.tracing, call.header("traceparent"), call.header("tracestate"), arrived
+                self._tracing, call.header("traceparent"), call.header("tracestate"), arrived
             )
             gen, plan = self._admit(call, request, stream=stream)
         except Refusal as refusal:  # counted and logged as the HTTP API's refusals are
@@ -383,7 +382,7 @@ class InferenceService:
                 raise Refusal(504, "the call's deadline expired", "deadline_exceeded") from None
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if self._rt.lifecycle.cutting and task is not None:
+                if self._lifecycle.cutting and task is not None:
                     task.uncancel()  # end with an explicit status, as HTTP ends with an error event
                     outcome.status = 503
                     raise Refusal(

@@ -79,8 +79,8 @@ _STRUCTURED_EXTRA = (
 )
 
 
-def chat_request(
-    request: pb.ChatRequest,
+def generation_request(
+    request: pb.ChatRequest | pb.CompletionRequest,
     *,
     stream: bool,
     request_id: str,
@@ -88,57 +88,46 @@ def chat_request(
     residency: Residency,
     key_digest: str,
 ) -> GenerationRequest:
-    """A valid ``ChatRequest`` as the internal request; raises Refusal (400)."""
+    """A valid chat or completion request as the internal request; raises Refusal (400)."""
     _model(request.model)
     _sampling(request.sampling)
     _user(request.routing)
-    if not request.messages:
-        raise invalid("messages", "send at least one message")
-    for i, m in enumerate(request.messages):
-        _message(i, m)
-    extra = _extra(request.extra_json)
-    messages = tuple(Message(m.role, content_text(m)) for m in request.messages)
-    asked = chat_needs(request, extra)
-    return _generation(
-        Kind.CHAT,
-        request,
-        chat_body(request, extra, stream=stream),
+    if isinstance(request, pb.ChatRequest):
+        if not request.messages:
+            raise invalid("messages", "send at least one message")
+        for i, m in enumerate(request.messages):
+            _message(i, m)
+        extra = _extra(request.extra_json)
+        kind, prompt = Kind.CHAT, ""
+        messages = tuple(Message(m.role, content_text(m)) for m in request.messages)
+        asked = chat_needs(request, extra)
+        body = chat_body(request, extra, stream=stream)
+    else:  # a text prompt and the modelled fields ask nothing of a backend
+        kind, prompt, messages, asked = Kind.COMPLETION, request.prompt, (), {}
+        body = completion_body(request, stream=stream)
+    routing = request.routing
+    return GenerationRequest(
+        kind=kind,
+        model=request.model,
+        request_id=request_id,
         messages=messages,
-        prompt="",
-        asked=asked,
+        prompt=prompt,
+        sampling=sampling(request.sampling),
         stream=stream,
-        request_id=request_id,
+        include_usage=stream and request.include_usage,
         tenant=tenant,
         residency=residency,
-        key_digest=key_digest,
-    )
-
-
-def completion_request(
-    request: pb.CompletionRequest,
-    *,
-    stream: bool,
-    request_id: str,
-    tenant: str,
-    residency: Residency,
-    key_digest: str,
-) -> GenerationRequest:
-    """A valid ``CompletionRequest`` as the internal request; raises Refusal (400)."""
-    _model(request.model)
-    _sampling(request.sampling)
-    _user(request.routing)
-    return _generation(
-        Kind.COMPLETION,
-        request,
-        completion_body(request, stream=stream),
-        messages=(),
-        prompt=request.prompt,
-        asked={},  # a text prompt and the modelled fields ask nothing of a backend
-        stream=stream,
-        request_id=request_id,
-        tenant=tenant,
-        residency=residency,
-        key_digest=key_digest,
+        affinity_key=split_key(
+            session=routing.session or None,
+            user=routing.user or None,
+            key_digest=key_digest,
+            opening=opening_of([(m.role, m.content) for m in messages], prompt),
+            request_id=request_id,
+        ),
+        body=body,
+        needs=asked,
+        unresumable=unresumable(asked),
+        choices=1,  # no n: extra_json may not set it
     )
 
 
@@ -171,46 +160,6 @@ def embed_request(
         needs={"embeddings": "input"},
         unresumable="an embedding is one answer",
         choices=len(request.input),
-    )
-
-
-def _generation(
-    kind: Kind,
-    request: pb.ChatRequest | pb.CompletionRequest,
-    body: dict[str, Any],
-    *,
-    messages: tuple[Message, ...],
-    prompt: str,
-    asked: dict[str, str],
-    stream: bool,
-    request_id: str,
-    tenant: str,
-    residency: Residency,
-    key_digest: str,
-) -> GenerationRequest:
-    routing = request.routing
-    return GenerationRequest(
-        kind=kind,
-        model=request.model,
-        request_id=request_id,
-        messages=messages,
-        prompt=prompt,
-        sampling=sampling(request.sampling),
-        stream=stream,
-        include_usage=stream and request.include_usage,
-        tenant=tenant,
-        residency=residency,
-        affinity_key=split_key(
-            session=routing.session or None,
-            user=routing.user or None,
-            key_digest=key_digest,
-            opening=opening_of([(m.role, m.content) for m in messages], prompt),
-            request_id=request_id,
-        ),
-        body=body,
-        needs=asked,
-        unresumable=unresumable(asked),
-        choices=1,  # no n: extra_json may not set it
     )
 
 
