@@ -24,7 +24,11 @@ from botocore.exceptions import ClientError
 from emulators.embeddings import vector
 from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
 from emulators.vllm import VllmEmulator
+from meridian_proto.meridian.v1 import inference_pb2 as pb
+from regions import sagemaker_tei
+from regions.errors import BackendError, FailureClass
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory
+from tests.gateway.test_grpc_helpers import auth, stub
 from tests.regions.test_sagemaker_vertex_openai import boto, client, close, config
 
 
@@ -160,3 +164,47 @@ async def test_tei_serves_embeddings_only(sm: SageMakerEmulator, gateways: Gatew
             )
     assert caught.value.code == "unsupported_parameter" and "logprobs" in caught.value.message
     assert sm.stats.requests == 0
+
+
+# -- the translation, piece by piece ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b'{"data": []}', b"[[0.1]]", b"[[0.1], [true]]", b'[[0.1], "x"]', b"[[0.1], []]"],
+    ids=["not-json", "object", "one-of-two", "bool", "string", "empty"],
+)
+def test_a_malformed_tei_answer_is_stream_broken(raw: bytes) -> None:
+    """Two inputs asked: anything but two lists of numbers fails over, never reaches
+    the client half-made."""
+    with pytest.raises(BackendError) as caught:
+        sagemaker_tei.answer(raw, {"input": ["a", "b"]}, 2)
+    assert caught.value.failure is FailureClass.STREAM_BROKEN
+
+
+def test_teis_error_text_replaces_sagemakers_wrapping() -> None:
+    tei = orjson.dumps({"error": "`dimensions` should be positive", "error_type": "validation"})
+    body = {
+        "Message": "Received client error (422) from primary with message ... See https://...",
+        "OriginalStatusCode": 422,
+        "OriginalMessage": tei.decode(),
+    }
+    headers = {"x-amzn-ErrorType": "ModelError:http://internal.amazon.com/coral/"}
+    exc = sagemaker_tei.error(424, headers, orjson.dumps(body))
+    assert exc.failure is FailureClass.CLIENT and exc.status == 424
+    assert exc.message == (
+        "TEI validation error (container status 422): `dimensions` should be positive"
+    )
+    throttled = sagemaker_tei.error(
+        400, {"x-amzn-ErrorType": "ThrottlingException"}, b'{"message": "slow down"}'
+    )
+    assert throttled.failure is FailureClass.OVERLOADED and "slow down" in throttled.message
+
+
+async def test_grpc_embed_through_tei(sm: SageMakerEmulator, gateways: GatewayFactory) -> None:
+    gw = await gateways(config(sm.url, None, container="tei", grpc=True))
+    async with stub(gw) as s:
+        reply = await s.Embed(pb.EmbedRequest(model=MODEL, input=["a", "b"]), metadata=auth())
+    assert reply.served.backend == "sm"
+    assert close(list(reply.data[1].values), vector("b"))
+    assert sm.stats.last_request == {"inputs": ["a", "b"], "truncate": False}

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 from google.auth.credentials import Credentials
 from pydantic import ValidationError
@@ -27,6 +28,8 @@ from emulators.vertex import VertexEmulator, VertexEmulatorConfig
 from emulators.vllm import VllmEmulator
 from gateway.app.server import Gateway
 from gateway.config.model import BackendConfig, Config
+from regions import vertex_embeddings
+from regions.errors import BackendError, FailureClass
 from regions.inventory import BackendSpec, ProviderKind, Region, VertexOptions
 from regions.request import GenerationRequest, Kind
 from regions.vertex import VertexProvider
@@ -250,3 +253,35 @@ async def test_google_auth_token_is_refreshed_on_a_401(vx: VertexEmulator) -> No
         await provider.close()
     assert fake.refreshes == 2 and vx.stats.last_token == "tok-2"
     assert events and vx.stats.completed == 1
+
+
+# -- the translation, piece by piece ---------------------------------------------------------
+
+
+def prediction(values: Any, token_count: Any = 2) -> dict[str, Any]:
+    return {"embeddings": {"values": values, "statistics": {"token_count": token_count}}}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        {"predictions": [prediction([0.1])]},
+        {"predictions": [prediction([0.1]), prediction("x")]},
+        {"predictions": [prediction([0.1]), {"embeddings": None}]},
+        {"predictions": [prediction([0.1]), prediction([False])]},
+    ],
+    ids=["not-an-object", "one-of-two", "string", "no-embeddings", "bool"],
+)
+def test_a_malformed_predict_answer_is_stream_broken(answer: Any) -> None:
+    with pytest.raises(BackendError) as caught:
+        vertex_embeddings.answer(orjson.dumps(answer), {"input": ["a", "b"]}, 2)
+    assert caught.value.failure is FailureClass.STREAM_BROKEN
+
+
+def test_token_counts_are_summed_whatever_number_form() -> None:
+    answer = {"predictions": [prediction([0.5], 2), prediction([0.25], 3.0)]}
+    body, tokens = vertex_embeddings.answer(orjson.dumps(answer), {"input": ["a", "b"]}, 2)
+    assert tokens == 5
+    assert orjson.loads(body)["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+    assert orjson.loads(body)["data"][1] == {"index": 1, "object": "embedding", "embedding": [0.25]}
