@@ -21,7 +21,7 @@ admitted from leases renewed in the background, ``gateway.store.lease``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -199,6 +199,11 @@ class Store(Protocol):
         ...
 
     async def read_counts(self, name: str) -> dict[str, int]: ...
+
+    async def sum_counts(self, names: Sequence[str]) -> dict[str, int]:
+        """The windows ``names`` added up field by field (a missing window adds
+        nothing): one call for many windows, summed where the counters are."""
+        ...
 
     async def lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease; True while ``holder`` has it."""

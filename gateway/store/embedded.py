@@ -20,7 +20,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from gateway.store.base import (
@@ -42,6 +42,7 @@ from gateway.store.quota import LocalQuotas, Quota, Verdict
 
 T = TypeVar("T")
 AUDIT_KEEP_REVISIONS = 100_000
+_NAMES_AT_ONCE = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -260,6 +261,23 @@ class EmbeddedStore:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
             rows = conn.execute("SELECT field, value FROM counters WHERE name = ?", (name,))
             return {f: int(v) for f, v in rows.fetchall()}
+
+        return await self._run(read)
+
+    async def sum_counts(self, names: Sequence[str]) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            sums: dict[str, int] = {}
+            for i in range(0, len(names), _NAMES_AT_ONCE):
+                batch = names[i : i + _NAMES_AT_ONCE]
+                marks = ",".join("?" * len(batch))
+                rows = conn.execute(
+                    f"SELECT field, SUM(value) FROM counters WHERE name IN ({marks}) "
+                    "GROUP BY field",
+                    tuple(batch),
+                )
+                for f, v in rows.fetchall():
+                    sums[f] = sums.get(f, 0) + int(v)
+            return sums
 
         return await self._run(read)
 

@@ -39,7 +39,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from gateway.store.base import (
@@ -215,6 +215,9 @@ class ReplicatedStore:
 
     async def read_counts(self, name: str) -> dict[str, int]:
         return await self._on_primary(lambda p: p.read_counts(name))
+
+    async def sum_counts(self, names: Sequence[str]) -> dict[str, int]:
+        return await self._on_primary(lambda p: p.sum_counts(names))
 
     async def lease(self, name: str, holder: str, ttl_s: float) -> bool:
         return await self._on_primary(lambda p: p.lease(name, holder, ttl_s))

@@ -127,6 +127,18 @@ async def test_counters_add_up_across_instances(open_store: Opener) -> None:
     assert await a.read_counts("m:run:1") == {}
 
 
+async def test_windows_are_summed_field_by_field(open_store: Opener) -> None:
+    a, b = await open_store(), await open_store()
+    names = [f"usage/{m}" for m in range(1200)]  # more than one batch of either store
+    for m in (0, 599, 1199):
+        await a.add_counts(names[m], {"x\x1fm/1\x1frequests": 1, "big": 2**40})
+    await b.add_counts(names[600], {"x\x1fm/1\x1frequests": 4, "other": 1})
+    await b.add_counts("usage/9999", {"big": 7})  # not asked for
+    assert await a.sum_counts(names) == {"x\x1fm/1\x1frequests": 7, "big": 3 * 2**40, "other": 1}
+    assert await b.sum_counts(["usage/none"]) == {}
+    assert await b.sum_counts([]) == {}
+
+
 async def test_lease_has_one_holder_until_it_expires(open_store: Opener) -> None:
     a, b = await open_store(), await open_store()
     assert await a.lease("canary", "a", 0.3)

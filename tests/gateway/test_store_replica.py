@@ -85,6 +85,7 @@ async def test_health_holds_reach_a_peer_through_its_replica(
     await far_sub.close()
     await near.add_counts("w", {"attempts": 3})  # canary counters go to the primary
     assert await far.read_counts("w") == {"attempts": 3}
+    assert await near.sum_counts(["w", "none"]) == {"attempts": 3}  # read there too
     await sub.close()
     await near.close()
     await far.close()

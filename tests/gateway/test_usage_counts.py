@@ -47,3 +47,30 @@ async def test_a_window_is_rounded_up_to_whole_minutes(store: EmbeddedStore) -> 
 async def test_a_window_outside_the_bounds_is_refused(store: EmbeddedStore, window: int) -> None:
     with pytest.raises(ValueError, match="from 60 to 86400"):
         await read_usage(store, window)
+
+
+async def test_any_configured_name_reads_back_as_it_was_counted(store: EmbeddedStore) -> None:
+    # Tenant and model names are free text in the config: the field separator, a
+    # % (the escape) or a / in one must neither lose nor mix up its counts.
+    now = 6000.0
+    tap = UsageTap(store, clock=lambda: now)
+    names = [("a\x1fb", "m"), ("a", "b\x1fm"), ("50%", "meta/llama-3%1F"), ("a", "b")]
+    for tenant, model in names:
+        tap.count(tenant, model, 1, 1, 0.0)
+    await tap.flush()
+    usage = await read_usage(store, 60, now=now)
+    assert sorted((r.tenant, r.model, r.requests) for r in usage.rows) == sorted(
+        (t, m, 1) for t, m in names
+    )
+
+
+async def test_a_day_sums_every_minute_and_nothing_older(store: EmbeddedStore) -> None:
+    minute = 100_000
+    clock = [0.0]
+    tap = UsageTap(store, clock=lambda: clock[0])
+    for m in range(minute - 1440, minute + 1):  # the first is a minute before the day
+        clock[0] = m * 60.0 + 59.9
+        tap.count("t", "m", 2, 1, 1e-9)
+    await tap.flush()
+    usage = await read_usage(store, MAX_WINDOW_S, now=minute * 60 + 30)
+    assert usage.rows == [UsageRow("t", "m", 1440, 2880, 1440, 1440)]
