@@ -14,11 +14,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gateway.cli.admin_client import AdminClient
 from gateway.control.usage import MAX_WINDOW_S, MIN_WINDOW_S
 
-_WINDOW = re.compile(r"(\d{1,6})([smhd]?)")
+_WINDOW = re.compile(r"(\d{1,6})([smhd]?)", re.ASCII)  # as the admin API: ASCII digits
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -61,7 +62,8 @@ def render(body: dict[str, Any]) -> Table:
     for column in table.columns[2:]:
         column.justify = "right"
     for r in body["rows"]:
-        table.add_row(r["tenant"], r["model"], *_numbers(r))
+        # Text, not markup: a configured name may hold "[", and "[/x]" would raise.
+        table.add_row(Text(r["tenant"]), Text(r["model"]), *_numbers(r))
     t = body["totals"]
     table.add_section()
     table.add_row("total", "", *_numbers(t), style="bold")

@@ -39,7 +39,7 @@ _WHAT = ("requests", "prompt_tokens", "completion_tokens", "spend_nusd")
 
 DEFAULT_WINDOW_S = 3600
 MIN_WINDOW_S = 60  # counters are per minute: a shorter window cannot be answered
-MAX_WINDOW_S = 24 * 3600  # 1440 reads of one window each; Redis keeps them 7 days
+MAX_WINDOW_S = 24 * 3600  # 1440 minute windows, summed in one store call; kept 7 days
 
 
 def window_name(minute: int) -> str:
