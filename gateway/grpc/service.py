@@ -131,6 +131,10 @@ class _Collector:
         elif isinstance(event, Finish):
             self.finish = event.reason
 
+    @property
+    def sent(self) -> int:
+        return sum(len(p.encode()) for p in self.parts)  # the reply's text: most of its bytes
+
 
 class _Embeddings:
     """Keeps the one answer of an embedding request (its body as the backend wrote it)."""
@@ -144,19 +148,25 @@ class _Embeddings:
         if isinstance(event, TokenDelta) and event.raw:
             self.raw = event.raw
 
+    @property
+    def sent(self) -> int:
+        return len(self.raw)
+
 
 class _Writer:
     """Writes each event's chunk as soon as it exists (streaming calls)."""
 
-    __slots__ = ("context", "encoder")
+    __slots__ = ("context", "encoder", "sent")
 
     def __init__(self, context: Context, encoder: ChunkEncoder[Any]) -> None:
         self.context = context
         self.encoder = encoder
+        self.sent = 0
 
     async def take(self, event: Event) -> None:
         chunk = self.encoder.encode(event)
         if chunk is not None:
+            self.sent += chunk.ByteSize()
             await self.context.write(chunk)
 
 
@@ -341,6 +351,7 @@ class InferenceService:
         async with pipeline.serving(
             execution, client=call.context.peer(), arrived=arrived
         ) as outcome:
+            outcome.request_bytes = request.ByteSize()  # cross-region transfer (config cost)
             deadline = asyncio.timeout(call.remaining())
             try:
                 async with deadline:
@@ -370,7 +381,11 @@ class InferenceService:
                     # is one more completion-queue round trip before the first
                     # token, and the first chunk carries the same facts.
                     call.context.set_trailing_metadata(call.metadata())
-                    await _drive(execution, head, sink(who, gen))
+                    out = sink(who, gen)
+                    try:
+                        await _drive(execution, head, out)
+                    finally:
+                        outcome.response_bytes = out.sent
             except Refusal as refusal:
                 outcome.status = refusal.status
                 outcome.reason = refusal.code or ""

@@ -18,9 +18,11 @@ from gateway.http.schema import parse_request
 from gateway.observe.metrics import Metrics
 from gateway.observe.transfer import TransferPricing
 from gateway.pipeline.core import Pipeline
+from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.inventory import Region
 from regions.request import Kind
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
+from tests.gateway.test_grpc_helpers import auth, grpc_config, stub
 from tests.gateway.test_metrics_requests import scrape, total
 
 HERE = "aws:us-east-1"
@@ -201,3 +203,34 @@ async def test_each_http_route_reports_the_bytes_it_moved(
         assert len(answer) <= received <= 1.1 * len(answer)
     else:
         assert received == len(answer)
+
+
+async def test_each_grpc_call_reports_the_bytes_it_moved(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em = await emulators()
+    gw = await gateways(
+        grpc_config(
+            [("fra", "onprem:fra1", "v1", em.url)], cost={"region": HERE, "transfer_per_gb": 1.0}
+        )
+    )
+    moved: list[tuple[int, int]] = []  # (request, reply) bytes of each call, as the client saw them
+    async with stub(gw) as s:
+        streamed = pb.ChatRequest(model=MODEL, messages=[pb.Message(role="user", content="hi")])
+        chunks = [c async for c in s.StreamChat(streamed, metadata=auth())]
+        moved.append((streamed.ByteSize(), sum(c.ByteSize() for c in chunks)))
+        reply = await s.Chat(streamed, metadata=auth())
+        moved.append((streamed.ByteSize(), len(reply.text.encode())))  # a unary reply: its text
+        embed = pb.EmbedRequest(model=MODEL, input=["the sea", "the sky"])
+        await s.Embed(embed, metadata=auth())
+    async with aiohttp.ClientSession() as session:
+        # An embedding reply counts the backend's body: the emulator answers the same again.
+        async with session.post(em.url + "/v1/embeddings", json=em.stats.last_request) as r:
+            moved.append((embed.ByteSize(), len(await r.read())))
+        samples = await scrape(session, gw.admin_url)
+    assert total(samples, "meridian_transfer_bytes_total", from_region=HERE) == sum(
+        m[0] for m in moved
+    )
+    assert total(samples, "meridian_transfer_bytes_total", to_region=HERE) == sum(
+        m[1] for m in moved
+    )
