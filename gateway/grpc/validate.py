@@ -23,8 +23,9 @@ The size of a message is bounded before any of this, by the server's
 ``gateway/grpc/server.py``): RESOURCE_EXHAUSTED, as the HTTP API's 413.
 
 A valid message becomes the ``GenerationRequest``, with the OpenAI body a
-backend is sent (``gateway.grpc.convert.openai_body``) and the capabilities
-it asks (``needs``, for routing), each named by its protobuf field.
+backend is sent (``gateway.grpc.convert``: ``chat_body``, ``completion_body``,
+``embed_body``) and the capabilities it asks (``needs``, for routing), each
+named by its protobuf field.
 """
 
 from __future__ import annotations
