@@ -116,7 +116,8 @@ def summary(config: Config) -> dict[str, dict[str, Any]]:
                 "region": b.region,
                 "provider": str(getattr(b.provider, "value", b.provider)),
                 "url": b.url,
-                "price": [b.price.input_per_m, b.price.output_per_m],
+                # Every field a price has (per token or per hour), only those set.
+                "price": b.price.model_dump(exclude_defaults=True),
             }
             for b in config.backends
         },

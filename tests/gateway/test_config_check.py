@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.cli.main import main
-from gateway.config.check import diff, problems
+from gateway.config.check import diff, problems, summary
+from tests.conftest import gateway_config
 
 BAD = """\
 listen: {http: "127.0.0.1:0", admin: nope}
@@ -94,3 +95,28 @@ def test_diff_names_what_changes() -> None:
         "~ tenant t: keys +1 -0",
         "~ tenant t: limits None → {'requests_per_min': 5}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "line"),
+    [
+        ({"per_hour": 3.6}, {"per_hour": 4.0}, "{'per_hour': 3.6} → {'per_hour': 4.0}"),
+        (
+            {"per_hour": 3.6},
+            {"per_hour": 3.6, "tokens_per_s": 900.0, "input_ratio": 0.1},
+            "{'per_hour': 3.6} → {'per_hour': 3.6, 'tokens_per_s': 900.0, 'input_ratio': 0.1}",
+        ),
+        (
+            {"input_per_m": 1.0, "output_per_m": 2.0},
+            {"per_hour": 3.6},
+            "{'input_per_m': 1.0, 'output_per_m': 2.0} → {'per_hour': 3.6}",
+        ),
+    ],
+)
+def test_a_price_change_of_any_kind_is_listed(
+    before: dict[str, float], after: dict[str, float], line: str
+) -> None:
+    def config(price: dict[str, float]) -> dict[str, dict[str, Any]]:
+        return summary(gateway_config([("a", "onprem:fra1", "v1", "http://a", {"price": price})]))
+
+    assert diff(config(before), config(after)) == [f"~ backend a: price {line}"]
