@@ -103,7 +103,7 @@ class VertexEmulatorConfig:
     shared: tuple[str, ...] = ()
     """Endpoints that are not dedicated: served on the shared domain too."""
     served_model: str = "meta-llama/Llama-3.1-8B-Instruct"
-    publisher_models: tuple[str, ...] = ("text-embedding-005",)
+    publisher_models: tuple[str, ...] = ("text-embedding-005", "gemini-embedding-001")
     """Google's embedding models ``:predict`` serves."""
     max_instances: int = 250
     """Instances per ``:predict`` (text-embedding-005's limit)."""
@@ -235,7 +235,9 @@ class VertexEmulator(EmulatorServer):
         if isinstance(payload, dict):
             stats.last_request = payload
         try:
-            answer = embeddings.vertex_answer(payload, config.max_instances)
+            # Google's "Get text embeddings": gemini-embedding-001 takes one instance
+            most = 1 if model.startswith("gemini-embedding-") else config.max_instances
+            answer = embeddings.vertex_answer(payload, most)
         except RequestError as exc:
             return google_error(exc.status, exc.message)
         ttft, _ = fault_timing(self.config.ttft_s, self.config.itl_s, fault)

@@ -18,7 +18,10 @@ reference (cloud.google.com/vertex-ai/generative-ai/docs/model-reference/text-em
 
 The answer is ``{"predictions": [{"embeddings": {"values": [floats],
 "statistics": {"token_count", "truncated"}}}]}``, one per instance in order;
-the token counts summed are the usage. ``:predict`` answers whole, so the
+the token counts summed are the usage. Google caps a request at 250 texts
+(``gemini-embedding-*``: one) and 20,000 tokens, so a client's batch is sent as
+several requests within them (:func:`request_bodies`), concurrently, and the
+answers joined in order. ``:predict`` answers whole, so the
 shared regional host serves it (gateway/config/model.py refuses that host
 only for the streaming routes). Errors are google.rpc.Status, classified by
 ``regions.vertex``.
@@ -27,7 +30,7 @@ only for the streaming routes). Errors are google.rpc.Status, classified by
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
@@ -48,7 +51,26 @@ def predict_url(base: str, options: VertexOptions, served_model: str) -> str:
     return f"{base}/v1/{location}/publishers/google/models/{quote(served_model, safe='')}:predict"
 
 
-def request_body(client_body: Mapping[str, Any], backend: str) -> bytes:
+MAX_INSTANCES = 250
+"""Input texts per request (Google's "Get text embeddings", API limits)."""
+SINGLE_INSTANCE_MODELS = ("gemini-embedding-",)
+"""Models that take one instance per request (the same page: gemini-embedding-001)."""
+MAX_BATCH_CHARS = 40_000
+"""Characters per request: about 10,000 tokens at four characters a token, half the
+20,000 input tokens Google allows per request (more is a 400), so that text denser
+than the estimate still fits. An input longer than this goes alone."""
+
+
+class Batch(NamedTuple):
+    """One ``:predict`` body and how many inputs it carries."""
+
+    body: bytes
+    inputs: int
+
+
+def request_bodies(client_body: Mapping[str, Any], backend: str, model: str) -> list[Batch]:
+    """The ``:predict`` bodies for the client's inputs, in order, each within Google's
+    per-request limits (a client's batch of 2048 is several requests)."""
     body = dict(client_body)
     embeddings.refuse_unknown(body, VERTEX_FIELDS, backend)
     texts = embeddings.texts(body.get("input"))
@@ -60,12 +82,29 @@ def request_body(client_body: Mapping[str, Any], backend: str) -> bytes:
     parameters: dict[str, Any] = {"autoTruncate": False}
     if body.get("dimensions") is not None:
         parameters["outputDimensionality"] = body["dimensions"]
-    instances = [{"content": text, **extra} for text in texts]
-    return orjson.dumps({"instances": instances, "parameters": parameters})
+    most = 1 if model.startswith(SINGLE_INSTANCE_MODELS) else MAX_INSTANCES
+    batches: list[list[str]] = [[]]
+    chars = 0
+    for text in texts:
+        last = batches[-1]
+        if last and (len(last) == most or chars + len(text) > MAX_BATCH_CHARS):
+            batches.append(last := [])
+            chars = 0
+        last.append(text)
+        chars += len(text)
+    return [
+        Batch(
+            orjson.dumps(
+                {"instances": [{"content": t, **extra} for t in batch], "parameters": parameters}
+            ),
+            len(batch),
+        )
+        for batch in batches
+    ]
 
 
-def answer(raw: bytes, client_body: Mapping[str, Any], inputs: int) -> tuple[bytes, int]:
-    """The OpenAI body for a ``:predict`` answer and its prompt tokens."""
+def vectors(raw: bytes, inputs: int) -> tuple[list[list[float]], int]:
+    """The vectors of one ``:predict`` answer for ``inputs`` instances, and their tokens."""
     try:
         parsed: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -73,18 +112,30 @@ def answer(raw: bytes, client_body: Mapping[str, Any], inputs: int) -> tuple[byt
     predictions = parsed.get("predictions") if isinstance(parsed, dict) else None
     if not isinstance(predictions, list) or len(predictions) != inputs:
         raise embeddings.malformed(f"predictions is not a list of {inputs}")
-    vectors: list[list[float]] = []
+    found: list[list[float]] = []
     tokens = 0
     for prediction in predictions:
         got = prediction.get("embeddings") if isinstance(prediction, dict) else None
         values = embeddings.floats(got.get("values")) if isinstance(got, dict) else None
         if values is None or not isinstance(got, dict):
             raise embeddings.malformed("a prediction without embeddings.values")
-        vectors.append(values)
+        found.append(values)
         stats = got.get("statistics")
         count = stats.get("token_count") if isinstance(stats, dict) else None
         # a google.protobuf.Value number: a double on the wire
         if isinstance(count, int | float) and not isinstance(count, bool) and count >= 0:
             tokens += int(count)
+    return found, tokens
+
+
+def answer(parts: list[tuple[bytes, int]], client_body: Mapping[str, Any]) -> tuple[bytes, int]:
+    """The OpenAI body for the answers to :func:`request_bodies`' requests (each with
+    its instance count), in order, and the prompt tokens."""
+    found: list[list[float]] = []
+    tokens = 0
+    for raw, inputs in parts:
+        got, counted = vectors(raw, inputs)
+        found.extend(got)
+        tokens += counted
     fmt = client_body.get("encoding_format")
-    return embeddings.openai_body(vectors, fmt, tokens), tokens
+    return embeddings.openai_body(found, fmt, tokens), tokens

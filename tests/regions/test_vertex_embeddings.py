@@ -56,7 +56,7 @@ async def vx() -> AsyncIterator[VertexEmulator]:
     await emulator.stop()
 
 
-def config(vx_url: str, vllm_url: str | None = None) -> Config:
+def config(vx_url: str, vllm_url: str | None = None, served: str = GOOGLE_MODEL) -> Config:
     backends: list[dict[str, Any]] = [
         {
             "name": "vx",
@@ -65,7 +65,7 @@ def config(vx_url: str, vllm_url: str | None = None) -> Config:
             "region": "gcp:europe-west4",
             "provider": "vertex",
             "url": vx_url,
-            "served_model": GOOGLE_MODEL,
+            "served_model": served,
             "price": {"input_per_m": 0.1, "output_per_m": 0.1},  # tried before vLLM
             "vertex": {"project": "proj", "route": "predict_embeddings", "credentials": "emulator"},
         }
@@ -79,7 +79,7 @@ def config(vx_url: str, vllm_url: str | None = None) -> Config:
                 "region": "onprem:eu1",
                 "provider": "vllm",
                 "url": vllm_url,
-                "served_model": GOOGLE_MODEL,
+                "served_model": served,
                 "price": {"input_per_m": 9.0, "output_per_m": 9.0},
             }
         )
@@ -119,7 +119,6 @@ def backend(**vertex: Any) -> BackendConfig:
             "region": "gcp:us-central1",
             "provider": "vertex",
             "served_model": GOOGLE_MODEL,
-            "price": {"input_per_m": 0.1, "output_per_m": 0.1},  # tried before vLLM
             "vertex": {"project": "proj", **vertex},
         }
     )
@@ -217,6 +216,34 @@ async def test_googles_refusal_is_the_clients_and_its_outage_fails_over(
     assert close(raw.parse().data[0].embedding, vector("x"))
 
 
+async def test_a_batch_goes_as_several_predicts_joined_in_order(
+    vx: VertexEmulator, gateways: GatewayFactory
+) -> None:
+    """gemini-embedding-001 takes one instance a request (the emulator refuses two, as
+    Google documents): five inputs are five concurrent :predict calls, one answer."""
+    gw = await gateways(config(vx.url, served="gemini-embedding-001"))
+    words = ["one", "two three", "four", "five six seven", "eight"]
+    async with client(gw) as c:
+        reply = await c.embeddings.create(model=MODEL, input=words, encoding_format="float")
+    assert vx.stats.requests == 5 and vx.stats.completed == 5
+    assert vx.stats.last_path == PREDICT + "gemini-embedding-001:predict"
+    assert [d.index for d in reply.data] == [0, 1, 2, 3, 4]
+    assert all(close(d.embedding, vector(w)) for d, w in zip(reply.data, words, strict=True))
+    assert reply.usage.prompt_tokens == 8
+
+
+async def test_one_failed_predict_fails_the_whole_embedding(
+    vx: VertexEmulator, emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    em: VllmEmulator = await emulators(served_models=("gemini-embedding-001",))
+    gw = await gateways(config(vx.url, em.url, served="gemini-embedding-001"))
+    vx.faults.update({"status": 503, "times": 1})
+    async with client(gw) as c:
+        raw = await c.embeddings.with_raw_response.create(model=MODEL, input=["a", "b", "c"])
+    assert raw.headers["x-meridian-backend"] == "vllm"  # not a half-made answer from vx
+    assert len(raw.parse().data) == 3
+
+
 # -- google-auth's token on :predict ------------------------------------------------------------
 
 
@@ -275,13 +302,33 @@ def prediction(values: Any, token_count: Any = 2) -> dict[str, Any]:
 )
 def test_a_malformed_predict_answer_is_stream_broken(answer: Any) -> None:
     with pytest.raises(BackendError) as caught:
-        vertex_embeddings.answer(orjson.dumps(answer), {"input": ["a", "b"]}, 2)
+        vertex_embeddings.answer([(orjson.dumps(answer), 2)], {"input": ["a", "b"]})
     assert caught.value.failure is FailureClass.STREAM_BROKEN
 
 
 def test_token_counts_are_summed_whatever_number_form() -> None:
-    answer = {"predictions": [prediction([0.5], 2), prediction([0.25], 3.0)]}
-    body, tokens = vertex_embeddings.answer(orjson.dumps(answer), {"input": ["a", "b"]}, 2)
-    assert tokens == 5
-    assert orjson.loads(body)["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
-    assert orjson.loads(body)["data"][1] == {"index": 1, "object": "embedding", "embedding": [0.25]}
+    first = orjson.dumps({"predictions": [prediction([0.5], 2)]})
+    second = orjson.dumps({"predictions": [prediction([0.25], 3.0), prediction([0.125], 1)]})
+    body, tokens = vertex_embeddings.answer([(first, 1), (second, 2)], {"input": ["a", "b", "c"]})
+    assert tokens == 6
+    assert orjson.loads(body)["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
+    assert orjson.loads(body)["data"][2] == {
+        "index": 2,
+        "object": "embedding",
+        "embedding": [0.125],
+    }
+
+
+def test_a_batch_is_split_within_googles_per_request_limits() -> None:
+    def sizes(texts: list[str], model: str = GOOGLE_MODEL) -> list[int]:
+        batches = vertex_embeddings.request_bodies({"input": texts}, "vx", model)
+        assert [len(orjson.loads(b.body)["instances"]) for b in batches] == [
+            b.inputs for b in batches
+        ]
+        return [b.inputs for b in batches]
+
+    assert sizes(["a"] * 600) == [250, 250, 100]
+    assert sizes(["a", "b", "c"], "gemini-embedding-001") == [1, 1, 1]
+    big = "x" * 30_000  # 40,000 characters a request: about half Google's 20,000 tokens
+    assert sizes([big, big, "y"]) == [1, 2]
+    assert sizes(["z" * 50_000, "y"]) == [1, 1]  # a long input goes alone
