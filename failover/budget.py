@@ -95,6 +95,13 @@ class RetryBudget:
         self._sum -= _UNIT
         return True
 
+    def refund(self, now: float) -> None:
+        """Give back a withdrawal that made no attempt (nothing could start): the
+        budget bounds the extra load sent, and none was."""
+        i = self._advance(now)
+        self._ring[i] += _UNIT
+        self._sum += _UNIT
+
     def balance(self, now: float) -> float:
         """Withdrawals available now (may be negative just after deposits expire)."""
         self._advance(now)

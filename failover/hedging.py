@@ -46,14 +46,17 @@ async def run_pass(
             if not pending:
                 if attempts.expired():
                     return None  # before the withdrawal: no retry is made
-                if started_any and not budgets.retries.withdraw(clock()):
+                retry = started_any  # an extra attempt: the retry budget pays for it
+                if retry and not budgets.retries.withdraw(clock()):
                     sink.count("budget_exhausted")
                     return None
                 admitted = attempts.next_admissible(queue)
                 if admitted is None:
+                    if retry:  # nothing started: the withdrawal bought nothing
+                        budgets.retries.refund(clock())
                     return None
                 cand, permit = admitted
-                kind = "retry" if started_any else "primary"
+                kind = "retry" if retry else "primary"
                 started_any = True
                 delay = _hedge_delay(attempts, cand, queue) if not hedged else None
                 if delay is None:
@@ -74,7 +77,9 @@ async def run_pass(
                 hedged = True
                 if budgets.hedges.withdraw(clock()):
                     admitted = attempts.next_admissible(queue)
-                    if admitted is not None:
+                    if admitted is None:
+                        budgets.hedges.refund(clock())
+                    else:
                         cand, permit = admitted
                         sink.count("hedged")
                         opening = attempts.open(cand, permit, request, "hedge")
