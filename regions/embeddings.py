@@ -23,10 +23,11 @@ are given the fields their format carries, a 400 naming any other
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
-from collections.abc import AsyncIterator, Collection, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -171,3 +172,51 @@ def floats(value: object) -> list[float] | None:
     if not all(isinstance(v, float | int) and not isinstance(v, bool) for v in value):
         return None
     return [float(v) for v in value]
+
+
+class Batch(NamedTuple):
+    """One native request body and how many of the client's inputs it carries."""
+
+    body: bytes
+    inputs: int
+
+
+def batches(
+    items: Sequence[Any], most: int, size: Callable[[Any], int], budget: int
+) -> list[list[Any]]:
+    """``items`` in order, in runs of at most ``most`` whose ``size`` sums to at most
+    ``budget`` (an item over it alone)."""
+    runs: list[list[Any]] = [[]]
+    used = 0
+    for item in items:
+        if runs[-1] and (len(runs[-1]) == most or used + size(item) > budget):
+            runs.append([])
+            used = 0
+        runs[-1].append(item)
+        used += size(item)
+    return runs
+
+
+SEND_CONCURRENCY = 8
+"""Native requests one embedding request may have in flight."""
+
+
+async def send_all(
+    bodies: Sequence[bytes], send: Callable[[bytes], Awaitable[bytes]]
+) -> list[bytes]:
+    """Each body's answer, in order, at most SEND_CONCURRENCY in flight; the first
+    failure cancels the rest and is the whole attempt's (no half-made answer)."""
+    if len(bodies) == 1:
+        return [await send(bodies[0])]
+    slots = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def one(body: bytes) -> bytes:
+        async with slots:
+            return await send(body)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(body)) for body in bodies]
+    except* BackendError as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]

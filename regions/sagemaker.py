@@ -41,6 +41,7 @@ only, in its native format: ``regions.sagemaker_tei`` translates both ways.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -160,22 +161,47 @@ class SageMakerProvider:
                     yield event
 
     async def _embed(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        """One InvokeEndpoint call with the client's embeddings body, or TEI's
-        translation of it (module docstring)."""
-        tei = self.options.container == "tei"
+        """InvokeEndpoint with the client's embeddings body, or TEI's translation of
+        it in batches TEI takes (module docstring)."""
         if self.options.container not in ("vllm", "tei") or request.body is None:
             # routing.capabilities gives embeddings to the vLLM and TEI containers only
             raise BackendError(
                 FailureClass.SERVER,
                 f"backend {self.spec.name}: container {self.options.container} has no embeddings",
             )
-        if tei:
-            body = sagemaker_tei.request_body(request.body, self.spec.name)
-        else:
-            body = embeddings.body(dict(request.body), self.spec.served_model)
         headers = {k: v for k, v in self._headers.items() if k != "X-Amzn-SageMaker-Accept"}
         headers["Accept"] = "application/json"
         headers["X-Amzn-SageMaker-Inference-Id"] = request.request_id[:64]
+        if self.options.container == "tei":
+            batches = sagemaker_tei.request_bodies(request.body, self.spec.name)
+            raws = await embeddings.send_all(
+                [b.body for b in batches], lambda body: self._invoke_tei(body, headers)
+            )
+            parts = [(raw, batch.inputs) for raw, batch in zip(raws, batches, strict=True)]
+            answer, tokens = sagemaker_tei.answer(parts, request.body)
+            for event in embeddings.answered(answer, tokens):
+                yield event
+            return
+        body = embeddings.body(dict(request.body), self.spec.served_model)
+        async with self._invoke(body, headers) as resp:
+            if resp.status != 200:
+                raise response_error(resp.status, resp.headers, await _read(resp))
+            check_identity(resp)
+            async for event in embeddings.events(resp, request.choices):
+                yield event
+
+    async def _invoke_tei(self, body: bytes, headers: dict[str, str]) -> bytes:
+        async with self._invoke(body, headers) as resp:
+            if resp.status != 200:
+                raise sagemaker_tei.error(resp.status, resp.headers, await _read(resp))
+            check_identity(resp)
+            return await embeddings.read_whole(resp)
+
+    @contextlib.asynccontextmanager
+    async def _invoke(
+        self, body: bytes, headers: dict[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One signed InvokeEndpoint; transport failures as failure classes."""
         frozen = await self._credentials.frozen()
         signed = sign(
             frozen, self.options.region, self._invoke_url, body, {**headers, **trace_headers()}
@@ -188,18 +214,7 @@ class SageMakerProvider:
                 auto_decompress=False,
                 allow_redirects=False,
             ) as resp:
-                if resp.status != 200:
-                    error = sagemaker_tei.error if tei else response_error
-                    raise error(resp.status, resp.headers, await _read(resp))
-                check_identity(resp)
-                if not tei:
-                    async for event in embeddings.events(resp, request.choices):
-                        yield event
-                    return
-                raw = await embeddings.read_whole(resp)
-            answer, tokens = sagemaker_tei.answer(raw, request.body, request.choices)
-            for event in embeddings.answered(answer, tokens):
-                yield event
+                yield resp
 
 
 def _static_headers(options: SageMakerOptions) -> dict[str, str]:

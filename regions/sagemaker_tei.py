@@ -10,15 +10,17 @@ serves an embedding model's ``/invocations`` with the same ``embed`` handler as
   one, so token ids are passed on);
 - ``dimensions`` (Matryoshka truncation; the default is the model's size,
   ``core/src/infer.rs`` refuses 0 and more than it has), ``normalize`` (default
-  true), ``truncate`` (default the server's ``--auto-truncate``),
+  true), ``truncate`` (default the server's ``--auto-truncate``, itself true),
   ``truncation_direction``, ``prompt_name``. The gateway sends ``truncate:
   false`` unless the client sets it, so a too-long input is refused as OpenAI
   refuses it (``"`inputs` must have less than N tokens. Given: M"``,
   ``core/src/tokenization.rs``), not embedded in part in silence; the client may
   send TEI's own fields, any other is a 400 naming it.
 
-The answer is ``EmbedResponse``, a bare list of vectors, one per input in
-order. Its token count goes out only as the ``x-compute-tokens`` header
+TEI refuses more than ``--max-client-batch-size`` inputs (32 by default), so
+a client's batch goes as several invocations of at most 32, concurrently,
+joined in order. The answer is ``EmbedResponse``, a bare list of vectors, one
+per input in order. Its token count goes out only as the ``x-compute-tokens`` header
 (``ResponseMetadata`` in ``router/src/lib.rs``), which InvokeEndpoint does not
 return (botocore's ``InvokeEndpointOutput`` carries the body, Content-Type, the
 invoked variant, custom attributes and session ids), so the usage is token ids
@@ -41,6 +43,7 @@ from typing import Any
 import orjson
 
 from regions import embeddings
+from regions.embeddings import Batch
 from regions.errors import BackendError
 from regions.sagemaker_errors import response_error
 
@@ -48,30 +51,45 @@ TEI_FIELDS = frozenset({"truncate", "truncation_direction", "prompt_name", "norm
 """``EmbedRequest``'s own members a client may send as extra body fields."""
 
 
-def request_body(client_body: Mapping[str, Any], backend: str) -> bytes:
+MAX_BATCH = 32
+"""Inputs per InvokeEndpoint: TEI's ``--max-client-batch-size`` default
+(``router/src/main.rs``), over which it refuses the request (422 ``validation``)."""
+
+
+def request_bodies(client_body: Mapping[str, Any], backend: str) -> list[Batch]:
+    """TEI bodies for the client's inputs, in order, at most MAX_BATCH inputs each (a
+    client's batch of up to 2048 is several invocations)."""
     body = dict(client_body)
     embeddings.refuse_unknown(body, TEI_FIELDS, backend)
-    native: dict[str, Any] = {"inputs": body["input"], "truncate": False}
+    native: dict[str, Any] = {"truncate": False}
     native.update((k, v) for k, v in body.items() if k in TEI_FIELDS)
     if body.get("dimensions") is not None:
         native["dimensions"] = body["dimensions"]
-    return orjson.dumps(native)
+    value = body["input"]
+    if not isinstance(value, list) or not value or isinstance(value[0], int):
+        return [Batch(orjson.dumps({"inputs": value, **native}), 1)]  # one input
+    runs = embeddings.batches(value, MAX_BATCH, lambda _: 0, 0)
+    return [Batch(orjson.dumps({"inputs": run, **native}), len(run)) for run in runs]
 
 
-def answer(raw: bytes, client_body: Mapping[str, Any], inputs: int) -> tuple[bytes, int]:
-    """The OpenAI body for TEI's ``EmbedResponse`` and its prompt tokens."""
-    try:
-        parsed: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise embeddings.malformed("not JSON") from None
-    if not isinstance(parsed, list) or len(parsed) != inputs:
-        raise embeddings.malformed(f"not a list of {inputs} vectors")
-    vectors = [embeddings.floats(v) for v in parsed]
-    if any(v is None for v in vectors):
-        raise embeddings.malformed("a vector is not a list of numbers")
+def answer(parts: list[tuple[bytes, int]], client_body: Mapping[str, Any]) -> tuple[bytes, int]:
+    """The OpenAI body for TEI's ``EmbedResponse`` bodies (each with its input count),
+    in order, and the prompt tokens."""
+    found: list[list[float]] = []
+    for raw, inputs in parts:
+        try:
+            parsed: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise embeddings.malformed("not JSON") from None
+        if not isinstance(parsed, list) or len(parsed) != inputs:
+            raise embeddings.malformed(f"not a list of {inputs} vectors")
+        vectors = [embeddings.floats(v) for v in parsed]
+        if any(v is None for v in vectors):
+            raise embeddings.malformed("a vector is not a list of numbers")
+        found.extend(v for v in vectors if v is not None)
     tokens = embeddings.prompt_estimate(client_body.get("input"))
     fmt = client_body.get("encoding_format")
-    return embeddings.openai_body([v for v in vectors if v is not None], fmt, tokens), tokens
+    return embeddings.openai_body(found, fmt, tokens), tokens
 
 
 def error(status: int, headers: Mapping[str, str], payload: bytes) -> BackendError:

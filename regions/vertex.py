@@ -73,9 +73,6 @@ from regions.transport_errors import TRANSPORT_ERRORS
 from regions.vertex_auth import EMULATOR_TOKEN, GoogleCredentials
 
 _CLIENT_STATUSES = frozenset({"INVALID_ARGUMENT", "OUT_OF_RANGE"})
-PREDICT_CONCURRENCY = 8
-"""``:predict`` requests one embedding request may have in flight (a batch Google's
-per-request limits split; gemini-embedding-001 takes one input a request)."""
 
 
 def regional_host(location: str) -> str:
@@ -200,7 +197,9 @@ class VertexProvider:
             batches = vertex_embeddings.request_bodies(
                 request.body, self.spec.name, self.spec.served_model
             )
-            raws = await self._predict_all(batches, headers)
+            raws = await embeddings.send_all(
+                [b.body for b in batches], lambda body: self._predict(body, headers)
+            )
             parts = [(raw, batch.inputs) for raw, batch in zip(raws, batches, strict=True)]
             answer, tokens = vertex_embeddings.answer(parts, request.body)
             for event in embeddings.answered(answer, tokens):
@@ -216,30 +215,14 @@ class VertexProvider:
                 async for event in embeddings.events(resp, request.choices):
                     yield event
 
-    async def _predict_all(
-        self, batches: list[vertex_embeddings.Batch], headers: dict[str, str]
-    ) -> list[bytes]:
-        """Each batch's ``:predict`` answer, at most PREDICT_CONCURRENCY in flight; the
-        first failure fails them all (the rest are cancelled), as one attempt."""
-        slots = asyncio.Semaphore(PREDICT_CONCURRENCY)
-
-        async def predict(body: bytes) -> bytes:
-            async with slots:
-                with TRANSPORT_ERRORS:
-                    async with await self._post(self._url, body, headers) as resp:
-                        if resp.status != 200:
-                            raise response_error(resp.status, resp.headers, await _read(resp))
-                        check_identity(resp)
-                        return await embeddings.read_whole(resp)
-
-        if len(batches) == 1:
-            return [await predict(batches[0].body)]
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(predict(b.body)) for b in batches]
-        except* BackendError as failed:
-            raise failed.exceptions[0] from None
-        return [task.result() for task in tasks]
+    async def _predict(self, body: bytes, headers: dict[str, str]) -> bytes:
+        """One ``:predict`` answer's body (route ``predict_embeddings``)."""
+        with TRANSPORT_ERRORS:
+            async with await self._post(self._url, body, headers) as resp:
+                if resp.status != 200:
+                    raise response_error(resp.status, resp.headers, await _read(resp))
+                check_identity(resp)
+                return await embeddings.read_whole(resp)
 
     async def _discover_dns(self) -> None:
         """Read the endpoint resource's ``dedicatedEndpointDns`` once (the lookup goes

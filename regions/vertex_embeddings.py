@@ -30,12 +30,13 @@ only for the streaming routes). Errors are google.rpc.Status, classified by
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from regions import embeddings
+from regions.embeddings import Batch
 from regions.inventory import VertexOptions
 
 VERTEX_FIELDS = frozenset({"task_type"})
@@ -61,13 +62,6 @@ MAX_BATCH_CHARS = 40_000
 than the estimate still fits. An input longer than this goes alone."""
 
 
-class Batch(NamedTuple):
-    """One ``:predict`` body and how many inputs it carries."""
-
-    body: bytes
-    inputs: int
-
-
 def request_bodies(client_body: Mapping[str, Any], backend: str, model: str) -> list[Batch]:
     """The ``:predict`` bodies for the client's inputs, in order, each within Google's
     per-request limits (a client's batch of 2048 is several requests)."""
@@ -83,23 +77,15 @@ def request_bodies(client_body: Mapping[str, Any], backend: str, model: str) -> 
     if body.get("dimensions") is not None:
         parameters["outputDimensionality"] = body["dimensions"]
     most = 1 if model.startswith(SINGLE_INSTANCE_MODELS) else MAX_INSTANCES
-    batches: list[list[str]] = [[]]
-    chars = 0
-    for text in texts:
-        last = batches[-1]
-        if last and (len(last) == most or chars + len(text) > MAX_BATCH_CHARS):
-            batches.append(last := [])
-            chars = 0
-        last.append(text)
-        chars += len(text)
+    runs = embeddings.batches(texts, most, len, MAX_BATCH_CHARS)
     return [
         Batch(
             orjson.dumps(
-                {"instances": [{"content": t, **extra} for t in batch], "parameters": parameters}
+                {"instances": [{"content": t, **extra} for t in run], "parameters": parameters}
             ),
-            len(batch),
+            len(run),
         )
-        for batch in batches
+        for run in runs
     ]
 
 

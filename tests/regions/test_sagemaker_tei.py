@@ -178,7 +178,7 @@ def test_a_malformed_tei_answer_is_stream_broken(raw: bytes) -> None:
     """Two inputs asked: anything but two lists of numbers fails over, never reaches
     the client half-made."""
     with pytest.raises(BackendError) as caught:
-        sagemaker_tei.answer(raw, {"input": ["a", "b"]}, 2)
+        sagemaker_tei.answer([(raw, 2)], {"input": ["a", "b"]})
     assert caught.value.failure is FailureClass.STREAM_BROKEN
 
 
@@ -199,6 +199,31 @@ def test_teis_error_text_replaces_sagemakers_wrapping() -> None:
         400, {"x-amzn-ErrorType": "ThrottlingException"}, b'{"message": "slow down"}'
     )
     assert throttled.failure is FailureClass.OVERLOADED and "slow down" in throttled.message
+
+
+def test_a_batch_is_split_at_teis_default_client_batch_size() -> None:
+    def sent(value: Any) -> list[Any]:
+        batches = sagemaker_tei.request_bodies({"input": value}, "sm")
+        return [(orjson.loads(b.body)["inputs"], b.inputs) for b in batches]
+
+    assert [n for _, n in sent(["a"] * 70)] == [32, 32, 6]
+    assert sent([[1, 2]] * 33) == [([[1, 2]] * 32, 32), ([[1, 2]], 1)]
+    assert sent([1, 2, 3]) == [([1, 2, 3], 1)]  # the token ids of one input
+    assert sent("a") == [("a", 1)]
+
+
+async def test_a_large_batch_goes_as_several_invocations_joined_in_order(
+    sm: SageMakerEmulator, gateways: GatewayFactory
+) -> None:
+    """TEI refuses more than 32 inputs a request (the emulator too, as TEI's default):
+    the SDK's batch of 70 is three InvokeEndpoint calls and one answer."""
+    gw = await gateways(config(sm.url, None, container="tei"))
+    words = [f"w{i}" for i in range(70)]
+    async with client(gw) as c:
+        reply = await c.embeddings.create(model=MODEL, input=words, encoding_format="float")
+    assert sm.stats.requests == 3 and sm.stats.completed == 3
+    assert [d.index for d in reply.data] == list(range(70))
+    assert all(close(d.embedding, vector(w)) for d, w in zip(reply.data, words, strict=True))
 
 
 async def test_grpc_embed_through_tei(sm: SageMakerEmulator, gateways: GatewayFactory) -> None:
