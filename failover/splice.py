@@ -177,17 +177,17 @@ async def _resume(
     assert transcript.current is not None
     attempts.failed.add(transcript.current.attempt.backend.name)
     produced = "".join(transcript.texts)
+    produced_tokens = sum(a.tokens for a in attempts.started)
     request = original.resumed(produced)
     limit = original.sampling.max_tokens
     if limit is not None:
-        left = limit - sum(a.tokens for a in attempts.started)
+        left = limit - produced_tokens
         if left <= 0:
             transcript.resumptions += 1
             transcript.finished = True
             return [Finish("length")]
         request = replace(request, sampling=replace(request.sampling, max_tokens=left))
     queue = attempts.remaining(plan)
-    produced_tokens = sum(a.tokens for a in attempts.started)
     while queue:
         admitted = attempts.next_admissible(queue)
         if admitted is None:
