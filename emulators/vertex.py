@@ -14,7 +14,8 @@ SageMaker emulator runs too. Google's half is this module:
   embedding by body, :func:`emulators.containers.embedding`);
 - ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:predict``:
   Google's text-embedding models (``publisher_models``), on the shared
-  regional host as on any (:func:`emulators.embeddings.vertex_answer`);
+  regional host as on any (:func:`emulators.embeddings.vertex_answer`), and
+  ``.../endpoints/{e}:predict`` answering the same way on an endpoint;
 - a bearer-token check (401 UNAUTHENTICATED without one, or with a token not
   in ``tokens`` when that is set), the project and location in the path
   checked against the config, 404 for unknown endpoints;
@@ -186,9 +187,11 @@ class VertexEmulator(EmulatorServer):
 
     async def _method_route(self, request: web.Request) -> web.StreamResponse:
         endpoint, _, method = request.match_info["endpoint_method"].partition(":")
-        if method not in ("streamRawPredict", "rawPredict"):
+        if method not in ("streamRawPredict", "rawPredict", "predict"):
             self.stats.requests += 1
             return google_error(404, f"Method {method or '(none)'} not found on endpoints.")
+        if method == "predict":
+            return await self._serve(request, endpoint, chat_only=False, predict=True)
         return await self._serve(request, endpoint, chat_only=False, raw=method == "rawPredict")
 
     async def _publisher_route(self, request: web.Request) -> web.Response:
@@ -271,10 +274,16 @@ class VertexEmulator(EmulatorServer):
         return web.json_response(body)
 
     async def _serve(
-        self, request: web.Request, endpoint: str, *, chat_only: bool, raw: bool = False
+        self,
+        request: web.Request,
+        endpoint: str,
+        *,
+        chat_only: bool,
+        raw: bool = False,
+        predict: bool = False,
     ) -> web.StreamResponse:
         try:
-            stream, fault = await self._admit(request, endpoint, chat_only)
+            stream, fault = await self._admit(request, endpoint, chat_only, predict)
         except _Reject as reject:
             return reject.response
         ttft, itl = fault_timing(self.config.ttft_s, self.config.itl_s, fault)
@@ -324,10 +333,11 @@ class VertexEmulator(EmulatorServer):
         return response
 
     async def _admit(
-        self, request: web.Request, endpoint: str, chat_only: bool
+        self, request: web.Request, endpoint: str, chat_only: bool, predict: bool = False
     ) -> tuple[ContainerStream | bytes | dict[str, Any], Faults | None]:
         """The container's work — a stream, a whole embedding answer, or a body
-        :mod:`emulators.openai_tools` answers — and the faults."""
+        :mod:`emulators.openai_tools` answers — and the faults. ``predict``: the
+        endpoint serves a Google-format embedding model (``:predict``)."""
         stats, config, info = self.stats, self.config, request.match_info
         stats.requests += 1
         stats.last_path = request.path
@@ -373,6 +383,12 @@ class VertexEmulator(EmulatorServer):
         stats.last_request = payload
         if chat_only and "messages" not in payload:
             raise _Reject(google_error(400, "chat/completions requires `messages`."))
+        if predict:
+            try:
+                predicted = embeddings.vertex_answer(payload, config.max_instances)
+            except RequestError as exc:
+                raise _Reject(google_error(exc.status, exc.message)) from None
+            return orjson.dumps(predicted), fault
         try:
             answer = embedding("vllm", payload, config.served_model)
             if answer is not None:

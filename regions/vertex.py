@@ -109,11 +109,7 @@ class VertexProvider:
         self.options: VertexOptions = spec.vertex
         self._session = session
         self._max_event_bytes = max_event_bytes
-        self._url = (
-            vertex_embeddings.predict_url(spec.url, self.options, spec.served_model)
-            if self.options.route == "predict_embeddings"
-            else route_url(spec.url, self.options)
-        )
+        self._url = self._route_url(spec.url)
         self._host = _host_override(spec.url, self.options.dedicated_dns)
         self._resolved = not self.options.discover_dns or self.options.dedicated_dns is not None
         self._resolving: asyncio.Lock | None = None
@@ -124,6 +120,11 @@ class VertexProvider:
                 else GoogleCredentials.application_default()
             )
         self._credentials = credentials
+
+    def _route_url(self, base: str) -> str:
+        if self.options.route == "predict_embeddings":
+            return vertex_embeddings.predict_url(base, self.options, self.spec.served_model)
+        return route_url(base, self.options)
 
     def passthrough(self, kind: Kind) -> bool:
         if self.options.route == "predict_embeddings":
@@ -262,7 +263,7 @@ class VertexProvider:
                 )
             dns = dns.removeprefix("https://").strip("/")
             if _shared(self.spec.url):
-                self._url = route_url(f"https://{dns}", o)
+                self._url = self._route_url(f"https://{dns}")
             else:
                 self._host = _host_override(self.spec.url, dns)
             self._resolved = True

@@ -56,7 +56,9 @@ async def vx() -> AsyncIterator[VertexEmulator]:
     await emulator.stop()
 
 
-def config(vx_url: str, vllm_url: str | None = None, served: str = GOOGLE_MODEL) -> Config:
+def config(
+    vx_url: str, vllm_url: str | None = None, served: str = GOOGLE_MODEL, **vertex: Any
+) -> Config:
     backends: list[dict[str, Any]] = [
         {
             "name": "vx",
@@ -67,7 +69,12 @@ def config(vx_url: str, vllm_url: str | None = None, served: str = GOOGLE_MODEL)
             "url": vx_url,
             "served_model": served,
             "price": {"input_per_m": 0.1, "output_per_m": 0.1},  # tried before vLLM
-            "vertex": {"project": "proj", "route": "predict_embeddings", "credentials": "emulator"},
+            "vertex": {
+                "project": "proj",
+                "route": "predict_embeddings",
+                "credentials": "emulator",
+                **vertex,
+            },
         }
     ]
     if vllm_url is not None:
@@ -332,3 +339,19 @@ def test_a_batch_is_split_within_googles_per_request_limits() -> None:
     big = "x" * 30_000  # 40,000 characters a request: about half Google's 20,000 tokens
     assert sizes([big, big, "y"]) == [1, 2]
     assert sizes(["z" * 50_000, "y"]) == [1, 1]  # a long input goes alone
+
+
+async def test_on_an_endpoint_with_its_dedicated_name_discovered(
+    vx: VertexEmulator, gateways: GatewayFactory
+) -> None:
+    """With ``endpoint_id`` the model is one deployed to an endpoint: ``:predict`` there,
+    sent to the dedicated host read from the endpoint resource (discover_dns)."""
+    gw = await gateways(config(vx.url, endpoint_id="1234567890", discover_dns=True))
+    async with client(gw) as c:
+        reply = await c.embeddings.create(model=MODEL, input=["a", "b"], encoding_format="float")
+    assert close(reply.data[1].embedding, vector("b"))
+    assert (
+        vx.stats.last_path
+        == "/v1/projects/proj/locations/europe-west4/endpoints/1234567890:predict"
+    )
+    assert vx.stats.last_host == vx.dedicated_dns("1234567890", "europe-west4")
