@@ -5,7 +5,8 @@
 Read from the store's per-minute usage windows (``gateway.control.usage``),
 which every replica adds to, so any replica answers for the whole fleet.
 The answer: ``window`` (seconds asked), ``from`` and ``to`` (Unix seconds of
-the whole minutes summed, the current one included, ``to`` exclusive),
+the whole minutes summed: every one that overlaps the last ``window``
+seconds, the current one included; ``to`` exclusive),
 ``rows`` (one per tenant and model, sorted) and ``totals``.
 """
 

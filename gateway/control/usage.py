@@ -18,9 +18,11 @@ total is the sum of its requests' rounded costs, exact whenever the prices
 per million tokens have at most three decimals.
 
 :func:`read_usage` sums the minutes of a window across the fleet. A window is
-whole minutes, the current one included, at most :data:`MAX_WINDOW_S`: every
-store keeps a counter window ``COUNTS_TTL_S`` (7 days) after its last write,
-which covers it.
+the whole minutes that overlap its last ``window_s`` seconds, the current one
+included: so a request is never left out because a minute just turned (``1m``
+at 10:00:05 is 09:59 and 10:00, not five seconds), at the price of up to a
+minute more at the start. At most :data:`MAX_WINDOW_S`: every store keeps a
+counter window ``COUNTS_TTL_S`` (7 days) after its last write, which covers it.
 """
 
 from __future__ import annotations
@@ -139,13 +141,12 @@ class UsageTap:
 
 
 def minutes(window_s: int, now: float) -> range:
-    """The minutes (``Unix time // 60``) of the window ending in ``now``'s minute."""
-    last = int(now // 60)
-    return range(last - max(1, -(-window_s // 60)) + 1, last + 1)
+    """The minutes (``Unix time // 60``) that overlap ``[now - window_s, now]``."""
+    return range(int((now - window_s) // 60), int(now // 60) + 1)
 
 
 async def read_usage(store: Store, window_s: int, now: float | None = None) -> Usage:
-    """The fleet's usage over the last ``window_s`` seconds, rounded up to whole
+    """The fleet's usage over the last ``window_s`` seconds, widened to whole
     minutes, by tenant and model."""
     if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
         raise ValueError(

@@ -31,11 +31,10 @@ async def test_two_replicas_counts_sum_per_tenant_and_model(store: EmbeddedStore
     ]
     assert usage.totals == UsageRow("", "", 3, 20, 8, 3_000_000)
     assert usage.rows[0].spend_usd == 0.003
-    assert (usage.start, usage.end) == (6000 - 3540, 6060)  # 60 whole minutes, this one last
-    # a one-minute window sees only the current minute
-    assert (await read_usage(store, 60, now=now)).rows == [
-        UsageRow("acme", "m1", 1, 10, 5, 2_000_000)
-    ]
+    assert (usage.start, usage.end) == (6000 - 3600, 6060)  # every minute the hour touches
+    # a one-minute window at a minute's first second still sees the minute before
+    assert (await read_usage(store, 60, now=now)).totals.requests == 3
+    assert (await read_usage(store, 60, now=now + 120)).rows == []
 
 
 async def test_a_window_is_rounded_up_to_whole_minutes(store: EmbeddedStore) -> None:
@@ -68,9 +67,21 @@ async def test_a_day_sums_every_minute_and_nothing_older(store: EmbeddedStore) -
     minute = 100_000
     clock = [0.0]
     tap = UsageTap(store, clock=lambda: clock[0])
-    for m in range(minute - 1440, minute + 1):  # the first is a minute before the day
+    for m in range(minute - 1441, minute + 1):  # the first ends before the day starts
         clock[0] = m * 60.0 + 59.9
         tap.count("t", "m", 2, 1, 1e-9)
     await tap.flush()
     usage = await read_usage(store, MAX_WINDOW_S, now=minute * 60 + 30)
-    assert usage.rows == [UsageRow("t", "m", 1440, 2880, 1440, 1440)]
+    assert usage.rows == [UsageRow("t", "m", 1441, 2882, 1441, 1441)]
+    assert (usage.start, usage.end) == ((minute - 1440) * 60, (minute + 1) * 60)
+
+
+async def test_a_request_seconds_ago_is_in_the_last_minute_after_the_minute_turns(
+    store: EmbeddedStore,
+) -> None:
+    clock = [6059.0]
+    tap = UsageTap(store, clock=lambda: clock[0])
+    tap.count("t", "m", 1, 1, 0.0)  # at 01:40:59
+    await tap.flush()
+    for now in (6060.0, 6061.0, 6119.0):  # asked at 01:41:00, :01 and :59
+        assert (await read_usage(store, 60, now=now)).totals.requests == 1
