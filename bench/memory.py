@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 from pathlib import Path
 
 import aiohttp
@@ -25,7 +26,9 @@ from bench.results import IdleStreams
 from bench.stack import Endpoint, Upstream, start_stack
 
 _SILENT = Upstream(ttft_ms=600_000, itl_ms=0, max_tokens=1)
-_OPEN_DEADLINE_S = 20.0
+_OPEN_DEADLINE_S = 20.0  # for each batch
+_BATCH = 200
+_FDS_PER_STREAM = 2  # the gateway's: one to the client, one upstream
 _ESTABLISHED = "01"
 
 
@@ -45,7 +48,8 @@ def established_to(port: int) -> int:
 
 
 async def _hold(endpoint: Endpoint, n: int, upstream_port: int, pid: int) -> tuple[int, int]:
-    """Open ``n`` streams, wait until the gateway forwarded them all; (open, RSS)."""
+    """Open ``n`` streams, wait until the gateway forwarded them all; (open, RSS).
+    Stops at a batch that does not open within its deadline."""
     body = orjson.dumps(
         {
             "model": endpoint.model,
@@ -62,14 +66,24 @@ async def _hold(endpoint: Endpoint, n: int, upstream_port: int, pid: int) -> tup
             async with session.post(endpoint.url, data=body, headers=headers) as resp:
                 await resp.read()
 
-        tasks = [asyncio.create_task(stream()) for _ in range(n)]
+        tasks: list[asyncio.Task[None]] = []
         try:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + _OPEN_DEADLINE_S
-            opened = established_to(upstream_port)
-            while opened < n and loop.time() < deadline and not all(t.done() for t in tasks):
-                await asyncio.sleep(0.05)  # polling a condition, bounded by the deadline
+            opened = 0
+            # In batches: thousands of connects at once overflow the emulator's
+            # accept backlog, and the dropped SYNs' retries outlast the gateway's
+            # connect timeout (a 503, not an idle stream).
+            while len(tasks) < n:
+                batch = [asyncio.create_task(stream()) for _ in range(min(_BATCH, n - len(tasks)))]
+                tasks += batch
+                deadline = loop.time() + _OPEN_DEADLINE_S
                 opened = established_to(upstream_port)
+                # A stream refused or failed is done, and is not counted as open.
+                while opened + sum(t.done() for t in tasks) < len(tasks):
+                    if loop.time() > deadline:
+                        return opened, rss_bytes(pid)  # the figure is then for fewer
+                    await asyncio.sleep(0.05)  # polling a condition, bounded by the deadline
+                    opened = established_to(upstream_port)
             return opened, rss_bytes(pid)
         finally:
             for task in tasks:
@@ -78,8 +92,24 @@ async def _hold(endpoint: Endpoint, n: int, upstream_port: int, pid: int) -> tup
                 await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _raise_fd_limit(n: int) -> None:
+    """Room for ``n`` streams in this process and the children it starts (they
+    inherit it): the gateway holds two sockets per stream, and 10,000 streams are
+    past many systems' default of 1,024 or 20,000. Raising the hard limit needs
+    root (CAP_SYS_RESOURCE); without it the soft limit goes as high as allowed."""
+    want = _FDS_PER_STREAM * n + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def probe_idle_streams(n: int, workdir: Path, workers: int = 1) -> IdleStreams:
     """Gateway RSS before and with ``n`` idle open streams, on a stack of its own."""
+    _raise_fd_limit(n)
     with start_stack(_SILENT, workdir, gateway=True, litellm=False, workers=workers) as stack:
         gateway = stack.endpoint("gateway")
         assert gateway is not None and gateway.pid is not None

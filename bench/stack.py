@@ -165,9 +165,15 @@ def gateway_config(http_port: int, admin_port: int, upstream_port: int, key: str
                 "provider": "vllm",
                 "url": f"http://127.0.0.1:{upstream_port}",
                 "served_model": SERVED_MODEL,
+                # The upstream pool holds twice this: it must not cap the
+                # idle-stream probe (bench.memory), which opens up to 10,000.
+                "max_concurrency": 16384,
             }
         ],
         "tenants": [{"name": "bench", "api_keys": [f"sha256:{digest}"]}],
+        # The idle-stream probe holds streams whose first token never comes for
+        # as long as opening 10,000 takes: longer than the default 30 s.
+        "timeouts": {"first_token_s": 900.0},
     }
 
 
