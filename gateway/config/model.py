@@ -228,7 +228,16 @@ class PriceConfig(Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> PriceConfig:
         if self.per_hour is None:
-            hourly = [n for n in ("tokens_per_s", "input_ratio") if n in self.model_fields_set]
+            # By value, not by fields set: a dumped config (model_dump, GET /admin/v1/config)
+            # carries the defaults and must validate again.
+            hourly = [
+                name
+                for name, value in (
+                    ("tokens_per_s", self.tokens_per_s),
+                    ("input_ratio", self.input_ratio),
+                )
+                if value
+            ]
             if hourly:
                 raise ValueError(f"{', '.join(hourly)}: only with per_hour")
         elif self.input_per_m or self.output_per_m:

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from gateway.cli.main import main
-from gateway.config.model import ConfigError, parse
+from gateway.config.model import Config, ConfigError, parse
 from routing.router import DEFAULT_EXPECTED_TOKENS
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -106,6 +106,14 @@ def test_a_price_is_per_token_or_per_hour_never_both() -> None:
         parse(config_text({"tokens_per_s": 100}))
     with pytest.raises(ConfigError, match="per_hour"):
         parse(config_text({"per_hour": 0}))
+
+
+def test_a_dumped_config_validates_again() -> None:
+    """A config as the admin API and tests dump it carries every default (per_hour None,
+    input_ratio 0): the price check reads values, so it still validates."""
+    for fields in ({"input_per_m": 1.0}, {"per_hour": 2.5, "tokens_per_s": 50}):
+        config = parse(config_text(fields))
+        assert Config.model_validate(config.model_dump(mode="json")) == config
 
 
 def test_the_gateway_region_must_be_a_configured_one() -> None:
