@@ -217,6 +217,7 @@ async def send_all(
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(body)) for body in bodies]
-    except* BackendError as failed:
+    except* Exception as failed:
+        # the first failure as a single call raises it: the executor knows no groups
         raise failed.exceptions[0] from None
     return [task.result() for task in tasks]
