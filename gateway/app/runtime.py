@@ -72,7 +72,7 @@ class Live:
     shadow: ShadowMirror | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # one process's: identity, not value
 class Runtime:
     """The parts fixed at build, and ``live``: what changes after it. The live parts
     read as the Runtime's own attributes (``rt.config``, ``rt.snapshot``...); they
