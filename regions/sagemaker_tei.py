@@ -68,6 +68,7 @@ def request_bodies(client_body: Mapping[str, Any], backend: str) -> list[Batch]:
     value = body["input"]
     if not isinstance(value, list) or not value or isinstance(value[0], int):
         return [Batch(orjson.dumps({"inputs": value, **native}), 1)]  # one input
+    # by count alone: TEI bounds each input's tokens itself (max_input_length)
     runs = embeddings.batches(value, MAX_BATCH, lambda _: 0, 0)
     return [Batch(orjson.dumps({"inputs": run, **native}), len(run)) for run in runs]
 
