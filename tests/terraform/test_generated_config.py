@@ -32,9 +32,20 @@ def evaluator() -> Any:
     return Evaluator(EXAMPLE, EXAMPLE / "terraform.tfvars.example")
 
 
+# The region each gateway module of the example runs in: its config's cost.region.
+GATEWAYS = {
+    "gateway_us": "aws:us-east-1",
+    "gateway_eu": "aws:eu-west-1",
+    "gcp_gateway_us": "gcp:us-central1",
+    "gcp_gateway_eu": "gcp:europe-west4",
+}
+HERE = GATEWAYS["gateway_us"]
+
+
 @pytest.fixture(scope="module")
 def outputs(evaluator: Any, terraform: Terraform, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The meridian-config module's YAML outputs, rendered by terraform apply (name → YAML)."""
+    """The meridian-config module's YAML outputs, rendered by terraform apply
+    (output name → region name → YAML)."""
     root = tmp_path_factory.mktemp("render")
     args = evaluator.module_args("meridian_config")
     source = evaluator.module_dir("meridian_config")
@@ -49,15 +60,40 @@ def outputs(evaluator: Any, terraform: Terraform, tmp_path_factory: pytest.TempP
         assert result.returncode == 0, f"terraform {step[0]}:\n{result.stdout}{result.stderr}"
     rendered = {}
     for name in names:
-        output = terraform.run(root, "output", "-raw", name)
+        output = terraform.run(root, "output", "-json", name)
         assert output.returncode == 0, output.stderr
-        rendered[name] = output.stdout
+        rendered[name] = json.loads(output.stdout)
     return rendered
 
 
 @pytest.fixture(scope="module")
-def config(outputs: dict[str, str]) -> Config:
-    return parse(outputs["yaml"], "terraform output meridian_yaml")
+def config(outputs: dict[str, dict[str, str]]) -> Config:
+    """The config of the example's first AWS gateway."""
+    return parse(outputs["yaml"][HERE], "terraform output meridian_yaml")
+
+
+def test_each_region_gets_its_own_cost_region(
+    config: Config, outputs: dict[str, dict[str, str]], evaluator: Any
+) -> None:
+    """Transfer is priced from the gateway's own region: one config per region, alike but that."""
+    args = evaluator.module_args("meridian_config")
+    assert (config.cost.transfer_per_gb, config.cost.transfer_pairs) == (
+        args["transfer_per_gb"],
+        args["transfer_pairs"],
+    )
+    for name in ("yaml", "cloud_run_yaml", "cloud_run_grpc_yaml"):
+        assert set(outputs[name]) == {r.name for r in config.regions}, name
+        for region, text in outputs[name].items():
+            regional = parse(text, f"terraform output {name}[{region!r}]")
+            assert regional.cost.region == region
+    for module, region in GATEWAYS.items():
+        given = evaluator.modules[module]["config_yaml"]
+        output = "cloud_run_yaml" if module.startswith("gcp_") else "yaml"
+        assert given == f'${{module.meridian_config.{output}["{region}"]}}', module
+    first, other = (parse(outputs["yaml"][r], r) for r in ("aws:us-east-1", "aws:eu-west-1"))
+    assert first.model_dump(exclude={"cost": {"region"}}) == other.model_dump(
+        exclude={"cost": {"region"}}
+    )
 
 
 def test_generated_config_validates(config: Config, evaluator: Any) -> None:
@@ -138,31 +174,27 @@ def test_the_listeners_name_the_certificate_files_the_aws_tasks_write(
 
 
 def test_cloud_run_gets_the_config_without_listener_certificates(
-    config: Config, outputs: dict[str, str], evaluator: Any
+    config: Config, outputs: dict[str, dict[str, str]]
 ) -> None:
     """Cloud Run's front end terminates TLS and reaches the container in clear."""
-    cloud = parse(outputs["cloud_run_yaml"], "terraform output cloud_run_yaml")
+    cloud = parse(outputs["cloud_run_yaml"][HERE], "terraform output cloud_run_yaml")
     assert cloud.listen.tls.model_dump() == {"http": None, "admin": None, "grpc": None}
     assert cloud.model_dump(exclude={"listen": {"tls"}}) == config.model_dump(
         exclude={"listen": {"tls"}}
     )
-    for module in ("gcp_gateway_us", "gcp_gateway_eu"):
-        assert (
-            evaluator.modules[module]["config_yaml"] == "${module.meridian_config.cloud_run_yaml}"
-        )
 
 
 def test_cloud_runs_grpc_service_serves_grpc_on_its_one_port(
-    config: Config, outputs: dict[str, str], evaluator: Any
+    config: Config, outputs: dict[str, dict[str, str]], evaluator: Any
 ) -> None:
-    grpc = parse(outputs["cloud_run_grpc_yaml"], "terraform output cloud_run_grpc_yaml")
+    grpc = parse(outputs["cloud_run_grpc_yaml"][HERE], "terraform output cloud_run_grpc_yaml")
     assert grpc.listen.grpc == "0.0.0.0:8080"  # the container port Cloud Run sends h2c to
     assert grpc.listen.http.startswith("127.0.0.1:") and grpc.listen.admin.startswith("127.0.0.1:")
     assert grpc.listen.tls.model_dump() == {"http": None, "admin": None, "grpc": None}
     assert grpc.model_dump(exclude={"listen"}) == config.model_dump(exclude={"listen"})
     for module in ("gcp_gateway_us", "gcp_gateway_eu"):
         given = evaluator.modules[module]["grpc_config_yaml"]
-        assert given == "${module.meridian_config.cloud_run_grpc_yaml}"
+        assert given == f'${{module.meridian_config.cloud_run_grpc_yaml["{GATEWAYS[module]}"]}}'
 
 
 async def test_gce_discovery_finds_the_pool_terraform_deploys(

@@ -57,4 +57,8 @@ module "meridian_config" {
   allowed_networks = [var.gcp_regions["us-central1"].cidr]
   tenants          = var.tenants
   listener_tls     = local.tls_files
+  # cost: each region's config names its own region; transfer between regions at
+  # about the clouds' inter-region rate, and across clouds at their internet egress
+  transfer_per_gb = 0.02
+  transfer_pairs  = { "aws->gcp" = 0.09, "gcp->aws" = 0.12 }
 }

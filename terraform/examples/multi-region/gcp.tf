@@ -24,8 +24,8 @@ module "gcp_gateway_us" {
   project                          = var.gcp_project
   region                           = "us-central1"
   image                            = var.image.gcp
-  config_yaml                      = module.meridian_config.cloud_run_yaml
-  grpc_config_yaml                 = module.meridian_config.cloud_run_grpc_yaml
+  config_yaml                      = module.meridian_config.cloud_run_yaml["gcp:us-central1"]
+  grpc_config_yaml                 = module.meridian_config.cloud_run_grpc_yaml["gcp:us-central1"]
   secret_ids                       = var.gcp_secret_ids
   network                          = var.gcp_network
   subnetwork                       = var.gcp_regions["us-central1"].subnetwork
@@ -41,8 +41,8 @@ module "gcp_gateway_eu" {
   project                          = var.gcp_project
   region                           = "europe-west4"
   image                            = var.image.gcp
-  config_yaml                      = module.meridian_config.cloud_run_yaml
-  grpc_config_yaml                 = module.meridian_config.cloud_run_grpc_yaml
+  config_yaml                      = module.meridian_config.cloud_run_yaml["gcp:europe-west4"]
+  grpc_config_yaml                 = module.meridian_config.cloud_run_grpc_yaml["gcp:europe-west4"]
   secret_ids                       = var.gcp_secret_ids
   network                          = var.gcp_network
   subnetwork                       = var.gcp_regions["europe-west4"].subnetwork

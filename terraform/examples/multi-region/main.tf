@@ -107,7 +107,7 @@ module "gateway_us" {
   providers               = { aws = aws.us_east_1 }
   name                    = "${var.name}-us-east-1"
   image                   = var.image.aws
-  config_yaml             = module.meridian_config.yaml
+  config_yaml             = module.meridian_config.yaml["aws:us-east-1"]
   secret_arns             = var.aws_networks["us-east-1"].secret_arns
   vpc_id                  = var.aws_networks["us-east-1"].vpc_id
   public_subnet_ids       = var.aws_networks["us-east-1"].public_subnet_ids
@@ -132,7 +132,7 @@ module "gateway_eu" {
   providers           = { aws = aws.eu_west_1 }
   name                = "${var.name}-eu-west-1"
   image               = var.image.aws
-  config_yaml         = module.meridian_config.yaml
+  config_yaml         = module.meridian_config.yaml["aws:eu-west-1"]
   secret_arns         = var.aws_networks["eu-west-1"].secret_arns
   vpc_id              = var.aws_networks["eu-west-1"].vpc_id
   public_subnet_ids   = var.aws_networks["eu-west-1"].public_subnet_ids

@@ -1,5 +1,5 @@
 output "meridian_yaml" {
-  description = "The gateways' meridian.yaml (also in SSM and Secret Manager for the services)."
+  description = "Each region's gateway meridian.yaml, by region name (also in SSM and Secret Manager for the services)."
   value       = module.meridian_config.yaml
 }
 

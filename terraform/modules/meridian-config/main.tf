@@ -1,7 +1,9 @@
 # The gateway's configuration, rendered from what Terraform deploys, so the
 # two never disagree. Every backend object has the same attributes (null where
 # unused): Meridian's schema accepts null for optional fields, and uniform
-# objects keep Terraform's type unification simple.
+# objects keep Terraform's type unification simple. The prices' tonumber() changes
+# nothing for Terraform: checkov 3.3's renderer crashes substituting a float for
+# `b.price_input` in a for expression (once a module indexes an output built on it).
 
 locals {
   sagemaker = [
@@ -14,7 +16,7 @@ locals {
       url             = "https://runtime.sagemaker.${b.aws_region}.amazonaws.com"
       served_model    = b.served_model
       max_concurrency = b.max_concurrency
-      price           = { input_per_m = b.price_input, output_per_m = b.price_output }
+      price           = { input_per_m = tonumber(b.price_input), output_per_m = tonumber(b.price_output) }
       sagemaker = {
         endpoint_name  = b.endpoint_name
         region         = b.aws_region
@@ -35,7 +37,7 @@ locals {
       url             = "https://${b.endpoint_id}.${b.location}-${b.project_number}.prediction.vertexai.goog"
       served_model    = b.served_model
       max_concurrency = b.max_concurrency
-      price           = { input_per_m = b.price_input, output_per_m = b.price_output }
+      price           = { input_per_m = tonumber(b.price_input), output_per_m = tonumber(b.price_output) }
       sagemaker       = null
       vertex = {
         project        = b.project
@@ -105,5 +107,17 @@ locals {
         regions = var.sagemaker_discovery_regions
       }
     } : null
+  }
+
+  # cost.region is where a gateway runs (transfer is priced between it and the serving
+  # backend's region), so each region's gateway gets a config of its own.
+  regional = {
+    for r in var.regions : r.name => merge(local.config, {
+      cost = {
+        region          = r.name
+        transfer_per_gb = var.transfer_per_gb
+        transfer_pairs  = var.transfer_pairs
+      }
+    })
   }
 }

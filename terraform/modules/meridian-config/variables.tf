@@ -126,3 +126,19 @@ variable "listener_tls" {
   })
   default = null
 }
+
+variable "transfer_per_gb" {
+  description = "cost.transfer_per_gb: USD per GB (10^9 bytes) of request and response between a gateway's region and a backend's other one (0: transfer counted in bytes, priced at nothing)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.transfer_per_gb >= 0
+    error_message = "transfer_per_gb must be >= 0."
+  }
+}
+
+variable "transfer_pairs" {
+  description = "cost.transfer_pairs: USD per GB per cloud pair in the direction of the bytes, e.g. { \"aws->gcp\" = 0.09 }; a pair not named costs transfer_per_gb."
+  type        = map(number)
+  default     = {}
+}
