@@ -121,8 +121,8 @@ def _emulate_sagemaker(args: argparse.Namespace) -> int:
         endpoints = {}
         for item in args.endpoint:
             name, _, container = item.partition("=")
-            if container not in ("vllm", "tgi", "lmi") or not name:
-                raise SystemExit(f"meridian: --endpoint {item!r}: expected NAME=vllm|tgi|lmi")
+            if container not in ("vllm", "tgi", "lmi", "tei") or not name:
+                raise SystemExit(f"meridian: --endpoint {item!r}: expected NAME=vllm|tgi|lmi|tei")
             endpoints[name] = container
         config.endpoints = endpoints
     _run(serve_forever(args.host, args.port, config))
@@ -252,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
         "--endpoint",
         action="append",
         default=[],
-        help="sagemaker: NAME=vllm|tgi|lmi; vertex: endpoint ID (repeatable)",
+        help="sagemaker: NAME=vllm|tgi|lmi|tei; vertex: endpoint ID (repeatable)",
     )
     emulate.set_defaults(func=_emulate)
     return p

@@ -24,7 +24,7 @@ Tag schema (documented for operators in ``docs/deploy.md``)::
     meridian:variant:<NAME>  = v2          one backend per tagged production
                                            variant (TargetVariant=<NAME>)
     meridian:served-model    = <name the container expects>  (default: model)
-    meridian:container       = vllm | tgi | lmi               (default: vllm)
+    meridian:container       = vllm | tgi | lmi | tei         (default: vllm)
     meridian:max-concurrency = 64
     meridian:weight          = 1.0         selection weight among peers
     meridian:price-input     = 0.30        USD per 1M input tokens
@@ -55,7 +55,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args
 
 from regions.discovery.base import (
     Catalog,
@@ -87,7 +87,7 @@ TAG_PRICE_IN = TAG + "price-input"
 TAG_PRICE_OUT = TAG + "price-output"
 DEFAULT_FILTER: Mapping[str, str] = MappingProxyType({TAG + "discover": "true"})
 
-_CONTAINERS: tuple[Container, ...] = ("vllm", "tgi", "lmi")
+_CONTAINERS: tuple[Container, ...] = get_args(Container)  # every container the adapter speaks
 _NOT_SERVING = frozenset({"Creating", "Deleting"})  # VariantStatus that carries no traffic
 # Error codes of an authorisation refusal for one resource (SageMaker's own is
 # AccessDeniedException; the others are what IAM, STS and EC2-style APIs use).

@@ -156,6 +156,18 @@ async def test_tagged_in_service_endpoint_becomes_a_backend(aws: Any, source: An
     assert "blue(weight=3, instances=2)" in item.detail and "green" in item.detail
 
 
+async def test_every_container_the_adapter_speaks_can_be_tagged(aws: Any, source: Any) -> None:
+    """The tag accepts exactly the config's containers (tei, TEI's embedding server, too)."""
+    for container in ("vllm", "tgi", "lmi", "tei"):
+        endpoint(aws, f"e-{container}", {**TAGS, "meridian:container": container})
+    listing = await source().discover()
+    assert listing.refused == ()
+    found = {i.spec.name.rpartition("/")[2]: i.spec.sagemaker for i in listing.found}
+    assert {n: o.container for n, o in found.items() if o is not None} == {
+        f"e-{c}": c for c in ("vllm", "tgi", "lmi", "tei")
+    }
+
+
 async def test_per_variant_tags_give_one_backend_per_variant(aws: Any, source: Any) -> None:
     tags = {k: v for k, v in TAGS.items() if k != "meridian:version"}
     tags |= {"meridian:variant:blue": "v1", "meridian:variant:green": "v2"}
