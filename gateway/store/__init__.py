@@ -82,9 +82,15 @@ def open_store(config: StoreConfig, environ: Mapping[str, str] | None = None) ->
 
 
 def _resolve(url: str, env: Mapping[str, str]) -> str:
-    if url.startswith("env:"):
-        value = env.get(url[4:], "")
-        if not value:
-            raise ConfigError(f"environment variable {url[4:]} is not set")
-        return value
-    return url
+    """An ``env:NAME`` URL from the environment, stripped as gateway.security.keys
+    strips a secret: a mounted secret or ``echo`` adds a newline, and whitespace
+    before ``rediss://`` would leave the connection without ``store.ca_file``."""
+    if not url.startswith("env:"):
+        return url
+    name = url[4:]
+    if name not in env:
+        raise ConfigError(f"environment variable {name} is not set")
+    value = env[name].strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is empty")
+    return value

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from gateway.config.model import StoreConfig
+from gateway.config.model import ConfigError, StoreConfig
 from gateway.security.tls import redis_url
 from gateway.store import StoreUnavailable, open_store
 from tests.redis_server import RedisServer
@@ -88,3 +88,26 @@ def test_the_ca_joins_only_rediss_urls() -> None:
         redis_url("rediss://h:1/0", "/etc/a b.pem") == "rediss://h:1/0?ssl_ca_certs=/etc/a%20b.pem"
     )
     assert redis_url("rediss://h:1/0?x=1", "/c") == "rediss://h:1/0?x=1&ssl_ca_certs=/c"
+
+
+async def test_an_env_url_is_read_without_the_whitespace_around_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A secret mounted or echoed into MERIDIAN_REDIS_URL ends in a newline; one before
+    the scheme hid ``rediss://`` from the CA bundle, and a blank one was redis-py's
+    traceback instead of a config error."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    config = StoreConfig(kind="redis", url="env:URL", ca_file=str(tmp_path / "ca.pem"))
+    async with tls_terminator(ca.issue_cert("127.0.0.1"), _port(redis_server)) as port:
+        for value in (f"rediss://127.0.0.1:{port}/0\n", f"\n rediss://127.0.0.1:{port}/0\r\n"):
+            store = open_store(config, {"URL": value})
+            try:
+                await store.open()
+                assert (await store.load()).revision == 0
+            finally:
+                await store.close()
+    with pytest.raises(ConfigError, match="URL is empty"):
+        open_store(config, {"URL": " \n"})
+    with pytest.raises(ConfigError, match="URL is not set"):
+        open_store(config, {})
