@@ -132,6 +132,18 @@ def test_generated_config_validates(config: Config, evaluator: Any) -> None:
     assert config.discovery.allowed_networks == ("10.30.0.0/20",)
 
 
+@pytest.mark.parametrize("pairs", [{"aws-gcp": 0.09}, {"aws->gcp": -1}])
+def test_a_transfer_pair_meridian_would_refuse_fails_the_plan(
+    evaluator: Any, terraform: Terraform, tmp_path: Path, pairs: dict[str, float]
+) -> None:
+    args = {**evaluator.module_args("meridian_config"), "transfer_pairs": pairs}
+    main = {"module": {"m": {"source": str(evaluator.module_dir("meridian_config")), **args}}}
+    (tmp_path / "main.tf.json").write_text(json.dumps(main))
+    assert terraform.run(tmp_path, "init", "-no-color").returncode == 0
+    plan = terraform.run(tmp_path, "plan", "-no-color", "-lock=false")
+    assert plan.returncode != 0 and 'write each cloud pair as "FROM->TO"' in plan.stderr
+
+
 def test_every_env_reference_in_the_config_is_a_deployed_secret(
     config: Config, evaluator: Any
 ) -> None:

@@ -141,4 +141,9 @@ variable "transfer_pairs" {
   description = "cost.transfer_pairs: USD per GB per cloud pair in the direction of the bytes, e.g. { \"aws->gcp\" = 0.09 }; a pair not named costs transfer_per_gb."
   type        = map(number)
   default     = {}
+  validation {
+    # Meridian's own check (gateway/config/cost.py), at plan time rather than at every gateway's start
+    condition     = alltrue([for pair, per_gb in var.transfer_pairs : can(regex("^[a-z0-9-]+->[a-z0-9-]+$", pair)) && per_gb >= 0])
+    error_message = "transfer_pairs: write each cloud pair as \"FROM->TO\" (e.g. \"aws->gcp\"), with a price per GB >= 0."
+  }
 }
