@@ -1,7 +1,8 @@
 """Tokens and spend per tenant and model, counted by every replica into the store.
 
 A request tap (``Runtime.taps``) adds each served request's tokens and cost
-to the counters of its minute's window, ``usage/<minute>``, fields
+to the counters of its minute's window, ``usage/<minute>`` (rolled up into
+``usage-hour/<hour>`` at flush time, for long reads), fields
 ``<tenant>\\x1f<model>\\x1f<what>`` (a ``%`` or ``\\x1f`` in a name is
 written ``%25``/``%1F``: configured names may hold any character, and none
 may make its counts unreadable); :class:`PendingCounts` adds the sums to
@@ -41,7 +42,17 @@ _WHAT = ("requests", "prompt_tokens", "completion_tokens", "spend_nusd")
 
 DEFAULT_WINDOW_S = 3600
 MIN_WINDOW_S = 60  # counters are per minute: a shorter window cannot be answered
-MAX_WINDOW_S = 24 * 3600  # 1440 minute windows, summed in one store call; kept 7 days
+MAX_WINDOW_S = 24 * 3600  # 24 hour windows and the minutes at the ends; kept 7 days
+
+
+def hour_name(hour: int) -> str:
+    return f"usage-hour/{hour}"
+
+
+def _hour_of(window: str) -> str | None:
+    """The hour window a minute window also counts into (``usage/M`` → ``usage-hour/M//60``)."""
+    prefix, _, minute = window.partition("/")
+    return hour_name(int(minute) // 60) if prefix == "usage" else None
 
 
 def window_name(minute: int) -> str:
@@ -103,7 +114,7 @@ class UsageTap:
     def __init__(
         self, store: Store, flush_s: float = 1.0, clock: Callable[[], float] = time.time
     ) -> None:
-        self._counts = PendingCounts(store, "usage", flush_s=flush_s)
+        self._counts = PendingCounts(store, "usage", flush_s=flush_s, rollup=_hour_of)
         self._clock = clock
         self._minute, self._window = -1, ""
         # field names per (tenant, model): both configured names, so a bounded cache
@@ -145,6 +156,21 @@ def minutes(window_s: int, now: float) -> range:
     return range(int((now - window_s) // 60), int(now // 60) + 1)
 
 
+def windows(span: range) -> list[str]:
+    """The store windows that cover the minutes of ``span`` exactly: the hours it
+    holds whole, and the minutes at either end outside them (a day: 24 hours and
+    at most 118 minutes instead of 1441 minutes)."""
+    first_hour = -(-span.start // 60)  # the first hour starting inside the span
+    end_hour = span.stop // 60  # hours before it end inside the span
+    if first_hour >= end_hour:
+        return [window_name(m) for m in span]
+    return (
+        [window_name(m) for m in range(span.start, first_hour * 60)]
+        + [hour_name(h) for h in range(first_hour, end_hour)]
+        + [window_name(m) for m in range(end_hour * 60, span.stop)]
+    )
+
+
 async def read_usage(store: Store, window_s: int, now: float | None = None) -> Usage:
     """The fleet's usage over the last ``window_s`` seconds, widened to whole
     minutes, by tenant and model."""
@@ -156,7 +182,7 @@ async def read_usage(store: Store, window_s: int, now: float | None = None) -> U
     # Summed by the store, field by field, and parsed once per field after: the
     # same fields recur in every window, and a day of a thousand tenant × model
     # pairs is six million counters (a minute's read one by one, then parsed each).
-    fields = await store.sum_counts([window_name(m) for m in span])
+    fields = await store.sum_counts(windows(span))
     sums: dict[tuple[str, str], dict[str, int]] = {}
     for name, n in fields.items():
         parts = name.split(_SEP)

@@ -73,3 +73,19 @@ async def test_the_loop_survives_any_flush_error_and_flushes_once_more_when_stop
         await task
     assert store.added == [("w", {"requests": 1}), ("w", {"errors": 1})]
     assert "test counters: flush failed" in caplog.text
+
+
+async def test_a_rollup_window_gets_each_count_once_even_after_an_outage() -> None:
+    store = Recording()
+    pending = counts(store, rollup=lambda w: "hour" if w.startswith("min") else None)
+    pending.window("min1")["requests"] += 1
+    pending.window("min2")["requests"] += 2
+    store.fail = [StoreUnavailable("down")] * 3  # min1, min2 and hour all fail
+    await pending.flush()
+    pending.window("min2")["requests"] += 4  # counted meanwhile
+    await pending.flush()
+    assert sorted(store.added) == [
+        ("hour", {"requests": 7}),  # 1 + 2 rolled up once, then the new 4
+        ("min1", {"requests": 1}),
+        ("min2", {"requests": 6}),
+    ]

@@ -3,8 +3,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.control.usage import MAX_WINDOW_S, UsageRow, UsageTap, read_usage
+from gateway.control.usage import MAX_WINDOW_S, UsageRow, UsageTap, minutes, read_usage, windows
 from gateway.store import EmbeddedStore
 
 
@@ -85,3 +87,31 @@ async def test_a_request_seconds_ago_is_in_the_last_minute_after_the_minute_turn
     await tap.flush()
     for now in (6060.0, 6061.0, 6119.0):  # asked at 01:41:00, :01 and :59
         assert (await read_usage(store, 60, now=now)).totals.requests == 1
+
+
+@given(start=st.integers(0, 10**7), length=st.integers(1, MAX_WINDOW_S // 60 + 1))
+def test_the_windows_read_cover_each_minute_of_a_span_exactly_once(start: int, length: int) -> None:
+    span = range(start, start + length)
+    covered: list[int] = []
+    for name in windows(span):
+        kind, _, n = name.partition("/")
+        covered += range(int(n) * 60, int(n) * 60 + 60) if kind == "usage-hour" else [int(n)]
+    assert covered == list(span)
+    assert len(windows(span)) <= length // 60 + 118  # a day: 24 hours + two partial ends
+
+
+async def test_a_long_window_reads_the_hours_the_tap_rolled_up(store: EmbeddedStore) -> None:
+    now = 36_000.0  # 10:00
+    clock = [now - 3 * 3600]
+    tap = UsageTap(store, clock=lambda: clock[0])
+    for _ in range(3 * 60 + 1):  # a request every minute for three hours
+        tap.count("acme", "m1", 1, 2, 0.0)
+        clock[0] += 60
+    await tap.flush()
+    assert set(windows(minutes(3 * 3600, now))) & {"usage-hour/7", "usage-hour/8", "usage-hour/9"}
+    usage = await read_usage(store, 3 * 3600, now=now)
+    assert usage.totals == UsageRow("", "", 181, 181, 362, 0)
+    # the same through minute windows only: the hour windows hold the same counts
+    assert await store.sum_counts([f"usage/{m}" for m in minutes(3 * 3600, now)]) == (
+        await store.sum_counts(windows(minutes(3 * 3600, now)))
+    )
