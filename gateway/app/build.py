@@ -241,6 +241,7 @@ def reloader(rt: Runtime, path: str, environ: Mapping[str, str] | None = None) -
         limiter=lambda: live.limiter,
         reprobe=reprobe if checks is not None else None,
         control=lambda: live.control,
+        track=rt.metrics.track,
     )
 
 

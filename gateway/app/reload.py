@@ -26,6 +26,7 @@ SIGHUP, ``POST /admin/v1/reload`` and ``meridian config reload`` all call
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -43,6 +44,7 @@ from gateway.security.admin_tokens import AdminTokens, admin_tokens_from
 from gateway.security.keys import KeyRing
 from gateway.store.lease import TenantShare
 from regions.discovery import TrackedProvider
+from regions.inventory import BackendSpec
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
 from regions.tasks import BackgroundTasks
@@ -134,6 +136,7 @@ class Reloader:
         limiter: Callable[[], TenantLimiter | None] = lambda: None,
         reprobe: Callable[[Mapping[str, Provider]], Awaitable[None]] | None = None,
         control: Callable[[], ControlPlane | None] = lambda: None,
+        track: Callable[[list[BackendSpec]], None] = lambda _added: None,
     ) -> None:
         self.path = path
         self._environ = os.environ if environ is None else environ
@@ -147,6 +150,7 @@ class Reloader:
         self._limiter = limiter
         self._reprobe = reprobe
         self._control = control
+        self._track = track
         self._lock = asyncio.Lock()
         self._tasks = BackgroundTasks()
         self._retiring: dict[str, Provider] = {}
@@ -206,6 +210,7 @@ class Reloader:
         providers = {n: p for n, p in current.items() if n not in retiring}
         providers.update(built)
         self._health.track(new_specs[n] for n in added)
+        self._track([new_specs[n] for n in added])  # their metric series, from the start
         self._apply(Applied(applied, keyring, admin_digest, admin_tokens, providers))
         self._snapshot(snapshot_from(applied))
         self._limits(applied)
@@ -236,6 +241,8 @@ class Reloader:
             await self._wait_and_close(name, provider)
         finally:
             self._retiring.pop(name, None)
+        if not self._retiring:
+            refreeze()
 
     async def _wait_and_close(self, name: str, provider: Provider) -> None:
         if isinstance(provider, TrackedProvider):
@@ -292,3 +299,14 @@ def unregister(runtime: object) -> None:
 
 def reloader_of(runtime: object) -> Reloader | None:
     return _RELOADERS.get(id(runtime))
+
+
+def refreeze() -> None:
+    """Collect what a reload left behind, then freeze again (``serve`` froze start-up).
+
+    Frozen objects are never collected: an old config or adapter held in a
+    reference cycle would stay for the life of the process, once per reload."""
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()

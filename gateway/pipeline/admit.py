@@ -47,4 +47,5 @@ class Admitter:
             self._health,
             self._budgets,
             admission=self._admission(request.tenant),
+            clock=self._health.clock,  # attempts timed on the clock health judges them by
         )

@@ -253,3 +253,55 @@ def test_sighup_does_not_kill_the_demo() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_backend_a_reload_adds_has_its_breaker_series_at_once(
+    emulators: EmulatorFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.config.model import load
+    from tests.gateway.test_metrics_requests import scrape
+
+    first, second = await emulators(), await emulators()
+    path = tmp_path / "meridian.yaml"
+    _write(path, _data([("first", first.url)], [("global", GLOBAL_KEY)]))
+    gw = Gateway(load(path), config_path=str(path))
+    await gw.start()
+    try:
+        _write(
+            path, _data([("first", first.url), ("second", second.url)], [("global", GLOBAL_KEY)])
+        )
+        code, out = await _cli(gw, capsys, "config", "reload")
+        assert code == 0, out
+        async with aiohttp.ClientSession() as s:
+            samples = await scrape(s, gw.admin_url)
+        breakers = {
+            labels.get("backend"): v for n, labels, v in samples if n == "meridian_breaker_state"
+        }
+        assert breakers.get("second") == 0  # closed, before any request or change
+    finally:
+        await gw.stop(grace=0.5)
+
+
+def test_a_reload_collects_what_the_frozen_start_up_left_behind() -> None:
+    """serve freezes start-up's objects; what a reload retires must still be freed."""
+    import gc
+    import weakref
+
+    from gateway.app.reload import refreeze
+
+    class Node:
+        other: object = None
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    gone = weakref.ref(a)
+    gc.freeze()
+    try:
+        del a, b
+        gc.collect()
+        assert gone() is not None  # frozen: a collection does not see it
+        refreeze()
+        assert gone() is None
+        assert gc.get_freeze_count() > 0  # frozen again
+    finally:
+        gc.unfreeze()
