@@ -40,23 +40,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import grpc
-from cryptography import x509
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
 from pydantic import Field, model_validator
 
 from gateway.config.base import Strict
 from gateway.security.keys import KeyRing, Tenant
 from regions.tls import BackendTLS
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.x509.verification import VerificationError
+
+# grpcio and cryptography (~16 MiB of idle RSS) are imported where a listener's TLS
+# needs them: a gateway without client_ca or a gRPC TLS listener never loads them.
 
 log = logging.getLogger("meridian.tls")
 
@@ -155,6 +153,9 @@ class ClientCheck:
     """
 
     def __init__(self, what: str, ca_file: str, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        from cryptography import x509
+        from cryptography.x509.verification import Criticality, ExtensionPolicy, Store
+
         self.what, self.ca_file = what, ca_file
         self._store = Store(x509.load_pem_x509_certificates(Path(ca_file).read_bytes()))
         self._clock = clock
@@ -185,6 +186,9 @@ class ClientCheck:
     def verify(self, chain: list[bytes], now: datetime | None = None) -> tuple[datetime, datetime]:
         """``chain``: DER, the leaf first. The window in which the verified chain is
         valid; raises CertificateRefused, logging why."""
+        from cryptography import x509
+        from cryptography.x509.verification import PolicyBuilder, VerificationError
+
         leaf, *rest = (x509.load_der_x509_certificate(der) for der in chain)
         now = self._clock() if now is None else now
         verifier = (
@@ -344,6 +348,8 @@ class GrpcCert:
     """gRPC server credentials whose certificate grpc-core asks for on each handshake."""
 
     def __init__(self, cfg: ListenerTLS) -> None:
+        import grpc
+
         self.cfg = cfg
         self._lock = threading.Lock()  # grpc-core calls the fetcher from its own threads
         _loaded("grpc", cfg, ("h2",))  # the same checks, one line, before binding
@@ -354,6 +360,8 @@ class GrpcCert:
         )
 
     def _read(self) -> _Pair:
+        import grpc
+
         cfg = self.cfg
         sig = _signature(cfg.cert, cfg.key, cfg.client_ca)
         ca = Path(cfg.client_ca).read_bytes() if cfg.client_ca else None
