@@ -56,11 +56,14 @@ def render(body: dict[str, Any]) -> Table:
         f"usage {_span(body['from'], body['to'])} ({minutes} min, this one included; all replicas)"
     )
     table = Table(
-        "tenant", "model", "requests", "prompt tokens", "completion tokens", "spend USD",
+        "tenant", "model", "requests", "prompt\ntokens", "completion\ntokens", "spend\nUSD",
         title=title,
     )  # fmt: skip
+    # Names and numbers are never cut: a terminal too narrow folds names onto more lines.
+    for column in table.columns[:2]:
+        column.overflow = "fold"
     for column in table.columns[2:]:
-        column.justify = "right"
+        column.justify, column.no_wrap = "right", True
     for r in body["rows"]:
         # Text, not markup: a configured name may hold "[", and "[/x]" would raise.
         table.add_row(Text(r["tenant"]), Text(r["model"]), *_numbers(r))
