@@ -110,14 +110,18 @@ async def stream(
                             event.raw = None
                     else:
                         continue  # adapters never yield StreamError: only this loop does
+                    # One clock read per text event (the one after the write, which
+                    # feeds the watchdog too); other events also read it before.
+                    fed = type(event) is TokenDelta and bool(event.text or event.progress)
+                    before = 0.0 if fed else clock()
                     watchdog.pause()
-                    before = clock()
                     yield event
-                    watchdog.resume()
-                    if type(event) is TokenDelta and (event.text or event.progress):
-                        texted = clock()
+                    now = clock()
+                    watchdog.resume(now)
+                    if fed:
+                        texted = now
                     else:
-                        texted += clock() - before
+                        texted += now - before
         except BackendError as exc:
             failure = exc
         except Exception as exc:
