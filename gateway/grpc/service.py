@@ -37,7 +37,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import orjson
@@ -64,7 +64,7 @@ from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline, log_refusal
 from gateway.security.keys import KeyExpired
 from gateway.security.tls import grpc_identities
 from meridian_proto.meridian.v1 import inference_pb2 as pb
-from regions.events import Event, Finish, StreamError, TokenDelta
+from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.request import GenerationRequest, Kind
 from routing.capabilities import MissingCapability
 from routing.plan import Plan, RoutingError
@@ -73,6 +73,7 @@ log = logging.getLogger("meridian.grpc")
 
 Context = Any  # grpc.aio.ServicerContext: grpcio ships no type information
 T = TypeVar("T")
+R = TypeVar("R", covariant=True)
 
 
 class _Call:
@@ -117,12 +118,13 @@ class _Collector:
     """Assembles a unary answer from the events (the HTTP API's non-stream ``collect``):
     text, finish reason, tool calls and logprobs, by the same Assembler."""
 
-    __slots__ = ("assembler", "finish", "parts")
+    __slots__ = ("assembler", "finish", "parts", "sent")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.finish = "stop"
         self.assembler = Assembler(Kind.CHAT)
+        self.sent = 0  # nothing reaches the client before the reply
 
     async def take(self, event: Event) -> None:
         self.assembler.take(event)
@@ -131,26 +133,46 @@ class _Collector:
         elif isinstance(event, Finish):
             self.finish = event.reason
 
-    @property
-    def sent(self) -> int:
-        return sum(len(p.encode()) for p in self.parts)  # the reply's text: most of its bytes
+    def reply(self, who: pb.Served, usage: Usage | None) -> pb.ChatResponse:
+        response = pb.ChatResponse(text="".join(self.parts), finish_reason=self.finish, served=who)
+        message = self.assembler.first()
+        if message is not None:
+            response.tool_calls.extend(tool_call(c) for c in message.get("tool_calls") or ())
+            response.logprobs.extend(token_logprobs(self.assembler.first_logprobs()))
+        if usage is not None:
+            response.usage.CopyFrom(usage_message(usage))
+        self.sent = response.ByteSize()
+        return response
 
 
 class _Embeddings:
     """Keeps the one answer of an embedding request (its body as the backend wrote it)."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("raw", "sent")
 
     def __init__(self) -> None:
         self.raw = b""
+        self.sent = 0
 
     async def take(self, event: Event) -> None:
         if isinstance(event, TokenDelta) and event.raw:
             self.raw = event.raw
 
-    @property
-    def sent(self) -> int:
-        return len(self.raw)
+    def reply(self, who: pb.Served, usage: Usage | None) -> pb.EmbedResponse:
+        """The reply; Refusal(502) when the backend's vectors are not floats (regions'
+        check lets base64 through, which this message cannot carry)."""
+        try:
+            data = orjson.loads(self.raw)["data"]
+            vectors = [pb.Embedding(index=i, values=d["embedding"]) for i, d in enumerate(data)]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise Refusal(
+                502, "the backend's embeddings were not floats", "upstream_error"
+            ) from None
+        response = pb.EmbedResponse(data=vectors, served=who)
+        if usage is not None:
+            response.usage.CopyFrom(usage_message(usage))
+        self.sent = response.ByteSize()
+        return response
 
 
 class _Writer:
@@ -169,8 +191,22 @@ class _Writer:
             self.sent += chunk.ByteSize()
             await self.context.write(chunk)
 
+    def reply(self, who: pb.Served, usage: Usage | None) -> None:
+        """Nothing: every chunk is written already."""
 
-Sink = _Collector | _Writer | _Embeddings
+
+class Sink(Protocol[R]):
+    """Takes a call's events; its reply is built inside the report stage, so the
+    status and bytes recorded are the ones the client gets."""
+
+    @property
+    def sent(self) -> int:
+        """Bytes of messages written to the client so far."""
+        ...
+
+    async def take(self, event: Event) -> None: ...
+
+    def reply(self, who: pb.Served, usage: Usage | None) -> R: ...
 
 
 class InferenceService:
@@ -205,19 +241,7 @@ class InferenceService:
         return await _guard(call, self._embed(call, request))
 
     async def _embed(self, call: _Call, request: pb.EmbedRequest) -> pb.EmbedResponse:
-        keep = _Embeddings()
-        who, execution = await self._run(call, request, stream=False, sink=lambda _who, _gen: keep)
-        try:
-            data = orjson.loads(keep.raw)["data"]
-            vectors = [pb.Embedding(index=i, values=d["embedding"]) for i, d in enumerate(data)]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise Refusal(
-                502, "the backend's embeddings were not floats", "upstream_error"
-            ) from None
-        response = pb.EmbedResponse(data=vectors, served=who)
-        if execution.usage is not None:
-            response.usage.CopyFrom(usage_message(execution.usage))
-        return response
+        return await self._run(call, request, stream=False, sink=lambda _who, _gen: _Embeddings())
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
@@ -233,27 +257,14 @@ class InferenceService:
         request: Request,
         make: type[pb.ChatChunk] | type[pb.CompletionChunk],
     ) -> None:
-        def sink(who: pb.Served, gen: GenerationRequest) -> Sink:
+        def sink(who: pb.Served, gen: GenerationRequest) -> _Writer:
             rich = "tools" in gen.needs or "logprobs" in gen.needs
             return _Writer(call.context, ChunkEncoder(make, who, gen.include_usage, rich))
 
         await self._run(call, request, stream=True, sink=sink)
 
     async def _unary(self, call: _Call, request: pb.ChatRequest) -> pb.ChatResponse:
-        collector = _Collector()
-        who, execution = await self._run(
-            call, request, stream=False, sink=lambda _who, _gen: collector
-        )
-        response = pb.ChatResponse(
-            text="".join(collector.parts), finish_reason=collector.finish, served=who
-        )
-        message = collector.assembler.first()
-        if message is not None:
-            response.tool_calls.extend(tool_call(c) for c in message.get("tool_calls") or ())
-            response.logprobs.extend(token_logprobs(collector.assembler.first_logprobs()))
-        if execution.usage is not None:
-            response.usage.CopyFrom(usage_message(execution.usage))
-        return response
+        return await self._run(call, request, stream=False, sink=lambda _who, _gen: _Collector())
 
     async def _models(self, call: _Call) -> pb.ListModelsResponse:
         try:
@@ -332,8 +343,8 @@ class InferenceService:
         request: Request,
         *,
         stream: bool,
-        sink: Callable[[pb.Served, GenerationRequest], Sink],
-    ) -> tuple[pb.Served, Execution]:
+        sink: Callable[[pb.Served, GenerationRequest], Sink[R]],
+    ) -> R:
         pipeline = self._pipeline
         arrived = time.monotonic()
         try:
@@ -384,6 +395,7 @@ class InferenceService:
                     out = sink(who, gen)
                     try:
                         await _drive(execution, head, out)
+                        reply = out.reply(who, execution.usage)
                     finally:
                         outcome.response_bytes = out.sent
             except Refusal as refusal:
@@ -407,10 +419,10 @@ class InferenceService:
                 if remaining is not None and remaining <= 0:
                     outcome.status = 504  # grpc cancelled us at the deadline
                 raise
-        return who, execution
+        return reply
 
 
-async def _drive(execution: Execution, head: list[Event], sink: Sink) -> None:
+async def _drive(execution: Execution, head: list[Event], sink: Sink[object]) -> None:
     """Feed every event to ``sink``; a mid-stream failure becomes a non-OK status."""
     for event in head:
         await sink.take(event)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import aiohttp
 import grpc
 import pytest
+from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -13,6 +15,7 @@ from gateway.grpc.status import Refusal, code_for, rich_details
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from tests.conftest import MODEL, EmulatorFactory, GatewayFactory
 from tests.gateway.test_grpc_helpers import auth, chat, grpc_config, one_backend, stub, trailers
+from tests.gateway.test_metrics_requests import scrape, total
 
 
 async def rpc_error(coro) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
@@ -193,3 +196,33 @@ async def test_clients_decode_the_rich_status_with_grpc_status(
     retry = error_details_pb2.RetryInfo()
     assert any(d.Unpack(retry) for d in status.details)
     assert retry.retry_delay.seconds == 7
+
+
+async def test_embeddings_that_are_not_floats_are_counted_as_the_502_the_client_got(
+    gateways: GatewayFactory,
+) -> None:
+    # base64 vectors pass the adapter's shape check but EmbedResponse carries floats only
+    async def embeddings(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"index": 0, "embedding": "AACAPw=="}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", embeddings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        gw = await gateways(grpc_config([("fra", "onprem:fra1", "v1", url)]))
+        async with stub(gw) as s:
+            err = await rpc_error(
+                s.Embed(pb.EmbedRequest(model=MODEL, input=["x"]), metadata=auth())
+            )
+        async with aiohttp.ClientSession() as session:
+            samples = await scrape(session, gw.admin_url)
+    finally:
+        await runner.cleanup()
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert trailers(err)["meridian-error-code"] == "upstream_error"
+    name = "meridian_requests_total"
+    assert total(samples, name, status="502", reason="upstream_error") == 1
+    assert total(samples, name, status="200") == 0
