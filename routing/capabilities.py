@@ -64,6 +64,40 @@ DESCRIPTION = {
 }
 
 
+# What a request's fields ask, shared by both front ends' ``needs`` (the HTTP
+# schema's over a JSON body, the gRPC validator's over ``extra_json``).
+
+STRUCTURED_FIELDS = (
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+)
+"""vLLM's fields that ask ``structured_output`` (besides ``response_format``)."""
+
+HARMLESS_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key"})
+"""Fields that ask nothing of the model: a backend that cannot take them loses nothing."""
+
+
+def unresumable(asked: Mapping[str, str]) -> str:
+    """Why a broken stream of a request asking ``asked`` is not continued (empty: it may be).
+
+    Continuing re-sends the text streamed so far as an assistant prefix: exact
+    for one choice of plain text. A tool call half-streamed cannot be handed
+    to another backend as a prefix, several choices would each need their own
+    continuation, and the logprobs of text given as a prefix are not computed
+    again; so these streams end with an error event instead."""
+    for capability, what in (
+        ("tools", "tool calls"),
+        ("multiple_choices", "several choices"),
+        ("logprobs", "logprobs"),
+    ):
+        if capability in asked:
+            return f"a stream with {what} ({asked[capability]}) cannot be continued exactly"
+    return ""
+
+
 def provided(backend: BackendSpec) -> frozenset[str]:
     """What ``backend`` can do: what it declares (``capabilities`` in its config),
     within what its provider's format can carry; else all that format carries."""

@@ -41,6 +41,7 @@ from gateway.grpc.status import invalid
 from meridian_proto.meridian.v1 import inference_pb2 as pb
 from regions.request import GenerationRequest, Kind, Message, Residency, Sampling
 from routing.affinity import opening_of, split_key
+from routing.capabilities import HARMLESS_FIELDS, STRUCTURED_FIELDS, unresumable
 
 MAX_MODEL_CHARS = 256
 MAX_USER_CHARS = 256
@@ -67,17 +68,6 @@ NOT_EXTRA = frozenset(
     | {"presence_penalty", "frequency_penalty"}
 )
 """What ``extra_json`` may not set: what the messages carry, and ``n``."""
-
-_HARMLESS_EXTRA = frozenset({"metadata", "store", "service_tier", "prompt_cache_key"})
-"""Extra fields that ask nothing of the model (the HTTP schema's ``HARMLESS``)."""
-
-_STRUCTURED_EXTRA = (
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
-    "structured_outputs",
-)
 
 
 def generation_request(
@@ -262,7 +252,7 @@ def chat_needs(request: pb.ChatRequest, extra: Mapping[str, Any]) -> dict[str, s
         need("tools", "extra_json.function_call")
     if request.HasField("response_format") and request.response_format.type not in ("", "text"):
         need("structured_output", "response_format")
-    for name in _STRUCTURED_EXTRA:
+    for name in STRUCTURED_FIELDS:
         if extra.get(name) is not None:
             need("structured_output", f"extra_json.{name}")
     if request.logprobs:
@@ -283,7 +273,7 @@ def chat_needs(request: pb.ChatRequest, extra: Mapping[str, Any]) -> dict[str, s
     for name in _unmodelled(request):
         need("openai_body", name)
     for name in extra:
-        if name not in _HARMLESS_EXTRA:
+        if name not in HARMLESS_FIELDS:  # "user" is refused by _extra (routing.user)
             need("openai_body", f"extra_json.{name}")
     return out
 
@@ -299,13 +289,3 @@ def _unmodelled(request: pb.ChatRequest) -> Iterable[str]:
         yield "logprobs"
     if request.HasField("top_logprobs"):
         yield "top_logprobs"
-
-
-def unresumable(asked: Mapping[str, str]) -> str:
-    """Why a broken stream of such a request is not continued (empty: it may be); the
-    HTTP schema's rule (``gateway/http/schema.py``): a half-streamed tool call or the
-    logprobs of a prefix cannot be handed to another backend."""
-    for capability, what in (("tools", "tool calls"), ("logprobs", "logprobs")):
-        if capability in asked:
-            return f"a stream with {what} ({asked[capability]}) cannot be continued exactly"
-    return ""

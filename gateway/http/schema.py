@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from regions.request import GenerationRequest, Kind, Message, Residency, Sampling
 from routing.affinity import opening_of, split_key
+from routing.capabilities import HARMLESS_FIELDS, STRUCTURED_FIELDS, unresumable
 
 
 class BadRequest(ValueError):
@@ -271,17 +272,6 @@ MODELLED = frozenset(
 )
 """Fields every adapter translates (into a native payload where it must)."""
 
-HARMLESS = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key"})
-"""Fields that ask nothing of the model: a backend that cannot take them loses nothing."""
-
-_STRUCTURED = (
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
-    "structured_outputs",
-)
-
 
 def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
     """Capability -> the first field that asks it (see GenerationRequest.needs)."""
@@ -299,7 +289,7 @@ def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
         need("structured_output", "response_format")
-    for name in _STRUCTURED:
+    for name in STRUCTURED_FIELDS:
         if body.get(name) is not None:
             need("structured_output", name)
     if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
@@ -327,24 +317,6 @@ def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
                 if isinstance(part, dict) and part.get("type") != "text":
                     need("vision", f"messages.{i}.content.{j}")
     for name in body:
-        if name not in MODELLED and name not in HARMLESS:
+        if name not in MODELLED and name not in HARMLESS_FIELDS:
             need("openai_body", name)
     return out
-
-
-def unresumable(asked: dict[str, str]) -> str:
-    """Why a broken stream of such a request is not continued (empty: it may be).
-
-    Continuing re-sends the text streamed so far as an assistant prefix: exact
-    for one choice of plain text. A tool call half-streamed cannot be handed
-    to another backend as a prefix, several choices would each need their own
-    continuation, and the logprobs of text given as a prefix are not computed
-    again; so these streams end with an error event instead."""
-    for capability, what in (
-        ("tools", "tool calls"),
-        ("multiple_choices", "several choices"),
-        ("logprobs", "logprobs"),
-    ):
-        if capability in asked:
-            return f"a stream with {what} ({asked[capability]}) cannot be continued exactly"
-    return ""
