@@ -166,7 +166,14 @@ class Gateway:
             # of RSS a gateway without a gRPC listener never uses.
             from gateway.grpc.server import GrpcServer
 
-            self._grpc = GrpcServer(runtime, built.pipeline, reuse_port=self._reuse_port)
+            self._grpc = GrpcServer(
+                built.pipeline,
+                models=lambda: runtime.snapshot.models,
+                tracing=runtime.tracing,
+                limits=runtime.config.limits,
+                timeouts=runtime.config.timeouts,
+                reuse_port=self._reuse_port,
+            )
             try:
                 self.grpc_address = await self._grpc.start(
                     self.config.listen.grpc, self.config.listen.tls.grpc

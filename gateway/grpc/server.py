@@ -2,7 +2,7 @@
 
 A ``grpc.aio`` server on the event loop that runs the HTTP listener (uvloop in
 production): grpc.aio schedules its handlers on the running loop, so the
-Inference handlers share the runtime, its upstream pools and its metrics with
+Inference handlers share the pipeline, its upstream pools and its metrics with
 HTTP without any locking or thread hop.
 
 Health follows the gateway's lifecycle: NOT_SERVING until the gateway is
@@ -19,7 +19,7 @@ just cut a moment to flush their status.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
@@ -27,10 +27,11 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.app.runtime import Runtime
+from gateway.config.model import Limits, Timeouts
 from gateway.grpc.service import InferenceService
 from gateway.grpc.status import Refusal
 from gateway.http.errors import INVALID_REQUEST
+from gateway.observe.tracing import Tracing
 from gateway.pipeline.core import Pipeline
 from gateway.security.tls import GrpcCert, ListenerTLS
 from meridian_proto.meridian.v1 import inference_pb2
@@ -42,10 +43,10 @@ _STOP_GRACE_S = 1.0  # after the drain: time for cut calls to send their status
 _MIB = 1024 * 1024
 
 
-def server_options(runtime: Runtime, *, reuse_port: bool) -> list[tuple[str, Any]]:
+def server_options(
+    limits: Limits, timeouts: Timeouts, *, reuse_port: bool
+) -> list[tuple[str, Any]]:
     """Channel arguments of the listener, each set on purpose."""
-    limits = runtime.config.limits
-    timeouts = runtime.config.timeouts
     return [
         # Requests: the same size limit as an HTTP body, so the two front ends
         # accept the same prompts; grpc answers RESOURCE_EXHAUSTED above it.
@@ -126,12 +127,24 @@ def _decoding(handler: Callable[[Any, Any], Awaitable[Any]], message: Any) -> An
 
 
 class GrpcServer:
-    def __init__(self, runtime: Runtime, pipeline: Pipeline, *, reuse_port: bool = False) -> None:
-        self._server: Any = grpc.aio.server(options=server_options(runtime, reuse_port=reuse_port))
+    """The listener over ``pipeline`` (the one HTTP uses); ``models``: the model names,
+    read per call (the routing snapshot's); ``limits`` and ``timeouts``: the start
+    config's, which the channel options take once (a reload cannot change them)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        models: Callable[[], Collection[str]],
+        tracing: Tracing | None,
+        limits: Limits,
+        timeouts: Timeouts,
+        reuse_port: bool = False,
+    ) -> None:
+        options = server_options(limits, timeouts, reuse_port=reuse_port)
+        self._server: Any = grpc.aio.server(options=options)
         self._health = health.aio.HealthServicer()
-        service = InferenceService(
-            pipeline, models=lambda: runtime.snapshot.models, tracing=runtime.tracing
-        )
+        service = InferenceService(pipeline, models=models, tracing=tracing)
         handlers = method_handlers(service)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
