@@ -78,17 +78,30 @@ def inputs_of(client_body: dict[str, Any]) -> int:
     return 1
 
 
-async def read_whole(resp: aiohttp.ClientResponse) -> bytes:
-    """The whole body, at most :data:`MAX_EMBEDDINGS_BYTES` (else STREAM_BROKEN)."""
-    raw = await resp.content.read(MAX_EMBEDDINGS_BYTES + 1)
-    while len(raw) <= MAX_EMBEDDINGS_BYTES:
-        more = await resp.content.read(MAX_EMBEDDINGS_BYTES + 1 - len(raw))
-        if not more:
-            break
-        raw += more
-    if len(raw) > MAX_EMBEDDINGS_BYTES:
-        raise malformed(f"over {MAX_EMBEDDINGS_BYTES} bytes")
-    return raw
+class ReadBudget:
+    """Bytes the answers to one embedding request may still bring: the native
+    requests of a translated batch share :data:`MAX_EMBEDDINGS_BYTES`, so a batch of
+    64 calls cannot make the gateway buffer 64 times the cap."""
+
+    def __init__(self) -> None:
+        self.left = MAX_EMBEDDINGS_BYTES
+
+    def take(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise malformed(f"over {MAX_EMBEDDINGS_BYTES} bytes")
+
+
+async def read_whole(resp: aiohttp.ClientResponse, budget: ReadBudget | None = None) -> bytes:
+    """The whole body, within ``budget`` (by default a cap of its own; else STREAM_BROKEN)."""
+    budget = budget or ReadBudget()
+    pieces: list[bytes] = []
+    # each piece is taken from the budget as it arrives: concurrent reads overshoot
+    # it by at most one socket read each
+    async for piece in resp.content.iter_any():
+        budget.take(len(piece))
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 async def events(resp: aiohttp.ClientResponse, inputs: int) -> AsyncIterator[Event]:
@@ -165,13 +178,30 @@ def openai_body(vectors: list[list[float]], encoding_format: object, prompt_toke
     return orjson.dumps({"object": "list", "model": "", "data": data, "usage": usage})
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def floats(value: object) -> list[float] | None:
-    """``value`` as one vector of floats, or None."""
+    """``value`` as one vector of float32 numbers, or None (an embedding is float32:
+    a larger number is no embedding and cannot be base64 encoded)."""
     if not isinstance(value, list) or not value:
         return None
     if not all(isinstance(v, float | int) and not isinstance(v, bool) for v in value):
         return None
-    return [float(v) for v in value]
+    found = [float(v) for v in value]
+    if not all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in found):
+        return None
+    return found
+
+
+def same_size(vectors: Sequence[Sequence[float]], dimensions: object) -> None:
+    """STREAM_BROKEN unless every vector has one size, ``dimensions`` when asked: the
+    calls of one batch may reach different models (two variants of an endpoint)."""
+    sizes = {len(v) for v in vectors}
+    if len(sizes) > 1:
+        raise malformed(f"vectors of {len(sizes)} different sizes")
+    if isinstance(dimensions, int) and sizes and sizes != {dimensions}:
+        raise malformed(f"vectors of {sizes.pop()} dimensions, {dimensions} asked")
 
 
 class Batch(NamedTuple):

@@ -174,8 +174,9 @@ class SageMakerProvider:
         headers["X-Amzn-SageMaker-Inference-Id"] = request.request_id[:64]
         if self.options.container == "tei":
             batches = sagemaker_tei.request_bodies(request.body, self.spec.name)
+            budget = embeddings.ReadBudget()  # the answers together, not each
             raws = await embeddings.send_all(
-                [b.body for b in batches], lambda body: self._invoke_tei(body, headers)
+                [b.body for b in batches], lambda body: self._invoke_tei(body, headers, budget)
             )
             parts = [(raw, batch.inputs) for raw, batch in zip(raws, batches, strict=True)]
             answer, tokens = sagemaker_tei.answer(parts, request.body)
@@ -190,12 +191,14 @@ class SageMakerProvider:
             async for event in embeddings.events(resp, request.choices):
                 yield event
 
-    async def _invoke_tei(self, body: bytes, headers: dict[str, str]) -> bytes:
+    async def _invoke_tei(
+        self, body: bytes, headers: dict[str, str], budget: embeddings.ReadBudget
+    ) -> bytes:
         async with self._invoke(body, headers) as resp:
             if resp.status != 200:
                 raise sagemaker_tei.error(resp.status, resp.headers, await _read(resp))
             check_identity(resp)
-            return await embeddings.read_whole(resp)
+            return await embeddings.read_whole(resp, budget)
 
     @contextlib.asynccontextmanager
     async def _invoke(

@@ -86,8 +86,9 @@ def answer(parts: list[tuple[bytes, int]], client_body: Mapping[str, Any]) -> tu
             raise embeddings.malformed(f"not a list of {inputs} vectors")
         vectors = [embeddings.floats(v) for v in parsed]
         if any(v is None for v in vectors):
-            raise embeddings.malformed("a vector is not a list of numbers")
+            raise embeddings.malformed("a vector is not a list of float32 numbers")
         found.extend(v for v in vectors if v is not None)
+    embeddings.same_size(found, client_body.get("dimensions"))
     tokens = embeddings.prompt_estimate(client_body.get("input"))
     fmt = client_body.get("encoding_format")
     return embeddings.openai_body(found, fmt, tokens), tokens

@@ -198,8 +198,9 @@ class VertexProvider:
             batches = vertex_embeddings.request_bodies(
                 request.body, self.spec.name, self.spec.served_model
             )
+            budget = embeddings.ReadBudget()  # the answers together, not each
             raws = await embeddings.send_all(
-                [b.body for b in batches], lambda body: self._predict(body, headers)
+                [b.body for b in batches], lambda body: self._predict(body, headers, budget)
             )
             parts = [(raw, batch.inputs) for raw, batch in zip(raws, batches, strict=True)]
             answer, tokens = vertex_embeddings.answer(parts, request.body)
@@ -216,14 +217,16 @@ class VertexProvider:
                 async for event in embeddings.events(resp, request.choices):
                     yield event
 
-    async def _predict(self, body: bytes, headers: dict[str, str]) -> bytes:
+    async def _predict(
+        self, body: bytes, headers: dict[str, str], budget: embeddings.ReadBudget
+    ) -> bytes:
         """One ``:predict`` answer's body (route ``predict_embeddings``)."""
         with TRANSPORT_ERRORS:
             async with await self._post(self._url, body, headers) as resp:
                 if resp.status != 200:
                     raise response_error(resp.status, resp.headers, await _read(resp))
                 check_identity(resp)
-                return await embeddings.read_whole(resp)
+                return await embeddings.read_whole(resp, budget)
 
     async def _discover_dns(self) -> None:
         """Read the endpoint resource's ``dedicatedEndpointDns`` once (the lookup goes

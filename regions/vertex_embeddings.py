@@ -89,8 +89,9 @@ def request_bodies(client_body: Mapping[str, Any], backend: str, model: str) -> 
     ]
 
 
-def vectors(raw: bytes, inputs: int) -> tuple[list[list[float]], int]:
-    """The vectors of one ``:predict`` answer for ``inputs`` instances, and their tokens."""
+def vectors(raw: bytes, inputs: int) -> tuple[list[list[float]], list[int | None]]:
+    """The vectors of one ``:predict`` answer for ``inputs`` instances, and each one's
+    token count (None where the answer has no statistics)."""
     try:
         parsed: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -99,7 +100,7 @@ def vectors(raw: bytes, inputs: int) -> tuple[list[list[float]], int]:
     if not isinstance(predictions, list) or len(predictions) != inputs:
         raise embeddings.malformed(f"predictions is not a list of {inputs}")
     found: list[list[float]] = []
-    tokens = 0
+    tokens: list[int | None] = []
     for prediction in predictions:
         got = prediction.get("embeddings") if isinstance(prediction, dict) else None
         values = embeddings.floats(got.get("values")) if isinstance(got, dict) else None
@@ -110,18 +111,26 @@ def vectors(raw: bytes, inputs: int) -> tuple[list[list[float]], int]:
         count = stats.get("token_count") if isinstance(stats, dict) else None
         # a google.protobuf.Value number: a double on the wire
         if isinstance(count, int | float) and not isinstance(count, bool) and count >= 0:
-            tokens += int(count)
+            tokens.append(int(count))
+        else:
+            tokens.append(None)
     return found, tokens
 
 
 def answer(parts: list[tuple[bytes, int]], client_body: Mapping[str, Any]) -> tuple[bytes, int]:
     """The OpenAI body for the answers to :func:`request_bodies`' requests (each with
-    its instance count), in order, and the prompt tokens."""
+    its instance count), in order, and the prompt tokens: Google's counts, an input
+    the answer counts no tokens for estimated (a model deployed to an endpoint may
+    send no statistics; usage must not fall to zero)."""
+    texts = embeddings.texts(client_body.get("input")) or []
     found: list[list[float]] = []
     tokens = 0
     for raw, inputs in parts:
-        got, counted = vectors(raw, inputs)
+        got, counts = vectors(raw, inputs)
+        for i, count in enumerate(counts, start=len(found)):
+            text = texts[i] if i < len(texts) else ""
+            tokens += count if count is not None else embeddings.prompt_estimate(text)
         found.extend(got)
-        tokens += counted
+    embeddings.same_size(found, client_body.get("dimensions"))
     fmt = client_body.get("encoding_format")
     return embeddings.openai_body(found, fmt, tokens), tokens
