@@ -21,9 +21,16 @@ idle backend: nobody asking says nothing about capacity. A configured
 after: the operator's figure is what the backend can do, and a measured peak
 below it means it was never saturated here.
 
-Each replica measures only the traffic it sends; with several gateway
-replicas sharing a backend, set ``seed`` (docs/observability.md#cost-model).
-Time is passed in (the request's monotonic timestamps); nothing reads a clock.
+Each replica sees only the traffic it sends, so with several replicas sharing
+a backend its own peak is about its share. :meth:`fleet` takes the fleet's
+bucket rates, summed in the store over every replica
+(``gateway.control.capacity``), into a second peak kept by the same rule;
+the capacity is the larger of the two (the fleet's includes this replica's,
+whose latest requests it may not hold yet). :meth:`fleet_stale` sets the
+fleet's figure aside when the store has not answered for a while: the
+local peak is then all that is current (docs/observability.md#cost-model).
+Time is passed in (the request's monotonic timestamps, the fleet's bucket
+indexes); nothing reads a clock.
 """
 
 from __future__ import annotations
@@ -33,10 +40,22 @@ import math
 BUCKET_S = 5.0
 DECAY_S = 600.0
 _HORIZON_BUCKETS = 24  # buckets kept (2 minutes at 5 s): later parts of a long request still count
+HORIZON_BUCKETS = _HORIZON_BUCKETS
 
 
 class Throughput:
-    __slots__ = ("_buckets", "_last", "_peak", "bucket_s", "decay_s", "seed")
+    __slots__ = (
+        "_buckets",
+        "_fleet",
+        "_fleet_last",
+        "_fleet_live",
+        "_fleet_peak",
+        "_last",
+        "_peak",
+        "bucket_s",
+        "decay_s",
+        "seed",
+    )
 
     def __init__(
         self, seed: float | None = None, *, bucket_s: float = BUCKET_S, decay_s: float = DECAY_S
@@ -49,6 +68,10 @@ class Throughput:
         self._buckets: dict[int, float] = {}  # bucket index → tokens produced in it
         self._peak = 0.0
         self._last: float | None = None
+        self._fleet: dict[int, float] = {}  # fleet bucket index → its rate, tokens/s
+        self._fleet_peak = 0.0
+        self._fleet_last: int | None = None  # the newest busy fleet bucket
+        self._fleet_live = False
 
     def observe(self, tokens: int, start: float, end: float) -> None:
         """``tokens`` completion tokens produced between ``start`` and ``end`` (seconds)."""
@@ -79,21 +102,72 @@ class Throughput:
             for k in [k for k in buckets if k <= newest - _HORIZON_BUCKETS]:
                 del buckets[k]
 
+    def fleet(self, bucket: int, rate: float, width: float | None = None) -> None:
+        """The fleet's rate (tokens/s) in bucket ``bucket`` (``width`` seconds wide,
+        ``bucket_s`` by default), as read from the store.
+
+        A bucket's total only grows (late finishers, replicas that flush later),
+        so reading one again keeps the larger rate and decays nothing; each newer
+        busy bucket decays the peak by one bucket's width (a gap counts as one,
+        as in :meth:`observe`)."""
+        if rate <= 0:
+            return
+        width = self.bucket_s if width is None else width
+        last = self._fleet_last
+        if last is not None and bucket <= last - _HORIZON_BUCKETS:
+            return  # forgotten already: it must not count twice
+        if last is None or bucket > last:
+            if last is not None:
+                self._fleet_peak *= math.exp(-width / self.decay_s)
+            self._fleet_last = bucket
+        self._fleet_live = True
+        fleet = self._fleet
+        if rate > fleet.get(bucket, 0.0):
+            fleet[bucket] = rate
+            if rate > self._fleet_peak:
+                self._fleet_peak = rate
+        if len(fleet) > 2 * _HORIZON_BUCKETS:
+            newest = max(fleet)
+            for k in [k for k in fleet if k <= newest - _HORIZON_BUCKETS]:
+                del fleet[k]
+
+    def fleet_stale(self) -> None:
+        """The store has been away too long: use the local peak until :meth:`fleet` again."""
+        self._fleet_live = False
+
+    @property
+    def fleet_measured(self) -> float | None:
+        """The fleet's decayed peak, tokens/s; None before a fleet sample or while stale."""
+        return self._fleet_peak if self._fleet_live else None
+
+    @property
+    def local_measured(self) -> float | None:
+        """This replica's own decayed peak, tokens/s; None before its first sample."""
+        return self._peak if self._last is not None else None
+
     @property
     def measured(self) -> float | None:
-        """The decayed peak alone, tokens/s; None before the first sample."""
-        return self._peak if self._last is not None else None
+        """The decayed peak alone (the fleet's or the local one, the larger),
+        tokens/s; None before the first sample."""
+        local, fleet = self.local_measured, self.fleet_measured
+        if fleet is None:
+            return local
+        return fleet if local is None or fleet >= local else local
 
     @property
     def capacity(self) -> float | None:
         """Tokens/s the backend is taken to produce: the peak, floored at the seed."""
-        if self._last is None:
+        measured = self.measured
+        if measured is None:
             return self.seed
-        return self._peak if self.seed is None or self._peak > self.seed else self.seed
+        return measured if self.seed is None or measured > self.seed else self.seed
 
     @property
     def source(self) -> str:
-        """Where ``capacity`` comes from: measured, configured or unknown."""
-        if self._last is not None and (self.seed is None or self._peak > self.seed):
-            return "measured"
+        """Where ``capacity`` comes from: fleet (measured across replicas), measured
+        (by this replica alone), configured or unknown."""
+        measured = self.measured
+        if measured is not None and (self.seed is None or measured > self.seed):
+            fleet = self.fleet_measured
+            return "fleet" if fleet is not None and fleet >= measured else "measured"
         return "unknown" if self.seed is None else "configured"

@@ -191,3 +191,83 @@ def test_the_capacity_never_falls_below_the_seed(requests: list[Any], seed: floa
         meter.observe(tokens, start, start + duration)
         assert (meter.capacity or 0) >= seed
         assert meter.capacity == max(seed, meter.measured or 0)
+
+
+def test_the_fleets_rate_stands_above_this_replicas_share() -> None:
+    meter = Throughput(bucket_s=5.0)
+    meter.observe(500, 100.0, 105.0)  # this replica's share: 100 tokens/s
+    assert meter.capacity == pytest.approx(100.0) and meter.source == "measured"
+    meter.fleet(7, 300.0)  # the store's sum over three replicas
+    assert (meter.capacity, meter.source) == (300.0, "fleet")
+    assert meter.local_measured == pytest.approx(100.0) and meter.fleet_measured == 300.0
+
+
+def test_a_bucket_read_again_keeps_its_larger_rate_and_decays_once() -> None:
+    meter = Throughput(bucket_s=1.0, decay_s=100.0)
+    meter.fleet(10, 100.0)
+    meter.fleet(10, 80.0)  # an older read of it: buckets only grow
+    meter.fleet(10, 150.0)  # late finishers added to it
+    assert meter.capacity == 150.0
+    for _ in range(5):
+        meter.fleet(11, 20.0)  # read every tick: one new busy bucket, one decay
+    assert meter.capacity == pytest.approx(150.0 * math.exp(-1 / 100))
+
+
+def test_the_fleets_peak_decays_per_busy_bucket_and_a_gap_counts_as_one() -> None:
+    meter = Throughput(bucket_s=5.0, decay_s=100.0)
+    meter.fleet(0, 1000.0)
+    meter.fleet(720, 10.0)  # an hour later: one bucket's decay, not an hour's
+    assert meter.capacity == pytest.approx(1000.0 * math.exp(-5 / 100))
+    for k in range(721, 741):
+        meter.fleet(k, 10.0)
+    assert meter.capacity == pytest.approx(1000.0 * math.exp(-21 * 5 / 100))
+
+
+def test_a_bucket_older_than_the_horizon_is_not_counted_again() -> None:
+    meter = Throughput(bucket_s=1.0, decay_s=1e300)
+    meter.fleet(100, 10.0)
+    meter.fleet(50, 1000.0)  # forgotten already
+    assert meter.capacity == 10.0
+
+
+def test_a_stale_fleet_figure_gives_way_to_the_local_one_until_read_again() -> None:
+    meter = Throughput(seed=50.0, bucket_s=1.0)
+    meter.fleet(1, 400.0)
+    meter.observe(100, 0.0, 1.0)
+    assert (meter.capacity, meter.source) == (400.0, "fleet")
+    meter.fleet_stale()
+    assert (meter.capacity, meter.source) == (100.0, "measured")
+    meter.fleet(2, 10.0)  # the store answers again: its peak stood, decayed one bucket
+    assert meter.source == "fleet" and meter.capacity == pytest.approx(400.0 * math.exp(-1 / 600))
+
+
+def test_the_seed_is_a_floor_under_the_fleets_rate_too() -> None:
+    meter = Throughput(seed=2000.0, bucket_s=1.0)
+    meter.fleet(1, 500.0)
+    assert (meter.capacity, meter.source) == (2000.0, "configured")
+
+
+Reads = st.lists(
+    st.tuples(
+        st.integers(0, 23),  # within the horizon
+        st.floats(0.001, 1e5),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(Reads, Requests)
+def test_without_decay_the_capacity_is_the_larger_of_the_fleets_and_the_local_peak(
+    reads: list[tuple[int, float]], requests: list[Any]
+) -> None:
+    """In any order, read any number of times: the fleet's busiest bucket, or this replica's."""
+    meter = Throughput(bucket_s=5.0, decay_s=1e300)
+    local = Throughput(bucket_s=5.0, decay_s=1e300)
+    for start, duration, tokens in sorted(requests, key=lambda r: r[0] + r[1]):
+        meter.observe(tokens, start, start + duration)
+        local.observe(tokens, start, start + duration)
+    for bucket, rate in reads:
+        meter.fleet(bucket, rate)
+    assert meter.fleet_measured == max(rate for _, rate in reads)
+    assert meter.capacity == pytest.approx(max(meter.fleet_measured, local.capacity or 0))
