@@ -145,9 +145,12 @@ def nginx_argv(nginx: str, config: Path) -> list[str]:
     return [nginx, "-p", str(prefix), "-e", str(prefix / "nginx-startup.log"), "-c", str(config)]
 
 
-def gateway_config(http_port: int, admin_port: int, upstream_port: int, key: str) -> dict[str, Any]:
+def gateway_config(
+    http_port: int, admin_port: int, upstream_port: int, key: str, store: Path | None = None
+) -> dict[str, Any]:
+    """``store``: an SQLite file, which ``--workers N`` needs (the workers share it)."""
     digest = hashlib.sha256(key.encode()).hexdigest()
-    return {
+    config: dict[str, Any] = {
         "listen": {
             "http": f"127.0.0.1:{http_port}",
             "admin": f"127.0.0.1:{admin_port}",
@@ -175,6 +178,9 @@ def gateway_config(http_port: int, admin_port: int, upstream_port: int, key: str
         # as long as opening 10,000 takes: longer than the default 30 s.
         "timeouts": {"first_token_s": 900.0},
     }
+    if store is not None:
+        config["store"] = {"path": str(store)}
+    return config
 
 
 def _litellm_config(upstream_port: int) -> dict[str, Any]:
@@ -282,8 +288,9 @@ def _start_gateway(
     port, admin_port = free_port(), free_port()
     key = "sk-bench-" + secrets.token_urlsafe(18)
     config = workdir / f"gateway-{port}.yaml"
+    store = workdir / f"gateway-{port}.sqlite" if workers != 1 else None
     config.write_text(
-        yaml.safe_dump(gateway_config(port, admin_port, emu_port, key), sort_keys=False)
+        yaml.safe_dump(gateway_config(port, admin_port, emu_port, key, store), sort_keys=False)
     )
     argv = [*wrap, _meridian(), "serve", "--config", str(config)]
     if workers != 1:
