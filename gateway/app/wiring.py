@@ -2,8 +2,9 @@
 
 :func:`attach` opens the configured store and connects the control plane
 (``gateway.control.plane``), the canary tap and controller, the usage tap,
-the tenant limiter and the shadow mirror to a :class:`Runtime`, each given
-only what it uses (``Gateway.start`` calls it, after ``gateway.app.build``).
+the fleet's capacity counts (``gateway.control.capacity``), the tenant limiter
+and the shadow mirror to a :class:`Runtime`, each given only what it uses
+(``Gateway.start`` calls it, after ``gateway.app.build``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from gateway.app.runtime import Runtime
 from gateway.canary.controller import CanaryController
 from gateway.canary.tap import CanaryTap
+from gateway.control import capacity
 from gateway.control.limits import TenantLimiter
 from gateway.control.plane import ControlPlane, SharedHealthEvents
 from gateway.control.usage import UsageTap
@@ -43,6 +45,17 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     runtime.taps.append(tap)
     usage = UsageTap(store, config.store.counts_flush_s)
     runtime.taps.append(usage)
+    fleet_tap = capacity.CapacityTap(
+        store, config.store.counts_flush_s, bucket_s=capacity.FLEET_BUCKET_S
+    )
+    runtime.taps.append(fleet_tap)
+    fleet_feed = capacity.CapacityFeed(
+        store,
+        lambda: capacity.backends(runtime.snapshot),
+        runtime.metrics.measured,
+        bucket_s=capacity.FLEET_BUCKET_S,
+        settle_s=config.store.counts_flush_s,
+    )
     controller = CanaryController(
         store,
         lambda: control.state,
@@ -77,4 +90,6 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     control.spawn(controller.run())
     control.spawn(mirror.run())
     control.spawn(usage.run())  # cancelled by control.stop(), it flushes what is pending
+    control.spawn(fleet_tap.run())
+    control.spawn(fleet_feed.run())
     return control
