@@ -45,10 +45,11 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     runtime.taps.append(tap)
     usage = UsageTap(store, config.store.counts_flush_s)
     runtime.taps.append(usage)
+    # An in-memory store has one process for a fleet: its own meters say it all.
+    fleet = config.store.kind != "embedded" or config.store.path is not None
     fleet_tap = capacity.CapacityTap(
         store, config.store.counts_flush_s, bucket_s=capacity.FLEET_BUCKET_S
     )
-    runtime.taps.append(fleet_tap)
     fleet_feed = capacity.CapacityFeed(
         store,
         lambda: capacity.backends(runtime.snapshot),
@@ -56,6 +57,8 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
         bucket_s=capacity.FLEET_BUCKET_S,
         settle_s=config.store.counts_flush_s,
     )
+    if fleet:
+        runtime.taps.append(fleet_tap)
     controller = CanaryController(
         store,
         lambda: control.state,
@@ -90,6 +93,7 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     control.spawn(controller.run())
     control.spawn(mirror.run())
     control.spawn(usage.run())  # cancelled by control.stop(), it flushes what is pending
-    control.spawn(fleet_tap.run())
-    control.spawn(fleet_feed.run())
+    if fleet:
+        control.spawn(fleet_tap.run())
+        control.spawn(fleet_feed.run())
     return control

@@ -10,8 +10,9 @@ background loop reads the fleet's sums back and hands them to the meters
 pricing reads (``Throughput.fleet``), so every replica prices with the same
 fleet capacity.
 
-- :class:`CapacityTap`, a request tap: a few dict updates on the request
-  path, added to the store by :class:`PendingCounts` in the background.
+- :class:`CapacityTap`, a request tap: one list append on the request
+  path; spread over buckets and added to the store by
+  :class:`PendingCounts` in the background.
   Window ``capacity/<group>`` (``GROUP`` buckets of one minute at 5 s, so a
   busy day is 1440 windows, not 17280), field ``<bucket>\\x1f<backend>``,
   in milli-tokens (store counters are integers).
@@ -31,6 +32,7 @@ shorter than δ over two buckets (a lower peak).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -67,7 +69,10 @@ def window_name(bucket: int) -> str:
 
 class CapacityTap:
     """Counts each served request's completion tokens on a per-hour backend
-    into the fleet's buckets; :meth:`run` adds them to the store."""
+    into the fleet's buckets; :meth:`run` adds them to the store.
+
+    The request path only appends the request's span to a list (well under a
+    microsecond); spreading it over its buckets happens at flush time."""
 
     def __init__(
         self,
@@ -77,46 +82,72 @@ class CapacityTap:
         bucket_s: float = BUCKET_S,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._counts = PendingCounts(store, "capacity", flush_s=flush_s)
+        self.flush_s = flush_s
         self.bucket_s = bucket_s
         self._clock = clock
         self._monotonic = monotonic  # the pipeline's clock: an attempt's ``started``
-        self._fields: dict[tuple[int, str], str] = {}
+        self._sleep = sleep
+        # Bounded by the requests of one flush_s: drained whether or not the store answers.
+        self._spans: list[tuple[str, int, float, float]] = []
 
     def __call__(self, execution: Execution, status: int) -> None:
         serving = execution.serving
         usage = execution.usage
         if serving is None or usage is None or serving.backend.price.meter is None:
             return
-        ran = self._monotonic() - serving.started
         end = self._clock()
-        self.count(serving.backend.name, usage.completion_tokens, end - ran, end)
+        ran = self._monotonic() - serving.started
+        self._spans.append((serving.backend.name, usage.completion_tokens, end - ran, end))
 
     def count(self, backend: str, tokens: int, start: float, end: float) -> None:
         """``tokens`` produced by ``backend`` between ``start`` and ``end`` (Unix seconds)."""
-        if tokens <= 0:
-            return
-        end = max(end, start)
+        self._spans.append((backend, tokens, start, end))
+
+    def _spread(self) -> None:
+        """The spans counted so far, each request's tokens spread over the buckets it ran in."""
+        spans, self._spans = self._spans, []
         width = self.bucket_s
-        last = int(end // width)
-        first = max(int(start // width), last - HORIZON_BUCKETS + 1)
-        duration = end - start
-        for k in range(first, last + 1):
-            if duration > 0:
-                overlap = min(end, (k + 1) * width) - max(start, k * width)
-                share = tokens * overlap / duration
-            else:
-                share = float(tokens)
-            milli = round(share * MILLI)
-            if milli > 0:  # an end on a bucket's edge leaves the next one nothing
-                self._counts.window(window_name(k))[f"{k}{_SEP}{backend}"] += milli
+        for backend, tokens, start, end in spans:
+            if tokens <= 0:
+                continue
+            end = max(end, start)
+            last = int(end // width)
+            first = max(int(start // width), last - HORIZON_BUCKETS + 1)
+            duration = end - start
+            for k in range(first, last + 1):
+                if duration > 0:
+                    overlap = min(end, (k + 1) * width) - max(start, k * width)
+                    share = tokens * overlap / duration
+                else:
+                    share = float(tokens)
+                milli = round(share * MILLI)
+                if milli > 0:  # an end on a bucket's edge leaves the next one nothing
+                    self._counts.window(window_name(k))[f"{k}{_SEP}{backend}"] += milli
+
+    def pending(self) -> dict[str, dict[str, int]]:
+        """What the next flush adds, by window (for tests and the curious)."""
+        self._spread()
+        return {w: dict(c) for w, c in self._counts._pending.items()}
 
     async def flush(self) -> None:
+        self._spread()
         await self._counts.flush()
 
     async def run(self) -> None:
-        await self._counts.run()
+        """Flush every ``flush_s`` until cancelled, then once more if the store answers."""
+        try:
+            while True:
+                await self._sleep(self.flush_s)
+                try:
+                    await self.flush()
+                except Exception:
+                    log.exception("capacity counters: flush failed")
+        finally:
+            with contextlib.suppress(StoreUnavailable):
+                await self.flush()  # what this replica counted still counts
 
 
 class CapacityFeed:

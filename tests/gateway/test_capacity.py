@@ -80,18 +80,18 @@ async def test_two_replicas_counts_sum_in_the_store_and_feed_the_meter(tmp_path:
 def test_a_long_request_is_spread_over_its_buckets_in_milli_tokens(tmp_path: Path) -> None:
     tap = CapacityTap(EmbeddedStore(str(tmp_path / "s.db")), bucket_s=5.0)
     tap.count("fra", 10, 0.0, 15.0)
-    windows = tap._counts._pending
-    assert windows == {"capacity/0": {"0\x1ffra": 3333, "1\x1ffra": 3333, "2\x1ffra": 3333}}
+    assert tap.pending() == {"capacity/0": {"0\x1ffra": 3333, "1\x1ffra": 3333, "2\x1ffra": 3333}}
 
 
-def test_counting_a_request_costs_a_few_microseconds(tmp_path: Path) -> None:
+def test_counting_a_request_costs_well_under_a_few_microseconds(tmp_path: Path) -> None:
     tap = CapacityTap(EmbeddedStore(str(tmp_path / "s.db")), bucket_s=5.0)
     n = 20_000
     start = time.perf_counter()
     for i in range(n):
-        tap.count("fra", 200, 1000.0 + i * 0.01, 1002.0 + i * 0.01)  # 2 s streams
+        tap.count("fra", 200, 1000.0 + i * 0.01, 1030.0 + i * 0.01)  # 30 s streams
     per_request = (time.perf_counter() - start) / n
-    assert per_request < 20e-6, per_request  # ~2 µs here; generous for a loaded CI
+    assert per_request < 3e-6, per_request  # an append: ~0.2 µs here; spread at flush time
+    assert sum(tap.pending()["capacity/16"].values()) > 0
 
 
 async def test_a_store_that_goes_away_leaves_the_fleet_figure_then_the_local_one(
