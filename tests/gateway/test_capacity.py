@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from gateway.cli.main import main
+from gateway.config.model import Config
 from gateway.control import capacity
 from gateway.control.capacity import CapacityFeed, CapacityTap
 from gateway.store import EmbeddedStore, RedisStore
@@ -24,6 +25,7 @@ from tests.conftest import (
     MODEL,
     EmulatorFactory,
     GatewayFactory,
+    gateway_config,
     runtime_of,
     wait_for,
 )
@@ -168,6 +170,30 @@ async def test_two_replicas_on_redis_price_with_the_fleets_capacity(
         store={"counts_flush_s": 0.05},
         failover={"hedge": False},
     )
+    await two_replicas_price_with_the_fleets_capacity(gateways, config, capsys)
+
+
+async def test_workers_sharing_an_embedded_store_file_price_with_the_fleets_capacity(
+    emulators: EmulatorFactory,
+    gateways: GatewayFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--workers 2`` on one node: the workers share ``store.path``, one fleet."""
+    monkeypatch.setattr(capacity, "FLEET_BUCKET_S", 1.0)
+    fra = await emulators(itl_s=0.01)
+    config = gateway_config(
+        [("fra", "onprem:fra1", "v1", fra.url, {"price": {"per_hour": 3.6}})],
+        store={"path": str(tmp_path / "node.db"), "counts_flush_s": 0.05},
+        failover={"hedge": False},
+    )
+    await two_replicas_price_with_the_fleets_capacity(gateways, config, capsys)
+
+
+async def two_replicas_price_with_the_fleets_capacity(
+    gateways: GatewayFactory, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = await gateways(config), await gateways(config)
     seconds = 3.0
     async with aiohttp.ClientSession() as s:
