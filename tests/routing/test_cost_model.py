@@ -271,3 +271,18 @@ def test_without_decay_the_capacity_is_the_larger_of_the_fleets_and_the_local_pe
         meter.fleet(bucket, rate)
     assert meter.fleet_measured == max(rate for _, rate in reads)
     assert meter.capacity == pytest.approx(max(meter.fleet_measured, local.capacity or 0))
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.floats(0.001, 1e4)), min_size=1, max_size=40))
+def test_reading_the_horizon_again_every_tick_changes_nothing(
+    reads: list[tuple[int, float]],
+) -> None:
+    """The feed reads the last buckets at every tick: repeats of what it fed add no decay."""
+    reads = sorted(reads)
+    once = Throughput(bucket_s=5.0, decay_s=100.0)
+    often = Throughput(bucket_s=5.0, decay_s=100.0)
+    for i, (bucket, rate) in enumerate(reads):
+        once.fleet(bucket, rate)
+        for earlier, earlier_rate in reads[max(0, i - 5) : i + 1]:  # a tick's re-read
+            often.fleet(earlier, earlier_rate)
+    assert often.capacity == pytest.approx(once.capacity)
