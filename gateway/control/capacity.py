@@ -13,9 +13,9 @@ fleet capacity.
 - :class:`CapacityTap`, a request tap: one list append on the request
   path; spread over buckets and added to the store by
   :class:`PendingCounts` in the background.
-  Window ``capacity/<group>`` (``GROUP`` buckets of one minute at 5 s, so a
-  busy day is 1440 windows, not 17280), field ``<bucket>\\x1f<backend>``,
-  in milli-tokens (store counters are integers).
+  Window ``capacity/<bucket // GROUP>`` (a minute of 5 s buckets: a busy
+  day is 1440 windows in the store, not 17280), field
+  ``<bucket>\\x1f<backend>``, in milli-tokens (store counters are integers).
 - :class:`CapacityFeed`, every ``bucket_s``: sums the windows of the last
   ``HORIZON_BUCKETS`` complete buckets (one store call) and feeds each busy
   bucket's rate. Read again each time, because a bucket keeps growing while
