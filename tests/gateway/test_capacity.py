@@ -258,3 +258,23 @@ async def test_no_store_answering_leaves_the_local_figure_and_no_error(
     assert shown["capacity_tokens_per_s"] == pytest.approx(local)
     assert gauge == pytest.approx(local)
     assert not [r for r in caplog.records if r.name == "meridian.capacity"]
+
+
+async def test_a_fresh_meter_after_a_reload_is_fed_the_last_two_minutes(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path / "store.db"))
+    await store.open()
+    clock = Clock(3000.0)
+    tap = CapacityTap(store, bucket_s=5.0, clock=clock)
+    tap.count("fra", 4000, 3000.0, 3005.0)  # 800 tokens/s
+    await tap.flush()
+    current = [spec(Price.hourly(3.6))]
+    feed = CapacityFeed(store, lambda: current, lambda _b, _c: None, bucket_s=5.0, clock=clock)
+    clock.now = 3011.0
+    await feed.refresh()
+    current = [spec(Price.hourly(3.6, tokens_per_s=100.0))]  # a reload: new figures, new meter
+    meter = current[0].price.meter
+    assert meter is not None and meter.capacity == 100.0
+    clock.now = 3100.0  # still within the horizon
+    await feed.refresh()
+    assert meter.capacity == pytest.approx(800.0) and meter.source == "fleet"
+    await store.close()
