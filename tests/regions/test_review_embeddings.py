@@ -8,6 +8,9 @@ clear failure class or an honest usage, never a traceback nor a silent half-trut
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +24,7 @@ from regions.errors import BackendError, FailureClass
 from regions.events import TokenDelta
 from regions.request import GenerationRequest, Kind
 from regions.sagemaker import SageMakerProvider
+from tests.conftest import wait_for
 from tests.regions.test_sagemaker_adapter import spec
 
 
@@ -113,10 +117,70 @@ async def test_the_answers_of_one_batch_share_one_byte_cap(
             spec(f"http://127.0.0.1:{runner.addresses[0][1]}", "tei"), http
         )
         two = [e async for e in provider.stream(embedding(["x"] * 64))]  # 2 calls, 800 KiB
-        assert [len(orjson.loads(e.raw)["data"]) for e in two if isinstance(e, TokenDelta)] == [64]
+        assert [
+            len(orjson.loads(e.raw or b"")["data"]) for e in two if isinstance(e, TokenDelta)
+        ] == [64]
         with pytest.raises(BackendError, match="over 1048576 bytes") as caught:
             async for _ in provider.stream(embedding(["x"] * 96)):  # 3 calls, 1.2 MiB
                 pass
     finally:
         await runner.cleanup()
     assert caught.value.failure is FailureClass.STREAM_BROKEN
+
+
+async def test_one_failed_call_closes_the_calls_still_in_flight(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The second of three TEI calls is refused while the others stall: the attempt
+    fails with TEI's words at once, and the stalled calls' connections are closed."""
+    stalled: list[web.Request] = []
+    never, both_stalled = asyncio.Event(), asyncio.Event()
+
+    async def invoke(req: web.Request) -> web.StreamResponse:
+        inputs = orjson.loads(await req.read())["inputs"]
+        if inputs[0] == "bad":
+            await both_stalled.wait()  # fail only once the others are in flight
+            original = orjson.dumps({"error": "no", "error_type": "validation"}).decode()
+            return web.json_response(
+                {"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": 422,
+                 "OriginalMessage": original, "Message": "model error"},
+                status=424,
+                headers={"x-amzn-ErrorType": "ModelError:http://internal.amazon.com/"},
+            )  # fmt: skip
+        stalled.append(req)
+        if len(stalled) == 2:
+            both_stalled.set()
+        await never.wait()
+        raise AssertionError("a stalled call was answered")
+
+    app = web.Application()
+    app.router.add_post("/endpoints/{name}/invocations", invoke)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        provider = SageMakerProvider(
+            spec(f"http://127.0.0.1:{runner.addresses[0][1]}", "tei"), http
+        )
+        inputs = ["x"] * 32 + ["bad"] * 32 + ["y"] * 32
+        with pytest.raises(BackendError, match="TEI validation error") as caught:
+            async for _ in provider.stream(embedding(inputs)):
+                pass
+        assert caught.value.failure is FailureClass.CLIENT
+        assert len(stalled) == 2
+        await wait_for(
+            lambda: all(r.transport is None or r.transport.is_closing() for r in stalled)
+        )
+    finally:
+        never.set()
+        await runner.cleanup()
+
+
+def test_joined_vectors_keep_the_inputs_order_and_base64_is_float32_exact() -> None:
+    parts = [(b"[[0.1, 1.0], [0.2, 2.0]]", 2), (b"[[0.3, 3.0]]", 1)]
+    body, _ = sagemaker_tei.answer(parts, {"input": ["a", "b", "c"], "encoding_format": "base64"})
+    data = orjson.loads(body)["data"]
+    assert [d["index"] for d in data] == [0, 1, 2]
+    decoded = [struct.unpack("<2f", base64.b64decode(d["embedding"])) for d in data]
+    assert decoded == [struct.unpack("<2f", struct.pack("<2f", v, w)) for v, w in
+                       ((0.1, 1.0), (0.2, 2.0), (0.3, 3.0))]  # fmt: skip
