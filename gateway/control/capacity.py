@@ -50,6 +50,8 @@ _SEP = "\x1f"
 FLEET_BUCKET_S = BUCKET_S  # what attach() uses (read when it runs: a test may shorten it)
 GROUP = 12  # buckets per store window
 MILLI = 1000  # counters are integers: tokens × 1000, so a spread share keeps its fraction
+# The feed reads the last two minutes; the store keeps a window ten, not the counters' week.
+WINDOW_TTL_S = 600.0
 
 
 def backends(snapshot: RoutingSnapshot) -> list[BackendSpec]:
@@ -84,7 +86,7 @@ class CapacityTap:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._counts = PendingCounts(store, "capacity", flush_s=flush_s)
+        self._counts = PendingCounts(store, "capacity", flush_s=flush_s, ttl_s=WINDOW_TTL_S)
         self.flush_s = flush_s
         self.bucket_s = bucket_s
         self._clock = clock

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from gateway.store import Store, StoreUnavailable
+from gateway.store.base import COUNTS_TTL_S
 
 log = logging.getLogger("meridian.counts")
 
@@ -36,6 +37,7 @@ class PendingCounts:
         "flush_s",
         "max_windows",
         "name",
+        "ttl_s",
     )
 
     def __init__(
@@ -47,6 +49,7 @@ class PendingCounts:
         max_windows: int = 64,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rollup: Callable[[str], str | None] = lambda _window: None,
+        ttl_s: float = COUNTS_TTL_S,
     ) -> None:
         self._store = store
         self.name = name  # for the log: "canary", "shadow"
@@ -54,6 +57,7 @@ class PendingCounts:
         self.max_windows = max_windows
         self._sleep = sleep
         self._rollup = rollup
+        self.ttl_s = ttl_s  # how long the store keeps a window after its last add
         self._pending: dict[str, Counter[str]] = {}
         # Windows whose add failed, already rolled up: retried as they are.
         self._backlog: dict[str, Counter[str]] = {}
@@ -73,7 +77,7 @@ class PendingCounts:
             backlog.setdefault(window, Counter()).update(counts)
         for window, counts in backlog.items():
             try:
-                await self._store.add_counts(window, counts)
+                await self._store.add_counts(window, counts, self.ttl_s)
             except StoreUnavailable:
                 if window in self._backlog or len(self._backlog) < self.max_windows:
                     self._backlog.setdefault(window, Counter()).update(counts)

@@ -194,8 +194,10 @@ class Store(Protocol):
 
     async def publish(self, hold: HealthHold) -> None: ...
 
-    async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
-        """Add to the window ``name``; a window unwritten for ``COUNTS_TTL_S`` is deleted."""
+    async def add_counts(
+        self, name: str, counts: Mapping[str, int], ttl_s: float = COUNTS_TTL_S
+    ) -> None:
+        """Add to the window ``name``; a window unwritten for ``ttl_s`` is deleted."""
         ...
 
     async def read_counts(self, name: str) -> dict[str, int]: ...

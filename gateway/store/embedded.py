@@ -55,8 +55,8 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (name, field));
-CREATE TABLE IF NOT EXISTS count_windows (name TEXT PRIMARY KEY, touched REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS count_windows_touched ON count_windows (touched);
+CREATE TABLE IF NOT EXISTS count_windows (name TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS count_windows_expires ON count_windows (expires);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL);
 """
@@ -132,9 +132,9 @@ class EmbeddedStore:
             conn.executescript(_SCHEMA)
             # A file from before count_windows: its windows start their TTL now.
             conn.execute(
-                "INSERT OR IGNORE INTO count_windows (name, touched) "
+                "INSERT OR IGNORE INTO count_windows (name, expires) "
                 "SELECT DISTINCT name, ? FROM counters",
-                (self._clock(),),
+                (self._clock() + COUNTS_TTL_S,),
             )
             return conn
 
@@ -224,13 +224,15 @@ class EmbeddedStore:
 
     # -- canary counters and the controller's lease --------------------------
 
-    async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
+    async def add_counts(
+        self, name: str, counts: Mapping[str, int], ttl_s: float = COUNTS_TTL_S
+    ) -> None:
         rows = [(name, f, n) for f, n in counts.items() if n]
         now = self._clock()
 
         def write(conn: sqlite3.Connection) -> None:
-            # Redis's EXPIRE on each write, in SQL: touching a window renews it, and
-            # windows untouched for COUNTS_TTL_S go in the same transaction.
+            # Redis's EXPIRE on each write, in SQL: a write renews its window's
+            # expiry, and expired windows go in the same transaction.
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
@@ -239,17 +241,16 @@ class EmbeddedStore:
                     rows,
                 )
                 conn.execute(
-                    "INSERT INTO count_windows (name, touched) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET touched = excluded.touched",
-                    (name, now),
+                    "INSERT INTO count_windows (name, expires) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET expires = excluded.expires",
+                    (name, now + ttl_s),
                 )
-                expired = now - COUNTS_TTL_S
                 conn.execute(
                     "DELETE FROM counters WHERE name IN "
-                    "(SELECT name FROM count_windows WHERE touched < ?)",
-                    (expired,),
+                    "(SELECT name FROM count_windows WHERE expires < ?)",
+                    (now,),
                 )
-                conn.execute("DELETE FROM count_windows WHERE touched < ?", (expired,))
+                conn.execute("DELETE FROM count_windows WHERE expires < ?", (now,))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

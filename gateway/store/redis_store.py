@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -248,7 +249,9 @@ class RedisStore:
 
     # -- canary counters and the controller's lease --------------------------
 
-    async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
+    async def add_counts(
+        self, name: str, counts: Mapping[str, int], ttl_s: float = COUNTS_TTL_S
+    ) -> None:
         key = f"{self.prefix}:counts:{name}"
 
         async def write() -> None:
@@ -256,7 +259,7 @@ class RedisStore:
                 for field, n in counts.items():
                     if n:
                         pipe.hincrby(key, field, n)
-                pipe.expire(key, COUNTS_TTL_S)
+                pipe.expire(key, max(1, math.ceil(ttl_s)))
                 await pipe.execute()
 
         await self._call(write())

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from gateway.store.base import (
+    COUNTS_TTL_S,
     AuditEntry,
     Commit,
     Doc,
@@ -210,8 +211,10 @@ class ReplicatedStore:
     async def publish(self, hold: HealthHold) -> None:
         await self._on_primary(lambda p: p.publish(hold))
 
-    async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
-        await self._on_primary(lambda p: p.add_counts(name, counts))
+    async def add_counts(
+        self, name: str, counts: Mapping[str, int], ttl_s: float = COUNTS_TTL_S
+    ) -> None:
+        await self._on_primary(lambda p: p.add_counts(name, counts, ttl_s))
 
     async def read_counts(self, name: str) -> dict[str, int]:
         return await self._on_primary(lambda p: p.read_counts(name))

@@ -19,7 +19,7 @@ class Recording:
         self.added: list[tuple[str, dict[str, int]]] = []
         self.fail: list[BaseException] = []
 
-    async def add_counts(self, name: str, counts: Mapping[str, int]) -> None:
+    async def add_counts(self, name: str, counts: Mapping[str, int], ttl_s: float = 0) -> None:
         if self.fail:
             raise self.fail.pop(0)
         self.added.append((name, dict(counts)))
