@@ -64,6 +64,7 @@ from gateway.pipeline.core import RESIDENCY_HEADER, Pipeline, log_refusal
 from gateway.security.keys import KeyExpired
 from gateway.security.tls import grpc_identities
 from meridian_proto.meridian.v1 import inference_pb2 as pb
+from regions.embeddings import floats
 from regions.events import Event, Finish, StreamError, TokenDelta, Usage
 from regions.request import GenerationRequest, Kind
 from routing.capabilities import MissingCapability
@@ -163,7 +164,11 @@ class _Embeddings:
         check lets base64 through, which this message cannot carry)."""
         try:
             data = orjson.loads(self.raw)["data"]
-            vectors = [pb.Embedding(index=i, values=d["embedding"]) for i, d in enumerate(data)]
+            # floats() refuses what a float32 field would alter in silence (1e39, true)
+            found = [floats(d["embedding"]) for d in data]
+            vectors = [pb.Embedding(index=i, values=v) for i, v in enumerate(found) if v]
+            if len(vectors) != len(found):
+                raise ValueError("not float32 vectors")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise Refusal(
                 502, "the backend's embeddings were not floats", "upstream_error"

@@ -5,9 +5,13 @@ is not UTF-8 JSON), not UNKNOWN, and no backend is asked."""
 from __future__ import annotations
 
 import grpc
+import orjson
 import pytest
 
+from gateway.grpc.service import _Embeddings
+from gateway.grpc.status import Refusal
 from meridian_proto.meridian.v1 import inference_pb2 as pb
+from regions.events import TokenDelta
 from tests.conftest import EmulatorFactory, GatewayFactory
 from tests.gateway.test_grpc_helpers import auth, one_backend
 
@@ -40,3 +44,16 @@ async def test_invalid_utf8_in_a_string_is_invalid_argument(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid meridian.v1.ChatRequest message" in (caught.value.details() or "")
     assert em.stats.requests == 0
+
+
+@pytest.mark.parametrize("vector", [[1e39, 0.5], [True, 0.5], []])
+async def test_an_embed_answer_protobuf_would_alter_is_refused(vector: list[object]) -> None:
+    """A float32 field would turn 1e39 into inf and true into 1.0 in silence; an empty
+    vector is no embedding: the reply is the 502 of a bad backend answer."""
+    sink = _Embeddings()
+    await sink.take(TokenDelta("", orjson.dumps({"data": [{"index": 0, "embedding": vector}]})))
+    with pytest.raises(Refusal) as caught:
+        sink.reply(pb.Served(), None)
+    assert caught.value.status == 502
+    await sink.take(TokenDelta("", orjson.dumps({"data": [{"index": 0, "embedding": [1, 0.5]}]})))
+    assert list(sink.reply(pb.Served(), None).data[0].values) == [1.0, 0.5]
