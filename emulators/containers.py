@@ -87,6 +87,9 @@ def embedding(container: Container, payload: Any, served_model: str) -> bytes | 
     is its ``embed`` handler for every body (:func:`emulators.embeddings.tei_answer`).
     """
     if container == "tei":
+        if len(orjson.dumps(payload)) > embeddings.TEI_PAYLOAD_LIMIT:
+            # axum's DefaultBodyLimit rejection: plain text, 413
+            raise BadRequest(413, "Failed to buffer the request body: length limit exceeded")
         try:
             return orjson.dumps(embeddings.tei_answer(payload))
         except RequestError as exc:

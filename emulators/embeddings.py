@@ -90,6 +90,7 @@ def answer(payload: Any, model: str) -> dict[str, Any]:
 
 TEI_MAX_INPUT_TOKENS = 512  # bge-small's max_position_embeddings, TEI's default limit
 TEI_MAX_BATCH = 32  # TEI's --max-client-batch-size default
+TEI_PAYLOAD_LIMIT = 2_000_000  # TEI's --payload-limit default (router/src/main.rs)
 
 
 def tei_error(status: int, error: str, error_type: str) -> RequestError:

@@ -17,14 +17,15 @@ serves an embedding model's ``/invocations`` with the same ``embed`` handler as
   ``core/src/tokenization.rs``), not embedded in part in silence; the client may
   send TEI's own fields, any other is a 400 naming it.
 
-TEI refuses more than ``--max-client-batch-size`` inputs (32 by default), so
-a client's batch goes as several invocations of at most 32, concurrently,
-joined in order. The answer is ``EmbedResponse``, a bare list of vectors, one
-per input in order. Its token count goes out only as the ``x-compute-tokens`` header
-(``ResponseMetadata`` in ``router/src/lib.rs``), which InvokeEndpoint does not
-return (botocore's ``InvokeEndpointOutput`` carries the body, Content-Type, the
-invoked variant, custom attributes and session ids), so the usage is token ids
-counted, text estimated at four characters a token.
+TEI refuses more than ``--max-client-batch-size`` inputs (32 by default) and a body
+over ``--payload-limit`` (2 MB), so a client's batch goes as several invocations of
+at most 32 inputs and 1 MB, concurrently, joined in order. The answer is
+``EmbedResponse``, a bare list of vectors, one per input in order. Its token count
+goes out only as the ``x-compute-tokens`` header (``ResponseMetadata`` in
+``router/src/lib.rs``), which InvokeEndpoint does not return (botocore's
+``InvokeEndpointOutput`` carries the body, Content-Type, the invoked variant, custom
+attributes and session ids), so the usage is token ids counted, text estimated at
+four characters a token.
 
 Errors are ``ErrorResponse`` ``{"error", "error_type"}``: ``validation`` and
 ``tokenizer`` 422, ``empty`` 400, ``overloaded`` 429, ``unhealthy`` 503,
@@ -54,6 +55,10 @@ TEI_FIELDS = frozenset({"truncate", "truncation_direction", "prompt_name", "norm
 MAX_BATCH = 32
 """Inputs per InvokeEndpoint: TEI's ``--max-client-batch-size`` default
 (``router/src/main.rs``), over which it refuses the request (422 ``validation``)."""
+MAX_BATCH_BYTES = 1_000_000
+"""Input bytes per InvokeEndpoint: half TEI's ``--payload-limit`` default (2,000,000
+bytes, ``router/src/main.rs``; a larger body is its 413), so that 32 long documents
+sent with ``truncate: true`` still go, in several calls. An input over it goes alone."""
 
 
 def request_bodies(client_body: Mapping[str, Any], backend: str) -> list[Batch]:
@@ -68,8 +73,9 @@ def request_bodies(client_body: Mapping[str, Any], backend: str) -> list[Batch]:
     value = body["input"]
     if not isinstance(value, list) or not value or isinstance(value[0], int):
         return [Batch(orjson.dumps({"inputs": value, **native}), 1)]  # one input
-    # by count alone: TEI bounds each input's tokens itself (max_input_length)
-    runs = embeddings.batches(value, MAX_BATCH, lambda _: 0, 0)
+    # TEI bounds each input's tokens itself (max_input_length); a body's bytes it
+    # bounds per request, so the runs are cut by count and by bytes
+    runs = embeddings.batches(value, MAX_BATCH, lambda v: len(orjson.dumps(v)), MAX_BATCH_BYTES)
     return [Batch(orjson.dumps({"inputs": run, **native}), len(run)) for run in runs]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from emulators import embeddings as emulated
+from emulators.sagemaker import SageMakerEmulator, SageMakerEmulatorConfig
 from regions import embeddings, sagemaker_tei, vertex_embeddings
 from regions.errors import BackendError, FailureClass
 from regions.events import TokenDelta
@@ -184,3 +187,28 @@ def test_joined_vectors_keep_the_inputs_order_and_base64_is_float32_exact() -> N
     decoded = [struct.unpack("<2f", base64.b64decode(d["embedding"])) for d in data]
     assert decoded == [struct.unpack("<2f", struct.pack("<2f", v, w)) for v, w in
                        ((0.1, 1.0), (0.2, 2.0), (0.3, 3.0))]  # fmt: skip
+
+
+def test_a_tei_batch_is_cut_within_teis_payload_limit() -> None:
+    inputs = [f"{i} " + "word " * 20_000 for i in range(32)]  # 100 KB each, 3.2 MB in all
+    bodies = sagemaker_tei.request_bodies({"input": inputs, "truncate": True}, "sm")
+    assert len(bodies) > 1
+    assert all(len(b.body) < emulated.TEI_PAYLOAD_LIMIT for b in bodies)
+    assert [x for b in bodies for x in orjson.loads(b.body)["inputs"]] == inputs
+    assert sum(b.inputs for b in bodies) == 32
+
+
+async def test_long_documents_with_truncate_reach_tei_in_calls_it_takes(
+    http: aiohttp.ClientSession,
+) -> None:
+    sm = SageMakerEmulator(SageMakerEmulatorConfig(endpoints={"llm-tei": "tei"}))
+    await sm.start()
+    try:
+        provider = SageMakerProvider(spec(sm.url, "tei"), http)
+        request = embedding([f"{i} " + "word " * 20_000 for i in range(32)])
+        body = {**(request.body or {}), "truncate": True}
+        events = [e async for e in provider.stream(dataclasses.replace(request, body=body))]
+    finally:
+        await sm.stop()
+    answer = next(e.raw for e in events if isinstance(e, TokenDelta))
+    assert [d["index"] for d in orjson.loads(answer or b"")["data"]] == list(range(32))
