@@ -159,9 +159,16 @@ VALID_MESSAGE = st.tuples(
     st.text(max_size=6),
     st.lists(st.tuples(st.sampled_from(["text", "image_url"]), st.text(max_size=4)), max_size=2),
 )
+EXTRA_NAMES = ["top_k", "min_p", "metadata", "store", "guided_json", "functions", "function_call"]
+EXTRA = st.dictionaries(
+    st.sampled_from(EXTRA_NAMES),
+    st.none() | st.sampled_from(["auto", "none", 0, 2, [], {"a": 1}]),
+    max_size=3,
+)
 CHAT_FIELDS = {
     **COMMON_FIELDS,
     "messages": (st.lists(VALID_MESSAGE, min_size=1, max_size=3), MESSAGES),
+    "extra": (EXTRA, EXTRA),
 }
 
 
@@ -182,9 +189,10 @@ def grpc_message(role: str, content: str, parts: list[tuple[str, str]]) -> pb.Me
 @given(one_fault(CHAT_FIELDS))
 def test_chat_verdicts_agree(case: dict[str, Any]) -> None:
     messages = [http_message(*m) for m in case["messages"]]
+    extra = case["extra"] or {}
     h, g = verdicts(
         lambda: parse_request(
-            Kind.CHAT, http_body(case, messages=messages), session=None, **identity()
+            Kind.CHAT, http_body(case, messages=messages, **extra), session=None, **identity()
         ),
         lambda: validate.generation_request(
             pb.ChatRequest(
@@ -192,12 +200,16 @@ def test_chat_verdicts_agree(case: dict[str, Any]) -> None:
                 messages=[grpc_message(*m) for m in case["messages"]],
                 sampling=pb.Sampling(**sampling_of(case)),
                 routing=routing(case),
+                extra_json=orjson.dumps(extra).decode() if extra else "",
             ),
             stream=False,
             **identity(),
         ),
     )
     agree(h, g)
+    if isinstance(h, GenerationRequest) and isinstance(g, GenerationRequest):
+        # the same capabilities asked (routing refuses both for the same reason)
+        assert list(h.needs) == list(g.needs), (h.needs, g.needs)
 
 
 @fast
