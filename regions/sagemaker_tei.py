@@ -67,7 +67,8 @@ def request_bodies(client_body: Mapping[str, Any], backend: str) -> list[Batch]:
     body = dict(client_body)
     embeddings.refuse_unknown(body, TEI_FIELDS, backend)
     native: dict[str, Any] = {"truncate": False}
-    native.update((k, v) for k, v in body.items() if k in TEI_FIELDS)
+    # null is "the default": TEI's for truncate is its --auto-truncate (true), not ours
+    native.update((k, v) for k, v in body.items() if k in TEI_FIELDS and v is not None)
     if body.get("dimensions") is not None:
         native["dimensions"] = body["dimensions"]
     value = body["input"]

@@ -212,3 +212,11 @@ async def test_long_documents_with_truncate_reach_tei_in_calls_it_takes(
         await sm.stop()
     answer = next(e.raw for e in events if isinstance(e, TokenDelta))
     assert [d["index"] for d in orjson.loads(answer or b"")["data"]] == list(range(32))
+
+
+def test_a_null_tei_field_is_the_gateways_default_not_teis() -> None:
+    """``truncate: null`` (a client serialising TEI's request with its unset fields)
+    would be TEI's --auto-truncate, true: a too-long input cut in silence."""
+    client = {"input": "x", "truncate": None, "normalize": None, "prompt_name": None}
+    (batch,) = sagemaker_tei.request_bodies(client, "sm")
+    assert orjson.loads(batch.body) == {"inputs": "x", "truncate": False}
