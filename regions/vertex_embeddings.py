@@ -108,6 +108,9 @@ def vectors(raw: bytes, inputs: int) -> tuple[list[list[float]], list[int | None
             raise embeddings.malformed("a prediction without embeddings.values")
         found.append(values)
         stats = got.get("statistics")
+        if isinstance(stats, dict) and stats.get("truncated") is True:
+            # sent with autoTruncate false: a cut input is not the embedding asked for
+            raise embeddings.malformed("an input truncated though autoTruncate was false")
         count = stats.get("token_count") if isinstance(stats, dict) else None
         # a google.protobuf.Value number: a double on the wire
         if isinstance(count, int | float) and not isinstance(count, bool) and count >= 0:

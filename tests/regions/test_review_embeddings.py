@@ -220,3 +220,21 @@ def test_a_null_tei_field_is_the_gateways_default_not_teis() -> None:
     client = {"input": "x", "truncate": None, "normalize": None, "prompt_name": None}
     (batch,) = sagemaker_tei.request_bodies(client, "sm")
     assert orjson.loads(batch.body) == {"inputs": "x", "truncate": False}
+
+
+def test_a_prediction_truncated_despite_auto_truncate_off_is_refused() -> None:
+    cut = orjson.dumps(
+        {
+            "predictions": [
+                {
+                    "embeddings": {
+                        "values": [0.1],
+                        "statistics": {"token_count": 2048, "truncated": True},
+                    }
+                }
+            ]
+        }
+    )
+    with pytest.raises(BackendError, match="truncated") as caught:
+        vertex_embeddings.answer([(cut, 1)], {"input": "long"})
+    assert caught.value.failure is FailureClass.STREAM_BROKEN
