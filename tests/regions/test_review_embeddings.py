@@ -238,3 +238,15 @@ def test_a_prediction_truncated_despite_auto_truncate_off_is_refused() -> None:
     with pytest.raises(BackendError, match="truncated") as caught:
         vertex_embeddings.answer([(cut, 1)], {"input": "long"})
     assert caught.value.failure is FailureClass.STREAM_BROKEN
+
+
+@pytest.mark.parametrize("raw", [b"[[0.1]]", b"[[0.1], [0.2], [0.3]]", b"[]", b"{}"])
+def test_a_tei_answer_with_the_wrong_number_of_vectors_is_broken(raw: bytes) -> None:
+    with pytest.raises(BackendError, match="not a list of 2 vectors") as caught:
+        sagemaker_tei.answer([(raw, 2)], {"input": ["a", "b"]})
+    assert caught.value.failure is FailureClass.STREAM_BROKEN
+
+
+def test_a_predict_answer_with_the_wrong_number_of_predictions_is_broken() -> None:
+    with pytest.raises(BackendError, match="predictions is not a list of 2"):
+        vertex_embeddings.answer([(predictions([0.1]), 2)], {"input": ["a", "b"]})
