@@ -100,11 +100,13 @@ def tei_error(status: int, error: str, error_type: str) -> RequestError:
     return RequestError(status, body)
 
 
-def tei_answer(payload: Any, auto_truncate: bool = False) -> list[list[float]]:
+def tei_answer(payload: Any, auto_truncate: bool = True) -> list[list[float]]:
     """TEI's ``embed`` handler (router/src/http/server.rs): ``EmbedRequest`` in, a
     bare list of vectors out; ``dimensions`` truncates and ``normalize`` (default
-    true) renormalises; validation errors are 422 (``From<&ErrorType>``), an empty
-    batch 400. Unknown members are ignored, as serde does by default."""
+    true) renormalises; ``truncate`` unset or null is the server's ``--auto-truncate``,
+    true by default (router/src/main.rs); validation errors are 422
+    (``From<&ErrorType>``), an empty batch 400. Unknown members are ignored, as serde
+    does by default."""
     if not isinstance(payload, dict) or "inputs" not in payload:
         # axum's Json rejection: plain text, 422
         raise RequestError(422, "Failed to deserialize the JSON body: missing field `inputs`")
