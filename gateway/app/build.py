@@ -241,7 +241,9 @@ def reloader(rt: Runtime, path: str, environ: Mapping[str, str] | None = None) -
         limiter=lambda: live.limiter,
         reprobe=reprobe if checks is not None else None,
         control=lambda: live.control,
-        track=rt.metrics.track,
+        track=lambda added: rt.metrics.track(
+            added, (m.name for m in live.config.models), live.config.observability
+        ),
     )
 
 

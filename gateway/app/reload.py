@@ -210,12 +210,14 @@ class Reloader:
         providers = {n: p for n, p in current.items() if n not in retiring}
         providers.update(built)
         self._health.track(new_specs[n] for n in added)
-        self._track([new_specs[n] for n in added])  # their metric series, from the start
         self._apply(Applied(applied, keyring, admin_digest, admin_tokens, providers))
+        self._track([new_specs[n] for n in added])  # their series (and new models'), from the start
         self._snapshot(snapshot_from(applied))
         self._limits(applied)
         for name, provider in retiring.items():
             self._tasks.spawn(self._retire(name, provider))
+        if not retiring:
+            refreeze()  # the old config's objects (else once the retired adapters close)
         if self._reprobe is not None:  # the old checks' dict is stale
             static = {s.name for s in new_specs.values()}
             await self._reprobe({n: p for n, p in providers.items() if n in static})
