@@ -251,3 +251,18 @@ async def send_all(
         # the first failure as a single call raises it: the executor knows no groups
         raise failed.exceptions[0] from None
     return [task.result() for task in tasks]
+
+
+async def translated(
+    batches: Sequence[Batch],
+    send: Callable[[bytes, ReadBudget], Awaitable[bytes]],
+    answer: Callable[[list[tuple[bytes, int]]], tuple[bytes, int]],
+) -> AsyncIterator[Event]:
+    """A client's batch in a native format: its ``batches`` sent by :func:`send_all`
+    under one read budget (the answers together, not each), joined by ``answer``
+    (each native answer with its input count) into the OpenAI body and its tokens."""
+    budget = ReadBudget()
+    raws = await send_all([b.body for b in batches], lambda body: send(body, budget))
+    body, tokens = answer([(raw, b.inputs) for raw, b in zip(raws, batches, strict=True)])
+    for event in answered(body, tokens):
+        yield event

@@ -173,14 +173,12 @@ class SageMakerProvider:
         headers["Accept"] = "application/json"
         headers["X-Amzn-SageMaker-Inference-Id"] = request.request_id[:64]
         if self.options.container == "tei":
-            batches = sagemaker_tei.request_bodies(request.body, self.spec.name)
-            budget = embeddings.ReadBudget()  # the answers together, not each
-            raws = await embeddings.send_all(
-                [b.body for b in batches], lambda body: self._invoke_tei(body, headers, budget)
-            )
-            parts = [(raw, batch.inputs) for raw, batch in zip(raws, batches, strict=True)]
-            answer, tokens = sagemaker_tei.answer(parts, request.body)
-            for event in embeddings.answered(answer, tokens):
+            client = request.body
+            async for event in embeddings.translated(
+                sagemaker_tei.request_bodies(client, self.spec.name),
+                lambda body, budget: self._invoke_tei(body, headers, budget),
+                lambda parts: sagemaker_tei.answer(parts, client),
+            ):
                 yield event
             return
         body = embeddings.body(dict(request.body), self.spec.served_model)

@@ -195,16 +195,12 @@ class VertexProvider:
             raise BackendError(FailureClass.SERVER, "an embedding request without its body")
         headers["Accept"] = "application/json"
         if self.options.route == "predict_embeddings":
-            batches = vertex_embeddings.request_bodies(
-                request.body, self.spec.name, self.spec.served_model
-            )
-            budget = embeddings.ReadBudget()  # the answers together, not each
-            raws = await embeddings.send_all(
-                [b.body for b in batches], lambda body: self._predict(body, headers, budget)
-            )
-            parts = [(raw, batch.inputs) for raw, batch in zip(raws, batches, strict=True)]
-            answer, tokens = vertex_embeddings.answer(parts, request.body)
-            for event in embeddings.answered(answer, tokens):
+            client = request.body
+            async for event in embeddings.translated(
+                vertex_embeddings.request_bodies(client, self.spec.name, self.spec.served_model),
+                lambda body, budget: self._predict(body, headers, budget),
+                lambda parts: vertex_embeddings.answer(parts, client),
+            ):
                 yield event
             return
         body = embeddings.body(dict(request.body), self.spec.served_model)
