@@ -45,7 +45,7 @@ import orjson
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import Container
-from regions.openai_compat import broken, count_member, parse_chunk, whole_chunk
+from regions.openai_chunks import broken, count_member, parse_chunk, whole_chunk
 from regions.openai_compat import build_body as openai_body
 from regions.request import GenerationRequest, Kind
 from regions.sse import MAX_EVENT_BYTES, Delimited

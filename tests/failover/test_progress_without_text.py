@@ -12,7 +12,7 @@ from failover.executor import Budgets, Execution
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind, Region
-from regions.openai_compat import parse_chunk
+from regions.openai_chunks import parse_chunk
 from regions.request import GenerationRequest, Kind
 from routing.plan import Candidate, Plan
 from tests.failover.test_executor import Sink

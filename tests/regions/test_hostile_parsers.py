@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from regions.errors import BackendError
 from regions.events import Finish, TokenDelta, Usage
 from regions.eventstream import FrameDecoder, FrameError, payload_part
-from regions.openai_compat import parse_chunk
+from regions.openai_chunks import parse_chunk
 from regions.sagemaker_payloads import PayloadDecoder
 from regions.sse import SseSplitter, event_data
 

@@ -18,7 +18,7 @@ import pytest
 
 from emulators.text import expected_text, generate, render_chat
 from regions.errors import BackendError, FailureClass
-from regions.openai_compat import parse_chunk
+from regions.openai_chunks import parse_chunk
 from regions.sagemaker_payloads import PayloadDecoder
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
 from tests.hostile_backend import HostileBackend, Script, chunk, sse

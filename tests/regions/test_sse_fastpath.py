@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from regions import openai_compat
+from regions import openai_chunks
 from regions.errors import BackendError
 from regions.events import Event
 
@@ -44,7 +44,7 @@ def sse(*datas: bytes) -> bytes:
 
 
 def run(body: bytes, *, reads: int = 1, chat: bool = True) -> tuple[list[Event], str | None, bool]:
-    parser = openai_compat._Parser(chat, 1, 1 << 20)
+    parser = openai_chunks.StreamParser(chat, 1, 1 << 20)
     size = max(1, len(body) // reads)
     events: list[Event] = []
     failure = None
@@ -67,7 +67,7 @@ def both(
 ) -> tuple[list[Event], str | None, bool]:
     fast = run(body, reads=reads)
     with monkeypatch.context() as m:
-        m.setattr(openai_compat, "_template", lambda *_: None)
+        m.setattr(openai_chunks, "_template", lambda *_: None)
         full = run(body, reads=reads)
     assert fast[:2] == full[:2]
     return fast
@@ -157,7 +157,7 @@ def test_completions_use_the_text_member(monkeypatch: pytest.MonkeyPatch) -> Non
     body = sse(chunk(b'"a"'), chunk(b'"b\\tc"'), chunk(b'"d"'))
     fast = run(body, chat=False)
     with monkeypatch.context() as m:
-        m.setattr(openai_compat, "_template", lambda *_: None)
+        m.setattr(openai_chunks, "_template", lambda *_: None)
         full = run(body, chat=False)
     assert fast[:2] == full[:2] and fast[2]
     assert [e.text for e in fast[0]] == ["a", "b\tc", "d"]  # type: ignore[union-attr]
@@ -166,17 +166,17 @@ def test_completions_use_the_text_member(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_the_template_serves_the_rest_of_the_read_it_was_learnt_in() -> None:
     """A gateway behind on its reads gets a stream in a few large reads: the chunks
     after the first plain one in that same read already take the fast path."""
-    parser = openai_compat._Parser(True, 1, 1 << 20)
+    parser = openai_chunks.StreamParser(True, 1, 1 << 20)
     parsed: list[bytes] = []
-    full = openai_compat.parse_chunk
+    full = openai_chunks.parse_chunk
 
-    def counting(obj: object, chat: bool, allowed: int = 1) -> openai_compat.Chunk:
+    def counting(obj: object, chat: bool, allowed: int = 1) -> openai_chunks.Chunk:
         parsed.append(b"")
         return full(obj, chat, allowed)
 
     body = sse(ROLE, *(content(b'"t%d"' % i) for i in range(10)), FINISH)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(openai_compat, "parse_chunk", counting)
+        m.setattr(openai_chunks, "parse_chunk", counting)
         events = parser.feed(body)
     assert [getattr(e, "text", None) for e in events][1:11] == [f"t{i}" for i in range(10)]
     # the role chunk, the first content chunk (and its template's proof), the finish
