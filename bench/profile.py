@@ -166,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=1.0, help="unprofiled seconds before")
     p.add_argument("--top", type=int, default=25, help="rows per table")
     p.add_argument("--out", type=Path, help="keep the cProfile file here (for snakeviz, pstats)")
+    p.add_argument(
+        "--max-tokens", type=int, help="tokens per response (few: the per-request costs show)"
+    )
     args = p.parse_args(argv)
-    up = SCENARIOS[args.scenario].upstream
+    up = SCENARIOS[args.scenario].with_upstream(None, None, args.max_tokens).upstream
     pin = pinning()
     print(pin.describe() if pin else "not pinned: fewer than two usable cores")
     if pin is not None:
