@@ -30,6 +30,7 @@ The names other packages use are importable from here.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -47,6 +48,12 @@ from regions.events import Event, Usage
 from regions.provider import Provider
 from regions.request import GenerationRequest
 from routing.plan import Plan
+
+# One generator for every request's backoff jitter: ``random.Random()`` per request
+# seeds itself from os.urandom (a syscall on the data plane's hot path). Reseeded
+# in a forked child, as the ``random`` module's own, so workers do not draw alike.
+JITTER = random.Random()
+os.register_at_fork(after_in_child=JITTER.seed)
 
 __all__ = [
     "Admission",
@@ -68,7 +75,7 @@ class Execution:
     budgets: Budgets
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = JITTER  # tests inject their own
     admission: Admission | None = None
     _attempts: Attempts = field(init=False)
     _transcript: Transcript = field(init=False, default_factory=Transcript)

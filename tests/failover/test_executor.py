@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 from collections.abc import AsyncIterator
 
 import pytest
 
+from failover import executor
 from failover.executor import Attempt, Budgets, Execution, ExecutionFailed
 from failover.policy import FailoverPolicy, TimeoutPolicy
 from regions.errors import BackendError, FailureClass
@@ -171,3 +174,26 @@ async def test_idle_gap_after_first_token_times_out() -> None:
     rest = await drain(ex)
     assert isinstance(rest[-1], StreamError) and "(timeout)" in rest[-1].message
     assert sink.outcomes == [("a", "timeout")]
+
+
+async def test_executions_share_one_jitter_generator_unless_given_one() -> None:
+    # random.Random() seeds itself from os.urandom: a syscall per request, for
+    # a backoff jitter most requests never draw.
+    (a, _), (b, _) = execution({}, []), execution({}, [])
+    assert a.rng is b.rng is executor.JITTER
+    own = random.Random(7)
+    c = Execution(a.request, a.plan, {}, a.policy, Sink(), Budgets(), rng=own)
+    assert c.rng is own
+
+
+def test_a_forked_worker_draws_its_own_jitter() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first draw, to the parent
+        os.write(write, repr(executor.JITTER.random()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = float(pipe.read())
+    assert child != executor.JITTER.random()
