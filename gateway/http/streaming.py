@@ -9,9 +9,14 @@ reduced each event to its ``data:`` line and dropped anything after the
 finish reason.)
 
 Backpressure: the transport's write buffer is capped at ``buffer_bytes``;
-``write`` waits for the client to drain, and while it waits the upstream is
-not read, so a slow client costs bounded memory (the upstream's TCP window
-does the rest).
+once a write takes it past that the stream waits for the client to drain, and
+while it waits the upstream is not read, so a slow client costs bounded memory
+(the upstream's TCP window does the rest).
+
+Writes: after the first, each chunk is framed here and handed to the
+transport (:class:`_Wire`): one call and no await unless the client is behind,
+where aiohttp's ``StreamResponse.write`` took five calls and two awaits. The
+bytes are aiohttp's own chunked framing.
 
 Endings: success writes ``data: [DONE]``; a failure after the first token
 writes an error event and no ``[DONE]``; a shutdown cut writes an error event
@@ -28,6 +33,8 @@ from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_writer import StreamWriter
 
 from failover.executor import Execution
 from gateway.app.lifecycle import Lifecycle
@@ -148,6 +155,46 @@ class _Encoder:
             self.writer.created = first["created"]
 
 
+class _Wire:
+    """The chunked body of a prepared response, written straight to its transport.
+
+    Only public aiohttp attributes: the payload writer ``prepare`` returns, its
+    ``chunked``, ``output_size`` (what ``body_length`` and so the access log
+    report), ``protocol.writing_paused`` and ``drain``. ``aiohttp``'s own
+    ``write`` waits only once 64 KiB went out since its last wait; this waits
+    whenever the transport is over its high-water mark, so a slow client's
+    buffer stays within ``buffer_bytes`` plus one write."""
+
+    __slots__ = ("_protocol", "_transport", "_writer")
+
+    def __init__(self, writer: StreamWriter, transport: asyncio.Transport) -> None:
+        self._writer = writer
+        self._transport = transport
+        self._protocol = writer.protocol
+
+    @staticmethod
+    def of(response: web.StreamResponse, writer: AbstractStreamWriter | None) -> _Wire | None:
+        """The fast path when the body is plainly chunked (not HTTP/1.0, not compressed)."""
+        if not isinstance(writer, StreamWriter) or writer.transport is None:
+            return None
+        if not writer.chunked or response.compression or writer.on_body_write is not None:
+            return None
+        return _Wire(writer, writer.transport)
+
+    def send(self, data: bytes) -> bool:
+        """Write one chunk; whether the client must be waited for (``await drain()``)."""
+        transport = self._transport
+        if transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        framed = b"%x\r\n%b\r\n" % (len(data), data)
+        transport.write(framed)
+        self._writer.output_size += len(framed)
+        return self._protocol.writing_paused
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+
 async def stream(
     request: web.Request,
     execution: Execution,
@@ -170,7 +217,7 @@ async def stream(
             "X-Accel-Buffering": "no",
         },
     )
-    await response.prepare(request)
+    payload = await response.prepare(request)
     transport = request.transport
     if transport is not None:
         transport.set_write_buffer_limits(high=buffer_bytes)
@@ -181,8 +228,9 @@ async def stream(
         if not passthrough and writer.kind is Kind.CHAT:
             pending.append(writer.chunk("", role=True))
         pending.extend(encoder.encode(event) for event in head)
-        await response.write(b"".join(pending))
+        await response.write(b"".join(pending))  # aiohttp's: it sends what it buffered
         pending.clear()
+        wire = _Wire.of(response, payload)
         async with contextlib.aclosing(execution.events()) as events:
             async for event in events:
                 data = encoder.encode(event)
@@ -193,8 +241,12 @@ async def stream(
                     pending.append(data)
                     data = b"".join(pending)
                     pending.clear()
-                if data:
+                if not data:
+                    pass
+                elif wire is None:
                     await response.write(data)
+                elif wire.send(data):
+                    await wire.drain()
                 if isinstance(event, StreamError):
                     status = 502
         if status == 200:
