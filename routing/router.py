@@ -149,7 +149,9 @@ class Router:
                 found = seen[v] = _filter(snapshot, route, v, request, live, now)
             return found
 
-        if version is None:
+        if version is None and route.sole is not None:
+            version = route.sole  # what pick_servable picks for any point, servable or not
+        elif version is None:
             point = affinity_point(request.affinity_key, route.name)
             picked = pick_servable(route.split, point, lambda v: bool(filtered(v).eligible))
             if picked is None:

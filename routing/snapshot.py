@@ -34,6 +34,14 @@ class ModelRoute:
     backends: Mapping[str, tuple[BackendSpec, ...]]
     cost_weight: float = 0.0
     rings: Mapping[tuple[str, str], Ring] = field(default_factory=lambda: MappingProxyType({}))
+    # The one version with traffic weight, when there is exactly one: every affinity
+    # point picks it, so routing need not hash the request's key (computed once here,
+    # as the split cannot change within a snapshot).
+    sole: str | None = field(init=False, default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        weighted = [v for v, w in self.split.items() if w > 0]
+        object.__setattr__(self, "sole", weighted[0] if len(weighted) == 1 else None)
 
 
 Eligible = tuple[tuple[BackendSpec, float], ...]  # (backend, selection weight)
