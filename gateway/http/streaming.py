@@ -155,6 +155,14 @@ class _Encoder:
             self.writer.created = first["created"]
 
 
+class _EventStream(web.StreamResponse):
+    # web.Response's setting (a private aiohttp attribute, pinned by
+    # tests/gateway/test_stream_writes.py): prepare() keeps the serialised head
+    # and the first write sends it with the first events, one send instead of two.
+    # Were aiohttp to drop it, the head would go out alone again, as it used to.
+    _send_headers_immediately = False
+
+
 class _Wire:
     """The chunked body of a prepared response, written straight to its transport.
 
@@ -208,7 +216,7 @@ async def stream(
     buffer_bytes: int,
 ) -> Result:
     encoder = _Encoder(writer, passthrough, execution.request.include_usage, served_model)
-    response = web.StreamResponse(
+    response = _EventStream(
         status=200,
         headers={
             **headers,
@@ -223,7 +231,7 @@ async def stream(
         transport.set_write_buffer_limits(high=buffer_bytes)
     status = 200
     try:
-        # Everything up to the first token goes out in one write (one syscall).
+        # The response head and everything up to the first token: one write (one syscall).
         pending: list[bytes] = []
         if not passthrough and writer.kind is Kind.CHAT:
             pending.append(writer.chunk("", role=True))

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
 from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
@@ -99,3 +100,40 @@ async def test_http_1_0_client_gets_the_unchunked_stream(
     events = _events(body)
     assert events[-1] == b"data: [DONE]"
     assert len([e for e in events if b'"content":' in e]) == 41
+
+
+async def test_the_response_head_goes_out_with_the_first_events(
+    emulators: EmulatorFactory, gateways: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One send for the head and the first events. This rests on aiohttp's private
+    ``_send_headers_immediately`` (web.Response's own setting): the spies below
+    and this assertion fail loudly if aiohttp renames it or its write helpers."""
+    assert web.StreamResponse._send_headers_immediately is True
+    assert web.Response._send_headers_immediately is False
+    em = await emulators(itl_s=0.002)
+    gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
+    port = int(gw.http_url.rsplit(":", 1)[1])
+    sent: list[bytes] = []  # what aiohttp handed the gateway-side transport, per call
+    write, writelines = StreamWriter._write, StreamWriter._writelines
+
+    def ours(writer: StreamWriter) -> bool:
+        transport = writer.transport
+        return transport is not None and transport.get_extra_info("sockname")[1] == port
+
+    def spy_write(self: StreamWriter, chunk: Any) -> None:
+        if ours(self):
+            sent.append(bytes(chunk))
+        write(self, chunk)
+
+    def spy_writelines(self: StreamWriter, chunks: Any) -> None:
+        chunks = tuple(chunks)
+        if ours(self):
+            sent.append(b"".join(chunks))
+        writelines(self, chunks)
+
+    monkeypatch.setattr(StreamWriter, "_write", spy_write)
+    monkeypatch.setattr(StreamWriter, "_writelines", spy_writelines)
+    head, body = await _raw(port, "1.1")
+    assert head.startswith(b"HTTP/1.1 200") and body.endswith(b"0\r\n\r\n")
+    assert sent[0].startswith(b"HTTP/1.1 200") and b"\r\n\r\n" in sent[0]
+    assert b"data: {" in sent[0].partition(b"\r\n\r\n")[2]
