@@ -16,9 +16,6 @@ import math
 import re
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gateway.cli.admin_client import AdminClient, AdminError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
@@ -115,6 +112,9 @@ def _time(at: float) -> str:
 
 
 def show(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     if args.json:
         print(json.dumps(body, indent=2))
         return 0

@@ -2,6 +2,9 @@
 
 Errors are one line on stderr and a non-zero exit; no tracebacks for anything
 a user can cause (a bad config, a busy port, a bad flag).
+
+The command families import rich only in the commands that print: a gateway
+(``serve``) prints nothing, and rich is ~1.3 MiB of its idle RSS.
 """
 
 from __future__ import annotations
@@ -67,8 +70,6 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.app.workers import serve
-
     config, found = problems(args.config)  # every problem at once, not the first pass's
     if config is None:
         raise ConfigError("\n".join(found))
@@ -77,6 +78,8 @@ def _serve(args: argparse.Namespace) -> int:
 
         _run(Gateway(config, config_path=args.config).serve_until_signalled())
         return 0
+    from gateway.app.workers import serve  # multiprocessing: only a supervisor needs it
+
     return serve(config, args.config, workers=args.workers, run=_run)
 
 

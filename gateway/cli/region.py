@@ -13,9 +13,6 @@ import argparse
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gateway.cli.admin_client import AdminClient, AdminError
 
 
@@ -77,6 +74,9 @@ def run_dial(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     body = AdminClient(args.admin_url, args.token).get("/admin/v1/regions")
     if args.json:
         print(json.dumps(body, indent=2))

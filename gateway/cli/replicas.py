@@ -7,9 +7,6 @@ import datetime
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gateway.cli.admin_client import AdminClient
 
 
@@ -20,6 +17,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_replicas(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     body = AdminClient(args.admin_url, args.token).get(f"/admin/v1/replicas/{args.model}")
     if args.json:
         print(json.dumps(body, indent=2))

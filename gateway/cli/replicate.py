@@ -15,22 +15,13 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.admin_client import AdminClient
 from regions.replication.status import human_bytes
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 POLL_S = 0.5
 
@@ -91,6 +82,16 @@ def run_replicate(args: argparse.Namespace) -> int:
 
 
 def _follow(client: AdminClient, path: str, job: dict[str, Any], *, quiet: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     if quiet:
         while job["state"] == "running":
             time.sleep(POLL_S)
@@ -123,6 +124,9 @@ def _follow(client: AdminClient, path: str, job: dict[str, Any], *, quiet: bool)
 
 
 def _summary(job: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     title = (
         f"{job['model']}@{job['version']} from {job['source']} — job {job['job']}: {job['state']}"

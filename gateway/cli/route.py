@@ -6,9 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gateway.cli.admin_client import AdminClient, AdminError
 
 
@@ -32,6 +29,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     if args.max_tokens is not None and args.max_tokens < 1:
         raise AdminError(f"bad --max-tokens {args.max_tokens}: must be a whole number >= 1")
     client = AdminClient(args.admin_url, args.token)

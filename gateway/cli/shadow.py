@@ -16,9 +16,6 @@ import argparse
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gateway.cli.admin_client import AdminClient, AdminError
 from gateway.cli.canary import duration, finite
 
@@ -113,6 +110,9 @@ _CHECK_EXIT = {"pass": 0, "fail": 3}
 
 
 def show(args: argparse.Namespace, body: Any) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     code = 0
     if getattr(args, "check", False) and isinstance(body, dict):
         code = _CHECK_EXIT.get(str(body.get("verdict")), 4)

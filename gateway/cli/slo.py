@@ -19,8 +19,6 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from gateway.cli.admin_client import AdminClient, AdminError
 
 
@@ -69,6 +67,8 @@ def _left(bad: float, total: float, objective: float) -> float:
 
 def report(exposition: str) -> list[ModelSlo]:
     """Per configured model (those with an objective), in name order."""
+    from prometheus_client.parser import text_string_to_metric_families  # not in a gateway
+
     objectives: dict[tuple[str, str], float] = {}
     thresholds: dict[str, float] = {}
     requests: dict[str, float] = {}

@@ -20,16 +20,15 @@ import select
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.admin_client import AdminClient, AdminError
 from gateway.cli.slo import report, scrape
 from gateway.cli.top_view import Row, Scrape, parse, rows
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -49,6 +48,10 @@ def _ms(value: Any) -> str:
 
 
 def render(body: dict[str, Any]) -> RenderableType:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     cp = body.get("control_plane") or {}
     state = cp.get("status", "off")
     color = {"ok": "green", "degraded": "bold red"}.get(state, "yellow")
@@ -101,6 +104,8 @@ def _budget(left: float) -> str:
 
 
 def slo_table(slos: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(
         "model",
         "availability",
@@ -139,6 +144,8 @@ def _status_and_scrape(client: AdminClient) -> tuple[dict[str, Any], str]:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     body = status(AdminClient(args.admin_url, args.token))
     if args.json:
         print(json.dumps(body, indent=2))
@@ -149,6 +156,9 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_top(args: argparse.Namespace) -> int:
     """The status and a live traffic view per backend; ``q`` quits, Ctrl-C is 130."""
+    from rich.console import Console, Group
+    from rich.live import Live
+
     if not 0.1 <= args.interval <= 3600:  # also refuses nan and inf
         raise AdminError(f"bad --interval {args.interval:g}: seconds from 0.1 to 3600")
     client = AdminClient(args.admin_url, args.token)
@@ -178,6 +188,8 @@ def run_top(args: argparse.Namespace) -> int:
 
 
 def traffic_table(found: list[Row]) -> Table:
+    from rich.table import Table
+
     rates = any(r.requests_per_s is not None for r in found)
     title = "traffic per backend" + ("" if rates else " (totals since start; rates next frame)")
     table = Table(
@@ -247,6 +259,9 @@ def _brief(value: Any) -> str:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     if not 1 <= args.limit <= 1000:
         raise AdminError(f"bad --limit {args.limit}: a whole number from 1 to 1000")
     body = AdminClient(args.admin_url, args.token).get("/admin/v1/audit", limit=args.limit)

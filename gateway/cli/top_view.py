@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 
 @dataclass(slots=True)
 class BackendCounts:
@@ -33,6 +31,8 @@ class Scrape:
 
 
 def parse(text: str, at: float) -> Scrape:
+    from prometheus_client.parser import text_string_to_metric_families  # not in a gateway
+
     backends: dict[str, BackendCounts] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:

@@ -10,14 +10,13 @@ import argparse
 import datetime
 import json
 import re
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.admin_client import AdminClient
 from gateway.control.usage import MAX_WINDOW_S, MIN_WINDOW_S
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _WINDOW = re.compile(r"(\d{1,6})([smhd]?)", re.ASCII)  # as the admin API: ASCII digits
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -51,6 +50,9 @@ def _span(start: int, end: int) -> str:
 
 
 def render(body: dict[str, Any]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     minutes = (body["to"] - body["from"]) // 60
     title = (
         f"usage {_span(body['from'], body['to'])} ({minutes} min, this one included; all replicas)"
@@ -83,6 +85,8 @@ def _numbers(r: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def run_usage(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     body = AdminClient(args.admin_url, args.token).get("/admin/v1/usage", window=args.window)
     if args.json:
         print(json.dumps(body, indent=2))

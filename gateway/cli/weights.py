@@ -7,9 +7,6 @@ import json
 import re
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from gateway.cli.admin_client import AdminClient, AdminError
 
 _PAIR = re.compile(r"^([^=\s]+)=(\d+)$")
@@ -47,6 +44,9 @@ def _path(model: str) -> str:
 
 
 def print_split(body: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     total = sum(body["split"].values()) or 1
     console.print(
@@ -82,6 +82,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_set(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     split = parse_weights(args.weights)
     body = AdminClient(args.admin_url, args.token).send("PUT", _path(args.model), {"split": split})
     if args.json:

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from bench.procs import Child, free_port, wait_http_ok
+from bench.stack import gateway_config as bench_config
 from gateway.app.server import Gateway
 from tests.conftest import EmulatorFactory, gateway_config, wait_for
 
@@ -81,4 +84,31 @@ def test_a_gateway_without_redis_grpc_or_tls_does_not_import_them() -> None:
         "gateway.grpc",
         "cryptography",
     }
+    assert not unused & loaded
+
+
+def _imported_by_serve(tmp_path: Path) -> set[str]:
+    """Every module ``meridian serve`` imported by the time it is ready (``-X importtime``
+    lists each on stderr), with the bench's config."""
+    http, admin = free_port(), free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(bench_config(http, admin, free_port(), "sk-unused")))
+    env = {**os.environ, "MERIDIAN_ADMIN_TOKEN": "t" * 32}
+    argv = [sys.executable, "-X", "importtime", "-m", "gateway.cli.main"]
+    child = Child("gateway", [*argv, "serve", "--config", str(config)], tmp_path / "log", env)
+    try:
+        wait_http_ok(child, f"http://127.0.0.1:{http}/readyz", 30.0)
+    finally:
+        child.stop()
+    lines = (tmp_path / "log").read_text().splitlines()
+    return {ln.split("|")[2].strip() for ln in lines if ln.startswith("import time:")}
+
+
+def test_serve_does_not_import_what_only_other_commands_use(tmp_path: Path) -> None:
+    """Idle RSS: rich (the admin commands' tables, ~1.3 MiB), multiprocessing (the
+    --workers supervisor) and prometheus_client's text parser (``meridian top``)
+    are no part of a gateway."""
+    loaded = _imported_by_serve(tmp_path)
+    assert "gateway.app.server" in loaded  # the listing is whole
+    unused = {"rich", "rich.console", "multiprocessing", "prometheus_client.parser"}
     assert not unused & loaded
