@@ -6,6 +6,12 @@ raises. Residency and the sink's gate (breaker, ejection) are checked for every
 attempt, whatever its kind, so no plan can send a request outside its
 constraint or to a backend the breaker holds open. Every attempt is reported
 to the :class:`OutcomeSink` exactly once, however it ends.
+
+Every stream an attempt opens is closed by it (:func:`close_opened`, or on a
+failure before the first token), which is what lets a discovered backend's
+in-flight count (:class:`~regions.discovery.TrackedProvider`) be taken here
+as a lease, released at that close, rather than by one more generator that
+every event would pass through.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Protocol
 
 from failover.policy import FailoverPolicy
 from failover.watchdog import Watchdog
+from regions.discovery.tracked import TrackedProvider
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import BackendSpec
@@ -75,6 +82,7 @@ class Opened:
     attempt: Attempt
     stream: AsyncIterator[Event]
     head: list[Event]
+    release: Callable[[], None] | None = None  # the provider's lease: owed once closed
 
 
 @dataclass(slots=True)
@@ -134,8 +142,13 @@ class Attempts:
         loop = asyncio.get_running_loop()
         head: list[Event] = []
         stream: AsyncIterator[Event] | None = None
+        release: Callable[[], None] | None = None
         try:
-            stream = self.providers[backend.name].stream(request)
+            provider = self.providers[backend.name]
+            if isinstance(provider, TrackedProvider):
+                stream, release = provider.lease(request)
+            else:
+                stream = provider.stream(request)
             with Watchdog(
                 first_token=self.policy.timeouts.first_token,
                 idle=self.policy.timeouts.idle,
@@ -148,23 +161,23 @@ class Attempts:
                     if (isinstance(event, TokenDelta) and event.text) or isinstance(event, Finish):
                         attempt.first_token = self.clock()
                         attempt.tokens = 1 if isinstance(event, TokenDelta) else 0
-                        return Opened(attempt, stream, head)
+                        return Opened(attempt, stream, head, release)
             raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before the first token")
         # Report first, then close: closing awaits, and a second cancellation
         # there must not skip the report (the admission would leak).
         except BackendError as exc:
             self.finish(attempt, exc)
-            await close_stream(stream)
+            await _close(stream, release)
             raise
         except Exception as exc:
             fault = adapter_fault(backend, exc)
             self.finish(attempt, fault)
-            await close_stream(stream)
+            await _close(stream, release)
             raise fault from None
         except BaseException:
             attempt.cancelled = True
             self.finish(attempt, None)
-            await close_stream(stream)
+            await _close(stream, release)
             raise
 
     def finish(self, attempt: Attempt, failure: BackendError | None) -> None:
@@ -180,7 +193,7 @@ class Attempts:
         if opened.attempt.ended is None:
             opened.attempt.cancelled = True
             self.finish(opened.attempt, None)
-        await close_stream(opened.stream)
+        await close_opened(opened)
 
 
 def adapter_fault(backend: BackendSpec, exc: Exception) -> BackendError:
@@ -195,3 +208,18 @@ async def close_stream(stream: AsyncIterator[Event] | None) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+async def close_opened(opened: Opened) -> None:
+    """Close an opened attempt's stream, then release its lease, once (a second
+    close, as :meth:`Attempts.abandon` after the stream's end, releases nothing)."""
+    release, opened.release = opened.release, None
+    await _close(opened.stream, release)
+
+
+async def _close(stream: AsyncIterator[Event] | None, release: Callable[[], None] | None) -> None:
+    try:
+        await close_stream(stream)
+    finally:  # even when the close raised or was cancelled: else retire waits it out
+        if release is not None:
+            release()

@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from failover.attempt import Attempts, Opened, adapter_fault, close_stream
+from failover.attempt import Attempts, Opened, adapter_fault, close_opened
 from failover.usage import any_reported, take_usage, total_usage
 from failover.watchdog import Watchdog
 from regions.errors import BackendError, FailureClass
@@ -130,7 +130,7 @@ async def stream(
             await attempts.abandon(current)
             raise
         attempts.finish(attempt, failure)
-        await close_stream(current.stream)
+        await close_opened(current)
         if failure is None or transcript.finished:
             break  # after a finish reason a failure costs the backend, not the answer
         resumed = await _resume(attempts, plan, transcript, failure)

@@ -9,6 +9,12 @@ waits until the count reaches zero (or a deadline, the longest a stream may
 live), then closes the adapter and runs ``on_closed`` (which releases the
 connection pool of its host).
 
+A stream is counted either by :meth:`~TrackedProvider.stream` (a generator
+around the adapter's) or, on the data plane, by :meth:`~TrackedProvider.lease`:
+the adapter's own stream and a release its holder calls once it has closed it
+(the failover executor closes every stream it opens), so events do not pass
+through one more generator.
+
 States::
 
     serving ──retire()──▶ retiring ──last stream ends / deadline──▶ closed
@@ -60,16 +66,28 @@ class TrackedProvider:
     def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
         return self._stream(request)
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+    def lease(self, request: GenerationRequest) -> tuple[AsyncIterator[Event], Callable[[], None]]:
+        """The inner adapter's own stream, counted in flight until the returned
+        release is called, once, after the stream is closed. The failover
+        executor opens its attempts so, as it closes every stream it opens: one
+        generator fewer between the adapter and the client for every event."""
         if self._retired:
             raise BackendError(
                 FailureClass.CONNECT, f"backend {self.name} was removed by discovery"
             )
+        events = self.inner.stream(request)  # raised: nothing taken
         self.in_flight += 1
         self._idle.clear()
-        events: AsyncIterator[Event] | None = None
+        return events, self._release
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        events, release = self.lease(request)
         try:
-            events = self.inner.stream(request)
             async for event in events:
                 yield event
         finally:
@@ -80,10 +98,8 @@ class TrackedProvider:
                 aclose = getattr(events, "aclose", None)
                 if aclose is not None:
                     await aclose()
-            finally:  # even when stream() or aclose() raised: else retire waits it out
-                self.in_flight -= 1
-                if self.in_flight == 0:
-                    self._idle.set()
+            finally:  # even when aclose() raised: else retire waits it out
+                release()
 
     def passthrough(self, kind: Kind) -> bool:
         return self.inner.passthrough(kind)

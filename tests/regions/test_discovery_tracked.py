@@ -131,3 +131,22 @@ async def test_a_stream_that_fails_to_start_or_close_is_not_counted_in_flight() 
     # nothing left in flight: retiring closes at once instead of waiting out the deadline
     assert await starting.retire(deadline_s=0.01) == 0
     assert await closing.retire(deadline_s=0.01) == 0
+
+
+async def test_a_lease_counts_the_inner_stream_until_released() -> None:
+    inner = Gated()
+    tracked = TrackedProvider("gce/z/a", inner)
+    events, release = tracked.lease(REQUEST)
+    assert await anext(events) == TokenDelta("a")  # the adapter's own stream, unwrapped
+    assert tracked.in_flight == 1
+    retiring = asyncio.create_task(tracked.retire(deadline_s=30))
+    await wait_for(lambda: tracked.retired)
+    with pytest.raises(BackendError) as err:  # no new leases once retiring
+        tracked.lease(REQUEST)
+    assert err.value.failure is FailureClass.CONNECT
+    assert not retiring.done()
+    release()  # its holder closed the stream
+    assert await retiring == 0 and inner.closed == 1
+    assert tracked.in_flight == 0
+    with pytest.raises(BackendError):  # an adapter that fails to start: nothing taken
+        TrackedProvider("gce/z/b", Broken(on_call=True)).lease(REQUEST)
