@@ -15,9 +15,9 @@ semantic conventions where one fits (docs/observability.md).
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -40,27 +40,73 @@ OTHER = "other"  # a model name the config does not know (a client's typo): one 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-M = TypeVar("M", Counter, Gauge, Histogram)
+Inc = Callable[[float], None]  # adds to one series' value (under its own lock)
+Observe = Callable[[float], None]
 
 
-class _Children(Generic[M]):
-    """A metric's children by their label values as passed: ``labels()`` checks and
-    converts the values and takes a lock on every call (~1.6 µs), and a request reaches a
-    dozen. It holds only children the metric holds too, so it is bounded as they are
-    (label values come from the config, above); nothing removes a child."""
+class _Children:
+    """A counter's children's increments by their label values as passed.
+
+    ``labels()`` checks and converts the values and takes a lock on every call
+    (~1.6 µs), and ``Counter.inc`` checks again that the child has its labels and
+    that the amount is not negative; a request reaches a dozen series. So this
+    holds each child's value's own ``inc`` (prometheus-client's value class, the
+    one the exposition reads, in multiprocess mode too): one call per increment.
+    The amounts are counts, tokens and dollars, never negative. It holds only
+    children the metric holds too, so it is bounded as they are (label values
+    come from the config, above); nothing removes a child."""
 
     __slots__ = ("_children", "_labels")
 
-    def __init__(self, metric: M) -> None:
-        self._labels: Callable[..., M] = metric.labels
-        self._children: dict[tuple[str, ...], M] = {}
+    def __init__(self, metric: Counter | Gauge) -> None:
+        self._labels: Callable[..., Counter | Gauge] = metric.labels
+        self._children: dict[tuple[str, ...], Inc] = {}
 
-    def __call__(self, *values: str) -> M:
+    def __call__(self, *values: str) -> Inc:
         try:
             return self._children[values]
         except KeyError:
-            child = self._children[values] = self._labels(*values)
-            return child
+            inc: Inc = self._labels(*values)._value.inc
+            self._children[values] = inc
+            return inc
+
+
+class _Buckets:
+    """One histogram child's observation without ``Histogram.observe``'s checks and
+    its walk over the bounds: the bucket is found by bisection, and the sum and that
+    bucket's count are added to as ``observe`` adds to them (identical values)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._sum: Inc = child._sum.inc
+        self._bounds = tuple(child._upper_bounds)  # ascending, the last +Inf
+        self._buckets: tuple[Inc, ...] = tuple(b.inc for b in child._buckets)
+
+    def observe(self, amount: float) -> None:
+        self._sum(amount)
+        bounds = self._bounds
+        i = bisect.bisect_left(bounds, amount)
+        if i < len(bounds) and amount <= bounds[i]:  # NaN: no bucket, as observe()
+            self._buckets[i](1)
+
+
+class _Histograms:
+    """A histogram's children's observers by their label values as passed (as
+    :class:`_Children`)."""
+
+    __slots__ = ("_children", "_labels")
+
+    def __init__(self, metric: Histogram) -> None:
+        self._labels: Callable[..., Histogram] = metric.labels
+        self._children: dict[tuple[str, ...], Observe] = {}
+
+    def __call__(self, *values: str) -> Observe:
+        try:
+            return self._children[values]
+        except KeyError:
+            observe = self._children[values] = _Buckets(self._labels(*values)).observe
+            return observe
 
 
 class Metrics:
@@ -210,16 +256,17 @@ class Metrics:
         self._ttft_threshold: dict[str, float] = {}
         # the series every request updates, looked up without labels() (_Children)
         self._requests = _Children(self.requests)
-        self._ttft = _Children(self.ttft)
-        self._overhead = _Children(self.overhead)
+        self._ttft = _Histograms(self.ttft)
+        self._overhead = _Histograms(self.overhead)
         self._slo_ttft = _Children(self.slo_ttft)
-        self._pace = _Children(self.time_per_output_token)
-        self._duration = _Children(self.duration)
+        self._pace = _Histograms(self.time_per_output_token)
+        self._duration = _Histograms(self.duration)
         self._tokens = _Children(self.tokens)
         self._spend = _Children(self.spend)
         self._transfer_bytes = _Children(self.transfer_bytes)
         self._transfer_spend = _Children(self.transfer_spend)
         self._attempts = _Children(self.attempts)
+        self._in_flight = _Children(self.in_flight)
         self.access_log_dropped = Counter(
             "meridian_access_log_dropped",
             "Access-log lines dropped because the writer fell behind",
@@ -301,45 +348,47 @@ class Metrics:
         serving = execution.serving or (execution.attempts[-1] if execution.attempts else None)
         name = serving.backend.name if serving else ""
         region = serving.backend.region.name if serving else ""
-        self._requests(
-            model, execution.plan.version, name, region, str(status), tenant, reason
-        ).inc()
+        self._requests(model, execution.plan.version, name, region, str(status), tenant, reason)(1)
         if serving is None:
             return
-        self._duration(model, name, region).observe(elapsed)
+        self._duration(model, name, region)(elapsed)
         usage = execution.usage
         if usage is None:
             return
-        self._tokens(model, name, "prompt", tenant).inc(usage.prompt_tokens)
-        self._tokens(model, name, "completion", tenant).inc(usage.completion_tokens)
-        self._spend(tenant, model, name).inc(cost)  # a free backend's series reads 0
+        self._tokens(model, name, "prompt", tenant)(usage.prompt_tokens)
+        self._tokens(model, name, "completion", tenant)(usage.completion_tokens)
+        self._spend(tenant, model, name)(cost)  # a free backend's series reads 0
 
     def transferred(self, tenant: str, transfer: Transfer) -> None:
         here, there = transfer.source, transfer.target
-        self._transfer_bytes(here, there).inc(transfer.request_bytes)
-        self._transfer_bytes(there, here).inc(transfer.response_bytes)
-        self._transfer_spend(tenant, here, there).inc(transfer.usd)
+        self._transfer_bytes(here, there)(transfer.request_bytes)
+        self._transfer_bytes(there, here)(transfer.response_bytes)
+        self._transfer_spend(tenant, here, there)(transfer.usd)
 
     def first_token(
         self, execution: Execution, attempt: Attempt, ttft: float, overhead: float
     ) -> None:
         backend = attempt.backend
         model, region = execution.request.model, backend.region.name
-        self._ttft(model, execution.plan.version, backend.name, region).observe(ttft)
-        self._overhead(model, backend.name, region).observe(max(0.0, overhead))
+        self._ttft(model, execution.plan.version, backend.name, region)(ttft)
+        self._overhead(model, backend.name, region)(max(0.0, overhead))
         threshold = self._ttft_threshold.get(model)
         if threshold is not None:
-            self._slo_ttft(model, "true" if ttft <= threshold else "false").inc()
+            self._slo_ttft(model, "true" if ttft <= threshold else "false")(1)
 
     def output_pace(self, model: str, backend: BackendSpec, seconds_per_token: float) -> None:
-        self._pace(model, backend.name, backend.region.name).observe(seconds_per_token)
+        self._pace(model, backend.name, backend.region.name)(seconds_per_token)
+
+    def in_flight_of(self, model: str) -> Inc:
+        """Adds to a model's in-flight gauge: 1 when a request starts, -1 when it ends."""
+        return self._in_flight(model)
 
     def refused(self, *, model: str, status: int, reason: str, tenant: str) -> None:
         """A request answered before any backend was tried (400, 401, 403, 404, 413...)."""
-        self._requests(model, "", "", "", str(status), tenant, reason).inc()
+        self._requests(model, "", "", "", str(status), tenant, reason)(1)
 
     def attempt_finished(self, attempt: Attempt) -> None:
-        self._attempts(attempt.backend.name, attempt.backend.region.name, attempt.outcome).inc()
+        self._attempts(attempt.backend.name, attempt.backend.region.name, attempt.outcome)(1)
 
     def breaker_changed(self, backend: BackendSpec, state: BreakerState) -> None:
         self.breaker.labels(backend.name, backend.region.name).set(_BREAKER_VALUE[state])

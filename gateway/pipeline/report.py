@@ -10,18 +10,17 @@ before execution is recorded by :meth:`Reporter.refused`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol
-
-from prometheus_client import Gauge
 
 from failover.executor import Execution
 from gateway.app.lifecycle import Lifecycle
 from gateway.observe import tracing
 from gateway.observe.access_log import KEY_NAME, AccessLog
-from gateway.observe.metrics import OTHER, Metrics
+from gateway.observe.metrics import OTHER, Inc, Metrics
 from gateway.observe.transfer import TransferPricing
 from routing.snapshot import RoutingSnapshot
 
@@ -51,7 +50,6 @@ class Reporter:
     __slots__ = (
         "_access",
         "_clock",
-        "_in_flight",
         "_lifecycle",
         "_metrics",
         "_shadow",
@@ -80,9 +78,6 @@ class Reporter:
         self._shadow = shadow
         self._snapshot = snapshot
         self._clock = clock
-        # prometheus_client's labels() validates and locks on every call; a routed
-        # request's model is a configured one, so this stays as small as the config.
-        self._in_flight: dict[str, Gauge] = {}
 
     def model_label(self, model: str) -> str:
         """A model name as a metric label: configured names only (bounded)."""
@@ -122,38 +117,25 @@ class Reporter:
         if logged and access is not None:
             access.write(record)
 
-    @asynccontextmanager
-    async def serving(
+    def serving(
         self, execution: Execution, *, client: str = "", arrived: float | None = None
-    ) -> AsyncIterator[Outcome]:
+    ) -> _Serving:
         """Track the request for shutdown and record its metrics and access-log line
         when it ends; then end its serving attempt if the front end never streamed
         it to the end (the client left, or a write failed, between the first token
         and the stream). ``arrived``: when the request came in (default: now)."""
         model = execution.request.model
+        in_flight = self._metrics.in_flight_of(model)
         started = self._clock() if arrived is None else arrived
-        outcome = Outcome()
-        in_flight = self._in_flight.get(model)
-        if in_flight is None:
-            in_flight = self._in_flight[model] = self._metrics.in_flight.labels(model)
-        in_flight.inc()
-        try:
-            with self._lifecycle.tracking():
-                yield outcome
-        except (asyncio.CancelledError, ConnectionResetError):
-            if outcome.status == 200:
-                outcome.status = 499  # the client went away
-            raise
-        except BaseException:
-            if outcome.status == 200:
-                outcome.status = 500  # a fault: the edge answers 500 (or INTERNAL)
-            raise
-        finally:
-            in_flight.dec()
-            self._record(execution, outcome, started, client)
-            for tap in self._taps:
-                tap(execution, outcome.status)
-            await execution.aclose()
+        return _Serving(
+            execution,
+            in_flight,
+            self._lifecycle.tracking(),
+            self._record,
+            self._taps,
+            started,
+            client,
+        )
 
     def first_token(self, execution: Execution, elapsed: float) -> None:
         serving = execution.serving
@@ -249,3 +231,64 @@ class Reporter:
         tracing.finish(record, execution, request.kind.value)
         if logged and access is not None:
             access.write(record)
+
+
+class _Serving:
+    """:meth:`Reporter.serving`'s context: a class, not ``@asynccontextmanager``, whose
+    async generator and wrappers cost a dozen Python calls on every request."""
+
+    __slots__ = (
+        "_client",
+        "_execution",
+        "_in_flight",
+        "_record",
+        "_started",
+        "_taps",
+        "_tracking",
+        "outcome",
+    )
+
+    def __init__(
+        self,
+        execution: Execution,
+        in_flight: Inc,
+        tracking: AbstractContextManager[object],
+        record: Callable[[Execution, Outcome, float, str], None],
+        taps: Sequence[Tap],
+        started: float,
+        client: str,
+    ) -> None:
+        self._execution = execution
+        self._in_flight = in_flight
+        self._tracking = tracking
+        self._record = record
+        self._taps = taps
+        self._started = started
+        self._client = client
+        self.outcome = Outcome()
+
+    async def __aenter__(self) -> Outcome:
+        self._tracking.__enter__()
+        self._in_flight(1)
+        return self.outcome
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        outcome = self.outcome
+        execution = self._execution
+        try:
+            self._tracking.__exit__(kind, exc, tb)
+            if exc is not None and outcome.status == 200:
+                # the client went away; else a fault: the edge answers 500 (or INTERNAL)
+                gone = isinstance(exc, (asyncio.CancelledError, ConnectionResetError))
+                outcome.status = 499 if gone else 500
+        finally:
+            self._in_flight(-1)
+            self._record(execution, outcome, self._started, self._client)
+            for tap in self._taps:
+                tap(execution, outcome.status)
+            await execution.aclose()
