@@ -33,8 +33,6 @@ import math
 import random
 from collections.abc import Iterable
 
-from tenacity import RetryCallState, Retrying, wait_exponential
-
 
 def backoff_delay(
     round: int,
@@ -73,6 +71,9 @@ def exceeds_retry_after(retry_after: float | None, *, max_retry_after: float = 5
 def _ceiling(round: int, base: float, cap: float) -> float:
     """tenacity's ``wait_exponential(multiplier=base, max=cap)`` at attempt ``round``
     (about 10 µs, paid only between rounds of attempts)."""
+    # Imported here: a gateway whose first round never fails does not hold it (~0.4 MiB).
+    from tenacity import RetryCallState, Retrying, wait_exponential
+
     state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = round
     return float(wait_exponential(multiplier=base, max=cap)(state))
