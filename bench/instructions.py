@@ -87,7 +87,12 @@ def _control(pid: int, *args: str) -> None:
 
 
 def measure(
-    upstream: Upstream, requests: int, warmup: int, concurrency: int, keep: Path | None = None
+    upstream: Upstream,
+    requests: int,
+    warmup: int,
+    concurrency: int,
+    keep: Path | None = None,
+    access_log: bool = False,
 ) -> Count:
     with tempfile.TemporaryDirectory(prefix="meridian-instr-") as tmp:
         workdir = Path(tmp)
@@ -106,6 +111,7 @@ def measure(
             litellm=False,
             gateway_wrap=wrap,
             gateway_ready_s=_READY_S,
+            access_log=access_log,
         ) as stack:
             gateway = stack.endpoint("gateway")
             assert gateway is not None and gateway.pid is not None
@@ -143,13 +149,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--itl-ms", type=float, default=20.0)
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="with the default access log on (the bench runs without one, as nginx does)",
+    )
     p.add_argument("--out", type=Path, help="keep the callgrind dump here (callgrind_annotate)")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (callgrind) is not installed: apt-get install valgrind")
         return 3
     upstream = Upstream(ttft_ms=5.0, itl_ms=args.itl_ms, max_tokens=args.tokens)
-    count = measure(upstream, args.requests, args.warmup, args.concurrency, args.out)
+    count = measure(
+        upstream, args.requests, args.warmup, args.concurrency, args.out, args.access_log
+    )
     print(
         f"{count.requests} requests, {count.chunks} chunks at concurrency {args.concurrency}"
         f" (upstream gap {args.itl_ms:g} ms): {count.instructions:,} instructions ="

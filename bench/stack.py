@@ -146,9 +146,15 @@ def nginx_argv(nginx: str, config: Path) -> list[str]:
 
 
 def gateway_config(
-    http_port: int, admin_port: int, upstream_port: int, key: str, store: Path | None = None
+    http_port: int,
+    admin_port: int,
+    upstream_port: int,
+    key: str,
+    store: Path | None = None,
+    access_log: bool = False,
 ) -> dict[str, Any]:
-    """``store``: an SQLite file, which ``--workers N`` needs (the workers share it)."""
+    """``store``: an SQLite file, which ``--workers N`` needs (the workers share it).
+    ``access_log``: the default access log (as production runs), to measure its cost."""
     digest = hashlib.sha256(key.encode()).hexdigest()
     config: dict[str, Any] = {
         "listen": {
@@ -178,7 +184,7 @@ def gateway_config(
         # as long as opening 10,000 takes: longer than the default 30 s.
         "timeouts": {"first_token_s": 900.0},
         # As nginx's `access_log off`: the contenders do the same work per request.
-        "observability": {"access_log": {"enabled": False}},
+        "observability": {"access_log": {"enabled": access_log}},
     }
     if store is not None:
         config["store"] = {"path": str(store)}
@@ -219,6 +225,7 @@ def start_stack(
     pin: Pinning | None = None,
     gateway_wrap: tuple[str, ...] = (),
     gateway_ready_s: float = _READY_S,
+    access_log: bool = False,
 ) -> Iterator[Stack]:
     """Start the emulator (always) and the proxies asked for; stop them all on exit.
 
@@ -267,7 +274,15 @@ def start_stack(
         if gateway:
             endpoints.append(
                 _start_gateway(
-                    stop, emu_port, workdir, env, workers, proxy_cpus, gateway_wrap, gateway_ready_s
+                    stop,
+                    emu_port,
+                    workdir,
+                    env,
+                    workers,
+                    proxy_cpus,
+                    gateway_wrap,
+                    gateway_ready_s,
+                    access_log,
                 )
             )
         if nginx:
@@ -286,13 +301,16 @@ def _start_gateway(
     cpus: frozenset[int] | None,
     wrap: tuple[str, ...] = (),
     ready_s: float = _READY_S,
+    access_log: bool = False,
 ) -> Endpoint:
     port, admin_port = free_port(), free_port()
     key = "sk-bench-" + secrets.token_urlsafe(18)
     config = workdir / f"gateway-{port}.yaml"
     store = workdir / f"gateway-{port}.sqlite" if workers != 1 else None
     config.write_text(
-        yaml.safe_dump(gateway_config(port, admin_port, emu_port, key, store), sort_keys=False)
+        yaml.safe_dump(
+            gateway_config(port, admin_port, emu_port, key, store, access_log), sort_keys=False
+        )
     )
     argv = [*wrap, _meridian(), "serve", "--config", str(config)]
     if workers != 1:
