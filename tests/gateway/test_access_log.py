@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +16,12 @@ import pytest
 
 from gateway.config.model import ConfigError, parse
 from gateway.config.observability import AccessLogConfig
-from gateway.observe.access_log import AccessLog, format_logfmt, valid_request_id
+from gateway.observe.access_log import (
+    AccessLog,
+    format_json,
+    format_logfmt,
+    valid_request_id,
+)
 from tests.conftest import (
     GLOBAL_KEY,
     MODEL,
@@ -176,6 +183,107 @@ def test_a_writer_that_falls_behind_drops_and_counts_lines_never_blocks() -> Non
         assert entered.wait(5)  # the writer holds line 1
         access.write({"request_id": "2"})  # queued
         access.write({"request_id": "3"})  # full: dropped, at once
+        assert access.dropped == 1 and drops == [1]
+    finally:
+        release.set()
+        access.close()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+class CountingSink(io.StringIO):
+    """A real text sink that counts the writer's calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+async def test_records_of_one_loop_turn_reach_the_writer_as_one_batch_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink = CountingSink()
+    monkeypatch.setattr(sys, "stdout", sink)
+    access = AccessLog(AccessLogConfig(destination="stdout"))
+    records = [{"request_id": str(i), "status": 200, "ttft_ms": 1.5} for i in range(50)]
+    try:
+        for record in records:
+            access.write(record)
+        await wait_for(lambda: sink.getvalue().count("\n") == 50)
+        # One wake of the thread, one write and one flush, the lines as they always were.
+        assert sink.writes == 1 and sink.flushes == 1 and access.wakes == 1
+        assert sink.getvalue() == "".join(format_json(r) + "\n" for r in records)
+    finally:
+        access.close()
+
+
+async def test_the_log_destination_keeps_one_record_per_line_from_one_wake() -> None:
+    logger = logging.getLogger("meridian.access")
+    handler = Collect()
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    access = AccessLog(AccessLogConfig(format="logfmt"))
+    try:
+        for i in range(3):
+            access.write({"request_id": str(i), "status": 200})
+        await wait_for(lambda: len(handler.messages) == 3)
+        assert handler.messages == [f"request_id={i} status=200" for i in range(3)]
+        assert access.wakes == 1
+    finally:
+        access.close()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+async def test_close_writes_what_the_loop_has_not_handed_over_yet(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    access = AccessLog(AccessLogConfig(destination=str(path)))
+    for i in range(5):
+        access.write({"request_id": str(i)})
+    access.close()  # before the batch's timer: still every line
+    assert [line["request_id"] for line in lines(path)] == ["0", "1", "2", "3", "4"]
+
+
+async def test_the_loops_batch_counts_toward_the_bound() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            entered.set()
+            release.wait(10)
+
+    logger = logging.getLogger("meridian.access")
+    handler = Stuck()
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    drops: list[int] = []
+    access = AccessLog(AccessLogConfig(queue=2), on_drop=lambda: drops.append(1))
+    try:
+        access.write({"request_id": "1"})  # a bound this small hands each line at once
+        await wait_for(entered.is_set)  # the writer holds line 1
+        access.write({"request_id": "2"})
+        access.write({"request_id": "3"})
+        access.write({"request_id": "4"})  # two wait: dropped, at once
         assert access.dropped == 1 and drops == [1]
     finally:
         release.set()
