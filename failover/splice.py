@@ -112,12 +112,15 @@ async def stream(
                         continue  # adapters never yield StreamError: only this loop does
                     # One clock read per text event (the one after the write, which
                     # feeds the watchdog too); other events also read it before.
-                    fed = type(event) is TokenDelta and bool(event.text or event.progress)
+                    # The watchdog's pause and resume, inline: this runs per event.
+                    fed = type(event) is TokenDelta and (event.text != "" or event.progress)
                     before = 0.0 if fed else clock()
-                    watchdog.pause()
+                    watchdog.paused = True
                     yield event
-                    now = clock()
-                    watchdog.resume(now)
+                    watchdog.last = now = clock()
+                    watchdog.paused = False
+                    if watchdog.rearm:  # it fired while the client was written to
+                        watchdog.resume(now)
                     if fed:
                         texted = now
                     else:

@@ -27,19 +27,24 @@ from regions.errors import BackendError, FailureClass
 
 
 class Watchdog:
+    """``paused``, ``last`` and ``rearm`` are what :meth:`pause` and :meth:`resume`
+    set; a consumer's per-event path (:func:`failover.splice.stream`) may set the
+    first two itself, two calls fewer per event, and must then call :meth:`resume`
+    when ``rearm`` is set."""
+
     __slots__ = (
         "_clock",
         "_expired",
         "_first_token_at",
         "_handle",
         "_idle",
-        "_last",
         "_loop",
-        "_paused",
-        "_rearm",
         "_task",
         "_total_at",
         "_waiting_first",
+        "last",
+        "paused",
+        "rearm",
     )
 
     def __init__(
@@ -57,47 +62,47 @@ class Watchdog:
         self._first_token_at = now + first_token
         self._idle = idle
         self._total_at = total_deadline
-        self._last = now
+        self.last = now
         self._waiting_first = True
-        self._paused = False
-        self._rearm = False  # the timer fired while paused: arm it again on resume
+        self.paused = False
+        self.rearm = False  # the timer fired while paused: arm it again on resume
         self._expired: str | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[object] | None = None
 
     def first_token(self) -> None:
         self._waiting_first = False
-        self._last = self._clock()
+        self.last = self._clock()
 
     def pause(self) -> None:
         """The consumer is busy elsewhere (writing to a slow client): not the upstream's gap."""
-        self._paused = True
+        self.paused = True
 
     def resume(self, now: float | None = None) -> None:
         """The consumer is back: the idle gap runs from now (``now``: the caller's
         reading of the same clock, saving a read per event)."""
-        self._paused = False
-        self._last = self._clock() if now is None else now
-        if self._rearm:
-            self._rearm = False
+        self.paused = False
+        self.last = self._clock() if now is None else now
+        if self.rearm:
+            self.rearm = False
             self._arm()
 
     def _next_deadline(self) -> tuple[float, str]:
         if self._waiting_first:
             soon = (self._first_token_at, "no first token within the time-to-first-token timeout")
         else:
-            soon = (self._last + self._idle, "no data within the idle timeout")
+            soon = (self.last + self._idle, "no data within the idle timeout")
         return min(soon, (self._total_at, "total request timeout"))
 
     def _fire(self) -> None:
         deadline, reason = self._next_deadline()
         now = self._clock()
-        if self._paused:
+        if self.paused:
             # Never cancel while the consumer is suspended outside the guarded
             # block: the CancelledError would surface in the wrong place. The
             # resume re-arms, so a total deadline passed meanwhile cuts at once.
             self._handle = None
-            self._rearm = True
+            self.rearm = True
         elif now >= deadline:
             self._expired = reason
             self._handle = None
