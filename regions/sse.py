@@ -24,45 +24,66 @@ class Delimited:
     linear time and at most ``limit`` bytes before it is refused.
     """
 
-    __slots__ = ("_buf", "_limit", "_sep", "_what")
+    __slots__ = ("_buf", "_cr", "_limit", "_line_ends", "_sep", "_what")
 
-    def __init__(self, sep: bytes, limit: int, what: str) -> None:
+    def __init__(self, sep: bytes, limit: int, what: str, *, line_ends: bool = False) -> None:
         if limit <= 0:
             raise ValueError("the record limit must be positive")
         self._sep = sep
         self._limit = limit
         self._what = what
         self._buf = bytearray()
+        self._line_ends = line_ends  # CR and CRLF read as LF (SSE)
+        self._cr = False  # a CR ended the last piece: its LF may start the next
 
     def feed(self, data: bytes) -> list[bytes]:
+        """Complete records (without their separator) found so far.
+
+        With ``line_ends``, line ends may be LF, CRLF or CR (the SSE spec allows
+        all three); a CR at the end of a piece is held back in case its LF is in
+        the next one. Raises BackendError (STREAM_BROKEN) for a record over the limit.
+        """
+        # One call per piece on the common path (no CR, nothing buffered, records
+        # under the limit): this runs for every read of every stream.
+        if self._line_ends:
+            if self._cr:
+                data = b"\r" + data
+                self._cr = False
+            if data.find(13) >= 0:  # b"\r": an int is a memchr; `in` tries int() first
+                if data.endswith(b"\r"):
+                    data = data[:-1]
+                    self._cr = True
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         sep = self._sep
         buf = self._buf
+        limit = self._limit
+        first: bytes | None = None
         if buf:
             # A separator may straddle the old end: search from just before it.
             start = max(len(buf) - len(sep) + 1, 0)
             buf += data
             end = buf.find(sep, start)
             if end < 0:
-                self._check(len(buf))
+                if len(buf) > limit:
+                    self._check(len(buf))
                 return []
             first = bytes(buf[:end])
             data = bytes(buf[end + len(sep) :])
             buf.clear()
-            self._check(len(first))
-            records = [first]
-        else:
-            records = []
-        parts = data.split(sep)
-        self._keep(parts.pop())
-        for part in parts:
-            if len(part) > self._limit:
+            if len(first) > limit:
+                self._check(len(first))
+        records = data.split(sep)
+        tail = records.pop()
+        if tail:
+            if len(tail) > limit:
+                self._check(len(tail))
+            buf += tail
+        if len(data) > limit:  # else no part of it can be over the limit
+            for part in records:
                 self._check(len(part))
-        records.extend(parts)
+        if first is not None:
+            records.insert(0, first)
         return records
-
-    def _keep(self, tail: bytes) -> None:
-        self._check(len(tail))
-        self._buf += tail
 
     def _check(self, size: int) -> None:
         if size > self._limit:
@@ -82,33 +103,13 @@ class Delimited:
         return rest
 
 
-class SseSplitter:
-    __slots__ = ("_cr", "_records")
+class SseSplitter(Delimited):
+    """SSE events (without their blank-line terminator), whatever the line ends."""
+
+    __slots__ = ()
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
-        self._records = Delimited(b"\n\n", max_event_bytes, "an SSE event")
-        self._cr = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Complete events (without their blank-line terminator) found so far.
-
-        Line ends may be LF, CRLF or CR (the SSE spec allows all three); a CR
-        at the end of a read is held back in case its LF is in the next one.
-        Raises BackendError (STREAM_BROKEN) for an event over the size limit.
-        """
-        if self._cr:
-            data = b"\r" + data
-            self._cr = False
-        if data.find(13) >= 0:  # b"\r": an int is a memchr; `in` tries int() first
-            if data.endswith(b"\r"):
-                data = data[:-1]
-                self._cr = True
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        return self._records.feed(data)
-
-    @property
-    def pending(self) -> bytes:
-        return self._records.pending
+        super().__init__(b"\n\n", max_event_bytes, "an SSE event", line_ends=True)
 
 
 def event_data(event: bytes) -> bytes | None:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import itertools
+import sys
+from collections.abc import Callable
+from types import FrameType
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,3 +25,27 @@ def test_events_survive_any_split(cuts: list[int], crlf: bool) -> None:
         events.extend(splitter.feed(stream[a:b]))
     assert [event_data(e) for e in events] == [b'{"a":1}', None, b'{"b":\n2}', b"[DONE]"]
     assert splitter.pending == b""
+
+
+def python_calls(fn: Callable[[], object]) -> list[str]:
+    """The Python functions ``fn`` calls (C functions and builtins not counted)."""
+    calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_qualname)
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls[1:]  # fn itself
+
+
+def test_a_read_of_whole_events_is_one_python_call() -> None:
+    # Every read of every stream goes through here: no layer or helper per read.
+    splitter = SseSplitter()
+    piece = b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: {"c"'
+    assert python_calls(lambda: splitter.feed(piece)) == ["Delimited.feed"]
+    assert python_calls(lambda: splitter.feed(b":3}\n\n")) == ["Delimited.feed"]
