@@ -71,11 +71,13 @@ class _Encoder:
     __slots__ = (
         "adopted",
         "compact",
+        "cut",
         "include_usage",
         "member",
         "passthrough",
         "prefix",
         "rewritten",
+        "scan",
         "writer",
     )
 
@@ -93,8 +95,20 @@ class _Encoder:
         self.compact = served if served != self.member else None
         self.prefix = b""  # learnt: the original envelope up to the end of its model member
         self.rewritten = b""
+        self.cut = 0  # len(prefix), once learnt (only ever in pass-through)
+        self.scan = 0  # from inside the prefix: a member cannot straddle its end unseen
 
     def encode(self, event: Event) -> bytes:
+        # The usual chunk first, with the fewest checks: a pass-through token
+        # once the envelope is learnt (learning it adopted the id already).
+        if self.cut and type(event) is TokenDelta:
+            raw = event.raw
+            if (
+                raw is not None
+                and raw.startswith(self.prefix)
+                and raw.find(b'"model"', self.scan) < 0
+            ):
+                return self.rewritten + raw[self.cut :]
         raw = event.raw if self.passthrough and not isinstance(event, StreamError) else None
         if raw is not None:
             if not self.adopted and raw:
@@ -102,13 +116,8 @@ class _Encoder:
             if isinstance(event, Usage) and not self.include_usage:
                 return b""
             prefix = self.prefix
-            if (
-                prefix
-                and raw.startswith(prefix)
-                # from inside the prefix: a member cannot straddle its end unseen
-                and raw.find(b'"model"', len(prefix) - 6) < 0
-            ):
-                return self.rewritten + raw[len(prefix) :]
+            if prefix and raw.startswith(prefix) and raw.find(b'"model"', self.scan) < 0:
+                return self.rewritten + raw[self.cut :]
             return self._rewrite(raw)
         if isinstance(event, TokenDelta):
             return self.writer.chunk(event.text)
@@ -130,6 +139,7 @@ class _Encoder:
         if raw.find(b'"model"', first + 1) < 0 and raw.startswith(usual, first):
             end = first + len(usual)
             self.prefix, self.rewritten = raw[:end], raw[:first] + member
+            self.cut, self.scan = end, end - 6
             return self.rewritten + raw[end:]
         if self.compact is not None:
             raw = raw.replace(self.compact, member)
