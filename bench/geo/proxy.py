@@ -32,6 +32,8 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from bench.procs import free_port
+
 _READ_BYTES = 64 * 1024
 _QUEUE_CHUNKS = 64  # ≤ 4 MiB queued per direction per connection
 
@@ -82,8 +84,10 @@ class Link:
         return f"{self.listen_host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.listen_host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        # a port from free_port, not the kernel's pick at bind: that could be one already
+        # given to a child which has not bound it yet
+        self.port = free_port(self.listen_host)
+        self._server = await asyncio.start_server(self._accept, self.listen_host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:

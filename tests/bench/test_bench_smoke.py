@@ -228,3 +228,12 @@ def test_profile_summary_ranks_self_time_and_groups_c_functions() -> None:
     groups = {g.where: g for g in summary.groups}
     assert groups["C functions (builtins, extensions)"].calls >= 20  # sorted() among them
     assert sum(g.self_s for g in summary.groups) == pytest.approx(summary.total_s)
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """The geo lab picks ports for children that bind them later; a repeat made CI fail
+    with 'address already in use' (the kernel repeats ~125 times in 2000 picks)."""
+    from bench.procs import free_port
+
+    ports = [free_port("127.0.13.1") for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
