@@ -39,6 +39,7 @@ from regions.errors import BackendError, FailureClass
 from regions.events import Event
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_chunks import StreamParser
+from regions.pacing import PACER
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sse import MAX_EVENT_BYTES
@@ -208,15 +209,19 @@ class OpenAICompatProvider:
                 content = resp.content
                 # One read at a time, its events yielded from here: no generator per
                 # event between the socket and the executor.
+                started = False  # an event went out: later reads may wait for a beat
                 while True:
                     if progress.finished:
                         piece = await _tail_read(content)
                     else:
+                        if started and PACER.lagging:
+                            await PACER.beat()  # first tokens first (regions.pacing)
                         piece = await content.readany()
                     if not piece:
                         parser.end()
                         return
                     for event in parser.feed(piece):
+                        started = True
                         yield event
                     if parser.failure is not None:
                         raise parser.failure
@@ -279,15 +284,22 @@ class Progress(Protocol):
 async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> AsyncIterator[bytes]:
     """The body's reads; once ``progress.finished`` (a finish reason arrived), each must come
     within ``_TAIL_S``: the usage chunk and the end follow the finish at once, and a
-    backend that stalls there only delays the end of an answer already complete."""
+    backend that stalls there only delays the end of an answer already complete.
+    Reads after the first may wait for the pacer's beat while the loop lags
+    (regions.pacing); this reader does not see events, so a first event that
+    needs a second read can wait one beat too."""
     reads = resp.content.iter_any().__aiter__()
+    started = False
     while True:
         try:
             if progress.finished:
                 async with asyncio.timeout(_TAIL_S):
                     piece = await anext(reads)
             else:
+                if started and PACER.lagging:
+                    await PACER.beat()  # first tokens first (regions.pacing)
                 piece = await anext(reads)
+                started = True
         except StopAsyncIteration:
             return
         except TimeoutError:
