@@ -103,8 +103,14 @@ class KeyRing:
         if scheme.lower() != "bearer" or not key:
             return None
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        # Constant time in the key's content: the lookup hashes and compares the
+        # digest of the presented key, never the key, and which stored entry it
+        # probes (and how far a string comparison on a hash match gets) depends
+        # on that digest, which a caller cannot steer towards a stored one without
+        # a SHA-256 preimage. The one compare_digest then confirms the entry found;
+        # timing tells at most whether the key exists, which the answer tells anyway.
         found = self._by_digest.get(digest)
-        if found is None or not any(hmac.compare_digest(d, digest) for d in self._by_digest):
+        if found is None or not hmac.compare_digest(found.digest, digest):
             return None
         if found.expires is not None and self._clock() >= found.expires:
             name = found.name or "(unnamed)"
