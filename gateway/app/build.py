@@ -47,6 +47,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from failover.breaker import BreakerPolicy
 from failover.budget import RetryBudget
@@ -71,10 +72,12 @@ from gateway.pipeline.edge import Authenticator
 from gateway.pipeline.plan import Planner
 from gateway.pipeline.report import Reporter
 from gateway.security.admin_tokens import admin_tokens_from
-from regions.discovery import Source
 from regions.inventory import BackendSpec
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
+
+if TYPE_CHECKING:
+    from regions.discovery.base import Source
 
 
 @dataclass(frozen=True, slots=True)

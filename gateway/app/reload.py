@@ -32,23 +32,24 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from failover.health import BackendHealth
 from gateway.app.runtime import backend_specs, keyring_from, snapshot_from
 from gateway.config.check import diff, problems, summary
 from gateway.config.model import Config, ConfigError
-from gateway.control.limits import TenantLimiter
-from gateway.control.plane import ControlPlane
 from gateway.security.admin_tokens import AdminTokens, admin_tokens_from
 from gateway.security.keys import KeyRing
-from gateway.store.lease import TenantShare
-from regions.discovery import TrackedProvider
+from regions.discovery.tracked import TrackedProvider
 from regions.inventory import BackendSpec
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
 from regions.tasks import BackgroundTasks
 from routing.snapshot import RoutingSnapshot
+
+if TYPE_CHECKING:
+    from gateway.control.limits import TenantLimiter
+    from gateway.control.plane import ControlPlane
 
 log = logging.getLogger("meridian.reload")
 
@@ -229,6 +230,9 @@ class Reloader:
         limiter = self._limiter()
         if limiter is None:
             return  # limits were off at start; turning them on needs a restart
+        from gateway.control.limits import TenantLimiter  # loaded with the limiter
+        from gateway.store.lease import TenantShare
+
         fresh = TenantLimiter.from_config(config, limiter._store, limiter._metrics, lambda: False)
         quotas = {} if fresh is None else fresh._quotas
         limiter._quotas = dict(quotas)

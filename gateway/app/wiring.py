@@ -9,13 +9,12 @@ and the shadow mirror to a :class:`Runtime`, each given only what it uses
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from gateway.app.runtime import Runtime
 from gateway.canary.controller import CanaryController
 from gateway.canary.tap import CanaryTap
-from gateway.control import capacity
-from gateway.control.limits import TenantLimiter
 from gateway.control.plane import ControlPlane, SharedHealthEvents
 from gateway.control.usage import UsageTap
 from gateway.shadow.mirror import ShadowMirror
@@ -46,19 +45,22 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     usage = UsageTap(store, config.store.counts_flush_s)
     runtime.taps.append(usage)
     # An in-memory store has one process for a fleet: its own meters say it all.
-    fleet = config.store.kind != "embedded" or config.store.path is not None
-    fleet_tap = capacity.CapacityTap(
-        store, config.store.counts_flush_s, bucket_s=capacity.FLEET_BUCKET_S
-    )
-    fleet_feed = capacity.CapacityFeed(
-        store,
-        lambda: capacity.backends(runtime.snapshot),
-        runtime.metrics.measured,
-        bucket_s=capacity.FLEET_BUCKET_S,
-        settle_s=config.store.counts_flush_s,
-    )
-    if fleet:
+    fleet: list[Callable[[], Coroutine[Any, Any, None]]] = []  # the fleet's capacity counts
+    if config.store.kind != "embedded" or config.store.path is not None:
+        from gateway.control import capacity
+
+        fleet_tap = capacity.CapacityTap(
+            store, config.store.counts_flush_s, bucket_s=capacity.FLEET_BUCKET_S
+        )
+        fleet_feed = capacity.CapacityFeed(
+            store,
+            lambda: capacity.backends(runtime.snapshot),
+            runtime.metrics.measured,
+            bucket_s=capacity.FLEET_BUCKET_S,
+            settle_s=config.store.counts_flush_s,
+        )
         runtime.taps.append(fleet_tap)
+        fleet += [fleet_tap.run, fleet_feed.run]
     controller = CanaryController(
         store,
         lambda: control.state,
@@ -69,9 +71,16 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     control.tap, control.controller = tap, controller
     control.listeners.append(lambda state: tap.watch(state.canaries))
     control.listeners.append(lambda _state: controller.wake())
-    limiter = TenantLimiter.from_config(config, store, runtime.metrics, lambda: control.degraded)
-    if limiter is not None:
-        runtime.live.limiter = control.limiter = limiter
+    # The limiter (and its Redis lease scripts) loads only for a config that limits a
+    # tenant: limits turned on by a reload need a restart (gateway.app.reload).
+    if any(t.limits is not None for t in config.tenants):
+        from gateway.control.limits import TenantLimiter
+
+        limiter = TenantLimiter.from_config(
+            config, store, runtime.metrics, lambda: control.degraded
+        )
+        if limiter is not None:
+            runtime.live.limiter = control.limiter = limiter
     mirror = ShadowMirror(
         store,
         snapshot=lambda: runtime.snapshot,
@@ -93,7 +102,6 @@ async def attach(runtime: Runtime, environ: Mapping[str, str] | None = None) -> 
     control.spawn(controller.run())
     control.spawn(mirror.run())
     control.spawn(usage.run())  # cancelled by control.stop(), it flushes what is pending
-    if fleet:
-        control.spawn(fleet_tap.run())
-        control.spawn(fleet_feed.run())
+    for run in fleet:
+        control.spawn(run())
     return control

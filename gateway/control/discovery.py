@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from failover.health import BackendHealth
@@ -41,27 +42,24 @@ from failover.probing import Prober
 from gateway.config.cloud import DiscoveryConfig
 from gateway.config.model import Config
 from gateway.observe.metrics import Metrics
-from regions.discovery import (
-    Catalog,
-    GceSettings,
-    GceSource,
-    Inventory,
-    NetworkPolicy,
-    Refresher,
-    SageMakerSettings,
-    SageMakerSource,
-    Source,
-    TrackedProvider,
-)
+from regions.discovery.tracked import TrackedProvider
 from regions.inventory import BackendSpec, Region
 from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
 from regions.tasks import BackgroundTasks
 
+# The sources and the refresher load with the first Discovery (a config with a
+# ``discovery:`` section): the gateway server imports this module whatever its config.
+if TYPE_CHECKING:
+    from regions.discovery.base import Catalog, Source
+    from regions.discovery.refresh import Inventory
+
 log = logging.getLogger("meridian.discovery")
 
 
 def catalog_from(config: Config) -> Catalog:
+    from regions.discovery.base import Catalog
+
     return Catalog(
         MappingProxyType({r.name: Region(r.name, frozenset(r.tags)) for r in config.regions}),
         MappingProxyType({m.name: frozenset(m.versions) for m in config.models}),
@@ -72,6 +70,8 @@ def catalog_from(config: Config) -> Catalog:
 def sources_from(d: DiscoveryConfig, catalog: Catalog) -> list[Source]:
     sources: list[Source] = []
     if d.sagemaker is not None:
+        from regions.discovery.sagemaker import SageMakerSettings, SageMakerSource
+
         sm = d.sagemaker
         for region in sm.regions:
             settings = SageMakerSettings(
@@ -85,6 +85,8 @@ def sources_from(d: DiscoveryConfig, catalog: Catalog) -> list[Source]:
             )
             sources.append(SageMakerSource(settings, catalog))
     if d.gce is not None:
+        from regions.discovery.gce import GceSettings, GceSource
+
         g = d.gce
         gce = GceSettings(
             project=g.project,
@@ -165,6 +167,9 @@ class Discovery:
         publish: Callable[[dict[str, Provider], tuple[BackendSpec, ...]], None],
         sources: Sequence[Source] | None = None,
     ) -> None:
+        from regions.discovery.netpolicy import NetworkPolicy
+        from regions.discovery.refresh import Refresher
+
         self.config = config
         self.refresher = Refresher(
             sources if sources is not None else sources_from(config, catalog),

@@ -49,14 +49,11 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from failover.breaker import BreakerState
 from failover.executor import Attempt
 from failover.health import BackendHealth, HealthEvents
-from gateway.canary.controller import CanaryController
-from gateway.canary.tap import CanaryTap
-from gateway.control.limits import TenantLimiter
 from gateway.observe.metrics import Metrics
 from gateway.store import (
     Changed,
@@ -72,6 +69,11 @@ from gateway.store import cache as state_cache
 from gateway.store.state import ControlState
 from regions.inventory import BackendSpec
 from regions.tasks import BackgroundTasks, stop_tasks
+
+if TYPE_CHECKING:
+    from gateway.canary.controller import CanaryController
+    from gateway.canary.tap import CanaryTap
+    from gateway.control.limits import TenantLimiter
 
 log = logging.getLogger("meridian.control")
 

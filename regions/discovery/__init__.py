@@ -8,12 +8,48 @@ whoever applies it (``gateway.control.discovery``). :class:`TrackedProvider`
 lets a removed backend finish its streams before its adapter closes.
 """
 
-from regions.discovery.base import Catalog, DiscoveryError, Found, Listing, Refused, Source
-from regions.discovery.gce import GceSettings, GceSource
-from regions.discovery.netpolicy import NetworkPolicy
-from regions.discovery.refresh import Inventory, Refresher
-from regions.discovery.sagemaker import SageMakerSettings, SageMakerSource
-from regions.discovery.tracked import TrackedProvider
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from regions.discovery.base import Catalog, DiscoveryError, Found, Listing, Refused, Source
+    from regions.discovery.gce import GceSettings, GceSource
+    from regions.discovery.netpolicy import NetworkPolicy
+    from regions.discovery.refresh import Inventory, Refresher
+    from regions.discovery.sagemaker import SageMakerSettings, SageMakerSource
+    from regions.discovery.tracked import TrackedProvider
+
+# Each name loads its own module when first asked for: every executor imports
+# ``tracked``, while the sources and the refresher are for a config with a
+# ``discovery:`` section alone (idle RSS of a gateway without one).
+_HOME = {
+    "Catalog": "base",
+    "DiscoveryError": "base",
+    "Found": "base",
+    "Listing": "base",
+    "Refused": "base",
+    "Source": "base",
+    "GceSettings": "gce",
+    "GceSource": "gce",
+    "NetworkPolicy": "netpolicy",
+    "Inventory": "refresh",
+    "Refresher": "refresh",
+    "SageMakerSettings": "sagemaker",
+    "SageMakerSource": "sagemaker",
+    "TrackedProvider": "tracked",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Catalog",

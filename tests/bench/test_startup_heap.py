@@ -104,11 +104,108 @@ def _imported_by_serve(tmp_path: Path) -> set[str]:
     return {ln.split("|")[2].strip() for ln in lines if ln.startswith("import time:")}
 
 
+# What a gateway loads only for a config that uses it: the discovery sources and
+# their refresher (``discovery:``), the tenant limiter with its Redis lease scripts
+# (a tenant's ``limits:``), the fleet's capacity counts (a shared store).
+CONFIG_ONLY = (
+    "regions.discovery.base",
+    "regions.discovery.gce",
+    "regions.discovery.netpolicy",
+    "regions.discovery.refresh",
+    "regions.discovery.sagemaker",
+    "gateway.control.limits",
+    "gateway.store.lease",
+    "gateway.store.lua",
+    "gateway.control.capacity",
+)
+
+
 def test_serve_does_not_import_what_only_other_commands_use(tmp_path: Path) -> None:
     """Idle RSS: rich (the admin commands' tables, ~1.3 MiB), multiprocessing (the
     --workers supervisor), prometheus_client's text parser (``meridian top``) are no
-    part of a gateway, and tenacity (~0.4 MiB) only of one whose attempts failed."""
+    part of a gateway, tenacity (~0.4 MiB) only of one whose attempts failed, and
+    ``CONFIG_ONLY`` of one whose config uses them (the bench's uses none)."""
     loaded = _imported_by_serve(tmp_path)
     assert "gateway.app.server" in loaded  # the listing is whole
     unused = {"rich", "rich.console", "multiprocessing", "prometheus_client.parser", "tenacity"}
     assert not unused & loaded
+    assert not set(CONFIG_ONLY) & loaded
+
+
+_RELOAD_THEN_START = """
+import asyncio, json, sys
+from pathlib import Path
+import yaml
+from bench.stack import gateway_config
+from gateway.app.server import Gateway
+from gateway.config.model import load
+
+LAZY, path, store = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ENV = {"MERIDIAN_ADMIN_TOKEN": "t" * 32}
+
+def loaded():
+    return sorted(m for m in LAZY if m in sys.modules)
+
+async def main():
+    data = gateway_config(0, 0, 9, "sk-unused")
+    path.write_text(yaml.safe_dump(data))
+    gw = Gateway(load(path), ENV, config_path=str(path))
+    await gw.start()
+    before = loaded()
+    # A discovery source, a tenant's limits and a Redis store: every one needs a restart.
+    data["tenants"][0]["limits"] = {"requests_per_min": 5}
+    data["discovery"] = {
+        "initial_timeout_s": 0.0,
+        "allowed_networks": ["127.0.0.0/8"],
+        "gce": {"project": "meridian-test", "api_endpoint": "http://127.0.0.1:9",
+                "credentials": "anonymous", "timeout_s": 1.0},
+    }
+    data["store"] = {"kind": "redis", "url": "redis://127.0.0.1:9/0"}
+    path.write_text(yaml.safe_dump(data))
+    outcome = await gw.reloader.reload("test")
+    await gw.stop(grace=0.0)
+    # The same sections on a fresh start, with a shared (file) store: all of it loads.
+    data["store"] = {"path": store}
+    path.write_text(yaml.safe_dump(data))
+    again = Gateway(load(path), ENV, config_path=str(path))
+    await again.start()
+    parts = [again.discovery is not None, again.runtime.live.limiter is not None]
+    await again.stop(grace=0.0)
+    print(json.dumps({"before": before, "outcome": outcome.body(), "after": loaded(),
+                      "parts": parts}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_config_that_uses_a_lazy_part_loads_it_and_a_reload_that_adds_it_works(
+    tmp_path: Path,
+) -> None:
+    """``CONFIG_ONLY`` stays out of a gateway started without them; a reload that adds
+    a discovery source, a tenant's limits and a Redis store is applied (the sections
+    that need a restart named as such), and a gateway started on that config loads
+    and runs them."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _RELOAD_THEN_START,
+            json.dumps(CONFIG_ONLY),
+            str(tmp_path / "gateway.yaml"),
+            str(tmp_path / "state.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["before"] == []
+    outcome = seen["outcome"]
+    assert outcome["applied"] and not outcome["problems"], outcome
+    assert {"store", "discovery"} <= set(outcome["restart_needed"]), outcome
+    assert any("limits" in change for change in outcome["changes"]), outcome
+    assert seen["parts"] == [True, True]
+    # GCE discovery alone: the SageMaker source is for a config that names it.
+    assert seen["after"] == sorted(set(CONFIG_ONLY) - {"regions.discovery.sagemaker"})
