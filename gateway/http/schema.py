@@ -103,15 +103,15 @@ class _Common(_Body):
         return self
 
     def sampling(self) -> Sampling:
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return Sampling(
-            max_tokens=self.max_completion_tokens or self.max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=stop,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
+        stop = self.stop
+        return Sampling(  # positional, in Sampling's field order: cheaper than keywords
+            self.max_completion_tokens or self.max_tokens,
+            self.temperature,
+            self.top_p,
+            () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
+            self.seed,
+            self.presence_penalty,
+            self.frequency_penalty,
         )
 
 
@@ -208,12 +208,18 @@ def parse_request(
     prompt = ""
     choices = parsed.n or 1
     if isinstance(parsed, ChatBody):
-        messages = tuple(Message(m.role, m.text()) for m in parsed.messages)
+        messages = tuple(
+            [
+                Message(m.role, c if isinstance(c := m.content, str) else m.text())
+                for m in parsed.messages
+            ]
+        )
     else:
         prompt = parsed.prompt_text()
         choices *= parsed.prompts()
     raw = load_object(body)
     asked = needs(raw, kind)
+    stream_options = parsed.stream_options
     return GenerationRequest(
         kind=kind,
         model=parsed.model,
@@ -222,7 +228,7 @@ def parse_request(
         prompt=prompt,
         sampling=parsed.sampling(),
         stream=parsed.stream,
-        include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage),
+        include_usage=stream_options is not None and stream_options.include_usage,
         tenant=tenant,
         residency=residency,
         affinity_key=split_key(
@@ -234,7 +240,7 @@ def parse_request(
         ),
         body=raw,
         needs=asked,
-        unresumable=unresumable(asked),
+        unresumable=unresumable(asked) if asked else "",
         choices=choices,
     )
 
@@ -273,27 +279,31 @@ MODELLED = frozenset(
 """Fields every adapter translates (into a native payload where it must)."""
 
 
+_PLAIN = MODELLED | HARMLESS_FIELDS
+"""A body of only these fields asks nothing through its top-level fields (the
+common request): :func:`needs` then skips every check of the others."""
+
+
 def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
     """Capability -> the first field that asks it (see GenerationRequest.needs)."""
     out: dict[str, str] = {}
-
-    def need(capability: str, field: str) -> None:
-        out.setdefault(capability, field)
-
-    for name in ("tools", "functions"):
-        if body.get(name):
-            need("tools", name)
-    choice = body.get("tool_choice", body.get("function_call"))
-    if choice not in (None, "none"):
-        need("tools", "tool_choice" if "tool_choice" in body else "function_call")
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-        need("structured_output", "response_format")
-    for name in STRUCTURED_FIELDS:
-        if body.get(name) is not None:
-            need("structured_output", name)
-    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
-        need("logprobs", "logprobs" if body.get("logprobs") is not None else "top_logprobs")
+    need = out.setdefault  # need(capability, field): the first field that asks it stays
+    plain = body.keys() <= _PLAIN
+    if not plain:
+        for name in ("tools", "functions"):
+            if body.get(name):
+                need("tools", name)
+        choice = body.get("tool_choice", body.get("function_call"))
+        if choice not in (None, "none"):
+            need("tools", "tool_choice" if "tool_choice" in body else "function_call")
+        response_format = body.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+            need("structured_output", "response_format")
+        for name in STRUCTURED_FIELDS:
+            if body.get(name) is not None:
+                need("structured_output", name)
+        if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
+            need("logprobs", "logprobs" if body.get("logprobs") is not None else "top_logprobs")
     n = body.get("n")
     if isinstance(n, int) and n > 1:
         need("multiple_choices", "n")
@@ -306,17 +316,21 @@ def needs(body: dict[str, Any], kind: Kind) -> dict[str, str]:
     for i, message in enumerate(messages if isinstance(messages, list) else ()):
         if not isinstance(message, dict):
             continue
-        at = f"messages.{i}."
-        if message.get("tool_calls") or message.get("role") in ("tool", "function"):
-            need("tools", at + ("tool_calls" if message.get("tool_calls") else "role"))
-        if message.get("name") is not None or message.get("tool_call_id") is not None:
-            need("openai_body", at + ("name" if "name" in message else "tool_call_id"))
-        content = message.get("content")
+        get = message.get
+        tool_calls = get("tool_calls")
+        if tool_calls or get("role") in ("tool", "function"):
+            need("tools", f"messages.{i}." + ("tool_calls" if tool_calls else "role"))
+        if get("name") is not None or get("tool_call_id") is not None:
+            need(
+                "openai_body", f"messages.{i}." + ("name" if "name" in message else "tool_call_id")
+            )
+        content = get("content")
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if isinstance(part, dict) and part.get("type") != "text":
                     need("vision", f"messages.{i}.content.{j}")
-    for name in body:
-        if name not in MODELLED and name not in HARMLESS_FIELDS:
-            need("openai_body", name)
+    if not plain:
+        for name in body:
+            if name not in MODELLED and name not in HARMLESS_FIELDS:
+                need("openai_body", name)
     return out

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 import pytest
 
+from gateway.http.schema import MODELLED, needs
 from gateway.security.keys import KeyRing, Tenant
+from regions.request import Kind
+from routing.capabilities import HARMLESS_FIELDS, STRUCTURED_FIELDS
 
 
 def _digest(key: str) -> str:
@@ -44,3 +48,48 @@ def test_an_unknown_key_is_refused_without_comparing_it_to_every_key(
     assert ring.check("Bearer sk-unknown") is None
     assert len(compared) <= 1
     assert ring.check("Bearer sk-7") is not None
+
+
+class _Recording(dict[str, Any]):
+    """A JSON object that records the fields looked up in it."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.asked: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.append(key)
+        return super().get(key, default)
+
+
+def test_needs_of_a_plain_body_looks_up_none_of_the_fields_it_lacks() -> None:
+    # The common request: only modelled fields, so none of the capability checks of
+    # the others (tools, response_format, logprobs, vLLM's guided_*...) is run.
+    body = _Recording(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "max_tokens": 2,
+        }
+    )
+    assert needs(body, Kind.CHAT) == {}
+    assert set(body.asked) <= MODELLED
+
+
+def test_the_fields_needs_skips_for_a_plain_body_are_none_of_the_plain_ones() -> None:
+    # Each field a capability check reads alone asks something: so a body whose fields
+    # are all modelled or harmless could not have asked anything through them.
+    asking: dict[str, Any] = {
+        "tools": [{"type": "function"}],
+        "functions": [{"name": "f"}],
+        "tool_choice": "auto",
+        "function_call": "auto",
+        "response_format": {"type": "json_object"},
+        "logprobs": True,
+        "top_logprobs": 2,
+        **{name: {} for name in STRUCTURED_FIELDS},
+    }
+    for name, value in asking.items():
+        assert name not in MODELLED | HARMLESS_FIELDS
+        assert needs({"model": "m", name: value}, Kind.CHAT), name
