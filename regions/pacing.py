@@ -48,14 +48,19 @@ class Pacer:
         self.lag_s = 0.0
         self.lagging = False
 
-    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start measuring on ``loop`` (counted: each watch needs its unwatch)."""
+    def watch(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Start measuring on ``loop``; False if another loop is watched already.
+
+        Watches are counted: each one that returned True needs its unwatch. A
+        second loop in the process (a test's, an embedding's) is not paced.
+        """
         if self._watchers and loop is not self._loop:
-            raise RuntimeError("the pacer already watches another event loop")
+            return False
         self._watchers += 1
         if self._watchers == 1:
             self._loop = loop
             self._schedule(loop.time())
+        return True
 
     def unwatch(self) -> None:
         """Stop measuring once every watch is undone; paced reads waiting go on at once."""
@@ -79,7 +84,7 @@ class Pacer:
         only its future, never another stream's wait.
         """
         loop = self._loop
-        if loop is None:  # not watching: nothing to wait for
+        if loop is None or asyncio.get_running_loop() is not loop:  # not paced here
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
@@ -95,13 +100,14 @@ class Pacer:
     def _tick(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        self.lag_s += _SMOOTH * (max(now - self._due, 0.0) - self.lag_s)
-        if self.lagging:
-            self.lagging = self.lag_s > LEAVE_LAG_S
-        else:
-            self.lagging = self.lag_s > ENTER_LAG_S
+        self.observe(max(now - self._due, 0.0))
         self._release()
         self._schedule(now)
+
+    def observe(self, late_s: float) -> None:
+        """One beat ran ``late_s`` after it was due: the smoothed lag and whether to pace."""
+        self.lag_s += _SMOOTH * (late_s - self.lag_s)
+        self.lagging = self.lag_s > (LEAVE_LAG_S if self.lagging else ENTER_LAG_S)
 
     def _release(self) -> None:
         waiting, self._waiting = self._waiting, []

@@ -31,6 +31,7 @@ from gateway.config.model import Config
 from gateway.control.discovery import Discovery
 from gateway.http.api import PIPELINE, RUNTIME, openai_errors, routes
 from gateway.security.tls import Watcher
+from regions.pacing import PACER
 
 if TYPE_CHECKING:
     from gateway.grpc.server import GrpcServer
@@ -52,6 +53,26 @@ def metrics_app(client: web.Application) -> web.Application:
 # closes, so the client reads the error instead of a reset. Its default, 10 s,
 # kept a connection per refused slow or oversized upload open that long.
 _LINGERING_S = 0.5
+# The collector's thresholds once start-up's heap is frozen. A streamed request
+# allocates thousands of container objects that die with it; at Python's default
+# (700, 10, 10) the young generation was collected hundreds of times a second at
+# 200 streams (7.6 % of the busy samples in gc_collect_main) and the middle
+# generations, which hold every open stream's state, every tenth of those.
+# Cycles are still collected, later; what is not a cycle is freed at once anyway.
+# bench.instructions --concurrency 40 --itl-ms 40 --tokens 64: 5.764 -> 5.606 M/request.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def settle_heap() -> None:
+    """Once started: start-up's heap out of the collector, then its serving thresholds.
+
+    What start-up made (imports, config, runtime: ~86,000 objects) lives as long
+    as the process: out of the collector's generations, a collection walks only
+    what requests allocate (it was a quarter of the busy CPU at 200 streams).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class _ServerLog(logging.LoggerAdapter[logging.Logger]):
@@ -103,6 +124,7 @@ class Gateway:
         self.metrics_url = ""  # listen.metrics; "" when not set
         self.grpc_address = ""  # HOST:PORT of the gRPC listener; "" when disabled
         self._grpc: GrpcServer | None = None
+        self._paced = False  # this gateway holds a watch of regions.pacing.PACER
         self.discovery: Discovery | None = None  # config.discovery: backends found at run time
         self.reloader: Reloader | None = None
         self._tls = Watcher()  # listener certificates, reloaded when their files change
@@ -182,6 +204,7 @@ class Gateway:
                 raise OSError(
                     f"cannot bind the gRPC listener to {self.config.listen.grpc}"
                 ) from None
+        self._paced = PACER.watch(asyncio.get_running_loop())
         runtime.lifecycle.ready = True
         if self._grpc is not None:
             await self._grpc.ready()
@@ -223,6 +246,9 @@ class Gateway:
     async def stop(self, grace: float | None = None) -> int:
         """Drain and close; returns how many streams had to be cut."""
         cut = 0
+        if self._paced:
+            PACER.unwatch()  # what drains below goes at its own pace
+            self._paced = False
         if self.runtime is not None:
             wait = self.config.shutdown.grace_s if grace is None else grace
             if self._grpc is not None:
@@ -254,11 +280,7 @@ class Gateway:
         # Before start: a SIGHUP sent as soon as the gateway logs "serving" must not kill it.
         loop.add_signal_handler(signal.SIGHUP, self._sighup, reloads)
         await self.start()
-        # What start-up made (imports, config, runtime: ~86,000 objects) lives as long
-        # as the process: out of the collector's generations, a collection walks only
-        # what requests allocate (it was a quarter of the busy CPU at 200 streams).
-        gc.collect()
-        gc.freeze()
+        settle_heap()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)

@@ -305,3 +305,15 @@ def test_a_reload_collects_what_the_frozen_start_up_left_behind() -> None:
         assert gc.get_freeze_count() > 0  # frozen again
     finally:
         gc.unfreeze()
+
+
+def test_a_serving_process_freezes_its_start_up_heap_and_collects_less_often() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import gc; from gateway.app.server import GC_THRESHOLDS, settle_heap; settle_heap();"
+        "print(gc.get_threshold() == GC_THRESHOLDS, gc.get_freeze_count() > 10_000)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

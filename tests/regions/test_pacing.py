@@ -1,0 +1,123 @@
+"""regions.pacing: when reads after a first event wait, and that every wait ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.app.server import Gateway
+from regions.pacing import ENTER_LAG_S, LEAVE_LAG_S, PACER, Pacer
+from tests.conftest import EmulatorFactory, gateway_config
+
+
+def test_paces_only_after_the_loop_stays_late_and_stops_once_it_keeps_up() -> None:
+    pacer = Pacer()
+    pacer.observe(0.004)  # one late beat, smoothed: not yet
+    assert not pacer.lagging
+    for _ in range(10):
+        pacer.observe(0.004)
+    assert pacer.lagging
+    # hysteresis: a lag between the two bounds keeps the state it has
+    while pacer.lag_s > (ENTER_LAG_S + LEAVE_LAG_S) / 2:
+        pacer.observe((ENTER_LAG_S + LEAVE_LAG_S) / 2 - 0.0001)
+    assert pacer.lagging
+    for _ in range(30):
+        pacer.observe(0.0)
+    assert not pacer.lagging
+
+
+async def test_without_a_watch_a_beat_is_already_there() -> None:
+    assert Pacer().beat().done()
+
+
+async def test_a_beat_ends_every_wait_and_a_cancelled_wait_ends_only_itself() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(period_s=0.001)
+    pacer.watch(loop)
+    try:
+        first, second = pacer.beat(), pacer.beat()
+        first.cancel()  # this read's client went away
+        await asyncio.wait_for(second, 5.0)
+        assert second.result() is None
+        # a beat comes again and again
+        await asyncio.wait_for(pacer.beat(), 5.0)
+    finally:
+        pacer.unwatch()
+
+
+async def test_unwatch_lets_waiting_reads_go_and_resets_the_state() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(period_s=3600.0)  # no beat during the test
+    pacer.watch(loop)
+    pacer.observe(1.0)
+    pacer.lagging = True
+    waiting = pacer.beat()
+    pacer.unwatch()
+    assert waiting.done()
+    assert not pacer.lagging and pacer.lag_s == 0.0
+    assert pacer.beat().done()
+
+
+async def test_watches_are_counted_and_a_second_loop_is_not_paced() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(period_s=3600.0)
+    pacer.watch(loop)
+    pacer.watch(loop)
+    pacer.unwatch()
+    assert not pacer.beat().done()  # still watched by the second
+    pacer.unwatch()
+    assert pacer.beat().done()
+    pacer.unwatch()  # one too many: nothing to undo
+    assert pacer.watch(loop)
+    try:
+        pacer.lagging = True  # as if this loop lagged: a read on another one goes on
+        assert await asyncio.to_thread(asyncio.run, _on_another_loop(pacer))
+    finally:
+        pacer.unwatch()
+
+
+async def _on_another_loop(pacer: Pacer) -> bool:
+    refused = not pacer.watch(asyncio.get_running_loop())  # a second loop is not paced
+    return refused and pacer.beat().done()
+
+
+async def test_a_loop_whose_turns_run_long_is_seen_lagging() -> None:
+    """Real lateness: callbacks that each hold the loop 4 ms, back to back."""
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(period_s=0.001)
+    pacer.watch(loop)
+    stop = False
+
+    def hog() -> None:
+        end = time.perf_counter() + 0.004
+        while time.perf_counter() < end:  # work, not a wait: the loop is busy
+            pass
+        if not stop:
+            loop.call_soon(hog)
+
+    loop.call_soon(hog)
+    try:
+        deadline = time.monotonic() + 10.0
+        while not pacer.lagging:
+            assert time.monotonic() < deadline, f"never lagging (lag {pacer.lag_s * 1e3:.2f} ms)"
+            await pacer.beat()
+    finally:
+        stop = True
+        pacer.unwatch()
+
+
+def test_the_process_pacer_is_not_watched_outside_a_gateway() -> None:
+    assert not PACER.lagging
+
+
+async def test_a_serving_gateway_paces_and_stops_pacing_when_it_stops(
+    emulators: EmulatorFactory,
+) -> None:
+    emulator = await emulators()
+    gateway = Gateway(gateway_config([("b1", "aws:us-east-1", "v1", emulator.url)]))
+    await gateway.start()
+    try:
+        assert not PACER.beat().done()  # watched: a read would wait for the beat
+    finally:
+        await gateway.stop(grace=0.5)
+    assert PACER.beat().done()
