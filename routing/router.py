@@ -111,7 +111,7 @@ def pick_servable(
 
 def prompt_chars(request: GenerationRequest) -> int:
     if request.kind is Kind.CHAT:
-        return sum(len(m.content) for m in request.messages)
+        return sum([len(m.content) for m in request.messages])
     return len(request.prompt)
 
 
@@ -142,33 +142,36 @@ class Router:
             raise UnknownModel(f"The model `{request.model}` does not exist.")
         live = signals or NoSignals()
         seen: dict[str, _Filtered] = {}
-
-        def filtered(v: str) -> _Filtered:
-            found = seen.get(v)
-            if found is None:
-                found = seen[v] = _filter(snapshot, route, v, request, live, now)
-            return found
-
         if version is None and route.sole is not None:
             version = route.sole  # what pick_servable picks for any point, servable or not
-        elif version is None:
-            point = affinity_point(request.affinity_key, route.name)
-            picked = pick_servable(route.split, point, lambda v: bool(filtered(v).eligible))
-            if picked is None:
-                raise _refusal(request, pick_version(route.split, point), seen)
-            version = picked
-        elif version not in route.backends:
-            raise NoBackendAvailable(f"model `{request.model}` has no version {version}")
-        chosen = filtered(version)
+            chosen = seen[version] = _filter(snapshot, route, version, request, live, now)
+        else:
+
+            def filtered(v: str) -> _Filtered:
+                found = seen.get(v)
+                if found is None:
+                    found = seen[v] = _filter(snapshot, route, v, request, live, now)
+                return found
+
+            if version is None:
+                point = affinity_point(request.affinity_key, route.name)
+                picked = pick_servable(route.split, point, lambda v: bool(filtered(v).eligible))
+                if picked is None:
+                    raise _refusal(request, pick_version(route.split, point), seen)
+                version = picked
+            elif version not in route.backends:
+                raise NoBackendAvailable(f"model `{request.model}` has no version {version}")
+            chosen = filtered(version)
         if not chosen.eligible:
             raise _refusal(request, version, seen)
         eligible = chosen.eligible
         excluded = list(chosen.excluded)
-        for other, skipped in seen.items():
-            if other != version:
-                excluded += [
-                    (n, f"version {other} cannot serve: {why}") for n, why in skipped.excluded
-                ]
+        if len(seen) > 1:
+            for other, skipped in seen.items():
+                if other != version:
+                    excluded += [
+                        (n, f"version {other} cannot serve: {why}") for n, why in skipped.excluded
+                    ]
         ordered = rank(
             eligible,
             prompt_tokens=max(1, prompt_chars(request) // 4),
@@ -176,12 +179,26 @@ class Router:
             cost_weight=route.cost_weight if cost_weight is None else cost_weight,
             rng=self._rng,
         )
-        reasons = {id(s): "failover" for s in ordered[1:]}
-        reasons[id(ordered[0])] = "p2c pick"
-        ordered = self._prefix_affinity(route, version, ordered, request, live, now, reasons)
+        winner = ordered[0]
+        affine = self._prefix_affinity(route, version, ordered, request, live, now)
+        if affine is not None:
+            ordered = [affine, *(s for s in ordered if s is not affine)]
         candidates = tuple(
-            Candidate(s.backend, reasons[id(s)], s.score, s.latency, s.price, s.cold)
-            for s in ordered
+            [
+                Candidate(
+                    s.backend,
+                    "p2c pick"
+                    if s is winner
+                    else "prefix affinity in pool"
+                    if s is affine
+                    else "failover",
+                    s.score,
+                    s.latency,
+                    s.price,
+                    s.cold,
+                )
+                for s in ordered
+            ]
         )
         return Plan(request.model, version, candidates, tuple(excluded))
 
@@ -193,18 +210,18 @@ class Router:
         request: GenerationRequest,
         signals: Signals,
         now: float,
-        reasons: dict[int, str],
-    ) -> list[Scored]:
-        """Within the winner's self-hosted pool, move the KV-affine member to the front."""
+    ) -> Scored | None:
+        """Within the winner's self-hosted pool, the KV-affine member when it is not the
+        winner (the plan puts it first), else None."""
         winner = ordered[0].backend
-        if winner.kind not in SELF_HOSTED:
-            return ordered
+        if len(ordered) < 2 or winner.kind not in SELF_HOSTED:
+            return None  # a pool of one is the winner alone
         ring = route.rings.get((version, winner.region.name))
         if ring is None:
-            return ordered
+            return None
         pool = {s.backend.name: s for s in ordered if _same_pool(s.backend, winner)}
         if len(pool) < 2:
-            return ordered
+            return None
         chosen = pick_bounded(
             ring,
             prefix_key(prompt_text(request), route.name),
@@ -213,10 +230,8 @@ class Router:
             AFFINITY_LOAD_FACTOR,
         )
         if chosen is None or chosen == winner.name:
-            return ordered
-        first = pool[chosen]
-        reasons[id(first)] = "prefix affinity in pool"
-        return [first, *(s for s in ordered if s is not first)]
+            return None
+        return pool[chosen]
 
 
 class _Filtered(NamedTuple):
@@ -244,8 +259,13 @@ def _filter(
     eligible = []
     lacking: str | None = None
     capable = False  # a capable backend exists: any refusal is about availability
+    needs = request.needs
     for backend, weight in static:
-        absent = missing(backend, request.needs) or too_long(backend, request)
+        # missing() asks nothing of a request with no needs, too_long() nothing of a
+        # backend with no declared window: the common case makes neither call.
+        absent = missing(backend, needs) if needs else None
+        if absent is None and backend.context_length is not None:
+            absent = too_long(backend, request)
         if absent is not None:
             excluded.append((backend.name, f"lacks {absent}: {explain(absent, request.needs)}"))
             lacking = lacking or absent

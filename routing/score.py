@@ -64,6 +64,12 @@ def _median(values: list[float]) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
+def _warm_median(estimates: list[float | None], default: float) -> float:
+    """The median of the estimates that are known; ``default`` when none is."""
+    warm = [e for e in estimates if e is not None]
+    return _median(warm) if warm else default
+
+
 def rank(
     backends: Sequence[tuple[BackendSpec, float, BackendSignal]],
     *,
@@ -79,17 +85,25 @@ def rank(
     (this runs once per request over every eligible backend).
     """
     n = len(backends)
-    warm_ttft = [s.ttft_s for _, _, s in backends if s.ttft_s is not None]
-    warm_itl = [s.itl_s for _, _, s in backends if s.itl_s is not None]
-    cold_ttft = _median(warm_ttft) if warm_ttft else COLD_TTFT_S
-    cold_itl = _median(warm_itl) if warm_itl else COLD_ITL_S
+    # A cold backend's estimates: the warm ones' medians, computed at the first one met
+    # (none is, when every backend is warm: the common case).
+    cold_ttft: float | None = None
+    cold_itl: float | None = None
     latencies = [0.0] * n
     prices = [0.0] * n
     unpriced: list[int] = []
     best_latency = best_price = float("inf")
     for i, (spec, _, sig) in enumerate(backends):
-        ttft = cold_ttft if sig.ttft_s is None else sig.ttft_s
-        itl = cold_itl if sig.itl_s is None else sig.itl_s
+        ttft = sig.ttft_s
+        if ttft is None:
+            if cold_ttft is None:
+                cold_ttft = _warm_median([s.ttft_s for _, _, s in backends], COLD_TTFT_S)
+            ttft = cold_ttft
+        itl = sig.itl_s
+        if itl is None:
+            if cold_itl is None:
+                cold_itl = _warm_median([s.itl_s for _, _, s in backends], COLD_ITL_S)
+            itl = cold_itl
         latency = (ttft + itl * expected_tokens) * (sig.in_flight + sig.queue_depth + 1)
         price = spec.price
         cost = price.cost(prompt_tokens, expected_tokens)
