@@ -45,8 +45,10 @@ promtool:
 slo-rules-test: promtool
 	cd deploy/prometheus && "$$(../install-promtool.sh ../../$(BIN))" test rules meridian.rules.test.yml
 
+# Every target of docs/design.md §8 judged in one run (bench/README.md): both scenarios
+# at 10 and 200 streams, the throughput scenario at 1 and 2 workers, 10,000 idle streams.
 bench: $(STAMP) bench-deps
-	$(BIN)/python -m bench --concurrency 10,200
+	$(BIN)/python -m bench --concurrency 10,200 --duration 8 --workers 1,2 --idle-streams 10000
 
 # nginx, the bench's reference contender (Debian's nginx-light), installed when
 # missing; without root or apt-get the bench runs without it and says so.

@@ -22,7 +22,7 @@ from rich.console import Console
 from bench.procs import StartError
 from bench.report import render
 from bench.runner import Options, run
-from bench.scenarios import SCENARIOS
+from bench.scenarios import SCENARIOS, THROUGHPUT
 
 _MIN_WIDTH = 130
 
@@ -33,7 +33,7 @@ def _positive_ints(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers like 10,200, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError("concurrency levels must be positive")
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
 
 
@@ -64,7 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ttft-ms", type=float, help="override the emulator's time to first token")
     p.add_argument("--itl-ms", type=float, help="override the emulator's inter-token latency")
     p.add_argument("--max-tokens", type=int, help="override the tokens per response")
-    p.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    p.add_argument(
+        "--workers",
+        type=_positive_ints,
+        default=(1,),
+        help="gateway worker processes; several (e.g. 1,2): the matrix runs at the fewest,"
+        " then the throughput scenario through the gateway alone at each count, for the"
+        " workers ratio (default 1)",
+    )
     p.add_argument(
         "--idle-streams",
         type=int,
@@ -85,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
         p.error("--duration must be > 0 and --warmup >= 0")
+    if len(set(args.workers)) > 1 and args.direct_only:
+        p.error("several --workers counts compare gateways: not with --direct-only")
     return args
 
 
@@ -94,6 +103,7 @@ def options_from(args: argparse.Namespace) -> Options:
         for name in args.scenario
     )
     idle = max(args.concurrency) if args.idle_streams is None else args.idle_streams
+    counts = tuple(sorted(set(args.workers)))
     return Options(
         scenarios=scenarios,
         concurrency=args.concurrency,
@@ -101,10 +111,12 @@ def options_from(args: argparse.Namespace) -> Options:
         warmup_s=args.warmup,
         direct=not args.gateway_only,
         gateway=not args.direct_only,
-        workers=args.workers,
+        workers=counts[0],
         idle_streams=idle,
         pin=not args.no_pin,
         nginx=not args.no_nginx,
+        workers_scaling=counts if len(counts) > 1 else (),
+        workers_scenario=THROUGHPUT.with_upstream(args.ttft_ms, args.itl_ms, args.max_tokens),
     )
 
 

@@ -1,7 +1,8 @@
 """Prints a :class:`~bench.results.Report` as tables: one per scenario with the
 raw figures, one with CPU per request and per chunk, one with the
-proxy-versus-direct ratios and the §8 targets beside them, and one with
-gateway memory."""
+proxy-versus-direct ratios and the §8 targets beside them, one with gateway
+memory and its targets, and one with the workers runs and theirs. Every
+verdict is printed beside the figure it judged: PASS, FAIL, or n/a with why."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.results import Comparison, Report, RunRecord, Verdict
+from bench.results import Comparison, Report, RunRecord, Verdict, Workers
 
 _MIB = 1024 * 1024
 
@@ -102,25 +103,31 @@ def _latency_table(runs: list[RunRecord]) -> Table:
     return table
 
 
-_LABELS = {
-    "added_ttft_p50_ms": "added TTFT p50",
-    "added_ttft_p99_ms": "added TTFT p99",
-    "chunks_pct_of_direct": "chunks/s",
-}
+_MARKS = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}
 
 
-def _verdict(v: Verdict) -> str:
-    mark = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}[v.met]
-    return f"{mark} {_LABELS.get(v.target.metric, v.target.metric)} {v.target.describe()}"
+def verdict_line(v: Verdict) -> str:
+    """``PASS added TTFT p50 ≤ 1 ms @ c=10``; n/a and a FAIL whatever the figure say why."""
+    line = f"{_MARKS[v.met]} {escape(v.target.label)} {escape(v.target.describe())}"
+    return line if v.reason is None else f"{line}: {escape(v.reason)}"
+
+
+def _targets_column(table: Table) -> None:
+    table.add_column("targets (docs/design.md §8)", min_width=24)
 
 
 def _comparison_table(comparisons: list[Comparison]) -> Table:
     table = Table(title="proxy vs direct (same scenario, same concurrency)", title_justify="left")
     for name in ("scenario", "contender", "c"):
         table.add_column(name, justify="left" if name != "c" else "right")
-    for name in ("added TTFT\np50 ms", "added TTFT\np99 ms", "chunks/s\n% of direct"):
+    for name in (
+        "added TTFT\np50 ms",
+        "added TTFT\np99 ms",
+        "chunks/s\n% of direct",
+        "CPU/req\n× nginx",
+    ):
         table.add_column(name, justify="right")
-    table.add_column("targets (docs/design.md §8)", no_wrap=True)
+    _targets_column(table)
     for c in comparisons:
         table.add_row(
             c.scenario,
@@ -129,7 +136,8 @@ def _comparison_table(comparisons: list[Comparison]) -> Table:
             _num(c.added_ttft_p50_ms, ".2f"),
             _num(c.added_ttft_p99_ms, ".2f"),
             _num(c.chunks_pct_of_direct, ".1f"),
-            "\n".join(_verdict(v) for v in c.verdicts) or "-",
+            _num(c.cpu_per_request_x_nginx, ".2f"),
+            "\n".join(verdict_line(v) for v in c.verdicts) or "-",
         )
     return table
 
@@ -138,6 +146,16 @@ def _memory_table(report: Report) -> Table:
     table = Table(title="gateway memory (VmRSS)", title_justify="left")
     for name in ("what", "streams", "RSS", "per stream"):
         table.add_column(name, justify="left" if name == "what" else "right")
+    _targets_column(table)
+    base = report.idle_rss
+    if base is not None:
+        table.add_row(
+            f"ready, before any load ({base.source})",
+            "0",
+            _size(base.rss, _MIB, "MiB"),
+            "",
+            verdict_line(base.verdict),
+        )
     for r in report.runs:
         if r.contender != "gateway":
             continue
@@ -146,16 +164,61 @@ def _memory_table(report: Report) -> Table:
             str(r.concurrency),
             f"{_size(r.proxy_rss_idle, _MIB, 'MiB')} -> {_size(r.proxy_rss_peak, _MIB, 'MiB')}",
             _size(r.rss_per_stream, 1024, "KiB"),
+            "",
         )
     idle = report.idle_streams
-    if idle is not None:
+    verdict = report.idle_streams_verdict
+    if idle is not None or verdict is not None:
         table.add_row(
             "idle open streams (upstream silent)",
-            f"{idle.open}/{idle.requested}",
-            f"{_size(idle.rss_before, _MIB, 'MiB')} -> {_size(idle.rss_open, _MIB, 'MiB')}",
-            _size(idle.per_stream, 1024, "KiB"),
+            "-" if idle is None else f"{idle.open}/{idle.requested}",
+            "-"
+            if idle is None
+            else f"{_size(idle.rss_before, _MIB, 'MiB')} -> {_size(idle.rss_open, _MIB, 'MiB')}",
+            "-" if idle is None else _size(idle.per_stream, 1024, "KiB"),
+            "" if verdict is None else verdict_line(verdict),
         )
     return table
+
+
+def _workers_table(workers: Workers) -> Table:
+    runs = workers.runs
+    scenario = runs[0].scenario if runs else "-"
+    table = Table(
+        title=f"gateway workers ({scenario} scenario, gateway only; {workers.pinning})",
+        title_justify="left",
+    )
+    for name in ("workers", "c", "req/s", "chunks/s", "errors"):
+        table.add_column(name, justify="right")
+    for name in ("gateway", "emulator", "loadgen", "other/steal"):
+        table.add_column(f"{name}\ncores", justify="right", no_wrap=True)
+    table.add_column("chunks/s\n× fewest", justify="right")
+    _targets_column(table)
+    judged = workers.verdict.target
+    for r in runs:
+        at_target = r.workers == judged.workers and r.concurrency == judged.concurrency
+        table.add_row(
+            str(r.workers),
+            str(r.concurrency),
+            _num(r.requests_per_s),
+            _num(r.chunks_per_s, ".0f"),
+            f"[red]{r.errors}[/]" if r.errors else "0",
+            _num(r.cores("proxy"), ".2f"),
+            _num(r.cores("emulator"), ".2f"),
+            _num(r.cores("loadgen"), ".2f"),
+            _busy(r.cores("other"), r.cores("steal")),
+            _num(workers.ratio(r), ".2f"),
+            verdict_line(workers.verdict) if at_target else "",
+        )
+    if not any(r.workers == judged.workers for r in runs):
+        table.add_row(*[""] * 10, verdict_line(workers.verdict))
+    return table
+
+
+def _summary(report: Report) -> str:
+    verdicts = [v for _, v in report.verdicts()]
+    counts = {word: sum(v.word == word for v in verdicts) for word in ("PASS", "FAIL", "n/a")}
+    return "targets: " + ", ".join(f"{n} {word}" for word, n in counts.items())
 
 
 def render(report: Report, console: Console) -> None:
@@ -173,8 +236,10 @@ def render(report: Report, console: Console) -> None:
         console.print(_latency_table(report.runs))
     if report.comparisons:
         console.print(_comparison_table(report.comparisons))
-    if any(r.contender == "gateway" for r in report.runs) or report.idle_streams:
+    if any(r.contender == "gateway" for r in report.runs) or report.idle_rss:
         console.print(_memory_table(report))
+    if report.workers is not None:
+        console.print(_workers_table(report.workers))
     for run in report.runs:
         for sample in run.error_samples:
             where = f"{run.scenario}/{run.contender}/c={run.concurrency}"
@@ -188,3 +253,5 @@ def render(report: Report, console: Console) -> None:
         )
     for note in report.notes:
         console.print(f"note: {note}")
+    if report.verdicts():
+        console.print(f"{_summary(report)} (a missed target does not change the exit status)")

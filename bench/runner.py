@@ -10,6 +10,13 @@ the emulator and the proxy at t0 and t1 and samples the proxy's RSS.
 With two or more cores every proxy runs on one core and the emulator, the
 load generator and this process on another (``bench.procs.Pinning``), so the
 proxies are compared on equal footing: one core each, nothing else on it.
+
+With several ``--workers`` counts (``Options.workers_scaling``), the
+throughput scenario then runs through the gateway alone at the highest
+concurrency once per count, each on a fresh stack, for the workers ratio:
+with a core per worker of the largest count and at least one more, the
+workers get those cores and the load the rest, in every one of these runs;
+otherwise none of them is pinned.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -27,8 +34,16 @@ import orjson
 from bench.loadgen import LoadJob, LoadResult, run_in_process
 from bench.memory import probe_idle_streams
 from bench.procs import Pinning, cpu_seconds, machine_cpu_seconds, pinning, rss_bytes
-from bench.results import Report, RunRecord, compare
-from bench.scenarios import Scenario
+from bench.results import (
+    Report,
+    RunRecord,
+    Workers,
+    compare,
+    idle_rss,
+    idle_streams_verdict,
+    workers_verdict,
+)
+from bench.scenarios import THROUGHPUT, Scenario
 from bench.stack import Endpoint, Stack, litellm_available, nginx_bin, start_stack
 from bench.stats import Distribution
 
@@ -47,6 +62,9 @@ class Options:
     idle_streams: int = 0  # 0: skip the idle-stream memory probe
     pin: bool = True  # pin proxy and load to separate cores when there are two
     nginx: bool = True  # run nginx as a reference contender if it is installed
+    # Worker counts for the workers runs (gateway only); () skips them.
+    workers_scaling: tuple[int, ...] = ()
+    workers_scenario: Scenario = THROUGHPUT
 
 
 def request_body(model: str, max_tokens: int) -> bytes:
@@ -170,11 +188,92 @@ def run(options: Options, workdir: Path, progress: Callable[[str], None]) -> Rep
         _run_matrix(options, workdir, progress, report, pin, nginx=nginx, litellm=litellm)
     finally:
         os.sched_setaffinity(0, before)
-    report.comparisons = compare(report.runs, {s.name: s.targets for s in options.scenarios})
+    report.comparisons = compare(
+        report.runs,
+        {s.name: s.targets for s in options.scenarios},
+        _nginx_absent(options, nginx),
+    )
+    if options.gateway and options.workers_scaling:
+        report.workers = _run_workers(options, workdir, progress)
     if options.gateway and options.idle_streams > 0:
         progress(f"memory: {options.idle_streams} idle open streams through the gateway")
         report.idle_streams = probe_idle_streams(options.idle_streams, workdir, options.workers)
+    if options.gateway:
+        report.idle_rss = idle_rss(report.runs, report.idle_streams, options.workers)
+        report.idle_streams_verdict = idle_streams_verdict(
+            report.idle_streams, "probe skipped (--idle-streams 0)"
+        )
     return report
+
+
+def _nginx_absent(options: Options, installed: bool) -> str:
+    if not options.nginx:
+        return "nginx did not run (--no-nginx)"
+    if not installed:
+        return "nginx did not run: not installed (make bench-deps)"
+    return "nginx did not run in this scenario at this concurrency"
+
+
+def workers_pinning(counts: tuple[int, ...], pin: bool) -> tuple[Pinning | None, str, int | None]:
+    """The workers runs' pinning as a function of the count: the first N usable cores
+    for N workers and, for the load, every core after the largest count's. None when
+    there are not that many cores plus one (or ``pin`` is off); with the line that says
+    so and how many cores the load is pinned to."""
+    usable = sorted(os.sched_getaffinity(0))
+    most = max(counts)
+    if not pin:
+        return None, "not pinned (--no-pin)", None
+    if len(usable) < most + 1:
+        return (
+            None,
+            f"not pinned: {most} workers and their load need {most + 1} cores,"
+            f" {len(usable)} usable",
+            None,
+        )
+    load = frozenset(usable[most:])
+    line = (
+        f"pinned: N workers on the first N of CPU {_cpus(usable[:most])}, load on CPU {_cpus(load)}"
+    )
+    return Pinning(proxy=frozenset(usable[:most]), load=load), line, len(load)
+
+
+def _cpus(cpus: Iterable[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def _run_workers(options: Options, workdir: Path, progress: Callable[[str], None]) -> Workers:
+    """The throughput scenario through the gateway alone, at the highest concurrency,
+    once per worker count on a fresh stack."""
+    scenario = options.workers_scenario
+    counts = tuple(sorted(set(options.workers_scaling)))
+    concurrency = max(options.concurrency)
+    pin, line, load_cores = workers_pinning(counts, options.pin)
+    up = scenario.upstream
+    progress(
+        f"workers {','.join(map(str, counts))}: scenario {scenario.name}, gateway only; {line}"
+    )
+    runs = []
+    before = os.sched_getaffinity(0)
+    try:
+        for n in counts:
+            # n workers on n of the cores; the load on the same cores in every run
+            each = None if pin is None else Pinning(frozenset(sorted(pin.proxy)[:n]), pin.load)
+            if each is not None:
+                os.sched_setaffinity(0, each.load)
+            with start_stack(
+                up, workdir, gateway=True, litellm=False, workers=n, pin=each
+            ) as stack:
+                gateway = stack.endpoint("gateway")
+                assert gateway is not None and gateway.pid is not None
+                idle = rss_bytes(gateway.pid)
+                progress(f"  gateway  c={concurrency:<4} {options.duration_s:g}s, {n} workers")
+                record = measure(scenario, stack, gateway, concurrency, options, idle, each)
+                runs.append(replace(record, workers=n))
+    finally:
+        os.sched_setaffinity(0, before)
+    usable = len(before)
+    runs_t = tuple(runs)
+    return Workers(line, usable, runs_t, workers_verdict(runs_t, usable, load_cores))
 
 
 def _run_matrix(
@@ -217,7 +316,7 @@ def _run_matrix(
                         idle.get(endpoint.name),
                         pin,
                     )
-                    report.runs.append(record)
+                    report.runs.append(replace(record, workers=options.workers))
 
 
 def _meta(options: Options) -> dict[str, object]:
@@ -230,6 +329,7 @@ def _meta(options: Options) -> dict[str, object]:
         "warmup_s": options.warmup_s,
         "concurrency": list(options.concurrency),
         "gateway_workers": options.workers,
+        "workers_scaling": list(options.workers_scaling),
         "scenarios": {
             s.name: {
                 "ttft_ms": s.upstream.ttft_ms,

@@ -178,6 +178,7 @@ def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
         "--duration", "0.6",
         "--warmup", "0.3",
         "--idle-streams", "2",
+        "--workers", "1,2",
         "--json", str(out),
     ]  # fmt: skip
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=170)
@@ -202,6 +203,22 @@ def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
         assert comparison["added_ttft_p50_ms"] is not None
         assert comparison["chunks_pct_of_direct"] > 0
     assert report["idle_streams"]["open"] == 2
+    # every target has a verdict in the JSON and a line in the output; only idle RSS
+    # is judged at these concurrencies, the others each say why not
+    targets = {(t["where"], t["label"], t["target"]): t for t in report["targets"]}
+    idle = targets.pop(("memory/idle (memory probe's gateway)", "idle RSS", "≤ 60 MiB"))
+    assert idle["verdict"] in ("PASS", "FAIL")
+    assert {t["verdict"] for t in targets.values()} == {"n/a"}
+    assert all(t["reason"] for t in targets.values())
+    assert ("memory/idle open streams", "RSS", "≤ 500 MiB @ c=10000") in targets
+    assert "targets: " in proc.stdout
+    # --workers 1,2: the throughput scenario through the gateway at both counts
+    workers = report["workers"]
+    assert [r["workers"] for r in workers["runs"]] == [1, 2]
+    for run in workers["runs"]:
+        assert run["scenario"] == "throughput" and run["errors"] == 0 and run["chunks_per_s"] > 0
+    assert workers["runs"][0]["chunks_x_fewest_workers"] == 1.0
+    assert workers["verdict"]["reason"].startswith("needs runs with 1 and 2 workers at c=200")
 
 
 # --- the profile summary ------------------------------------------------------
@@ -237,3 +254,15 @@ def test_free_port_never_hands_out_a_port_twice() -> None:
 
     ports = [free_port("127.0.13.1") for _ in range(2000)]
     assert len(set(ports)) == len(ports)
+
+
+def test_open_files_counts_a_process_descriptors(tmp_path: Path) -> None:
+    """The idle-stream probe counts the upstream's accepted connections this way."""
+    import os
+
+    from bench.memory import open_files
+
+    before = open_files(os.getpid())
+    with (tmp_path / "f").open("w"), (tmp_path / "g").open("w"):
+        assert open_files(os.getpid()) == before + 2
+    assert open_files(os.getpid()) == before
