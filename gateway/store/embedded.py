@@ -3,8 +3,10 @@
 Without a path the database lives in memory for the life of the process
 (demo, tests); with ``store.path`` it is a file in WAL mode, so changes
 survive restarts and the ``--workers`` processes of one node share it.
-SQLite is called through :func:`asyncio.to_thread` behind one lock, so the
-event loop never blocks on disk.
+A file is called through :func:`asyncio.to_thread` behind one lock, so the
+event loop never blocks on disk; the in-memory database is called inline (no
+disk to wait for: a thread would cost more than the call, and its stack and
+malloc arena stay resident).
 
 Propagation: a commit notifies this process's subscribers at once; other
 processes sharing the file notice the new revision within ``poll_s`` (a
@@ -118,7 +120,7 @@ class EmbeddedStore:
                 return fn(self._conn)
 
         try:
-            return await asyncio.to_thread(locked)
+            return locked() if self.memory else await asyncio.to_thread(locked)
         except sqlite3.Error as exc:  # locked by another process, disk full, I/O error
             raise StoreUnavailable(f"sqlite store {self.where}: {exc}") from None
 
@@ -139,7 +141,7 @@ class EmbeddedStore:
             return conn
 
         if self._conn is None:
-            self._conn = await asyncio.to_thread(connect)
+            self._conn = connect() if self.memory else await asyncio.to_thread(connect)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

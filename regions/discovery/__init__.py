@@ -10,7 +10,7 @@ lets a removed backend finish its streams before its adapter closes.
 
 from __future__ import annotations
 
-import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    # __import__, not importlib.import_module: -X importtime lists what it loads.
+    __import__(f"{__name__}.{home}")
+    value = getattr(sys.modules[f"{__name__}.{home}"], name)
     globals()[name] = value
     return value
 

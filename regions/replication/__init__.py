@@ -6,23 +6,73 @@ concurrent job (``job``, ``region``) and the replica status it reports
 (``status``), which the control plane turns into the routing gate.
 """
 
-from regions.replication.base import (
-    ObjectInfo,
-    ObjectStore,
-    ReplicationError,
-    StoreError,
-)
-from regions.replication.job import JobOptions, JobReport, ReplicationJob, Target
-from regions.replication.location import Location, StoreFactory, StoreSettings, parse_location
-from regions.replication.manifest import MANIFEST, FileEntry, Manifest, build_manifest
-from regions.replication.status import (
-    MemorySink,
-    Phase,
-    RegionProgress,
-    ReplicaStatus,
-    ReplicaStatusSink,
-    StatusUnavailable,
-)
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from regions.replication.base import (
+        ObjectInfo,
+        ObjectStore,
+        ReplicationError,
+        StoreError,
+    )
+    from regions.replication.job import JobOptions, JobReport, ReplicationJob, Target
+    from regions.replication.location import (
+        Location,
+        StoreFactory,
+        StoreSettings,
+        parse_location,
+    )
+    from regions.replication.manifest import MANIFEST, FileEntry, Manifest, build_manifest
+    from regions.replication.status import (
+        MemorySink,
+        Phase,
+        RegionProgress,
+        ReplicaStatus,
+        ReplicaStatusSink,
+        StatusUnavailable,
+    )
+
+# Each name loads its own module when first asked for: ``meridian replicate``
+# formats sizes with ``status``, which need not bring the job machinery along.
+_HOME = {
+    "ObjectInfo": "base",
+    "ObjectStore": "base",
+    "ReplicationError": "base",
+    "StoreError": "base",
+    "JobOptions": "job",
+    "JobReport": "job",
+    "ReplicationJob": "job",
+    "Target": "job",
+    "Location": "location",
+    "StoreFactory": "location",
+    "StoreSettings": "location",
+    "parse_location": "location",
+    "MANIFEST": "manifest",
+    "FileEntry": "manifest",
+    "Manifest": "manifest",
+    "build_manifest": "manifest",
+    "MemorySink": "status",
+    "Phase": "status",
+    "RegionProgress": "status",
+    "ReplicaStatus": "status",
+    "ReplicaStatusSink": "status",
+    "StatusUnavailable": "status",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # __import__, not importlib.import_module: -X importtime lists what it loads.
+    __import__(f"{__name__}.{home}")
+    value = getattr(sys.modules[f"{__name__}.{home}"], name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MANIFEST",

@@ -39,7 +39,6 @@ from regions.replication.manifest import (
     check_name,
     read_manifest,
 )
-from regions.replication.region import RegionRun, RunContext
 from regions.replication.status import (
     Phase,
     RegionProgress,
@@ -146,6 +145,10 @@ class ReplicationJob:
             log.exception("replication %s: reading the source failed", self.report.job)
             await self._refuse(f"{type(exc).__name__}: {exc}")
             return self.report
+        # A gateway's admin API can start a job at any time; the copying itself loads
+        # with the first one (idle RSS of a gateway that never replicates).
+        from regions.replication.region import RegionRun, RunContext
+
         o = self.options
         ctx = RunContext(
             job=self.report.job,

@@ -9,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pytest
 import yaml
@@ -18,6 +20,7 @@ import yaml
 from bench.procs import Child, free_port, wait_http_ok
 from bench.stack import gateway_config as bench_config
 from gateway.app.server import Gateway
+from gateway.store.embedded import EmbeddedStore
 from tests.conftest import EmulatorFactory, gateway_config, wait_for
 
 
@@ -48,6 +51,7 @@ _STARTED_MODULES = """
 import asyncio, json, sys
 from bench.stack import gateway_config
 from gateway.app.server import Gateway
+from gateway.store.embedded import EmbeddedStore
 from gateway.config.model import Config
 
 async def main():
@@ -85,6 +89,7 @@ def test_a_gateway_without_redis_grpc_or_tls_does_not_import_them() -> None:
         "cryptography",
     }
     assert not unused & loaded
+    assert not (set(CONFIG_ONLY) | set(FIRST_USE)) & loaded  # the bench's config: none
 
 
 def _imported_by_serve(tmp_path: Path) -> set[str]:
@@ -118,18 +123,22 @@ CONFIG_ONLY = (
     "gateway.store.lua",
     "gateway.control.capacity",
 )
+# What loads with its first use, whatever the config: a replication job's copying.
+FIRST_USE = ("regions.replication.region", "regions.replication.journal")
 
 
 def test_serve_does_not_import_what_only_other_commands_use(tmp_path: Path) -> None:
     """Idle RSS: rich (the admin commands' tables, ~1.3 MiB), multiprocessing (the
     --workers supervisor), prometheus_client's text parser (``meridian top``) are no
-    part of a gateway, tenacity (~0.4 MiB) only of one whose attempts failed, and
-    ``CONFIG_ONLY`` of one whose config uses them (the bench's uses none)."""
+    part of a gateway, tenacity (~0.4 MiB) only of one whose attempts failed,
+    ``CONFIG_ONLY`` of one whose config uses them (the bench's uses none) and
+    ``FIRST_USE`` of one that has used them."""
     loaded = _imported_by_serve(tmp_path)
     assert "gateway.app.server" in loaded  # the listing is whole
     unused = {"rich", "rich.console", "multiprocessing", "prometheus_client.parser", "tenacity"}
     assert not unused & loaded
     assert not set(CONFIG_ONLY) & loaded
+    assert not set(FIRST_USE) & loaded
 
 
 _RELOAD_THEN_START = """
@@ -138,6 +147,7 @@ from pathlib import Path
 import yaml
 from bench.stack import gateway_config
 from gateway.app.server import Gateway
+from gateway.store.embedded import EmbeddedStore
 from gateway.config.model import load
 
 LAZY, path, store = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -209,3 +219,42 @@ def test_a_config_that_uses_a_lazy_part_loads_it_and_a_reload_that_adds_it_works
     assert seen["parts"] == [True, True]
     # GCE discovery alone: the SageMaker source is for a config that names it.
     assert seen["after"] == sorted(set(CONFIG_ONLY) - {"regions.discovery.sagemaker"})
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.submitted = 0
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def _use(store: EmbeddedStore) -> None:
+    await store.open()
+    try:
+        await store.commit({"split/m": {"v1": 100}}, actor="test", action="split.set")
+        assert (await store.load()).entries["split/m"] == {"v1": 100}
+        assert await store.lease("canary", "me", 5.0)
+        await store.add_counts("w", {"n": 1})
+    finally:
+        await store.close()
+
+
+async def test_the_in_memory_store_starts_no_thread(tmp_path: Path) -> None:
+    """Idle RSS: the in-memory database has no disk to wait for, so its calls run
+    inline; a worker thread's stack and malloc arena stayed resident for the process's
+    life (the bench config's gateway had no other use for one). A file still goes
+    through a thread: the event loop never waits on the disk."""
+    loop = asyncio.get_running_loop()
+    executor = _CountingExecutor()
+    loop.set_default_executor(executor)
+    await _use(EmbeddedStore())
+    assert executor.submitted == 0
+    await _use(EmbeddedStore(str(tmp_path / "state.db")))
+    assert executor.submitted > 0
