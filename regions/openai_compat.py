@@ -181,18 +181,16 @@ class OpenAICompatProvider:
             body = embeddings.body(dict(request.body), self.spec.served_model)
         else:
             body = orjson.dumps(build_body(request, self.spec.served_model))
-        headers = {
-            "content-type": "application/json",
-            "x-request-id": request.request_id,
-            **IDENTITY,
-            **trace_headers(),  # W3C trace context (regions.trace_context)
-        }
+        # The session sends User-Agent, Accept and IDENTITY and does not decompress
+        # (regions.registry); the body's payload carries the content type.
+        headers = {"x-request-id": request.request_id}
+        if trace := trace_headers():  # W3C trace context (regions.trace_context)
+            headers.update(trace)
         with TRANSPORT_ERRORS:
             async with self._session.post(
                 self._urls[request.kind],
-                data=body,
+                data=aiohttp.payload.BytesPayload(body, content_type="application/json"),
                 headers=headers,
-                auto_decompress=False,
                 allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
@@ -256,7 +254,10 @@ credentials to."""
 
 def check_identity(resp: aiohttp.ClientResponse) -> None:
     """A stream must come as it is: one compressed anyway is a broken stream."""
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    encoding = resp.headers.get(aiohttp.hdrs.CONTENT_ENCODING)
+    if encoding is None:
+        return
+    encoding = encoding.strip().lower()
     if encoding not in ("", "identity"):
         raise BackendError(
             FailureClass.STREAM_BROKEN, f"a {encoding[:32]!r}-encoded stream, not asked for"

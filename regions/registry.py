@@ -14,10 +14,17 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from regions.inventory import BackendSpec, ProviderKind
-from regions.openai_compat import OpenAICompatProvider
+from regions.openai_compat import IDENTITY, OpenAICompatProvider
 from regions.provider import Provider
 from regions.sse import MAX_EVENT_BYTES
 from regions.tls import BackendTLS, session_options
+
+UPSTREAM_HEADERS: Mapping[str, str] = MappingProxyType(
+    {"User-Agent": "meridian", "Accept": "*/*", **IDENTITY}
+)
+"""Sent with every backend request, as the session's defaults: with all three of
+aiohttp's automatic headers given, it adds none per request (a ``skip_auto_headers``
+set instead costs a sorted copy and a merge of the request's headers each time)."""
 
 
 class SessionPool:
@@ -45,8 +52,8 @@ class SessionPool:
             session = self._sessions[key] = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                headers=UPSTREAM_HEADERS,
+                auto_decompress=False,  # see IDENTITY; adapters need not repeat it per request
                 **session_tls,
             )
         return session
