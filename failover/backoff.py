@@ -3,11 +3,11 @@
 Formula ("Full Jitter", AWS Architecture Blog, "Exponential Backoff And
 Jitter"; tenacity ``wait_random_exponential``)::
 
-    ceiling = min(base × 2**(round − 1), cap)          tenacity.wait_exponential
+    ceiling = min(base × 2**(round − 1), cap)          as tenacity.wait_exponential
     delay   = uniform(0, ceiling)                      the injected rng
     delay   = max(delay, min(retry_after, max_retry_after))   when a hint is given
 
-tenacity computes the exponential ceiling. Its jittered strategies
+The ceiling is tenacity's exponential (tested against it). Its jittered strategies
 (``wait_random_exponential``, ``wait_exponential_jitter``) draw from the global
 ``random`` module and cannot take an rng, so the jitter is drawn here from the
 injected ``random.Random`` — the same uniform draw ``wait_random_exponential``
@@ -69,11 +69,15 @@ def exceeds_retry_after(retry_after: float | None, *, max_retry_after: float = 5
 
 
 def _ceiling(round: int, base: float, cap: float) -> float:
-    """tenacity's ``wait_exponential(multiplier=base, max=cap)`` at attempt ``round``
-    (about 10 µs, paid only between rounds of attempts)."""
-    # Imported here: a gateway whose first round never fails does not hold it (~0.4 MiB).
-    from tenacity import RetryCallState, Retrying, wait_exponential
+    """tenacity's ``wait_exponential(multiplier=base, max=cap)`` at attempt ``round``.
 
-    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
-    state.attempt_number = round
-    return float(wait_exponential(multiplier=base, max=cap)(state))
+    Written out, not called: it is one clamp, and tenacity's form needs a
+    Retrying and a RetryCallState built per call, imported on the failure path
+    (or held by every gateway, ~0.4 MiB): under file-descriptor exhaustion that
+    import itself failed, and a request that had failed over answered 500.
+    tests/failover/test_backoff.py holds it to tenacity's own answer.
+    """
+    try:
+        return min(base * 2.0 ** (round - 1), cap)
+    except OverflowError:  # tenacity's answer too: past any float, the cap
+        return cap

@@ -86,3 +86,29 @@ def test_invalid_arguments(kw: dict[str, float]) -> None:
         backoff_delay(1, None, rng=random.Random(), **kw)
     with pytest.raises(ValueError, match="1-based"):
         backoff_delay(0, None, rng=random.Random())
+
+
+@given(st.integers(1, 2000), st.floats(0, 10), st.floats(0, 100))
+def test_the_ceiling_is_tenacitys_exponential(round: int, base: float, cap: float) -> None:
+    """The judge: tenacity's wait_exponential(multiplier=base, max=cap), which the
+    ceiling once called (imported on the failure path, which failed under EMFILE)."""
+    from tenacity import RetryCallState, Retrying, wait_exponential
+
+    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = round
+    expected = float(wait_exponential(multiplier=base, max=cap)(state))
+    assert backoff_delay(round, None, base=base, cap=cap, rng=Top()) == pytest.approx(expected)
+
+
+def test_a_failed_round_imports_nothing() -> None:
+    """Imports on the failure path need files: with the process out of descriptors
+    the import itself raised, and the request answered 500."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, random; from failover.backoff import backoff_delay; before = set(sys.modules);"
+        "backoff_delay(3, None, rng=random.Random(1)); print(sorted(set(sys.modules) - before))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
