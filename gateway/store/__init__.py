@@ -24,10 +24,10 @@ from gateway.store.base import (
     StoreUnavailable,
     Subscription,
 )
-from gateway.store.embedded import EmbeddedStore
 from gateway.store.quota import Quota, Verdict
 
 if TYPE_CHECKING:
+    from gateway.store.embedded import EmbeddedStore
     from gateway.store.redis_store import RedisStore
     from gateway.store.replicated import ReplicatedStore
 
@@ -39,6 +39,7 @@ __all__ = [
     "EmbeddedStore",
     "HealthHold",
     "Loaded",
+    "MemoryStore",
     "Notice",
     "Quota",
     "RedisStore",
@@ -54,7 +55,16 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """The Redis stores on first use: redis-py (and the OpenTelemetry SDK it
-    imports) costs ~9 MiB of RSS a gateway on the embedded store never uses."""
+    imports) costs ~9 MiB of RSS a gateway on the embedded store never uses; SQLite
+    (~1.6 MiB) on first use, which a gateway without ``store.path`` never makes."""
+    if name == "EmbeddedStore":
+        from gateway.store.embedded import EmbeddedStore
+
+        return EmbeddedStore
+    if name == "MemoryStore":
+        from gateway.store.memory import MemoryStore
+
+        return MemoryStore
     if name == "RedisStore":
         from gateway.store.redis_store import RedisStore
 
@@ -69,6 +79,12 @@ def __getattr__(name: str) -> Any:
 def open_store(config: StoreConfig, environ: Mapping[str, str] | None = None) -> Store:
     """The configured store, not yet opened; ``env:NAME`` URLs are read from the environment."""
     if config.kind == "embedded":
+        if config.path is None or config.path == ":memory:":
+            from gateway.store.memory import MemoryStore
+
+            return MemoryStore()  # what SQLite's in-memory database did, without SQLite
+        from gateway.store.embedded import EmbeddedStore
+
         return EmbeddedStore(config.path)
     from gateway.store.redis_store import RedisStore
     from gateway.store.replicated import ReplicatedStore

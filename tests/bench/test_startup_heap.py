@@ -51,7 +51,6 @@ _STARTED_MODULES = """
 import asyncio, json, sys
 from bench.stack import gateway_config
 from gateway.app.server import Gateway
-from gateway.store.embedded import EmbeddedStore
 from gateway.config.model import Config
 
 async def main():
@@ -111,7 +110,7 @@ def _imported_by_serve(tmp_path: Path) -> set[str]:
 
 # What a gateway loads only for a config that uses it: the discovery sources and
 # their refresher (``discovery:``), the tenant limiter with its Redis lease scripts
-# (a tenant's ``limits:``), the fleet's capacity counts (a shared store).
+# (a tenant's ``limits:``), the fleet's capacity counts and SQLite (a shared store).
 CONFIG_ONLY = (
     "regions.discovery.base",
     "regions.discovery.gce",
@@ -122,6 +121,8 @@ CONFIG_ONLY = (
     "gateway.store.lease",
     "gateway.store.lua",
     "gateway.control.capacity",
+    "gateway.store.embedded",  # SQLite (~1.6 MiB): a store with a path
+    "sqlite3",
 )
 # What loads with its first use, whatever the config: a replication job's copying.
 FIRST_USE = ("regions.replication.region", "regions.replication.journal")
@@ -147,7 +148,6 @@ from pathlib import Path
 import yaml
 from bench.stack import gateway_config
 from gateway.app.server import Gateway
-from gateway.store.embedded import EmbeddedStore
 from gateway.config.model import load
 
 LAZY, path, store = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

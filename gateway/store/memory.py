@@ -1,0 +1,217 @@
+"""The embedded store without a path: the same rules as SQLite's in-memory database,
+kept in dicts.
+
+A gateway with no ``store.path`` (demo, tests, a single process) keeps its control
+state for the life of the process. SQLite held it in an in-memory database before:
+importing ``sqlite3`` and opening the database cost ~1.6 MiB of idle RSS (the library's
+pages and its heap) for what is a few dicts. :class:`MemoryStore` answers every call
+as :class:`~gateway.store.embedded.EmbeddedStore` on ``:memory:`` does (documents
+kept as their canonical JSON text, revisions, the audit log and its trimming, count
+windows and their expiry, leases, in-process quotas); ``store.path`` still opens
+SQLite. Every call completes at once: there is no disk to wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from gateway.store.base import (
+    COUNTS_TTL_S,
+    AuditEntry,
+    Changed,
+    Commit,
+    Doc,
+    HealthHold,
+    Loaded,
+    Notice,
+    StoreConflict,
+    decode,
+    decode_entries,
+    encode,
+)
+from gateway.store.quota import LocalQuotas, Quota, Verdict
+
+AUDIT_KEEP_REVISIONS = 100_000  # as gateway.store.embedded
+_NAMES_AT_ONCE = 60  # as gateway.store.embedded: a window named twice in one batch counts once
+
+
+class _Subscription:
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[Notice] = asyncio.Queue()
+
+    def push(self, notice: Notice) -> None:
+        self._queue.put_nowait(notice)
+
+    async def next(self, wait_s: float) -> Notice | None:
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait_s)
+        except TimeoutError:
+            return None  # no other process shares this store
+
+    async def close(self) -> None:
+        self._store.unsubscribe(self)
+
+
+class _Data:
+    """One database's contents: gone with close(), as an in-memory SQLite database's."""
+
+    def __init__(self) -> None:
+        self.revision = 0
+        self.state: dict[str, str] = {}  # key -> canonical JSON, in SQLite's scan order
+        self.audit: list[tuple[int, float, str, str, str, str | None, str | None, str]] = []
+        self.counters: dict[str, dict[str, int]] = {}  # window name -> field -> value
+        self.windows: dict[str, float] = {}  # window name -> expiry
+        self.leases: dict[str, tuple[str, float]] = {}  # name -> (holder, until)
+
+
+class MemoryStore:
+    kind = "embedded"
+    where = ":memory:"
+    memory = True
+
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        self._clock = time.time if clock is None else clock
+        self._data: _Data | None = None
+        self._subscribers: set[_Subscription] = set()
+        self._quotas = LocalQuotas()
+
+    def _open_data(self) -> _Data:
+        assert self._data is not None, "open() first"
+        return self._data
+
+    async def open(self) -> None:
+        if self._data is None:
+            self._data = _Data()
+
+    async def close(self) -> None:
+        self._data = None
+
+    async def ping(self, timeout_s: float) -> None:
+        """In process: nothing to probe."""
+
+    async def subscribe(self) -> _Subscription:
+        sub = _Subscription(self)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: _Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    def _notify(self, notice: Notice) -> None:
+        for sub in list(self._subscribers):
+            sub.push(notice)
+
+    # -- documents ------------------------------------------------------------
+
+    async def load(self) -> Loaded:
+        data = self._open_data()
+        return Loaded(data.revision, decode_entries(dict(data.state)))
+
+    async def revision(self) -> int:
+        return self._open_data().revision
+
+    async def commit(
+        self,
+        changes: Mapping[str, Doc | None],
+        *,
+        actor: str,
+        action: str,
+        note: str = "",
+        expect: Mapping[str, Doc | None] | None = None,
+    ) -> Commit:
+        at = self._clock()
+        data = self._open_data()
+        for key, expected in (expect or {}).items():
+            if data.state.get(key) != (None if expected is None else encode(expected)):
+                raise StoreConflict(f"{key} changed concurrently")
+        pending = []
+        for key, doc in changes.items():
+            old, new = data.state.get(key), None if doc is None else encode(doc)
+            if old != new:
+                pending.append((key, old, new))
+        if not pending:
+            return Commit(data.revision, ())
+        data.revision += 1
+        revision = data.revision
+        entries = []
+        for key, old, new in pending:
+            data.state.pop(key, None)  # INSERT OR REPLACE: a replaced row scans last
+            if new is not None:
+                data.state[key] = new
+            data.audit.append((revision, at, actor, action, key, old, new, note))
+            entries.append(AuditEntry(revision, at, actor, action, key, _doc(old), _doc(new), note))
+        if revision % 1000 == 0:  # the newest entries only (gateway.store.embedded)
+            data.audit = [e for e in data.audit if e[0] > revision - AUDIT_KEEP_REVISIONS]
+        result = Commit(revision, tuple(entries))
+        self._notify(Changed(revision))
+        return result
+
+    async def audit(self, limit: int = 50) -> list[AuditEntry]:
+        audit = self._open_data().audit
+        rows = audit if limit < 0 else audit[-limit:] if limit else []  # as SQL's LIMIT
+        return [
+            AuditEntry(r[0], r[1], r[2], r[3], r[4], _doc(r[5]), _doc(r[6]), r[7]) for r in rows
+        ]
+
+    async def publish(self, hold: HealthHold) -> None:
+        self._notify(hold)
+
+    # -- canary counters and the controller's lease --------------------------
+
+    async def add_counts(
+        self, name: str, counts: Mapping[str, int], ttl_s: float = COUNTS_TTL_S
+    ) -> None:
+        rows = [(f, n) for f, n in counts.items() if n]
+        if not rows:
+            return
+        data = self._open_data()
+        now = self._clock()
+        fields = data.counters.setdefault(name, {})
+        for f, n in rows:
+            fields[f] = fields.get(f, 0) + n
+        data.windows[name] = now + ttl_s  # a write renews its window's expiry
+        for expired in [w for w, until in data.windows.items() if until < now]:
+            del data.windows[expired]
+            data.counters.pop(expired, None)
+
+    async def read_counts(self, name: str) -> dict[str, int]:
+        return dict(self._open_data().counters.get(name, {}))
+
+    async def sum_counts(self, names: Sequence[str]) -> dict[str, int]:
+        counters = self._open_data().counters
+        sums: dict[str, int] = {}
+        for i in range(0, len(names), _NAMES_AT_ONCE):
+            for name in set(names[i : i + _NAMES_AT_ONCE]):
+                for f, v in counters.get(name, {}).items():
+                    sums[f] = sums.get(f, 0) + v
+        return sums
+
+    async def lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        now = self._clock()
+        leases = self._open_data().leases
+        current = leases.get(name)
+        mine = current is None or current[0] == holder or current[1] <= now
+        if mine:
+            leases[name] = (holder, now + ttl_s)
+        return mine
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        leases = self._open_data().leases
+        current = leases.get(name)
+        if current is not None and current[0] == holder:
+            del leases[name]
+
+    # -- tenant limits (in process) -------------------------------------------
+
+    async def admit(self, tenant: str, quota: Quota, stream_id: str, now: float) -> Verdict:
+        return self._quotas.admit(tenant, quota, stream_id, now)
+
+    async def release(self, tenant: str, stream_id: str, tokens: int, now: float) -> None:
+        self._quotas.release(tenant, stream_id, tokens, now)
+
+
+def _doc(text: str | None) -> Doc | None:
+    return None if text is None else decode(text)
