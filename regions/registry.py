@@ -7,11 +7,14 @@ returns a :class:`regions.provider.Provider`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_compat import IDENTITY, OpenAICompatProvider
@@ -25,6 +28,28 @@ UPSTREAM_HEADERS: Mapping[str, str] = MappingProxyType(
 """Sent with every backend request, as the session's defaults: with all three of
 aiohttp's automatic headers given, it adds none per request (a ``skip_auto_headers``
 set instead costs a sorted copy and a merge of the request's headers each time)."""
+
+
+class _UpstreamHandler(ResponseHandler):
+    """aiohttp's client protocol, without the re-parse after every read.
+
+    ``StreamReader`` calls ``resume_reading`` after each read that leaves its
+    buffer under the low-water mark, paused or not, and aiohttp's resume feeds
+    the parser an empty chunk and resumes the transport each time (about 5 k
+    instructions per upstream read). Both only matter after a pause: with
+    ``auto_decompress=False`` and no upgrade, the parser holds input only while
+    the protocol is paused, so an unpaused resume has nothing to do.
+    """
+
+    __slots__ = ()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
+
+
+def _upstream_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
+    return _UpstreamHandler(loop)  # once per connection
 
 
 class SessionPool:
@@ -49,6 +74,9 @@ class SessionPool:
                 ttl_dns_cache=60,
                 **connector_tls,
             )
+            # A private attribute (pinned by tests/regions/test_upstream_request_cost.py):
+            # the protocol every connection of this connector is made with.
+            connector._factory = functools.partial(_upstream_handler, asyncio.get_running_loop())
             session = self._sessions[key] = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),

@@ -1,6 +1,7 @@
 """What the OpenAI-compatible adapter sends upstream, now that the session gives the
 fixed headers once (issue 22 item 2): the same meaning on the wire, no header added
-per request by aiohttp, and every failure still classified."""
+per request by aiohttp, and every failure still classified; and the pool's
+connections skip aiohttp's re-parse after each read, with flow control intact."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from aiohttp.client_proto import ResponseHandler
 
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta
@@ -219,3 +221,65 @@ async def test_a_refused_connection_is_a_connect_failure(pool: SessionPool) -> N
     with pytest.raises(BackendError) as caught:
         await _events(_provider(pool, f"http://127.0.0.1:{port}"), _request())
     assert caught.value.failure is FailureClass.CONNECT
+
+
+async def test_a_read_does_not_reparse_an_unpaused_connection(
+    pool: SessionPool, recorder: _Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp resumes reading after every read; on the pool's connections that
+    costs nothing unless reading was paused: no empty chunk goes through the parser
+    (before, one per read). Fails too if aiohttp stops making connections with the
+    connector's ``_factory``."""
+    empty = 0
+    received = ResponseHandler.data_received
+
+    def counting(self: ResponseHandler, data: bytes) -> None:
+        nonlocal empty
+        empty += not data
+        received(self, data)
+
+    monkeypatch.setattr(ResponseHandler, "data_received", counting)
+    events = await _events(_provider(pool, recorder.url), _request())
+    assert [e.text for e in events if isinstance(e, TokenDelta)] == ["", " a", " b"]
+    assert empty == 0
+
+
+async def test_flow_control_still_pauses_and_resumes(pool: SessionPool) -> None:
+    """A body far over the read buffer's high-water mark, read only once the
+    connection has paused: every byte arrives, in order (a resume that went
+    missing would hang here)."""
+    piece = bytes(range(256)) * 64  # 16 KiB
+    pieces = 64  # 1 MiB, against a 128 KiB high-water mark
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(pieces):
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        session = pool.for_url(url)
+        async with session.get(url + "/big") as resp:
+            assert resp.connection is not None
+            protocol = resp.connection.protocol
+            assert isinstance(protocol, ResponseHandler)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not protocol._reading_paused:
+                assert loop.time() < deadline, "reading never paused"
+                await asyncio.sleep(0.005)  # polling a condition, bounded by the deadline
+            parts = []
+            while chunk := await resp.content.readany():
+                parts.append(chunk)
+    finally:
+        await runner.cleanup()
+    assert b"".join(parts) == piece * pieces
