@@ -85,6 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-nginx", action="store_true", help="skip the nginx reference even if installed"
     )
+    p.add_argument(
+        "--no-pacing",
+        action="store_true",
+        help="the gateway with limits.pacing off (every chunk read as it arrives, even under load)",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     only = p.add_mutually_exclusive_group()
     only.add_argument("--gateway-only", action="store_true", help="skip the direct runs")
@@ -115,6 +120,7 @@ def options_from(args: argparse.Namespace) -> Options:
         idle_streams=idle,
         pin=not args.no_pin,
         nginx=not args.no_nginx,
+        pacing=not args.no_pacing,
         workers_scaling=counts if len(counts) > 1 else (),
         workers_scenario=THROUGHPUT.with_upstream(args.ttft_ms, args.itl_ms, args.max_tokens),
     )

@@ -62,6 +62,7 @@ class Options:
     idle_streams: int = 0  # 0: skip the idle-stream memory probe
     pin: bool = True  # pin proxy and load to separate cores when there are two
     nginx: bool = True  # run nginx as a reference contender if it is installed
+    pacing: bool = True  # the gateway's limits.pacing
     # Worker counts for the workers runs (gateway only); () skips them.
     workers_scaling: tuple[int, ...] = ()
     workers_scenario: Scenario = THROUGHPUT
@@ -261,7 +262,7 @@ def _run_workers(options: Options, workdir: Path, progress: Callable[[str], None
             if each is not None:
                 os.sched_setaffinity(0, each.load)
             with start_stack(
-                up, workdir, gateway=True, litellm=False, workers=n, pin=each
+                up, workdir, gateway=True, litellm=False, workers=n, pin=each, pacing=options.pacing
             ) as stack:
                 gateway = stack.endpoint("gateway")
                 assert gateway is not None and gateway.pid is not None
@@ -300,6 +301,7 @@ def _run_matrix(
             workers=options.workers,
             nginx=nginx,
             pin=pin,
+            pacing=options.pacing,
         ) as stack:
             idle = {e.name: rss_bytes(e.pid) for e in stack.endpoints if e.pid is not None}
             for concurrency in options.concurrency:

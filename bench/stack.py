@@ -152,9 +152,11 @@ def gateway_config(
     key: str,
     store: Path | None = None,
     access_log: bool = False,
+    pacing: bool = True,
 ) -> dict[str, Any]:
     """``store``: an SQLite file, which ``--workers N`` needs (the workers share it).
-    ``access_log``: the default access log (as production runs), to measure its cost."""
+    ``access_log``: the default access log (as production runs), to measure its cost.
+    ``pacing``: ``limits.pacing`` (on by default, as in production)."""
     digest = hashlib.sha256(key.encode()).hexdigest()
     config: dict[str, Any] = {
         "listen": {
@@ -185,6 +187,7 @@ def gateway_config(
         "timeouts": {"first_token_s": 900.0},
         # As nginx's `access_log off`: the contenders do the same work per request.
         "observability": {"access_log": {"enabled": access_log}},
+        "limits": {"pacing": pacing},
     }
     if store is not None:
         config["store"] = {"path": str(store)}
@@ -226,6 +229,7 @@ def start_stack(
     gateway_wrap: tuple[str, ...] = (),
     gateway_ready_s: float = _READY_S,
     access_log: bool = False,
+    pacing: bool = True,
 ) -> Iterator[Stack]:
     """Start the emulator (always) and the proxies asked for; stop them all on exit.
 
@@ -283,6 +287,7 @@ def start_stack(
                     gateway_wrap,
                     gateway_ready_s,
                     access_log,
+                    pacing,
                 )
             )
         if nginx:
@@ -302,6 +307,7 @@ def _start_gateway(
     wrap: tuple[str, ...] = (),
     ready_s: float = _READY_S,
     access_log: bool = False,
+    pacing: bool = True,
 ) -> Endpoint:
     port, admin_port = free_port(), free_port()
     key = "sk-bench-" + secrets.token_urlsafe(18)
@@ -309,7 +315,8 @@ def _start_gateway(
     store = workdir / f"gateway-{port}.sqlite" if workers != 1 else None
     config.write_text(
         yaml.safe_dump(
-            gateway_config(port, admin_port, emu_port, key, store, access_log), sort_keys=False
+            gateway_config(port, admin_port, emu_port, key, store, access_log, pacing),
+            sort_keys=False,
         )
     )
     argv = [*wrap, _meridian(), "serve", "--config", str(config)]

@@ -204,7 +204,7 @@ class Gateway:
                 raise OSError(
                     f"cannot bind the gRPC listener to {self.config.listen.grpc}"
                 ) from None
-        self._paced = PACER.watch(asyncio.get_running_loop())
+        self._paced = limits.pacing and PACER.watch(asyncio.get_running_loop())
         runtime.lifecycle.ready = True
         if self._grpc is not None:
             await self._grpc.ready()

@@ -131,6 +131,9 @@ class Limits(Strict):
     # One event a backend may send (an SSE event, a SageMaker/Vertex payload
     # line): longer is a broken stream. A real chunk is a few hundred bytes.
     max_event_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
+    # While the event loop lags, streams past their first event read on a 5 ms
+    # beat, so first tokens are not queued behind their chunks (regions.pacing).
+    pacing: bool = True
 
 
 class Timeouts(Strict):

@@ -121,3 +121,14 @@ async def test_a_serving_gateway_paces_and_stops_pacing_when_it_stops(
     finally:
         await gateway.stop(grace=0.5)
     assert PACER.beat().done()
+
+
+async def test_a_gateway_with_pacing_off_never_paces(emulators: EmulatorFactory) -> None:
+    emulator = await emulators()
+    config = gateway_config([("b1", "aws:us-east-1", "v1", emulator.url)], limits={"pacing": False})
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        assert PACER.beat().done()
+    finally:
+        await gateway.stop(grace=0.5)
