@@ -52,8 +52,13 @@ class Pacer:
         """Start measuring on ``loop``; False if another loop is watched already.
 
         Watches are counted: each one that returned True needs its unwatch. A
-        second loop in the process (a test's, an embedding's) is not paced.
+        second loop in the process (a test's, an embedding's) is not paced. A
+        watched loop that was closed without its unwatch (a start that failed
+        after the watch, a test cut short) holds nothing any more: the watch
+        moves to ``loop`` rather than leave the process unpaced for good.
         """
+        if self._watchers and self._loop is not None and self._loop.is_closed():
+            self._drop()
         if self._watchers and loop is not self._loop:
             return False
         self._watchers += 1
@@ -63,16 +68,32 @@ class Pacer:
         return True
 
     def unwatch(self) -> None:
-        """Stop measuring once every watch is undone; paced reads waiting go on at once."""
+        """Stop measuring once every watch is undone; paced reads waiting go on at once.
+
+        From a running loop other than the watched one it does nothing: that
+        watch was dropped with its closed loop, and this one is not its to undo.
+        """
         if self._watchers == 0:
             return
-        self._watchers -= 1
-        if self._watchers:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is not self._loop:
             return
+        self._watchers -= 1
+        if not self._watchers:
+            self._drop()
+
+    def _drop(self) -> None:
+        self._watchers = 0
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._release()
+        if self._loop is not None and self._loop.is_closed():
+            self._waiting = []  # futures of a closed loop: nothing can wait on them
+        else:
+            self._release()
         self._loop = None
         self.lag_s = 0.0
         self.lagging = False
