@@ -14,6 +14,7 @@ SQLite. Every call completes at once: there is no disk to wait for.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -27,6 +28,7 @@ from gateway.store.base import (
     Loaded,
     Notice,
     StoreConflict,
+    StoreUnavailable,
     decode,
     decode_entries,
     encode,
@@ -93,6 +95,7 @@ class MemoryStore:
         """In process: nothing to probe."""
 
     async def subscribe(self) -> _Subscription:
+        self._open_data()  # SQLite reads the revision first
         sub = _Subscription(self)
         self._subscribers.add(sub)
         return sub
@@ -125,29 +128,34 @@ class MemoryStore:
         at = self._clock()
         data = self._open_data()
         for key, expected in (expect or {}).items():
-            if data.state.get(key) != (None if expected is None else encode(expected)):
+            if data.state.get(_text(key)) != (None if expected is None else encode(expected)):
                 raise StoreConflict(f"{key} changed concurrently")
         pending = []
         for key, doc in changes.items():
-            old, new = data.state.get(key), None if doc is None else encode(doc)
+            old, new = data.state.get(_text(key)), None if doc is None else encode(doc)
             if old != new:
                 pending.append((key, old, new))
         if not pending:
             return Commit(data.revision, ())
-        data.revision += 1
-        revision = data.revision
-        entries = []
+        for text in (actor, action, note):
+            _text(text)
+        revision = data.revision + 1
+        # Every check before the first write, as SQLite rolls the whole commit back:
+        # a document that is not a JSON object is refused with nothing written.
+        entries = tuple(
+            AuditEntry(revision, at, actor, action, key, _doc(old), _doc(new), note)
+            for key, old, new in pending
+        )
+        data.revision = revision
         for key, old, new in pending:
             data.state.pop(key, None)  # INSERT OR REPLACE: a replaced row scans last
             if new is not None:
                 data.state[key] = new
             data.audit.append((revision, at, actor, action, key, old, new, note))
-            entries.append(AuditEntry(revision, at, actor, action, key, _doc(old), _doc(new), note))
         if revision % 1000 == 0:  # the newest entries only (gateway.store.embedded)
             data.audit = [e for e in data.audit if e[0] > revision - AUDIT_KEEP_REVISIONS]
-        result = Commit(revision, tuple(entries))
         self._notify(Changed(revision))
-        return result
+        return Commit(revision, entries)
 
     async def audit(self, limit: int = 50) -> list[AuditEntry]:
         audit = self._open_data().audit
@@ -169,6 +177,10 @@ class MemoryStore:
             return
         data = self._open_data()
         now = self._clock()
+        _text(name)
+        for f, _ in rows:
+            _text(f)
+        _real(now + ttl_s, "count_windows.expires")
         fields = data.counters.setdefault(name, {})
         for f, n in rows:
             fields[f] = fields.get(f, 0) + n
@@ -178,29 +190,39 @@ class MemoryStore:
             data.counters.pop(expired, None)
 
     async def read_counts(self, name: str) -> dict[str, int]:
-        return dict(self._open_data().counters.get(name, {}))
+        fields = self._open_data().counters.get(_text(name), {})
+        return dict(sorted(fields.items()))  # SQLite reads them in field order (its index)
 
     async def sum_counts(self, names: Sequence[str]) -> dict[str, int]:
-        counters = self._open_data().counters
         sums: dict[str, int] = {}
+        if not names:
+            return sums  # SQLite is not called: a closed store answers too
+        counters = self._open_data().counters
+        for name in names:
+            _text(name)
         for i in range(0, len(names), _NAMES_AT_ONCE):
+            batch: dict[str, int] = {}
             for name in set(names[i : i + _NAMES_AT_ONCE]):
                 for f, v in counters.get(name, {}).items():
-                    sums[f] = sums.get(f, 0) + v
+                    batch[f] = batch.get(f, 0) + v
+            for f in sorted(batch):  # GROUP BY field: each batch's fields in order
+                sums[f] = sums.get(f, 0) + batch[f]
         return sums
 
     async def lease(self, name: str, holder: str, ttl_s: float) -> bool:
         now = self._clock()
         leases = self._open_data().leases
-        current = leases.get(name)
+        current = leases.get(_text(name))
         mine = current is None or current[0] == holder or current[1] <= now
         if mine:
-            leases[name] = (holder, now + ttl_s)
+            _text(holder)
+            leases[name] = (holder, _real(now + ttl_s, "leases.until"))
         return mine
 
     async def release_lease(self, name: str, holder: str) -> None:
         leases = self._open_data().leases
-        current = leases.get(name)
+        current = leases.get(_text(name))
+        _text(holder)
         if current is not None and current[0] == holder:
             del leases[name]
 
@@ -215,3 +237,21 @@ class MemoryStore:
 
 def _doc(text: str | None) -> Doc | None:
     return None if text is None else decode(text)
+
+
+def _text(value: str) -> str:
+    """``value``, if SQLite could bind it: sqlite3 encodes text as UTF-8, so a str
+    with a lone surrogate (aiohttp's surrogateescape of a bad byte) raises
+    UnicodeEncodeError and nothing is written; stored, it would fail every JSON
+    answer that carried it (orjson refuses surrogates)."""
+    if isinstance(value, str):
+        value.encode()
+    return value
+
+
+def _real(value: float, column: str) -> float:
+    """``value``, unless NaN: SQLite stores NaN as NULL and its NOT NULL columns
+    refuse it; kept, a NaN expiry never comes (every comparison is false)."""
+    if math.isnan(value):
+        raise StoreUnavailable(f"memory store: NOT NULL constraint failed: {column} (NaN)")
+    return value
