@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 
@@ -153,10 +154,16 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+def new_request_id() -> str:
+    """128 random bits in 32 hex digits, as ``uuid4().hex`` but without building a UUID
+    (a quarter of its cost); unique as a UUID4 is, by its randomness."""
+    return os.urandom(16).hex()
+
+
 def request_id_of(request: web.Request) -> str:
     """The client's ``x-request-id`` when it is one plain, short token; else a new one."""
     given = request.headers.getall("x-request-id", [])
-    return given[0] if len(given) == 1 and valid_request_id(given[0]) else uuid.uuid4().hex
+    return given[0] if len(given) == 1 and valid_request_id(given[0]) else new_request_id()
 
 
 async def serve(request: web.Request, kind: Kind) -> web.StreamResponse:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from gateway.http.api import request_id_of
 from gateway.http.schema import MODELLED, needs
+from gateway.observe.access_log import valid_request_id
 from gateway.security.keys import KeyRing, Tenant
 from regions.request import Kind
 from routing.capabilities import HARMLESS_FIELDS, STRUCTURED_FIELDS
@@ -93,3 +97,18 @@ def test_the_fields_needs_skips_for_a_plain_body_are_none_of_the_plain_ones() ->
     for name, value in asking.items():
         assert name not in MODELLED | HARMLESS_FIELDS
         assert needs({"model": "m", name: value}, Kind.CHAT), name
+
+
+def test_a_request_id_is_32_hex_digits_made_without_a_uuid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_uuid() -> uuid.UUID:
+        raise AssertionError("uuid4 on the request path")
+
+    monkeypatch.setattr(uuid, "uuid4", no_uuid)
+    request = make_mocked_request("POST", "/v1/chat/completions")
+    ids = {request_id_of(request) for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 and valid_request_id(i) for i in ids)
+    given = make_mocked_request("POST", "/", headers={"x-request-id": "client-id-1"})
+    assert request_id_of(given) == "client-id-1"
