@@ -80,6 +80,25 @@ async def stream(
         try:
             with watchdog:
                 async for event in current.stream:
+                    # The usual event first, and its whole path: a text delta.
+                    if type(event) is TokenDelta and (text := event.text):
+                        if transcript.finished:
+                            continue  # text after the finish reason is not the answer
+                        if strip:
+                            event.raw = None
+                        # A content-free chunk is no token: a resumption's
+                        # max_tokens is computed from these counts.
+                        texts.append(text)
+                        attempt.tokens += 1
+                        # The watchdog's pause and resume, inline; the clock read
+                        # after the write feeds the watchdog and the idle check.
+                        watchdog.paused = True
+                        yield event
+                        watchdog.last = texted = clock()
+                        watchdog.paused = False
+                        if watchdog.rearm:  # it fired while the client was written to
+                            watchdog.resume(texted)
+                        continue
                     if isinstance(event, TokenDelta):
                         if transcript.finished:
                             continue  # text after the finish reason is not the answer
@@ -87,9 +106,7 @@ async def stream(
                             if not event.text:
                                 continue
                             event.raw = None
-                        if event.text:
-                            # A content-free chunk is no token: a resumption's
-                            # max_tokens is computed from these counts.
+                        if event.text:  # a subclass's: the same as above
                             texts.append(event.text)
                             attempt.tokens += 1
                         elif not event.progress and clock() - texted > idle:
@@ -110,9 +127,8 @@ async def stream(
                             event.raw = None
                     else:
                         continue  # adapters never yield StreamError: only this loop does
-                    # One clock read per text event (the one after the write, which
-                    # feeds the watchdog too); other events also read it before.
-                    # The watchdog's pause and resume, inline: this runs per event.
+                    # Other events also read the clock before the write: their
+                    # write's time is not the stream's idle time.
                     fed = type(event) is TokenDelta and (event.text != "" or event.progress)
                     before = 0.0 if fed else clock()
                     watchdog.paused = True

@@ -142,7 +142,10 @@ class StreamParser:
     __slots__ = (
         "_chat",
         "_choices",
+        "_cut",
+        "_end",
         "_head",
+        "_least",
         "_splitter",
         "_tail",
         "done",
@@ -156,8 +159,13 @@ class StreamParser:
         self._chat = chat
         self._choices = choices
         self._splitter = SseSplitter(max_event_bytes)
+        # The learnt envelope as an event carries it: ``data: `` and the bytes up to
+        # the text's opening quote, and from its closing quote on (see _template).
         self._head: bytes | None = None
         self._tail = b""
+        self._cut = 0  # len(_head)
+        self._end = 0  # -len(_tail): _tail holds the closing quote, so never 0 once learnt
+        self._least = 0  # len(_head) + len(_tail): the two quotes are distinct bytes
         self.progress = _Progress()
         self.usage_seen = False
         self.unfinished = set(range(choices))
@@ -169,11 +177,15 @@ class StreamParser:
         events = self._splitter.feed(piece)  # an event over the cap: raised, nothing taken
         last = len(events) - 1
         for index, event in enumerate(events):
-            head = self._head  # learnt from an earlier event, perhaps of this same read
-            # find(10), not `b"\n" in`: bytes.__contains__ first tries the needle as an
-            # int and formats a TypeError, which cost more than the search.
-            if head is not None and event.startswith(b"data: ") and event.find(10) < 0:
-                text = _templated(event, head, self._tail)
+            prefix = self._head  # learnt from an earlier event, perhaps of this same read
+            # A line break can only be inside the string, where _templated refuses it.
+            if (
+                prefix is not None
+                and event.startswith(prefix)
+                and event.endswith(self._tail)
+                and len(event) >= self._least
+            ):
+                text = _templated(event[self._cut : self._end])
                 if text is not None:
                     if not self.progress.finished and 0 in self.unfinished:
                         out.append(TokenDelta(text, event + b"\n\n", index < last))
@@ -235,7 +247,11 @@ class StreamParser:
             ):
                 found = _template(data, chunk.text, self._chat)
                 if found is not None:
-                    self._head, self._tail = found
+                    head, tail = found
+                    self._head, self._tail = b"data: " + head + b'"', b'"' + tail
+                    self._cut = len(self._head)
+                    self._end = -len(self._tail)
+                    self._least = self._cut + len(self._tail)
         elif chunk.usage is not None and progress.finished and not self.usage_seen:
             # Usage describes a finished answer: one reported before the finish
             # (a stream that then breaks) would be counted beside the resumption's.
@@ -254,22 +270,17 @@ _PLAIN_BREAKERS = re.compile(rb'["\\\x00-\x1f]')
 """What a JSON string's content may hold only escaped (quote, backslash) or not at all."""
 
 
-def _templated(event: bytes, head: bytes, tail: bytes) -> str | None:
-    """The text of ``data: head "…" tail``, when the middle is one JSON string; else None
-    (then the event takes the full parse, which also refuses what is malformed)."""
-    start = 6 + len(head)
-    end = len(event) - len(tail)
-    if end - start < 2 or not event.endswith(tail) or not event.startswith(head, 6):
-        return None
-    if event[start] != 0x22 or event[end - 1] != 0x22:
-        return None
-    if _PLAIN_BREAKERS.search(event, start + 1, end - 1) is None:
+def _templated(middle: bytes) -> str | None:
+    """The text of an event between the learnt envelope's quotes, when that is the
+    content of one JSON string; else None (then the event takes the full parse,
+    which also refuses what is malformed)."""
+    if _PLAIN_BREAKERS.search(middle) is None:
         try:
-            return event[start + 1 : end - 1].decode()
+            return middle.decode()
         except UnicodeDecodeError:
             return None
     try:
-        text = orjson.loads(event[start:end])  # escapes: one string, or not this shape
+        text = orjson.loads(b'"' + middle + b'"')  # escapes: one string, or not this shape
     except orjson.JSONDecodeError:
         return None
     return text if isinstance(text, str) else None
