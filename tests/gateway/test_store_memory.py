@@ -4,6 +4,7 @@ database did: one script of calls, the same answers from both."""
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -269,3 +270,31 @@ async def test_the_audit_log_is_trimmed_at_the_same_revisions(
         await store.close()
     assert answers[0] == answers[1]
     assert answers[1][1][0] == (1, "k0") and answers[1][2][0] == (501, "k2")  # trimmed at 2000
+
+
+def test_a_recurring_key_and_actor_are_held_once_however_the_caller_built_them() -> None:
+    """The audit keeps up to 100,000 revisions' entries: a fresh equal string per
+    commit (an f-string key, a header's actor) must not cost a copy per entry."""
+
+    async def grown(fresh: bool) -> int:
+        store = MemoryStore(clock=Clock())
+        await store.open()
+
+        async def commits(n: int) -> None:
+            for i in range(n):
+                key = "/".join(["replica", "m@v1", "r1"]) if fresh else "replica/m@v1/r1"
+                actor = "".join(["ops", "-user"]) if fresh else "ops-user"
+                await store.commit({key: {"i": i % 7}}, actor=actor, action="replica.set")
+
+        await commits(100)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        await commits(2_000)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        await store.close()
+        return after - before
+
+    asyncio.run(grown(False))  # the first run's one-off allocations
+    same, fresh = asyncio.run(grown(False)), asyncio.run(grown(True))
+    assert fresh - same < 2_000 * 16  # a copy of each per entry: ~2,000 × 120 B
