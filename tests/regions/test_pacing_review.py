@@ -12,17 +12,19 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.app.server import Gateway
 from regions import openai_compat
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind, Region
 from regions.openai_chunks import StreamParser
-from regions.pacing import ENTER_LAG_S, PERIOD_S, Pacer
+from regions.pacing import ENTER_LAG_S, PACER, PERIOD_S, Pacer
 from regions.registry import SessionPool, build_provider
 from regions.request import GenerationRequest, Kind, Message
-from tests.conftest import wait_for
+from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, gateway_config, wait_for
 from tests.hostile_backend import DONE, chunk, sse, usage_chunk
 
 DEADLINE_S = 5.0
@@ -265,3 +267,44 @@ async def test_a_client_gone_during_a_paced_wait_ends_its_read_and_its_connectio
     await wait_for(lambda: request.transport is None or request.transport.is_closing())
     never.unwatch()
     assert never._waiting == []
+
+
+# --- the gateway --------------------------------------------------------------------------
+
+
+async def test_a_stream_waiting_for_a_beat_at_shutdown_finishes_within_the_drain(
+    emulators: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop undoes the watch before draining: the waiting read goes on at once and the
+    stream ends whole (none cut), though the beat it waited for never comes."""
+    emulator = await emulators(itl_s=0.01, default_max_tokens=8)
+    monkeypatch.setattr(PACER, "_period", 3600.0)  # the gateway's watch: no beat in the test
+    gateway = Gateway(gateway_config([("b1", "aws:us-east-1", "v1", emulator.url)]))
+    await gateway.start()
+    stopping: asyncio.Task[int] | None = None
+    try:
+        PACER.lagging = True
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(
+                gateway.http_url + "/v1/chat/completions",
+                json={
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": "x"}],
+                    "stream": True,
+                },
+                headers={"Authorization": f"Bearer {GLOBAL_KEY}"},
+            ) as response,
+        ):
+            assert response.status == 200
+            first = await asyncio.wait_for(response.content.readline(), DEADLINE_S)
+            assert first.startswith(b"data: ")
+            await wait_for(lambda: bool(PACER._waiting))  # the next read waits for a beat
+            stopping = asyncio.ensure_future(gateway.stop(grace=DEADLINE_S))
+            rest = await asyncio.wait_for(response.read(), DEADLINE_S)
+        assert rest.rstrip().endswith(b"data: [DONE]")
+        assert await stopping == 0
+    finally:
+        if stopping is None:
+            await gateway.stop(grace=0.5)
+    assert not PACER.lagging and PACER.beat().done()
