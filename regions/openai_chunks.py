@@ -185,9 +185,17 @@ class StreamParser:
                 and event.endswith(self._tail)
                 and len(event) >= self._least
             ):
-                text = _templated(event[self._cut : self._end])
+                middle = event[self._cut : self._end]
+                if _plain_breaker(middle) is None:  # _templated's usual case, inline
+                    try:
+                        text: str | None = middle.decode()
+                    except UnicodeDecodeError:
+                        text = None
+                else:
+                    text = _templated(middle)
                 if text is not None:
-                    if not self.progress.finished and 0 in self.unfinished:
+                    # Learnt only with one choice, which stays unfinished until the finish.
+                    if not self.progress.finished:
                         out.append(TokenDelta(text, event + b"\n\n", index < last))
                     continue
             try:
@@ -268,6 +276,7 @@ class StreamParser:
 
 _PLAIN_BREAKERS = re.compile(rb'["\\\x00-\x1f]')
 """What a JSON string's content may hold only escaped (quote, backslash) or not at all."""
+_plain_breaker = _PLAIN_BREAKERS.search
 
 
 def _templated(middle: bytes) -> str | None:

@@ -62,14 +62,13 @@ def test_a_templated_chunk_is_checked_by_its_envelope_and_decoded() -> None:
     calls = calls_in(codes, lambda: seen.extend(parser.feed(chunk(b'" next"'))))
     assert seen == [TokenDelta(" next", chunk(b'" next"'), False)]
     # The envelope's two ends and the text's: no scan for a line break, no length
-    # arithmetic over the learnt parts per event.
+    # arithmetic over the learnt parts, no helper call for a plain string.
     assert calls == [
         "StreamParser.feed",  # and the splitter's feed, a call from it
         "len",
         "bytes.startswith",
         "bytes.endswith",
         "len",
-        "_templated",
         "Pattern.search",
         "bytes.decode",
         "list.append",  # after TokenDelta's __init__, a call from the loop
