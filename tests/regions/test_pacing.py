@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from gateway.app.server import Gateway
@@ -132,3 +133,18 @@ async def test_a_gateway_with_pacing_off_never_paces(emulators: EmulatorFactory)
         assert PACER.beat().done()
     finally:
         await gateway.stop(grace=0.5)
+
+
+async def test_a_loop_that_keeps_up_is_only_measured_at_the_idle_period() -> None:
+    """An idle gateway's timer: ten beats apart by default, not one beat (~186 wake-ups/s)."""
+    assert Pacer(0.005).beat().done()  # (unwatched)
+    pacer = Pacer(period_s=0.001, idle_period_s=3600.0)
+    pacer.watch(asyncio.get_running_loop())
+    try:
+        waiting = pacer.beat()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiting), 0.05)  # fifty beats' time
+        assert not waiting.done()
+    finally:
+        pacer.unwatch()
+    assert waiting.done()
