@@ -248,25 +248,12 @@ async def stream(
         pending.extend(encoder.encode(event) for event in head)
         await response.write(b"".join(pending))  # aiohttp's: it sends what it buffered
         pending.clear()
-        wire = _Wire.of(response, payload)
-        async with contextlib.aclosing(execution.events()) as events:
-            async for event in events:
-                data = encoder.encode(event)
-                if type(event) is TokenDelta and event.more:
-                    pending.append(data)  # more from the same upstream read: one write
-                    continue
-                if pending:
-                    pending.append(data)
-                    data = b"".join(pending)
-                    pending.clear()
-                if not data:
-                    pass
-                elif wire is None:
-                    await response.write(data)
-                elif wire.send(data):
-                    await wire.drain()
-                if isinstance(event, StreamError):
-                    status = 502
+        # The events in a task of their own: each upstream read wakes it alone, not
+        # the handler's chain of coroutines (web_protocol, middlewares, the route)
+        # above this one. A cancellation of the handler reaches it through the await.
+        status = await asyncio.get_running_loop().create_task(
+            _pump(execution, encoder, response, _Wire.of(response, payload), pending)
+        )
         if status == 200:
             pending.append(DONE)
         # The last bytes and the chunked terminator in one write.
@@ -283,6 +270,37 @@ async def stream(
     except ConnectionResetError:
         status = 499
     return Result(response, status)
+
+
+async def _pump(
+    execution: Execution,
+    encoder: _Encoder,
+    response: web.StreamResponse,
+    wire: _Wire | None,
+    pending: list[bytes],
+) -> int:
+    """Write the events after the head; the status. ``pending`` keeps what is left
+    to write with the end."""
+    status = 200
+    async with contextlib.aclosing(execution.events()) as events:
+        async for event in events:
+            data = encoder.encode(event)
+            if type(event) is TokenDelta and event.more:
+                pending.append(data)  # more from the same upstream read: one write
+                continue
+            if pending:
+                pending.append(data)
+                data = b"".join(pending)
+                pending.clear()
+            if not data:
+                pass
+            elif wire is None:
+                await response.write(data)
+            elif wire.send(data):
+                await wire.drain()
+            if isinstance(event, StreamError):
+                status = 502
+    return status
 
 
 async def collect(

@@ -9,16 +9,19 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from types import CodeType, FrameType
 
+import orjson
 import pytest
 
 from failover import splice
 from failover.executor import Budgets, Execution
 from failover.policy import FailoverPolicy, TimeoutPolicy
+from gateway.http import streaming
 from regions import openai_chunks
 from regions.events import Event, Finish, TokenDelta, Usage
 from regions.inventory import BackendSpec, ProviderKind, Region
 from regions.request import GenerationRequest, Kind
 from routing.plan import Candidate, Plan
+from tests.conftest import GLOBAL_KEY, MODEL, EmulatorFactory, GatewayFactory, gateway_config
 from tests.failover.test_executor import Sink
 
 EU = Region("aws:eu-west-1", frozenset({"EU"}))
@@ -136,3 +139,56 @@ def test_a_text_event_through_the_splice_costs_three_calls() -> None:
     # Per text event: the generator's resumption, its text's append and one clock
     # read (feeding the watchdog and the idle check); no isinstance chain.
     assert sorted(extra) == sorted(["stream", "list.append", "monotonic"] * 10)
+
+
+async def _handler_resumptions(port: int, tokens: int) -> int:
+    """How often the HTTP front end's handler frame (gateway.http.streaming.stream)
+    ran, entered or resumed, over one streamed request of ``tokens`` tokens."""
+    body = orjson.dumps(
+        {
+            "model": MODEL,
+            "stream": True,
+            "max_tokens": tokens,
+            "messages": [{"role": "user", "content": "hello"}],
+        }
+    )
+    code = streaming.stream.__code__
+    entries = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal entries
+        if event == "call" and frame.f_code is code:
+            entries += 1
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {GLOBAL_KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + body
+    )
+    sys.setprofile(profile)  # this thread runs the gateway's loop too
+    try:
+        answer = await reader.read(-1)  # Connection: close: the end of the stream
+    finally:
+        sys.setprofile(None)
+    writer.close()
+    assert answer.count(b'"content":') == tokens + 1  # the role chunk and the tokens
+    assert answer.rstrip().endswith(b"data: [DONE]\n\n\r\n0")
+    return entries
+
+
+async def test_an_upstream_read_wakes_the_stream_not_the_handler_above_it(
+    emulators: EmulatorFactory, gateways: GatewayFactory
+) -> None:
+    # Each chunk's read resumes the task it wakes, every coroutine frame of it: the
+    # events run in a task of their own, so the request handler's frames
+    # (web_protocol, middlewares, the route, this one) wait for its end instead.
+    em = await emulators(itl_s=0.002)
+    gw = await gateways(gateway_config([("fra", "onprem:fra1", "v1", em.url)]))
+    port = int(gw.http_url.rsplit(":", 1)[1])
+    few = await _handler_resumptions(port, 4)
+    many = await _handler_resumptions(port, 24)
+    assert many == few
