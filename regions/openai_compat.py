@@ -36,7 +36,7 @@ import orjson
 
 from regions import embeddings
 from regions.errors import BackendError, FailureClass
-from regions.events import Event
+from regions.events import Event, TokenDelta
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_chunks import StreamParser
 from regions.pacing import PACER
@@ -207,7 +207,9 @@ class OpenAICompatProvider:
                 content = resp.content
                 # One read at a time, its events yielded from here: no generator per
                 # event between the socket and the executor.
-                started = False  # an event went out: later reads may wait for a beat
+                # The first token went out: later reads may wait for a beat. A role-only
+                # chunk (vLLM and SGLang write it apart from the first token) is not it.
+                started = False
                 while True:
                     if progress.finished:
                         piece = await _tail_read(content)
@@ -219,7 +221,10 @@ class OpenAICompatProvider:
                         parser.end()
                         return
                     for event in parser.feed(piece):
-                        started = True
+                        if not started:
+                            started = (
+                                type(event) is not TokenDelta or event.text != "" or event.progress
+                            )
                         yield event
                     if parser.failure is not None:
                         raise parser.failure

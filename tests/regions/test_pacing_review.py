@@ -210,11 +210,6 @@ async def test_a_first_event_split_over_reads_is_not_paced(
     await events.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="openai_compat.stream sets `started` on the role chunk's empty TokenDelta, so the "
-    "read of the first token waits for a beat (fix described in the review report)",
-)
 async def test_the_first_token_after_a_role_only_chunk_is_not_paced(
     pool: SessionPool, upstream: _Upstream, never: Pacer
 ) -> None:
