@@ -10,8 +10,9 @@ lets a removed backend finish its streams before its adapter closes.
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from regions.lazy import lazy_names
 
 if TYPE_CHECKING:
     from regions.discovery.base import Catalog, DiscoveryError, Found, Listing, Refused, Source
@@ -42,15 +43,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # __import__, not importlib.import_module: -X importtime lists what it loads.
-    __import__(f"{__name__}.{home}")
-    value = getattr(sys.modules[f"{__name__}.{home}"], name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
 
 
 __all__ = [

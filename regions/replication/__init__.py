@@ -8,8 +8,9 @@ concurrent job (``job``, ``region``) and the replica status it reports
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from regions.lazy import lazy_names
 
 if TYPE_CHECKING:
     from regions.replication.base import (
@@ -63,15 +64,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # __import__, not importlib.import_module: -X importtime lists what it loads.
-    __import__(f"{__name__}.{home}")
-    value = getattr(sys.modules[f"{__name__}.{home}"], name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
 
 
 __all__ = [
