@@ -39,7 +39,7 @@ from regions.errors import BackendError, FailureClass
 from regions.events import Event, TokenDelta
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_chunks import StreamParser
-from regions.pacing import PACER
+from regions.pacing import PACER, SLOW_STREAM_READS
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sse import MAX_EVENT_BYTES
@@ -210,17 +210,29 @@ class OpenAICompatProvider:
                 # The first token went out: later reads may wait for a beat. A role-only
                 # chunk (vLLM and SGLang write it apart from the first token) is not it.
                 started = False
+                # A paced read that found one event or none: the stream is slower than
+                # a beat, and waiting for one only added a wake-up. So many reads go
+                # unpaced before the next try.
+                unpaced = 0
                 while True:
                     if progress.finished:
                         piece = await _tail_read(content)
                     else:
+                        paced = False
                         if started and PACER.lagging:
-                            await PACER.beat()  # first tokens first (regions.pacing)
+                            if unpaced:
+                                unpaced -= 1
+                            else:
+                                await PACER.beat()  # first tokens first (regions.pacing)
+                                paced = True
                         piece = await content.readany()
                     if not piece:
                         parser.end()
                         return
-                    for event in parser.feed(piece):
+                    events = parser.feed(piece)
+                    if paced and len(events) < 2:
+                        unpaced = SLOW_STREAM_READS
+                    for event in events:
                         if not started:
                             started = (
                                 type(event) is not TokenDelta or event.text != "" or event.progress

@@ -33,6 +33,10 @@ PERIOD_S = 0.005  # a beat; also the most a paced read waits beyond the loop's o
 # length of the turn it waited behind, whatever its period; with these weights a
 # loop that falls behind is paced within two or three idle ticks.
 IDLE_PERIOD_S = 0.05
+# A paced read that merged nothing (its stream sends less often than a beat) lets
+# this many reads of its stream go unpaced: at a 40 ms token gap a paced read cost
+# 5-8 k instructions a chunk for nothing (the pacing review's measure).
+SLOW_STREAM_READS = 8
 ENTER_LAG_S = 0.002  # a beat this late: the loop is behind, pace
 LEAVE_LAG_S = 0.0005  # back under this: keeping up again
 _SMOOTH = 0.25  # weight of the newest lateness in the running figure

@@ -303,3 +303,26 @@ async def test_a_stream_waiting_for_a_beat_at_shutdown_finishes_within_the_drain
         if stopping is None:
             await gateway.stop(grace=0.5)
     assert not PACER.lagging and PACER.beat().done()
+
+
+async def test_a_stream_slower_than_a_beat_is_not_paced_read_after_read(
+    pool: SessionPool, upstream: _Upstream, never: Pacer
+) -> None:
+    """A paced read that carried one event merged nothing: the next reads go as bytes
+    arrive (every read after the first token waited for a beat before)."""
+    loop = asyncio.get_running_loop()
+    events = _stream(pool, upstream.url)
+    upstream.writes.put_nowait(sse(chunk(" a", role=True)))
+    assert isinstance(await _next(events), TokenDelta)
+    second = asyncio.ensure_future(anext(events))  # paced: waits for a beat
+    upstream.writes.put_nowait(sse(chunk(" b")))
+    await wait_for(lambda: bool(never._waiting), DEADLINE_S)
+    never.unwatch()  # the beat: lets the waiting read go
+    assert never.watch(loop)
+    never.lagging = True
+    assert (await asyncio.wait_for(second, DEADLINE_S)).text == " b"  # type: ignore[union-attr]
+    for text in (" c", " d", " e"):  # no beat comes: each read goes unpaced
+        upstream.writes.put_nowait(sse(chunk(text)))
+        event = await _next(events)
+        assert isinstance(event, TokenDelta) and event.text == text
+    await events.aclose()
