@@ -215,10 +215,10 @@ class OpenAICompatProvider:
                 # unpaced before the next try.
                 unpaced = 0
                 while True:
+                    paced = False
                     if progress.finished:
                         piece = await _tail_read(content)
                     else:
-                        paced = False
                         if started and PACER.lagging:
                             if unpaced:
                                 unpaced -= 1
