@@ -19,6 +19,7 @@ from regions.provider import Provider
 from regions.registry import SessionPool, build_provider
 from regions.request import GenerationRequest, Kind, Message
 from regions.trace_context import TRACE_HEADERS
+from tests.conftest import wait_for
 from tests.hostile_backend import RESET, HostileBackend, Script, answer
 
 EU = Region("onprem:fra1", frozenset({"EU"}))
@@ -272,11 +273,7 @@ async def test_flow_control_still_pauses_and_resumes(pool: SessionPool) -> None:
             assert resp.connection is not None
             protocol = resp.connection.protocol
             assert isinstance(protocol, ResponseHandler)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while not protocol._reading_paused:
-                assert loop.time() < deadline, "reading never paused"
-                await asyncio.sleep(0.005)  # polling a condition, bounded by the deadline
+            await wait_for(lambda: protocol._reading_paused, 10.0)  # the buffer filled
             parts = []
             while chunk := await resp.content.readany():
                 parts.append(chunk)
