@@ -7,7 +7,7 @@ import contextlib
 import time
 
 from gateway.app.server import Gateway
-from regions.pacing import ENTER_LAG_S, LEAVE_LAG_S, PACER, Pacer
+from regions.pacing import ENTER_BUSY, ENTER_LAG_S, LEAVE_BUSY, LEAVE_LAG_S, PACER, Pacer
 from tests.conftest import EmulatorFactory, gateway_config
 
 
@@ -25,6 +25,51 @@ def test_paces_only_after_the_loop_stays_late_and_stops_once_it_keeps_up() -> No
     for _ in range(30):
         pacer.observe(0.0)
     assert not pacer.lagging
+
+
+def test_a_saturated_loop_paces_without_lag_and_stops_well_below_saturation() -> None:
+    """A loop busy nearly all the time is behind even while its turns are short (lag
+    ~0): it paces, and stays paced until the busy share falls under LEAVE_BUSY,
+    since paced reads lower it (no flapping at the entry threshold)."""
+    pacer = Pacer()
+    for _ in range(30):
+        pacer.observe(0.0, busy=ENTER_BUSY - 0.05)  # busy, not saturated
+    assert not pacer.lagging
+    for _ in range(30):
+        pacer.observe(0.0, busy=1.0)
+    assert pacer.lagging
+    for _ in range(30):
+        pacer.observe(0.0, busy=(ENTER_BUSY + LEAVE_BUSY) / 2)  # paced reads cost less
+    assert pacer.lagging
+    for _ in range(30):
+        pacer.observe(0.0, busy=LEAVE_BUSY - 0.1)
+    assert not pacer.lagging
+    pacer.observe(0.0, busy=7.0)  # a clock step is not more than all the time
+    assert pacer.busy <= 1.0
+
+
+async def test_the_busy_share_is_the_cpu_clock_over_the_loop_clock() -> None:
+    """Ticks on a real loop, with the thread's CPU clock injected: one that advances as
+    the loop's clock does (the thread never idle) paces; one that stands still never does."""
+    loop = asyncio.get_running_loop()
+    saturated = Pacer(period_s=0.001, idle_period_s=0.001, cpu=loop.time)
+    idle = Pacer(period_s=0.001, idle_period_s=0.001, cpu=lambda: 0.0)
+    assert saturated.watch(loop)
+    try:
+        deadline = time.monotonic() + 10.0
+        while not saturated.lagging:
+            assert time.monotonic() < deadline, f"never paced (busy {saturated.busy:.2f})"
+            await saturated.beat()
+        assert saturated.busy > ENTER_BUSY  # paced for its busy share (whatever the lag)
+    finally:
+        saturated.unwatch()
+    assert idle.watch(loop)
+    try:
+        for _ in range(20):
+            await idle.beat()
+        assert idle.busy == 0.0
+    finally:
+        idle.unwatch()
 
 
 async def test_without_a_watch_a_beat_is_already_there() -> None:

@@ -170,7 +170,7 @@ async def test_ten_thousand_waits_end_at_one_beat_and_none_is_kept() -> None:
 def test_one_stall_paces_for_a_few_beats_and_a_short_hiccup_not_at_all() -> None:
     """A loop that lags only in bursts: a beat 8 ms late (one 13 ms turn) is not lag; one
     stalled 100 ms (a collection, a big config parse) paces until the figure decays, about
-    70 ms of on-time beats, not longer."""
+    15 on-time beats, not longer."""
     pacer = Pacer()
     pacer.observe(4 * ENTER_LAG_S - 0.0001)
     assert not pacer.lagging
