@@ -227,7 +227,8 @@ class OpenAICompatProvider:
                                 paced = True
                         piece = await content.readany()
                     if not piece:
-                        parser.end()
+                        for event in parser.end():  # raises if the answer did not finish
+                            yield event
                         return
                     events = parser.feed(piece)
                     if paced and len(events) < 2:

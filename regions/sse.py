@@ -92,6 +92,14 @@ class Delimited:
                 FailureClass.STREAM_BROKEN, f"{self._what} longer than {self._limit} bytes"
             )
 
+    def end(self) -> list[bytes]:
+        """The input ended: the records a held-back CR completes. That CR was a line
+        end (SSE lets a line end with CR alone), and no LF can follow it now."""
+        if not self._cr:
+            return []
+        self._cr = False
+        return self.feed(b"\n")
+
     @property
     def pending(self) -> bytes:
         return bytes(self._buf)

@@ -8,23 +8,47 @@ from types import FrameType
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regions.sse import SseSplitter, event_data
+from regions.events import Finish, TokenDelta
+from regions.openai_chunks import StreamParser
+from regions.sse import MAX_EVENT_BYTES, SseSplitter, event_data
+from tests.hostile_backend import chunk, sse
 
 STREAM = (
     b'data: {"a":1}\n\n: keep-alive comment\n\nevent: x\ndata: {"b":\ndata: 2}\n\ndata: [DONE]\n\n'
 )
 
 
-@given(cuts=st.lists(st.integers(0, len(STREAM)), max_size=12), crlf=st.booleans())
-def test_events_survive_any_split(cuts: list[int], crlf: bool) -> None:
-    stream = STREAM.replace(b"\n", b"\r\n") if crlf else STREAM
+@given(
+    cuts=st.lists(st.integers(0, len(STREAM)), max_size=12),
+    line_end=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+)
+def test_events_survive_any_split(cuts: list[int], line_end: bytes) -> None:
+    """Any line ends the SSE spec allows (LF, CRLF, CR alone), any read boundaries; the
+    last event's final CR, held back in case an LF followed, ends it at the body's end."""
+    stream = STREAM.replace(b"\n", line_end)
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     splitter = SseSplitter()
     events = []
     for a, b in itertools.pairwise(points):
         events.extend(splitter.feed(stream[a:b]))
+    events.extend(splitter.end())
     assert [event_data(e) for e in events] == [b'{"a":1}', None, b'{"b":\n2}', b"[DONE]"]
     assert splitter.pending == b""
+    assert splitter.end() == []
+
+
+def test_a_cr_only_stream_that_ends_at_its_finish_chunk_finishes() -> None:
+    """No usage chunk, no [DONE]: the finish chunk is the body's last event, its blank
+    line the body's last two bytes (CR CR). It was never parsed: the stream failed as
+    ended before a finish reason and was resumed elsewhere."""
+    body = (sse(chunk(" a", role=True)) + sse(chunk(" b", "stop"))).replace(b"\n", b"\r")
+    parser = StreamParser(True, 1, MAX_EVENT_BYTES)
+    events = parser.feed(body) + parser.end()
+    assert [(type(e), getattr(e, "text", None)) for e in events] == [
+        (TokenDelta, " a"),
+        (TokenDelta, " b"),
+        (Finish, None),
+    ]
 
 
 def python_calls(fn: Callable[[], object]) -> list[str]:
