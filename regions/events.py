@@ -55,3 +55,10 @@ class StreamError:
 
 
 Event = TokenDelta | Finish | Usage | StreamError
+
+
+def starts_answer(event: Event) -> bool:
+    """Whether an event is the answer's start for pacing (``regions.pacing``): anything but
+    a content-free delta. vLLM and SGLang write the role chunk (``content: ""``) apart from
+    the first token; that token is still the first thing the client waits for."""
+    return type(event) is not TokenDelta or event.text != "" or event.progress

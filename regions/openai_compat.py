@@ -36,7 +36,7 @@ import orjson
 
 from regions import embeddings
 from regions.errors import BackendError, FailureClass
-from regions.events import Event, TokenDelta
+from regions.events import Event, starts_answer
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_chunks import StreamParser
 from regions.pacing import PACER, SLOW_STREAM_READS
@@ -235,9 +235,7 @@ class OpenAICompatProvider:
                         unpaced = SLOW_STREAM_READS
                     for event in events:
                         if not started:
-                            started = (
-                                type(event) is not TokenDelta or event.text != "" or event.progress
-                            )
+                            started = starts_answer(event)
                         yield event
                     if parser.failure is not None:
                         raise parser.failure
@@ -297,6 +295,9 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES)
 
 
 class Progress(Protocol):
+    """What a decoder knows of the answer that the reader of its bytes needs."""
+
+    started: bool  # the answer's first event was decoded (regions.events.starts_answer)
     finished: bool  # a finish reason has arrived
 
 
@@ -304,21 +305,18 @@ async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> Async
     """The body's reads; once ``progress.finished`` (a finish reason arrived), each must come
     within ``_TAIL_S``: the usage chunk and the end follow the finish at once, and a
     backend that stalls there only delays the end of an answer already complete.
-    Reads after the first may wait for the pacer's beat while the loop lags
-    (regions.pacing); this reader does not see events, so a first event that
-    needs a second read can wait one beat too."""
+    Once the decoder has ``started``, reads may wait for the pacer's beat while the
+    loop lags (regions.pacing): a first event split over several reads is not paced."""
     reads = resp.content.iter_any().__aiter__()
-    started = False
     while True:
         try:
             if progress.finished:
                 async with asyncio.timeout(_TAIL_S):
                     piece = await anext(reads)
             else:
-                if started and PACER.lagging:
+                if progress.started and PACER.lagging:
                     await PACER.beat()  # first tokens first (regions.pacing)
                 piece = await anext(reads)
-                started = True
         except StopAsyncIteration:
             return
         except TimeoutError:

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from regions.errors import BackendError, FailureClass
-from regions.events import Event, Finish, TokenDelta, Usage
+from regions.events import Event, Finish, TokenDelta, Usage, starts_answer
 from regions.inventory import Container
 from regions.openai_chunks import broken, count_member, parse_chunk, whole_chunk
 from regions.openai_compat import build_body as openai_body
@@ -137,6 +137,7 @@ class PayloadDecoder:
         "_usage_seen",
         "done",
         "finished",
+        "started",
     )
 
     def __init__(
@@ -152,6 +153,7 @@ class PayloadDecoder:
         self._unfinished = set(range(choices))
         self._lines = Delimited(b"\n", max_line_bytes, "a payload line")
         self._usage_seen = False
+        self.started = False  # the answer's first event came out (reads may be paced after it)
         self.finished = False
         self.done = False
 
@@ -163,6 +165,8 @@ class PayloadDecoder:
         for line in self._lines.feed(data):
             if not self.done:
                 self._line(line.rstrip(b"\r"), events)
+        if events and not self.started:
+            self.started = any(starts_answer(event) for event in events)
         return events
 
     def close(self) -> list[Event]:

@@ -193,9 +193,9 @@ async def test_a_first_event_split_over_reads_is_not_paced(
     fed: list[bytes] = []
 
     class Recording(StreamParser):
-        def feed(self, piece: bytes) -> list[Event]:
+        def feed(self, piece: bytes, *, end: bool = False) -> list[Event]:
             fed.append(piece)
-            return super().feed(piece)
+            return super().feed(piece, end=end)
 
     monkeypatch.setattr(openai_compat, "StreamParser", Recording)
     events = _stream(pool, upstream.url)
@@ -326,3 +326,32 @@ async def test_a_stream_slower_than_a_beat_is_not_paced_read_after_read(
         event = await _next(events)
         assert isinstance(event, TokenDelta) and event.text == text
     await events.aclose()
+
+
+async def test_a_body_read_is_paced_only_once_its_decoder_has_started(
+    upstream: _Upstream, never: Pacer
+) -> None:
+    """SageMaker's and Vertex's reader (``body_pieces``) sees bytes, not events: it paces
+    only once the decoder has the answer's first event. Before, every read after the first
+    was paced, so a first event split over two reads waited a beat (now 20 ms)."""
+
+    class Progress:
+        started = False
+        finished = False
+
+    progress = Progress()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(upstream.url + "/v1/chat/completions", data=b"{}") as resp,
+    ):
+        pieces = openai_compat.body_pieces(resp, progress)
+        for half in (b"the first event's", b" rest"):  # two reads, no beat between
+            upstream.writes.put_nowait(half)
+            assert await asyncio.wait_for(anext(pieces), DEADLINE_S) == half
+        progress.started = True
+        reading = asyncio.ensure_future(anext(pieces))
+        await wait_for(lambda: bool(never._waiting), DEADLINE_S)  # now paced
+        upstream.writes.put_nowait(b"next")
+        never._release()  # the beat
+        assert await asyncio.wait_for(reading, DEADLINE_S) == b"next"
+        await cast(AsyncGenerator[bytes], pieces).aclose()

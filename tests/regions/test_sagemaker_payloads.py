@@ -93,6 +93,16 @@ def test_passthrough_keeps_each_openai_event_bytes() -> None:
     ]
 
 
+def test_started_comes_with_the_first_token_not_the_role_chunk() -> None:
+    """``started`` tells the body's reader when its reads may be paced (regions.pacing):
+    the role chunk (``content: ""``) is not the answer's start, the first text is."""
+    role, token = OPENAI_SSE.split(b"\n\n")[:2]
+    decoder = PayloadDecoder(True, passthrough=True)
+    assert decoder.feed(role + b"\n\n") and not decoder.started
+    assert decoder.feed(token[:20]) == [] and not decoder.started  # half an event
+    assert decoder.feed(token[20:] + b"\n\n") and decoder.started
+
+
 def test_without_passthrough_raw_is_none_and_role_chunk_dropped() -> None:
     events = decode(OPENAI_SSE, 11)
     assert all(getattr(e, "raw", None) is None for e in events)
