@@ -172,12 +172,9 @@ class StreamParser:
         self.done = False  # [DONE] arrived
         self.failure: Exception | None = None
 
-    def feed(self, piece: bytes, *, end: bool = False) -> list[Event]:
-        """The events of one read; with ``end`` (the body ended), those its last line
-        end completes (a CR held back in case an LF followed)."""
+    def feed(self, piece: bytes) -> list[Event]:
         out: list[Event] = []
-        # an event over the cap: raised, nothing taken
-        events = self._splitter.end() if end else self._splitter.feed(piece)
+        events = self._splitter.feed(piece)  # an event over the cap: raised, nothing taken
         last = len(events) - 1
         for index, event in enumerate(events):
             prefix = self._head  # learnt from an earlier event, perhaps of this same read
@@ -270,16 +267,11 @@ class StreamParser:
             out.append(Usage(*chunk.usage, raw))
         return False
 
-    def end(self) -> list[Event]:
-        """The body ended: the events its last line end completed, if any; without
-        ``[DONE]``, fine after a finish reason."""
-        out = self.feed(b"", end=True)
-        if self.failure is not None:
-            raise self.failure
+    def end(self) -> None:
+        """The body ended without ``[DONE]``: fine after a finish reason."""
         if not self.progress.finished:
             # some servers end without [DONE]; a finish reason is the real end
             raise BackendError(FailureClass.STREAM_BROKEN, "stream ended before a finish reason")
-        return out
 
 
 _PLAIN_BREAKERS = re.compile(rb'["\\\x00-\x1f]')

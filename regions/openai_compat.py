@@ -227,8 +227,7 @@ class OpenAICompatProvider:
                                 paced = True
                         piece = await content.readany()
                     if not piece:
-                        for event in parser.end():  # raises if the answer did not finish
-                            yield event
+                        parser.end()
                         return
                     events = parser.feed(piece)
                     if paced and len(events) < 2:
@@ -299,6 +298,7 @@ class Progress(Protocol):
 
     started: bool  # the answer's first event was decoded (regions.events.starts_answer)
     finished: bool  # a finish reason has arrived
+    decoded: int  # events decoded so far
 
 
 async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> AsyncIterator[bytes]:
@@ -306,16 +306,25 @@ async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> Async
     within ``_TAIL_S``: the usage chunk and the end follow the finish at once, and a
     backend that stalls there only delays the end of an answer already complete.
     Once the decoder has ``started``, reads may wait for the pacer's beat while the
-    loop lags (regions.pacing): a first event split over several reads is not paced."""
+    loop lags (regions.pacing): a first event split over several reads is not paced.
+    As in the OpenAI-compatible read loop, a paced read that the decoder found fewer
+    than two events in lets the next ``SLOW_STREAM_READS`` go unpaced (the caller
+    decodes each piece before it asks for the next)."""
     reads = resp.content.iter_any().__aiter__()
+    unpaced = 0
     while True:
+        paced = False
         try:
             if progress.finished:
                 async with asyncio.timeout(_TAIL_S):
                     piece = await anext(reads)
             else:
                 if progress.started and PACER.lagging:
-                    await PACER.beat()  # first tokens first (regions.pacing)
+                    if unpaced:
+                        unpaced -= 1
+                    else:
+                        await PACER.beat()  # first tokens first (regions.pacing)
+                        paced = True
                 piece = await anext(reads)
         except StopAsyncIteration:
             return
@@ -323,7 +332,10 @@ async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> Async
             raise BackendError(
                 FailureClass.TIMEOUT, f"no end of stream within {_TAIL_S} s of the finish reason"
             ) from None
+        before = progress.decoded
         yield piece
+        if paced and progress.decoded - before < 2:
+            unpaced = SLOW_STREAM_READS
 
 
 async def _tail_read(content: aiohttp.StreamReader) -> bytes:

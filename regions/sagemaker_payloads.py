@@ -135,6 +135,7 @@ class PayloadDecoder:
         "_passthrough",
         "_unfinished",
         "_usage_seen",
+        "decoded",
         "done",
         "finished",
         "started",
@@ -151,9 +152,11 @@ class PayloadDecoder:
         self._passthrough = passthrough
         self._choices = choices
         self._unfinished = set(range(choices))
-        self._lines = Delimited(b"\n", max_line_bytes, "a payload line")
+        # CR, CRLF or LF: SSE allows each, and in JSON lines a raw CR can only end one.
+        self._lines = Delimited(b"\n", max_line_bytes, "a payload line", line_ends=True)
         self._usage_seen = False
         self.started = False  # the answer's first event came out (reads may be paced after it)
+        self.decoded = 0  # events out so far (a paced read that merged none: regions.pacing)
         self.finished = False
         self.done = False
 
@@ -164,15 +167,17 @@ class PayloadDecoder:
             return events  # after [DONE]: nothing more is read, nor buffered
         for line in self._lines.feed(data):
             if not self.done:
-                self._line(line.rstrip(b"\r"), events)
-        if events and not self.started:
-            self.started = any(starts_answer(event) for event in events)
+                self._line(line, events)
+        if events:
+            self.decoded += len(events)
+            if not self.started:
+                self.started = any(starts_answer(event) for event in events)
         return events
 
     def close(self) -> list[Event]:
         """The stream's bytes ended: flush an unterminated last line, check it finished."""
         events: list[Event] = []
-        tail = self._lines.take_rest().rstrip(b"\r")
+        tail = self._lines.take_rest()
         if tail and not self.done:
             try:
                 self._line(tail, events)

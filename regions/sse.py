@@ -34,25 +34,26 @@ class Delimited:
         self._what = what
         self._buf = bytearray()
         self._line_ends = line_ends  # CR and CRLF read as LF (SSE)
-        self._cr = False  # a CR ended the last piece: its LF may start the next
+        self._cr = False  # a CR ended the last piece: an LF starting the next is its CRLF
 
     def feed(self, data: bytes) -> list[bytes]:
         """Complete records (without their separator) found so far.
 
         With ``line_ends``, line ends may be LF, CRLF or CR (the SSE spec allows
-        all three); a CR at the end of a piece is held back in case its LF is in
-        the next one. Raises BackendError (STREAM_BROKEN) for a record over the limit.
+        all three). A CR ends its line at once, even at the end of a piece (a
+        CR-only stream's event is not held for the next read); an LF that then
+        starts the next piece is that CR's CRLF and is dropped.
+        Raises BackendError (STREAM_BROKEN) for a record over the limit.
         """
         # One call per piece on the common path (no CR, nothing buffered, records
         # under the limit): this runs for every read of every stream.
         if self._line_ends:
-            if self._cr:
-                data = b"\r" + data
+            if self._cr and data:
                 self._cr = False
+                if data.startswith(b"\n"):
+                    data = data[1:]
             if data.find(13) >= 0:  # b"\r": an int is a memchr; `in` tries int() first
-                if data.endswith(b"\r"):
-                    data = data[:-1]
-                    self._cr = True
+                self._cr = data.endswith(b"\r")
                 data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         sep = self._sep
         buf = self._buf
@@ -91,14 +92,6 @@ class Delimited:
             raise BackendError(
                 FailureClass.STREAM_BROKEN, f"{self._what} longer than {self._limit} bytes"
             )
-
-    def end(self) -> list[bytes]:
-        """The input ended: the records a held-back CR completes. That CR was a line
-        end (SSE lets a line end with CR alone), and no LF can follow it now."""
-        if not self._cr:
-            return []
-        self._cr = False
-        return self.feed(b"\n")
 
     @property
     def pending(self) -> bytes:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 
 from gateway.app.server import Gateway
-from regions.pacing import ENTER_BUSY, ENTER_LAG_S, LEAVE_BUSY, LEAVE_LAG_S, PACER, Pacer
+from regions.pacing import (
+    ENTER_BUSY,
+    ENTER_LAG_S,
+    LEAVE_BUSY,
+    LEAVE_LAG_S,
+    PACER,
+    RELEASE_SLICE,
+    Pacer,
+)
 from tests.conftest import EmulatorFactory, gateway_config
 
 
@@ -46,6 +55,9 @@ def test_a_saturated_loop_paces_without_lag_and_stops_well_below_saturation() ->
     assert not pacer.lagging
     pacer.observe(0.0, busy=7.0)  # a clock step is not more than all the time
     assert pacer.busy <= 1.0
+    for _ in range(30):
+        pacer.observe(0.0, busy=-4.0)  # nor less than none (a clock from another thread)
+    assert pacer.busy >= 0.0
 
 
 async def test_the_busy_share_is_the_cpu_clock_over_the_loop_clock() -> None:
@@ -193,3 +205,26 @@ async def test_a_loop_that_keeps_up_is_only_measured_at_the_idle_period() -> Non
     finally:
         pacer.unwatch()
     assert waiting.done()
+
+
+async def test_a_beat_lets_its_reads_go_a_slice_a_loop_turn() -> None:
+    """Not every paced read in one turn: a new request's step (its I/O comes in the poll
+    between two turns) waits behind one slice, not behind every stream's chunk work."""
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(period_s=3600.0)  # the beat comes when the test says
+    pacer.watch(loop)
+    try:
+        beats = [pacer.beat() for _ in range(3 * RELEASE_SLICE + 1)]
+        pacer._release()
+        done = [sum(b.done() for b in beats)]
+        while done[-1] < len(beats):
+            await asyncio.sleep(0)  # one loop turn
+            done.append(sum(b.done() for b in beats))
+        assert done[0] == RELEASE_SLICE
+        assert all(b - a <= RELEASE_SLICE for a, b in itertools.pairwise(done))
+        assert len(done) == 4
+        # unwatch ends every wait at once: nothing to protect any more
+        rest = [pacer.beat() for _ in range(3 * RELEASE_SLICE)]
+    finally:
+        pacer.unwatch()
+    assert all(b.done() for b in rest)

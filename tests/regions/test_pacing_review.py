@@ -193,9 +193,9 @@ async def test_a_first_event_split_over_reads_is_not_paced(
     fed: list[bytes] = []
 
     class Recording(StreamParser):
-        def feed(self, piece: bytes, *, end: bool = False) -> list[Event]:
+        def feed(self, piece: bytes) -> list[Event]:
             fed.append(piece)
-            return super().feed(piece, end=end)
+            return super().feed(piece)
 
     monkeypatch.setattr(openai_compat, "StreamParser", Recording)
     events = _stream(pool, upstream.url)
@@ -338,6 +338,7 @@ async def test_a_body_read_is_paced_only_once_its_decoder_has_started(
     class Progress:
         started = False
         finished = False
+        decoded = 0
 
     progress = Progress()
     async with (
@@ -354,4 +355,38 @@ async def test_a_body_read_is_paced_only_once_its_decoder_has_started(
         upstream.writes.put_nowait(b"next")
         never._release()  # the beat
         assert await asyncio.wait_for(reading, DEADLINE_S) == b"next"
+        await cast(AsyncGenerator[bytes], pieces).aclose()
+
+
+async def test_a_body_stream_slower_than_a_beat_is_not_paced_read_after_read(
+    upstream: _Upstream, never: Pacer
+) -> None:
+    """SageMaker's and Vertex's reader has the OpenAI-compatible one's slow-stream rule: a
+    paced read the decoder found fewer than two events in lets the next reads go as bytes
+    arrive (before, a SageMaker stream slower than a beat paid one on every chunk)."""
+
+    class Progress:
+        started = True
+        finished = False
+        decoded = 1
+
+    progress = Progress()
+    loop = asyncio.get_running_loop()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(upstream.url + "/v1/chat/completions", data=b"{}") as resp,
+    ):
+        pieces = openai_compat.body_pieces(resp, progress)
+        reading = asyncio.ensure_future(anext(pieces))  # paced: waits for a beat
+        await wait_for(lambda: bool(never._waiting), DEADLINE_S)
+        upstream.writes.put_nowait(b"one event")
+        never.unwatch()  # the beat
+        assert never.watch(loop)
+        never.lagging = True
+        assert await asyncio.wait_for(reading, DEADLINE_S) == b"one event"
+        progress.decoded += 1  # the caller decoded one event from it
+        for data in (b"c", b"d", b"e"):  # no beat comes: each read goes unpaced
+            upstream.writes.put_nowait(data)
+            assert await asyncio.wait_for(anext(pieces), DEADLINE_S) == data
+            progress.decoded += 1
         await cast(AsyncGenerator[bytes], pieces).aclose()

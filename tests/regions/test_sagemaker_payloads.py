@@ -62,6 +62,8 @@ def summary(events: list[Event]) -> tuple[str, str | None, tuple[int, int] | Non
         (LMI_LINES, False, (" a b", "length", (0, 2))),
         (OPENAI_SSE, True, (" a b", "stop", (4, 2))),
         (OPENAI_SSE.replace(b"\n\n", b"\r\n\r\n"), True, (" a b", "stop", (4, 2))),
+        (OPENAI_SSE.replace(b"\n", b"\r"), True, (" a b", "stop", (4, 2))),
+        (LMI_LINES.replace(b"\n", b"\r"), False, (" a b", "length", (0, 2))),
         (
             OPENAI_SSE.replace(b"data: ", b"").replace(b"\n\n", b"\n"),
             True,
@@ -69,7 +71,16 @@ def summary(events: list[Event]) -> tuple[str, str | None, tuple[int, int] | Non
         ),
         (b"data:" + LMI_LINES.replace(b"\n", b"\n\ndata:")[:-5], False, (" a b", "length", (0, 2))),
     ],
-    ids=["tgi-generate", "lmi-jsonlines", "openai-sse", "crlf", "lmi-chat-lines", "lmi-sse"],
+    ids=[
+        "tgi-generate",
+        "lmi-jsonlines",
+        "openai-sse",
+        "crlf",
+        "cr-only",
+        "lmi-cr-only",
+        "lmi-chat-lines",
+        "lmi-sse",
+    ],
 )
 def test_every_format_parses_at_every_split(
     data: bytes, chat: bool, expected: tuple[str, str, tuple[int, int]]

@@ -23,32 +23,42 @@ STREAM = (
     line_end=st.sampled_from([b"\n", b"\r\n", b"\r"]),
 )
 def test_events_survive_any_split(cuts: list[int], line_end: bytes) -> None:
-    """Any line ends the SSE spec allows (LF, CRLF, CR alone), any read boundaries; the
-    last event's final CR, held back in case an LF followed, ends it at the body's end."""
+    """Any line ends the SSE spec allows (LF, CRLF, CR alone), any read boundaries: each
+    event comes out of the read that completes it (a CR at a read's end is a line end
+    already; the LF of a CRLF split there is not a second one)."""
     stream = STREAM.replace(b"\n", line_end)
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     splitter = SseSplitter()
     events = []
     for a, b in itertools.pairwise(points):
         events.extend(splitter.feed(stream[a:b]))
-    events.extend(splitter.end())
     assert [event_data(e) for e in events] == [b'{"a":1}', None, b'{"b":\n2}', b"[DONE]"]
     assert splitter.pending == b""
-    assert splitter.end() == []
 
 
 def test_a_cr_only_stream_that_ends_at_its_finish_chunk_finishes() -> None:
     """No usage chunk, no [DONE]: the finish chunk is the body's last event, its blank
-    line the body's last two bytes (CR CR). It was never parsed: the stream failed as
-    ended before a finish reason and was resumed elsewhere."""
+    line the body's last two bytes (CR CR). It was never parsed (its last CR was held for
+    an LF): the stream failed as ended before a finish reason and was resumed elsewhere."""
     body = (sse(chunk(" a", role=True)) + sse(chunk(" b", "stop"))).replace(b"\n", b"\r")
     parser = StreamParser(True, 1, MAX_EVENT_BYTES)
-    events = parser.feed(body) + parser.end()
+    events = parser.feed(body)
     assert [(type(e), getattr(e, "text", None)) for e in events] == [
         (TokenDelta, " a"),
         (TokenDelta, " b"),
         (Finish, None),
     ]
+    parser.end()  # finished: no failure
+
+
+def test_a_cr_only_event_comes_out_of_the_read_that_ends_it() -> None:
+    """A CR-only backend's first token is not held until its second arrives (nor its
+    [DONE] until the body ends): the read whose last byte is the event's last CR has it."""
+    splitter = SseSplitter()
+    assert splitter.feed(b"data: a\r\r") == [b"data: a"]
+    assert splitter.feed(b"\ndata: b\r\n\r\n") == [b"data: b"]  # one CRLF split at a read
+    assert splitter.feed(b"data: c\r") == []
+    assert splitter.feed(b"\r") == [b"data: c"]
 
 
 def python_calls(fn: Callable[[], object]) -> list[str]:
