@@ -24,13 +24,16 @@ class Delimited:
     linear time and at most ``limit`` bytes before it is refused.
     """
 
-    __slots__ = ("_buf", "_cr", "_limit", "_line_ends", "_sep", "_what")
+    __slots__ = ("_buf", "_cr", "_limit", "_line_ends", "_room", "_sep", "_what")
 
     def __init__(self, sep: bytes, limit: int, what: str, *, line_ends: bool = False) -> None:
         if limit <= 0:
             raise ValueError("the record limit must be positive")
         self._sep = sep
         self._limit = limit
+        # What the unfinished record may hold: a record at the limit and the start of
+        # its separator (else whether it passes would depend on where the reads split).
+        self._room = limit + len(sep) - 1
         self._what = what
         self._buf = bytearray()
         self._line_ends = line_ends  # CR and CRLF read as LF (SSE)
@@ -65,7 +68,7 @@ class Delimited:
             buf += data
             end = buf.find(sep, start)
             if end < 0:
-                if len(buf) > limit:
+                if len(buf) > self._room:
                     self._check(len(buf))
                 return []
             first = bytes(buf[:end])
@@ -76,7 +79,7 @@ class Delimited:
         records = data.split(sep)
         tail = records.pop()
         if tail:
-            if len(tail) > limit:
+            if len(tail) > self._room:
                 self._check(len(tail))
             buf += tail
         if len(data) > limit:  # else no part of it can be over the limit

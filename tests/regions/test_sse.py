@@ -5,13 +5,17 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regions.errors import BackendError
 from regions.events import Finish, TokenDelta
 from regions.openai_chunks import StreamParser
 from regions.sse import MAX_EVENT_BYTES, SseSplitter, event_data
 from tests.hostile_backend import chunk, sse
+
+LIMIT = 64  # a small event cap, so the cases around it are short
 
 STREAM = (
     b'data: {"a":1}\n\n: keep-alive comment\n\nevent: x\ndata: {"b":\ndata: 2}\n\ndata: [DONE]\n\n'
@@ -83,3 +87,22 @@ def test_a_read_of_whole_events_is_one_python_call() -> None:
     piece = b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: {"c"'
     assert python_calls(lambda: splitter.feed(piece)) == ["Delimited.feed"]
     assert python_calls(lambda: splitter.feed(b":3}\n\n")) == ["Delimited.feed"]
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("size", range(LIMIT - 2, LIMIT + 3))
+def test_the_event_cap_does_not_depend_on_where_reads_split(size: int, line_end: bytes) -> None:
+    """An event of at most the cap passes and a longer one is refused, wherever one read
+    ends (before, one at the cap was refused when a read ended between its two line
+    ends: the unfinished event was held to the cap with its first line end in it)."""
+    event = b"data: " + b"x" * (size - 6)
+    stream = (event + b"\n\n" + b"data: y\n\n").replace(b"\n", line_end)
+    for cut in range(len(stream) + 1):
+        splitter = SseSplitter(LIMIT)
+        try:
+            events = splitter.feed(stream[:cut]) + splitter.feed(stream[cut:])
+        except BackendError:
+            assert size > LIMIT, cut
+        else:
+            assert size <= LIMIT, cut
+            assert events == [event, b"data: y"], cut
