@@ -31,11 +31,8 @@ async def _ticks(pacer: Pacer, n: int) -> None:
         await pacer.beat()
 
 
-async def test_the_first_tick_measures_from_the_watch_not_from_the_process_start() -> None:
-    """A CPU clock that already reads 1000 s at the watch and then stands still: the
-    first share is 0, not 1000 s over 50 ms."""
-    loop = asyncio.get_running_loop()
-    pacer = Pacer(period_s=0.001, idle_period_s=0.001, cpu=lambda: 1000.0)
+async def _idle_for_three_ticks(pacer: Pacer, loop: asyncio.AbstractEventLoop) -> None:
+    """Watched for three ticks: no share measured, nothing paced."""
     assert pacer.watch(loop)
     try:
         await _ticks(pacer, 3)
@@ -43,6 +40,14 @@ async def test_the_first_tick_measures_from_the_watch_not_from_the_process_start
         assert not pacer.lagging
     finally:
         pacer.unwatch()
+
+
+async def test_the_first_tick_measures_from_the_watch_not_from_the_process_start() -> None:
+    """A CPU clock that already reads 1000 s at the watch and then stands still: the
+    first share is 0, not 1000 s over 50 ms."""
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(period_s=0.001, idle_period_s=0.001, cpu=lambda: 1000.0)
+    await _idle_for_three_ticks(pacer, loop)
 
 
 async def test_a_rewatch_starts_from_nothing() -> None:
@@ -65,14 +70,8 @@ async def test_a_rewatch_starts_from_nothing() -> None:
     pacer.unwatch()
     assert (pacer.busy, pacer.lag_s, pacer.lagging) == (0.0, 0.0, False)
     clock["saturated"] = False
-    await asyncio.sleep(0.02)  # the CPU clock stood still since: no share to carry
-    assert pacer.watch(loop)
-    try:
-        await _ticks(pacer, 3)
-        assert pacer.busy == 0.0
-        assert not pacer.lagging
-    finally:
-        pacer.unwatch()
+    clock["cpu"] += 1.0  # CPU spent while unwatched: a stale baseline would count it
+    await _idle_for_three_ticks(pacer, loop)
 
 
 def test_a_loop_closed_while_saturated_leaves_no_pacing_to_the_next() -> None:
@@ -119,7 +118,7 @@ async def test_the_share_is_the_loop_threads_cpu_not_the_processs() -> None:
     burner.start()
     assert pacer.watch(loop)
     try:
-        await asyncio.sleep(0.3)  # sixty ticks with the loop idle
+        await _ticks(pacer, 60)  # sixty ticks with the loop idle
         assert pacer.busy < LEAVE_BUSY, pacer.busy
     finally:
         stop.set()
@@ -141,7 +140,7 @@ async def test_the_share_is_the_loop_threads_cpu_not_the_processs() -> None:
         deadline = time.monotonic() + DEADLINE_S
         while pacer.busy <= ENTER_BUSY:
             assert time.monotonic() < deadline, f"never saturated (busy {pacer.busy:.2f})"
-            await asyncio.sleep(0.005)
+            await pacer.beat()  # the share changes at a tick
         assert pacer.lagging  # turns of 0.3 ms: paced for the share, whatever the lag
     finally:
         spinning = False
