@@ -15,7 +15,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import StreamReader
 
+from regions.body_reader import BodyReader
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_compat import IDENTITY, OpenAICompatProvider
 from regions.provider import Provider
@@ -42,6 +45,11 @@ class _UpstreamHandler(ResponseHandler):
     """
 
     __slots__ = ()
+
+    def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
+        """A response's head: its body is read through a :class:`BodyReader`."""
+        BodyReader.adopt(data[1])
+        super().feed_data(data, size)
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         if self._reading_paused or self._buffer_paused:

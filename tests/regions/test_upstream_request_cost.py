@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.client_proto import ResponseHandler
 
+from regions.body_reader import BodyReader
 from regions.errors import BackendError, FailureClass
 from regions.events import Event, Finish, TokenDelta
 from regions.inventory import BackendSpec, ProviderKind, Region
@@ -248,7 +249,8 @@ async def test_a_read_does_not_reparse_an_unpaused_connection(
 async def test_flow_control_still_pauses_and_resumes(pool: SessionPool) -> None:
     """A body far over the read buffer's high-water mark, read only once the
     connection has paused: every byte arrives, in order (a resume that went
-    missing would hang here)."""
+    missing would hang here), through the pool's lean reader, on a new
+    connection and on a pooled one."""
     piece = bytes(range(256)) * 64  # 16 KiB
     pieces = 64  # 1 MiB, against a 128 KiB high-water mark
 
@@ -269,14 +271,17 @@ async def test_flow_control_still_pauses_and_resumes(pool: SessionPool) -> None:
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         session = pool.for_url(url)
-        async with session.get(url + "/big") as resp:
-            assert resp.connection is not None
-            protocol = resp.connection.protocol
-            assert isinstance(protocol, ResponseHandler)
-            await wait_for(lambda: protocol._reading_paused, 10.0)  # the buffer filled
-            parts = []
-            while chunk := await resp.content.readany():
-                parts.append(chunk)
+        for _ in range(2):  # the second on the pooled connection
+            async with session.get(url + "/big") as resp:
+                assert resp.connection is not None
+                protocol = resp.connection.protocol
+                assert isinstance(protocol, ResponseHandler)
+                # Read whole, without aiohttp's per-HTTP-chunk work (regions.body_reader)
+                assert type(resp.content) is BodyReader
+                await wait_for(lambda: protocol._reading_paused, 10.0)  # noqa: B023 (the buffer filled)
+                parts = []
+                while chunk := await resp.content.readany():
+                    parts.append(chunk)
+            assert b"".join(parts) == piece * pieces
     finally:
         await runner.cleanup()
-    assert b"".join(parts) == piece * pieces
