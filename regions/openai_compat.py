@@ -39,7 +39,7 @@ from regions.errors import BackendError, FailureClass
 from regions.events import Event, starts_answer
 from regions.inventory import BackendSpec, ProviderKind
 from regions.openai_chunks import StreamParser
-from regions.pacing import PACER, SLOW_STREAM_READS
+from regions.pacing import PACER, StreamPacing
 from regions.provider import Probe
 from regions.request import GenerationRequest, Kind
 from regions.sse import MAX_EVENT_BYTES
@@ -210,28 +210,21 @@ class OpenAICompatProvider:
                 # The first token went out: later reads may wait for a beat. A role-only
                 # chunk (vLLM and SGLang write it apart from the first token) is not it.
                 started = False
-                # A paced read that found one event or none: the stream is slower than
-                # a beat, and waiting for one only added a wake-up. So many reads go
-                # unpaced before the next try.
-                unpaced = 0
+                pacing = StreamPacing(PACER)  # first tokens first (regions.pacing)
                 while True:
-                    paced = False
+                    beat = None
                     if progress.finished:
                         piece = await _tail_read(content)
                     else:
-                        if started and PACER.lagging:
-                            if unpaced:
-                                unpaced -= 1
-                            else:
-                                await PACER.beat()  # first tokens first (regions.pacing)
-                                paced = True
+                        if started and PACER.lagging and (beat := pacing.beat()) is not None:
+                            await beat
                         piece = await content.readany()
                     if not piece:
                         parser.end()
                         return
                     events = parser.feed(piece)
-                    if paced and len(events) < 2:
-                        unpaced = SLOW_STREAM_READS
+                    if beat is not None:
+                        pacing.found(len(events))
                     for event in events:
                         if not started:
                             started = starts_answer(event)
@@ -306,25 +299,20 @@ async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> Async
     within ``_TAIL_S``: the usage chunk and the end follow the finish at once, and a
     backend that stalls there only delays the end of an answer already complete.
     Once the decoder has ``started``, reads may wait for the pacer's beat while the
-    loop lags (regions.pacing): a first event split over several reads is not paced.
-    As in the OpenAI-compatible read loop, a paced read that the decoder found fewer
-    than two events in lets the next ``SLOW_STREAM_READS`` go unpaced (the caller
-    decodes each piece before it asks for the next)."""
+    loop lags (regions.pacing), under the same slow-stream rule as the
+    OpenAI-compatible reader (``StreamPacing``; the caller decodes each piece before
+    it asks for the next): a first event split over several reads is not paced."""
     reads = resp.content.iter_any().__aiter__()
-    unpaced = 0
+    pacing = StreamPacing(PACER)
     while True:
-        paced = False
+        beat = None
         try:
             if progress.finished:
                 async with asyncio.timeout(_TAIL_S):
                     piece = await anext(reads)
             else:
-                if progress.started and PACER.lagging:
-                    if unpaced:
-                        unpaced -= 1
-                    else:
-                        await PACER.beat()  # first tokens first (regions.pacing)
-                        paced = True
+                if progress.started and PACER.lagging and (beat := pacing.beat()) is not None:
+                    await beat
                 piece = await anext(reads)
         except StopAsyncIteration:
             return
@@ -334,8 +322,8 @@ async def body_pieces(resp: aiohttp.ClientResponse, progress: Progress) -> Async
             ) from None
         before = progress.decoded
         yield piece
-        if paced and progress.decoded - before < 2:
-            unpaced = SLOW_STREAM_READS
+        if beat is not None:
+            pacing.found(progress.decoded - before)
 
 
 async def _tail_read(content: aiohttp.StreamReader) -> bytes:

@@ -221,3 +221,33 @@ class Pacer:
 
 
 PACER = Pacer(PERIOD_S, IDLE_PERIOD_S)
+
+
+class StreamPacing:
+    """One stream's paced reads and the slow-stream rule, for every provider's reader.
+
+    While the loop is behind, each read after the first event asks :meth:`beat`
+    for the beat to wait for, and a read that waited says how many events it
+    found (:meth:`found`). A paced read that found fewer than two events belongs
+    to a stream slower than a beat, for which waiting only added a wake-up: its
+    next ``SLOW_STREAM_READS`` reads go unpaced (no beat) before the next try.
+    Plain methods, no coroutine: this runs for every read of a paced stream.
+    """
+
+    __slots__ = ("_pacer", "_unpaced")
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+        self._unpaced = 0
+
+    def beat(self) -> asyncio.Future[None] | None:
+        """The beat this read waits for, or None: it goes as bytes arrive."""
+        if self._unpaced:
+            self._unpaced -= 1
+            return None
+        return self._pacer.beat()
+
+    def found(self, events: int) -> None:
+        """A read that waited for its beat found ``events`` events."""
+        if events < 2:
+            self._unpaced = SLOW_STREAM_READS
