@@ -34,26 +34,28 @@ set instead costs a sorted copy and a merge of the request's headers each time).
 
 
 class _UpstreamHandler(ResponseHandler):
-    """aiohttp's client protocol, without the re-parse after every read.
+    """aiohttp's client protocol, its responses' bodies read by a :class:`BodyReader`.
 
-    ``StreamReader`` calls ``resume_reading`` after each read that leaves its
-    buffer under the low-water mark, paused or not, and aiohttp's resume feeds
-    the parser an empty chunk and resumes the transport each time (about 5 k
-    instructions per upstream read). Both only matter after a pause: with
-    ``auto_decompress=False`` and no upgrade, the parser holds input only while
-    the protocol is paused, so an unpaused resume has nothing to do.
+    ``BodyReader`` resumes the protocol only when it is paused, where aiohttp's
+    reader resumed it after every read, feeding the parser an empty chunk and
+    resuming the transport each time (about 5 k instructions a read).
+
+    A response whose reading is paused before its reader could be adopted keeps
+    aiohttp's own reader. aiohttp's reader pauses on its count of HTTP chunks
+    outside the parser's body callback (a first read of over 16,384 chunks,
+    before ``feed_data`` here runs), and the parser then holds the next read's
+    bytes after its first piece with the protocol unpaused: only a resume after
+    every read, as aiohttp's reader does, gives them back (helper-47's review;
+    tests/regions/test_review_body_reader.py).
     """
 
     __slots__ = ()
 
     def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
-        """A response's head: its body is read through a :class:`BodyReader`."""
-        BodyReader.adopt(data[1])
+        """A response's head (once per response, after the parser's first read of it)."""
+        if not self._reading_paused:
+            BodyReader.adopt(data[1])
         super().feed_data(data, size)
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        if self._reading_paused or self._buffer_paused:
-            super().resume_reading(resume_parser)
 
 
 def _upstream_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
