@@ -16,7 +16,8 @@ aiohttp's reader with those three paths replaced, on the same state, so
 every other method (``read(n)``, ``feed_eof``, ``set_exception``, the
 protocol's flow control) works on it unchanged. The upstream protocol
 (``regions.registry``) gives each response's reader this class when the
-response arrives, before anything reads it.
+response arrives, before anything reads it (unless aiohttp's reader has
+paused the connection by then: see ``_UpstreamHandler``).
 
 It relies on aiohttp's private ``StreamReader`` attributes; the test
 ``tests/regions/test_body_reader.py`` checks it against aiohttp's own reader
