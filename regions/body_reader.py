@@ -5,9 +5,9 @@ aiohttp's ``StreamReader`` serves every way of reading a body (``read(n)``,
 calls back into Python at each chunk's start and end to record its boundary
 for ``readchunk``, ``readany`` takes the buffer a chunk at a time through three
 more calls, and each wait enters and leaves a timer context. A streaming
-backend writes each SSE event as its own HTTP chunk, so at 5 ms between tokens
-that was about a dozen Python calls for each event, a third of the gateway's
-own per-event work.
+backend writes each SSE event as its own HTTP chunk, so that was about a dozen
+Python calls for each event: a tenth of the gateway's instructions per streamed
+request (``python -m bench.instructions``: 5.42 -> 4.86 M with this reader).
 
 The adapters read upstream bodies only whole (``readany``, ``iter_any``,
 ``read`` of an error body), never by HTTP chunk, so :class:`BodyReader`
