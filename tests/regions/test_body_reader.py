@@ -1,8 +1,9 @@
 """regions.body_reader: upstream bodies read whole, without aiohttp's per-HTTP-chunk
 bookkeeping (issue 22 item 2). Judged against aiohttp's own StreamReader: for any
-feeds, chunk boundaries and reads, both give the same bytes in the same reads, and
-the state the rest of aiohttp uses (sizes, flow control, EOF, errors) agrees. That
-the pool's responses get it: tests/regions/test_upstream_request_cost.py."""
+chunked body split into socket reads anywhere, both give the same body, and the
+lean one keeps its buffer within the marks and takes all of it in each read; waits,
+EOF, errors and partial reads behave as aiohttp's. That the pool's responses get
+it: tests/regions/test_upstream_request_cost.py."""
 
 from __future__ import annotations
 
@@ -58,13 +59,6 @@ async def _response(lean: bool) -> tuple[ResponseHandler, StreamReader]:
     _, reader = await protocol.read()
     assert type(reader) is (BodyReader if lean else StreamReader)
     return protocol, reader
-
-
-def _feed(reader: StreamReader, piece: bytes) -> None:
-    """One HTTP chunk, as aiohttp's parser delivers it."""
-    reader.begin_http_chunk_receiving()
-    reader.feed_data(piece)
-    reader.end_http_chunk_receiving()
 
 
 async def _play(lean: bool, wire: bytes, cuts: list[int], reads: list[bool]) -> list[bytes]:
