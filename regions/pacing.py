@@ -12,14 +12,14 @@ most of the gateway's CPU per chunk.
 The pacer watches the loop with a periodic timer: how late the timer runs
 (the loop's *lag*: the length of the turn it waited behind) and how much of
 the time between two ticks the loop's thread spent on the CPU (its *busy*
-share). The loop is behind when it lags, or when it is busy nearly all the
-time (saturated: any more work waits, and the next chunks would make it lag).
+share). The loop is behind when it lags, or when it is busy most of the time
+(over 60%: more work waits, and a little more load would make it lag).
 While it is behind, a stream that has already sent its first event takes its
 next upstream read on the pacer's next beat instead of as soon as bytes
 arrive: the bytes wait in the response's buffer, and the stream's chunk work
 (wake-up, parse, splice, write) runs once per beat for all that came in
 meanwhile: several events per read and one write to the client. The
-saturated loop gets CPU back (at 5 ms between tokens, 17% fewer instructions
+busy loop gets CPU back (at 5 ms between tokens, 17% fewer instructions
 per streamed request than unpaced), and the turns in between are
 short ones that carry the steps of new requests. A stream's first event is
 never paced, and while the loop keeps up nothing is: at light load every
@@ -57,14 +57,19 @@ SLOW_STREAM_READS = 8
 RELEASE_SLICE = 32
 ENTER_LAG_S = 0.002  # a beat this late: the loop is behind, pace
 LEAVE_LAG_S = 0.0005  # back under this: keeping up again
-# The loop's thread on the CPU this share of the time: saturated, pace. Paced
-# reads cost the same load up to a sixth less (17% fewer instructions at 5 ms
-# between tokens), so the way back is below what pacing itself brings a load of
-# 0.9 to (~0.75): no flapping. Not lower: a load between the two bounds stays
-# paced after any spike, and a load that paced reads bring under 0.7 is one that
-# unpaced stays under 0.9.
-ENTER_BUSY = 0.9
-LEAVE_BUSY = 0.7
+# The loop's thread on the CPU this share of the time: busy enough to pace. Not
+# only at saturation: at 200 streams 5 ms apart an unpaced gateway settled at
+# 0.75-0.8 of its core, under the 0.9 this used to be, and so was paced in 12-38%
+# of its ticks; paced in all of them it spent 15-20% less CPU per request, with
+# lower TTFT and E2E (interleaved bench runs, bench/README.md "Pacing from 60%").
+# At 0.6 a new request's step already waits behind others' work about as long
+# as the step itself takes (a queue at 0.6 load), and a paced stream's clients see
+# bursts at most a beat apart, which no reader of tokens can tell from a stream.
+# Paced reads lower the load by up to a sixth, so the way back is below what
+# pacing brings a load of 0.6 to (~0.5): no flapping. At light load (the
+# latency scenario at 10 streams: 0.13 of a core) nothing is paced.
+ENTER_BUSY = 0.6
+LEAVE_BUSY = 0.4
 _SMOOTH = 0.25  # weight of the newest lateness (and busy share) in the running figure
 
 

@@ -60,6 +60,22 @@ def test_a_saturated_loop_paces_without_lag_and_stops_well_below_saturation() ->
     assert pacer.busy >= 0.0
 
 
+def test_a_loop_busy_as_at_200_streams_paces_and_stays_paced_at_its_paced_load() -> None:
+    """The busy shares measured in the bench's latency scenario: an unpaced gateway at 200
+    streams 5 ms apart settled at 0.75-0.8 of its core, and paced, at ~0.65. That load is
+    paced from the first ticks and stays paced; the bench's light load (0.13) is not."""
+    pacer = Pacer()
+    for _ in range(30):
+        pacer.observe(0.0, busy=0.13)
+    assert not pacer.lagging
+    for _ in range(8):
+        pacer.observe(0.0, busy=0.77)
+    assert pacer.lagging
+    for _ in range(200):
+        pacer.observe(0.0, busy=0.65)
+        assert pacer.lagging
+
+
 async def test_the_busy_share_is_the_cpu_clock_over_the_loop_clock() -> None:
     """Ticks on a real loop, with the thread's CPU clock injected: one that advances as
     the loop's clock does (the thread never idle) paces; one that stands still never does."""
