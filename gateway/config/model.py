@@ -31,6 +31,13 @@ from gateway.config.observability import ObservabilityConfig
 from gateway.security.keys import secret_digest
 from gateway.security.tls import BackendTLSConfig, ListenTLS, identity_clash
 from regions.inventory import ProviderKind
+from regions.pacing import PERIOD_S
+
+PACED_IDLE_S = 5 * PERIOD_S
+"""The shortest ``timeouts.idle_s`` while ``limits.pacing`` is on: a paced read waits up
+to a beat plus the loop's lag before it takes what came meanwhile, and the idle
+timeout counts that wait; one of a few beats would cut healthy streams exactly when
+the gateway is busy (pacing starts at 60% of the loop's thread)."""
 
 _REGION_NAME = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9-]+$")
 _SECRET_REF = re.compile(r"^(sha256:[0-9a-f]{64}|env:[A-Za-z_][A-Za-z0-9_]*)$")
@@ -131,7 +138,7 @@ class Limits(Strict):
     # One event a backend may send (an SSE event, a SageMaker/Vertex payload
     # line): longer is a broken stream. A real chunk is a few hundred bytes.
     max_event_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
-    # While the event loop lags, streams past their first event read on a 5 ms
+    # While the event loop is behind, streams past their first event read on a
     # beat, so first tokens are not queued behind their chunks (regions.pacing).
     pacing: bool = True
 
@@ -540,6 +547,12 @@ class Config(Strict):
         # Messages start with "@path: " so parse() can point at the offending line.
         if not self.backends and self.discovery is None:
             raise ValueError("@backends: at least one backend, or a discovery: section")
+        if self.limits.pacing and self.timeouts.idle_s < PACED_IDLE_S:
+            raise ValueError(
+                f"@timeouts.idle_s: at least {PACED_IDLE_S:g} s while limits.pacing is on"
+                f" (a paced read waits up to a {PERIOD_S * 1000:g} ms beat plus the loop's lag);"
+                " raise it or set limits.pacing: false"
+            )
         _unique("regions", [r.name for r in self.regions])
         _unique("models", [m.name for m in self.models])
         _unique("backends", [b.name for b in self.backends])

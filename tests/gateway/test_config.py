@@ -91,6 +91,20 @@ def test_bad_config_names_the_line(old: str, new: str, line: int, fragment: str)
     assert f"meridian.yaml:{line}:" in message, message
 
 
+def test_an_idle_timeout_a_paced_read_would_hit_is_refused_unless_pacing_is_off() -> None:
+    """A paced read waits up to a beat plus the loop's lag; an idle timeout of a beat
+    or two would cut streams only once the gateway is busy. Refused at load, the line
+    named; accepted with pacing off, and at the bound."""
+    short = GOOD + "timeouts:\n  idle_s: 0.05\n"
+    with pytest.raises(ConfigError) as info:
+        parse(short, "meridian.yaml")
+    message = str(info.value)
+    assert "timeouts.idle_s: at least 0.1 s while limits.pacing is on" in message, message
+    assert f"meridian.yaml:{len(short.splitlines())}:" in message, message  # idle_s's line
+    assert parse(short + "limits:\n  pacing: false\n").timeouts.idle_s == 0.05
+    assert parse(GOOD + "timeouts:\n  idle_s: 0.1\n").timeouts.idle_s == 0.1
+
+
 def test_invalid_yaml_names_the_line() -> None:
     with pytest.raises(ConfigError, match=r"x.yaml:4: invalid YAML"):
         parse("listen:\n  http: a\n  admin: [unclosed\n", "x.yaml")
