@@ -60,11 +60,11 @@ LEAVE_LAG_S = 0.0005  # back under this: keeping up again
 # The loop's thread on the CPU this share of the time: busy enough to pace. Not
 # only at saturation: at 200 streams 5 ms apart an unpaced gateway settled at
 # 0.75-0.8 of its core, under the 0.9 this used to be, and so was paced in 12-38%
-# of its ticks; paced in all of them it spent 15-20% less CPU per request, with
-# lower TTFT and E2E (interleaved bench runs, bench/README.md "Pacing from 60%").
-# At 0.6 a new request's step already waits behind others' work about as long
-# as the step itself takes (a queue at 0.6 load), and a paced stream's clients see
-# bursts at most a beat apart, which no reader of tokens can tell from a stream.
+# of its ticks; paced in all of them it spent 15-20% less CPU per request
+# (interleaved bench runs, bench/README.md "Pacing from 60% busy"). At 0.6 a new
+# request's step already waits behind others' work about 1.5 times as long as the
+# step itself (a single-server queue at 0.6 load), and what pacing costs a client
+# is later chunks in bursts at most a beat apart.
 # Paced reads lower the load by up to a sixth, so the way back is below what
 # pacing brings a load of 0.6 to (~0.5): no flapping. At light load (the
 # latency scenario at 10 streams: 0.13 of a core) nothing is paced.

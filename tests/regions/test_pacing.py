@@ -62,7 +62,7 @@ def test_a_saturated_loop_paces_without_lag_and_stops_well_below_saturation() ->
 
 def test_a_loop_busy_as_at_200_streams_paces_and_stays_paced_at_its_paced_load() -> None:
     """The busy shares measured in the bench's latency scenario: an unpaced gateway at 200
-    streams 5 ms apart settled at 0.75-0.8 of its core, and paced, at ~0.65. That load is
+    streams 5 ms apart settled at 0.75-0.8 of its core, and paced, at 0.65-0.75. That load is
     paced from the first ticks and stays paced; the bench's light load (0.13) is not."""
     pacer = Pacer()
     for _ in range(30):
