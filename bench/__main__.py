@@ -86,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-nginx", action="store_true", help="skip the nginx reference even if installed"
     )
     p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the aiohttp contender (a bare pass-through on the gateway's stack, bench.floor)",
+    )
+    p.add_argument(
         "--no-pacing",
         action="store_true",
         help="the gateway with limits.pacing off (every chunk read as it arrives, even under load)",
@@ -120,6 +125,7 @@ def options_from(args: argparse.Namespace) -> Options:
         idle_streams=idle,
         pin=not args.no_pin,
         nginx=not args.no_nginx,
+        floor=not args.no_floor,
         pacing=not args.no_pacing,
         workers_scaling=counts if len(counts) > 1 else (),
         workers_scenario=THROUGHPUT.with_upstream(args.ttft_ms, args.itl_ms, args.max_tokens),

@@ -21,7 +21,7 @@ class RunRecord:
     """One (scenario, contender, concurrency) run over its measured window."""
 
     scenario: str
-    contender: str  # "direct", "gateway", "nginx" or "litellm"
+    contender: str  # "direct", "gateway", "nginx", "aiohttp" (bench.floor) or "litellm"
     concurrency: int
     window_s: float
     requests_per_s: float

@@ -1,6 +1,7 @@
 """Runs the benchmark matrix: scenario x concurrency x contender, same workload.
 
-Each scenario gets a fresh stack (emulator, gateway, nginx and LiteLLM if installed),
+Each scenario gets a fresh stack (emulator, gateway, the aiohttp floor, nginx and
+LiteLLM if installed),
 so a scenario's memory baseline and pools are not inherited from another.
 Within it, for each concurrency level, every contender takes the same
 closed-loop load in turn, the direct connection first. During each window
@@ -62,6 +63,7 @@ class Options:
     idle_streams: int = 0  # 0: skip the idle-stream memory probe
     pin: bool = True  # pin proxy and load to separate cores when there are two
     nginx: bool = True  # run nginx as a reference contender if it is installed
+    floor: bool = True  # run the bare aiohttp pass-through (bench.floor) as a contender
     pacing: bool = True  # the gateway's limits.pacing
     # Worker counts for the workers runs (gateway only); () skips them.
     workers_scaling: tuple[int, ...] = ()
@@ -186,7 +188,16 @@ def run(options: Options, workdir: Path, progress: Callable[[str], None]) -> Rep
     if pin is not None:
         os.sched_setaffinity(0, pin.load)  # this process only samples /proc; keep it off the proxy
     try:
-        _run_matrix(options, workdir, progress, report, pin, nginx=nginx, litellm=litellm)
+        _run_matrix(
+            options,
+            workdir,
+            progress,
+            report,
+            pin,
+            nginx=nginx,
+            floor=options.gateway and options.floor,
+            litellm=litellm,
+        )
     finally:
         os.sched_setaffinity(0, before)
     report.comparisons = compare(
@@ -285,6 +296,7 @@ def _run_matrix(
     pin: Pinning | None,
     *,
     nginx: bool,
+    floor: bool,
     litellm: bool,
 ) -> None:
     for scenario in options.scenarios:
@@ -300,6 +312,7 @@ def _run_matrix(
             litellm=litellm,
             workers=options.workers,
             nginx=nginx,
+            floor=floor,
             pin=pin,
             pacing=options.pacing,
         ) as stack:

@@ -1,6 +1,7 @@
 """The system under test: an emulated vLLM upstream, the gateway in front of it,
-and two optional contenders on the same upstream: nginx (the reference for a
-pass-through proxy's cost, when installed) and the LiteLLM proxy.
+and optional contenders on the same upstream: nginx (the reference for a
+pass-through proxy's cost, when installed), ``aiohttp`` (a bare pass-through on
+the gateway's own stack, :mod:`bench.floor`) and the LiteLLM proxy.
 
 Each runs as its own process on free loopback ports, started with a deadline
 on readiness and always stopped when the ``with`` block ends, whatever ended
@@ -225,6 +226,7 @@ def start_stack(
     litellm: bool,
     workers: int = 1,
     nginx: bool = False,
+    floor: bool = False,
     pin: Pinning | None = None,
     gateway_wrap: tuple[str, ...] = (),
     gateway_ready_s: float = _READY_S,
@@ -292,6 +294,8 @@ def start_stack(
             )
         if nginx:
             endpoints.append(_start_nginx(stop, emu_port, workdir, env, proxy_cpus))
+        if floor:
+            endpoints.append(_start_floor(stop, emu_port, workdir, env, proxy_cpus))
         if litellm:
             endpoints.append(_start_litellm(stop, emu_port, workdir, env, proxy_cpus))
         yield Stack(emulator.pid, emu_port, tuple(endpoints))
@@ -345,17 +349,39 @@ def _start_nginx(
     if nginx is None:
         raise FileNotFoundError("nginx is not installed (make bench-deps installs it)")
     port = free_port()
-    config = write_nginx_config(port, emu_port, workdir)
-    child = Child("nginx", nginx_argv(nginx, config), workdir / f"nginx-{port}.log", env, cpus)
+    argv = nginx_argv(nginx, write_nginx_config(port, emu_port, workdir))
+    return _pass_through(stop, Child("nginx", argv, workdir / f"nginx-{port}.log", env, cpus), port)
+
+
+def _start_floor(
+    stop: ExitStack,
+    emu_port: int,
+    workdir: Path,
+    env: dict[str, str],
+    cpus: frozenset[int] | None,
+) -> Endpoint:
+    port = free_port()
+    argv = [
+        sys.executable,
+        str(Path(__file__).with_name("floor.py")),  # by path: the child runs in the workdir
+        "--port",
+        str(port),
+        "--upstream",
+        f"http://127.0.0.1:{emu_port}",
+    ]
+    return _pass_through(
+        stop, Child("aiohttp", argv, workdir / f"aiohttp-{port}.log", env, cpus), port
+    )
+
+
+def _pass_through(stop: ExitStack, child: Child, port: int) -> Endpoint:
+    """A started pass-through proxy on ``port``, once it answers; clients call it with the
+    served model's name, as they would the emulator."""
     stop.callback(child.stop)
-    # The emulator answers /health; through nginx that proves the whole path.
+    # The emulator answers /health; through the proxy that proves the whole path.
     wait_http_ok(child, f"http://127.0.0.1:{port}/health", _READY_S)
     return Endpoint(
-        "nginx",
-        f"http://127.0.0.1:{port}/v1/chat/completions",
-        SERVED_MODEL,
-        {},
-        child.pid,
+        child.name, f"http://127.0.0.1:{port}/v1/chat/completions", SERVED_MODEL, {}, child.pid
     )
 
 

@@ -1,12 +1,13 @@
 """The benchmark harness: its pure parts on their own, then one tiny run end to end.
 
 The end-to-end smoke starts the real emulator and gateway as processes and
-asserts that both contenders produced figures with zero errors; the numbers
+asserts that every contender produced figures with zero errors; the numbers
 themselves are not judged (CI machines are too noisy for that).
 """
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import json
 import pstats
@@ -21,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from bench.loadgen import LoadJob, run_load
+from bench.procs import free_port
 from bench.profile import summarise
 from bench.stack import nginx_bin
 from bench.stats import Distribution, percentile
@@ -165,6 +167,41 @@ async def test_sse_server_fixture_speaks_sse(sse_server: str) -> None:
         assert await resp.read() == STREAM
 
 
+async def test_the_aiohttp_floor_passes_streams_and_refusals_through_unchanged(
+    sse_server: str,
+) -> None:
+    """The ``aiohttp`` contender is a pass-through: what it costs is only comparable
+    if it does the same work as nginx, every byte and status relayed."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "floor.py"), "--port", str(port),
+        "--upstream", sse_server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = asyncio.get_running_loop().time() + 30.0
+            while True:  # until it listens
+                try:
+                    async with session.post(url + "/ok", data=b"{}") as resp:
+                        assert resp.status == 200
+                        assert resp.headers["Content-Type"] == "text/event-stream"
+                        assert await resp.read() == STREAM
+                    break
+                except aiohttp.ClientConnectionError:
+                    assert proc.returncode is None, "the floor exited"
+                    assert asyncio.get_running_loop().time() < deadline, "never listened"
+                    await asyncio.sleep(0.05)
+            async with session.post(url + "/fail", data=b"{}") as resp:
+                assert resp.status == 503
+                assert await resp.json() == {"error": {"message": "nope"}}
+            async with session.get(url + "/absent") as resp:
+                assert resp.status == 404  # the upstream's answer, not the floor's
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 # --- end to end: emulator + gateway processes ---------------------------------
 
 
@@ -185,7 +222,7 @@ def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     runs = {r["contender"]: r for r in report["runs"]}
-    contenders = ["direct", "gateway"] + (["nginx"] if nginx_bin() else [])
+    contenders = ["direct", "gateway", "aiohttp"] + (["nginx"] if nginx_bin() else [])
     assert set(runs) >= set(contenders)
     for name in contenders:
         run = runs[name]
