@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-floor",
         action="store_true",
-        help="skip the aiohttp contender (a bare pass-through on the gateway's stack, bench.floor)",
+        help="skip the floors of the gateway's stack: the aiohttp and relay contenders",
     )
     p.add_argument(
         "--no-pacing",

@@ -21,7 +21,8 @@ class RunRecord:
     """One (scenario, contender, concurrency) run over its measured window."""
 
     scenario: str
-    contender: str  # "direct", "gateway", "nginx", "aiohttp" (bench.floor) or "litellm"
+    # "direct", "gateway", "nginx", "aiohttp" (bench.floor), "relay" (bench.relay), "litellm"
+    contender: str
     concurrency: int
     window_s: float
     requests_per_s: float

@@ -1,7 +1,7 @@
 """Runs the benchmark matrix: scenario x concurrency x contender, same workload.
 
-Each scenario gets a fresh stack (emulator, gateway, the aiohttp floor, nginx and
-LiteLLM if installed),
+Each scenario gets a fresh stack (emulator, gateway, the floors of its stack, nginx
+and LiteLLM if installed),
 so a scenario's memory baseline and pools are not inherited from another.
 Within it, for each concurrency level, every contender takes the same
 closed-loop load in turn, the direct connection first. During each window
@@ -63,7 +63,7 @@ class Options:
     idle_streams: int = 0  # 0: skip the idle-stream memory probe
     pin: bool = True  # pin proxy and load to separate cores when there are two
     nginx: bool = True  # run nginx as a reference contender if it is installed
-    floor: bool = True  # run the bare aiohttp pass-through (bench.floor) as a contender
+    floor: bool = True  # run the floors of the gateway's stack (bench.floor, bench.relay)
     pacing: bool = True  # the gateway's limits.pacing
     # Worker counts for the workers runs (gateway only); () skips them.
     workers_scaling: tuple[int, ...] = ()

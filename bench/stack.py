@@ -1,7 +1,8 @@
 """The system under test: an emulated vLLM upstream, the gateway in front of it,
 and optional contenders on the same upstream: nginx (the reference for a
-pass-through proxy's cost, when installed), ``aiohttp`` (a bare pass-through on
-the gateway's own stack, :mod:`bench.floor`) and the LiteLLM proxy.
+pass-through proxy's cost, when installed), the floors of the gateway's stack
+(``aiohttp``, a bare HTTP pass-through, :mod:`bench.floor`; ``relay``, a byte
+relay on uvloop, :mod:`bench.relay`) and the LiteLLM proxy.
 
 Each runs as its own process on free loopback ports, started with a deadline
 on readiness and always stopped when the ``with`` block ends, whatever ended
@@ -294,8 +295,8 @@ def start_stack(
             )
         if nginx:
             endpoints.append(_start_nginx(stop, emu_port, workdir, env, proxy_cpus))
-        if floor:
-            endpoints.append(_start_floor(stop, emu_port, workdir, env, proxy_cpus))
+        for name in ("aiohttp", "relay") if floor else ():
+            endpoints.append(_start_script(name, stop, emu_port, workdir, env, proxy_cpus))
         if litellm:
             endpoints.append(_start_litellm(stop, emu_port, workdir, env, proxy_cpus))
         yield Stack(emulator.pid, emu_port, tuple(endpoints))
@@ -353,25 +354,28 @@ def _start_nginx(
     return _pass_through(stop, Child("nginx", argv, workdir / f"nginx-{port}.log", env, cpus), port)
 
 
-def _start_floor(
+def _start_script(
+    name: str,
     stop: ExitStack,
     emu_port: int,
     workdir: Path,
     env: dict[str, str],
     cpus: frozenset[int] | None,
 ) -> Endpoint:
+    """One of the bench's own pass-throughs (bench/floor.py, bench/relay.py) by its name."""
     port = free_port()
     argv = [
         sys.executable,
-        str(Path(__file__).with_name("floor.py")),  # by path: the child runs in the workdir
+        str(Path(__file__).with_name(_SCRIPTS[name])),  # by path: the child runs in the workdir
         "--port",
         str(port),
         "--upstream",
         f"http://127.0.0.1:{emu_port}",
     ]
-    return _pass_through(
-        stop, Child("aiohttp", argv, workdir / f"aiohttp-{port}.log", env, cpus), port
-    )
+    return _pass_through(stop, Child(name, argv, workdir / f"{name}-{port}.log", env, cpus), port)
+
+
+_SCRIPTS = {"aiohttp": "floor.py", "relay": "relay.py"}
 
 
 def _pass_through(stop: ExitStack, child: Child, port: int) -> Endpoint:

@@ -167,19 +167,23 @@ async def test_sse_server_fixture_speaks_sse(sse_server: str) -> None:
         assert await resp.read() == STREAM
 
 
-async def test_the_aiohttp_floor_passes_streams_and_refusals_through_unchanged(
-    sse_server: str,
+@pytest.mark.parametrize("script", ["floor.py", "relay.py"])
+async def test_the_floors_pass_streams_and_refusals_through_unchanged(
+    sse_server: str, script: str
 ) -> None:
-    """The ``aiohttp`` contender is a pass-through: what it costs is only comparable
-    if it does the same work as nginx, every byte and status relayed."""
+    """The ``aiohttp`` and ``relay`` contenders are pass-throughs: what they cost is
+    only comparable if they do the same work as nginx, every byte and status
+    relayed, and several requests on one connection."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "floor.py"), "--port", str(port),
+        sys.executable, str(ROOT / "bench" / script), "--port", str(port),
         "--upstream", sse_server, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as session:
+        # one connection: the relay pairs it with one upstream connection
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector) as session:
             deadline = asyncio.get_running_loop().time() + 30.0
             while True:  # until it listens
                 try:
@@ -197,6 +201,8 @@ async def test_the_aiohttp_floor_passes_streams_and_refusals_through_unchanged(
                 assert await resp.json() == {"error": {"message": "nope"}}
             async with session.get(url + "/absent") as resp:
                 assert resp.status == 404  # the upstream's answer, not the floor's
+            async with session.post(url + "/ok", data=b"{}") as resp:
+                assert await resp.read() == STREAM
     finally:
         proc.terminate()
         await proc.wait()
@@ -222,7 +228,7 @@ def test_bench_runs_end_to_end_with_zero_errors(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     runs = {r["contender"]: r for r in report["runs"]}
-    contenders = ["direct", "gateway", "aiohttp"] + (["nginx"] if nginx_bin() else [])
+    contenders = ["direct", "gateway", "aiohttp", "relay"] + (["nginx"] if nginx_bin() else [])
     assert set(runs) >= set(contenders)
     for name in contenders:
         run = runs[name]
