@@ -25,22 +25,18 @@ import uvloop
 
 
 class _Side(asyncio.Protocol):
-    """One connection of a pair; what it reads goes to ``peer``."""
+    """One connection of a pair; what it reads goes to ``peer``, and its end ends the peer."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer: _Side | None = None) -> None:
         self.transport: asyncio.Transport | None = None
-        self.peer: _Side | None = None
-        self.early: list[bytes] = []  # read before the peer connected (the client's first bytes)
+        self.peer = peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
 
     def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(data)
-        else:
-            self.early.append(data)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
 
     def pause_writing(self) -> None:  # our write buffer is full: stop reading the peer
         if self.peer is not None and self.peer.transport is not None:
@@ -56,33 +52,54 @@ class _Side(asyncio.Protocol):
 
 
 class _Client(_Side):
+    """The client's side: connects its upstream side, holding what the client sends
+    until then. The upstream side is made with its peer, so nothing it reads is
+    lost; a client gone before the upstream connected closes it at once."""
+
     def __init__(self, host: str, port: int) -> None:
         super().__init__()
         self._upstream = (host, port)
+        self._early: list[bytes] = []
+        self._connecting: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        asyncio.get_running_loop().create_task(self._connect())
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self._early.append(data)
+        else:
+            super().data_received(data)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, upstream = await loop.create_connection(_Side, *self._upstream)
+            up_transport, upstream = await loop.create_connection(
+                lambda: _Side(peer=self), *self._upstream
+            )
         except OSError:
             if self.transport is not None:
                 self.transport.close()
             return
-        upstream.peer, self.peer = self, upstream
-        assert upstream.transport is not None
-        for data in self.early:
-            upstream.transport.write(data)
-        self.early.clear()
+        if self.transport is None or self.transport.is_closing():
+            up_transport.close()  # the client left while we connected
+            return
+        self.peer = upstream
+        for data in self._early:
+            up_transport.write(data)
+        self._early.clear()
 
 
 async def serve(host: str, port: int, upstream: str) -> None:
     parts = urlsplit(upstream)
     target = (parts.hostname or "127.0.0.1", parts.port or 80)
-    server = await asyncio.get_running_loop().create_server(lambda: _Client(*target), host, port)
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _Client(*target),
+        host,
+        port,
+        backlog=1024,  # as the gateway's listener
+    )
     async with server:
         await server.serve_forever()
 
